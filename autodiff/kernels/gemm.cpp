@@ -1,0 +1,440 @@
+// Packed, cache-blocked GEMM with a register-blocked FMA micro-kernel.
+//
+// Loop nest (per thread, over the part of C it owns):
+//   jc: columns in blocks of NC  -> a kc x nc panel of op(B) is packed (lives in L2/L3)
+//   pc: depth in blocks of KC    -> the order of the k-sum is fixed by this loop alone
+//   ic: rows in blocks of MC     -> an mc x kc block of op(A) is packed (lives in L2)
+//   jr: NR-wide micro-panels of B (one stays in L1 while the ir loop streams A through it)
+//   ir: MR-tall micro-panels of A -> micro-kernel computes an MR x NR tile in registers
+//
+// Determinism: every element of C is owned by exactly one thread and its value is produced by the same
+// sequence of operations whatever the partition: the k-sum runs over the same KC blocks from p = 0, each
+// block is a chain of FMAs in one SIMD lane (lanes never mix), and the epilogue is the same mul/add in
+// the vector and the edge-tile path. Hence 1 and 2 threads give bitwise identical C.
+#include "autodiff/kernels/gemm.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <new>
+
+#include "autodiff/parallel.hpp"
+
+#if SDEUQ_SIMD
+#include <xsimd/xsimd.hpp>
+#endif
+
+namespace sdeuq::kernels {
+
+namespace {
+
+using int64 = std::int64_t;
+
+// Blocking for Zen 4 (32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3), in bytes the same for float
+// and double. The B micro-panel (KC * NR * sizeof(T) = 24 KiB) stays in L1 while the ir loop streams
+// A slices past it; a long KC amortises the C-tile load/store of each micro-kernel call. The A block
+// (MC x KC, 144 KiB) stays in L2 across the jr loop, and the B panel (KC x NC, 3 MiB) in L3. KC and MC
+// were picked by measurement (KC 256..512, MC 72..288 were within noise of each other at n >= 256).
+template <class T>
+struct Blocking;
+
+template <>
+struct Blocking<float> {
+    static constexpr int mr = 6;
+    static constexpr int nr = 16;
+    static constexpr int64 kc = 384;
+    static constexpr int64 mc = 96;
+    static constexpr int64 nc = 2048;
+};
+
+template <>
+struct Blocking<double> {
+    static constexpr int mr = 6;
+    static constexpr int nr = 8;
+    static constexpr int64 kc = 384;
+    static constexpr int64 mc = 96;
+    static constexpr int64 nc = 1024;
+};
+
+// Below this many multiply-adds the second thread costs more (hand-off, duplicated packing) than it saves.
+constexpr int64 parallel_min_madds = int64(96) * 96 * 96;
+
+// A 64-byte aligned scratch buffer that only grows; one per thread and type, so a steady-state training
+// step performs no heap allocation in GEMM.
+template <class T>
+class PackBuffer {
+public:
+    PackBuffer() = default;
+    PackBuffer(const PackBuffer&) = delete;
+    PackBuffer& operator=(const PackBuffer&) = delete;
+    ~PackBuffer() { release(); }
+
+    T* get(std::size_t count) {
+        if (count > capacity_) {
+            release();
+            data_ = static_cast<T*>(::operator new(count * sizeof(T), std::align_val_t(64)));
+            capacity_ = count;
+        }
+        return data_;
+    }
+
+private:
+    void release() {
+        if (data_) ::operator delete(data_, std::align_val_t(64));
+        data_ = nullptr;
+        capacity_ = 0;
+    }
+    T* data_ = nullptr;
+    std::size_t capacity_ = 0;
+};
+
+template <class T>
+T* a_buffer(std::size_t count) {
+    thread_local PackBuffer<T> buf;
+    return buf.get(count);
+}
+
+template <class T>
+T* b_buffer(std::size_t count) {
+    thread_local PackBuffer<T> buf;
+    return buf.get(count);
+}
+
+// Packs rows [i0, i0 + mc) x depth [p0, p0 + kc) of op(A) into MR-row micro-panels, each stored
+// k-major (MR consecutive values per k); rows past mc are zero so the kernel never branches on edges.
+template <class T>
+void pack_a(bool trans, const T* a, int64 lda, int64 i0, int64 mc, int64 p0, int64 kc, T* dst) {
+    constexpr int mr = Blocking<T>::mr;
+    for (int64 ir = 0; ir < mc; ir += mr) {
+        const int64 rows = std::min<int64>(mr, mc - ir);
+        T* d = dst + ir * kc;
+        if (!trans) {
+            // op(A)[i][p] = a[i * lda + p]: read the MR rows side by side.
+            const T* src = a + (i0 + ir) * lda + p0;
+            if (rows == mr) {
+                for (int64 p = 0; p < kc; ++p)
+                    for (int r = 0; r < mr; ++r) d[p * mr + r] = src[r * lda + p];
+            } else {
+                for (int64 p = 0; p < kc; ++p) {
+                    for (int r = 0; r < rows; ++r) d[p * mr + r] = src[r * lda + p];
+                    for (int r = static_cast<int>(rows); r < mr; ++r) d[p * mr + r] = T(0);
+                }
+            }
+        } else {
+            // op(A)[i][p] = a[p * lda + i]: MR contiguous values per k.
+            const T* src = a + p0 * lda + i0 + ir;
+            for (int64 p = 0; p < kc; ++p) {
+                const T* s = src + p * lda;
+                for (int r = 0; r < rows; ++r) d[p * mr + r] = s[r];
+                for (int r = static_cast<int>(rows); r < mr; ++r) d[p * mr + r] = T(0);
+            }
+        }
+    }
+}
+
+// Packs depth [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) into NR-column micro-panels, each stored
+// k-major (NR consecutive values per k), zero-padded past nc.
+template <class T>
+void pack_b(bool trans, const T* b, int64 ldb, int64 p0, int64 kc, int64 j0, int64 nc, T* dst) {
+    constexpr int nr = Blocking<T>::nr;
+    for (int64 jr = 0; jr < nc; jr += nr) {
+        const int64 cols = std::min<int64>(nr, nc - jr);
+        T* d = dst + jr * kc;
+        if (!trans) {
+            // op(B)[p][j] = b[p * ldb + j]: NR contiguous values per k.
+            const T* src = b + p0 * ldb + j0 + jr;
+            if (cols == nr) {
+                for (int64 p = 0; p < kc; ++p) std::memcpy(d + p * nr, src + p * ldb, nr * sizeof(T));
+            } else {
+                for (int64 p = 0; p < kc; ++p) {
+                    const T* s = src + p * ldb;
+                    for (int c = 0; c < cols; ++c) d[p * nr + c] = s[c];
+                    for (int c = static_cast<int>(cols); c < nr; ++c) d[p * nr + c] = T(0);
+                }
+            }
+        } else {
+            // op(B)[p][j] = b[j * ldb + p]: read the NR rows of b side by side, a few k at a time so
+            // that each source row is touched in cache-line-sized runs.
+            const T* src = b + (j0 + jr) * ldb + p0;
+            constexpr int64 kstep = 8;
+            for (int64 pb = 0; pb < kc; pb += kstep) {
+                const int64 pe = std::min<int64>(kc, pb + kstep);
+                for (int c = 0; c < cols; ++c) {
+                    const T* s = src + c * ldb;
+                    for (int64 p = pb; p < pe; ++p) d[p * nr + c] = s[p];
+                }
+                for (int c = static_cast<int>(cols); c < nr; ++c)
+                    for (int64 p = pb; p < pe; ++p) d[p * nr + c] = T(0);
+            }
+        }
+    }
+}
+
+// How the micro-kernel combines its tile with C. The first KC block applies beta (or ignores C when
+// beta == 0, so NaN in C does not propagate); later blocks accumulate.
+enum class Update { overwrite, scale, accumulate };
+
+// Scalar epilogue on an MR x NR tile (edge tiles, and the whole epilogue of the scalar build). Uses the
+// same separate multiply and add as the vector epilogue, so edge and interior elements round alike.
+template <class T>
+inline void update_tile(const T* tile, int nr, int rows, int cols, T alpha, T beta, Update mode, T* c,
+                        int64 ldc) {
+    for (int r = 0; r < rows; ++r) {
+        T* cr = c + r * ldc;
+        const T* t = tile + r * nr;
+        switch (mode) {
+            case Update::overwrite:
+                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j];
+                break;
+            case Update::scale:
+                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + beta * cr[j];
+                break;
+            case Update::accumulate:
+                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + cr[j];
+                break;
+        }
+    }
+}
+
+// Where the micro-kernel reads its MR x kc slice of op(A): a packed micro-panel (MR values per k), or,
+// for untransposed A, the MR rows of A in place (saves the packing pass, which dominates small GEMMs).
+// Rows past the edge of an in-place slice alias its last row; their results are never written back.
+template <class T, bool packed>
+class ASlice {
+public:
+    static constexpr int mr = Blocking<T>::mr;
+    ASlice(const T* a, int64 lda, int rows) {
+        if constexpr (packed) {
+            (void)lda;
+            (void)rows;
+            rows_[0] = a;
+        } else {
+            for (int r = 0; r < mr; ++r) rows_[r] = a + std::min(r, rows - 1) * lda;
+        }
+    }
+    // op(A)[r][p] of the slice; in the packed form p is implicit (advance() steps one k).
+    T at(int r, int64 p) const {
+        if constexpr (packed) {
+            (void)p;
+            return rows_[0][r];
+        } else {
+            return rows_[r][p];
+        }
+    }
+    void advance() {
+        if constexpr (packed) rows_[0] += mr;
+    }
+
+private:
+    const T* rows_[packed ? 1 : mr];
+};
+
+#if SDEUQ_SIMD
+
+using simd_arch = xsimd::fma3<xsimd::avx2>;
+
+// MR x NR tile = 6 rows x 2 vectors: 12 accumulators + 2 B vectors + 1 broadcast fit the 16 ymm
+// registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy.
+template <class T, bool packed_a>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc, int rows,
+                  int cols, T alpha, T beta, Update mode) {
+    using batch = xsimd::batch<T, simd_arch>;
+    constexpr int mr = Blocking<T>::mr;
+    constexpr int nr = Blocking<T>::nr;
+    constexpr int w = static_cast<int>(batch::size);
+    static_assert(nr == 2 * w, "micro-kernel expects NR = two vectors");
+
+    // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall.
+    for (int r = 0; r < rows; ++r) {
+        __builtin_prefetch(c + r * ldc, 1);
+        __builtin_prefetch(c + r * ldc + nr - 1, 1);
+    }
+    ASlice<T, packed_a> as(a, lda, rows);
+    batch c00(T(0)), c01(T(0)), c10(T(0)), c11(T(0)), c20(T(0)), c21(T(0));
+    batch c30(T(0)), c31(T(0)), c40(T(0)), c41(T(0)), c50(T(0)), c51(T(0));
+    // Unrolled so that loop overhead does not compete with the loads for issue slots.
+#pragma GCC unroll 4
+    for (int64 p = 0; p < kc; ++p) {
+        const batch b0 = batch::load_aligned(b);
+        const batch b1 = batch::load_aligned(b + w);
+        batch av(as.at(0, p));
+        c00 = xsimd::fma(av, b0, c00);
+        c01 = xsimd::fma(av, b1, c01);
+        av = batch(as.at(1, p));
+        c10 = xsimd::fma(av, b0, c10);
+        c11 = xsimd::fma(av, b1, c11);
+        av = batch(as.at(2, p));
+        c20 = xsimd::fma(av, b0, c20);
+        c21 = xsimd::fma(av, b1, c21);
+        av = batch(as.at(3, p));
+        c30 = xsimd::fma(av, b0, c30);
+        c31 = xsimd::fma(av, b1, c31);
+        av = batch(as.at(4, p));
+        c40 = xsimd::fma(av, b0, c40);
+        c41 = xsimd::fma(av, b1, c41);
+        av = batch(as.at(5, p));
+        c50 = xsimd::fma(av, b0, c50);
+        c51 = xsimd::fma(av, b1, c51);
+        as.advance();
+        b += nr;
+    }
+    const batch acc[mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+
+    if (rows == mr && cols == nr) {
+        const batch va(alpha);
+        const batch vb(beta);
+        for (int r = 0; r < mr; ++r) {
+            T* cr = c + r * ldc;
+            for (int v = 0; v < 2; ++v) {
+                const batch t = va * acc[r][v];
+                batch out;
+                if (mode == Update::overwrite)
+                    out = t;
+                else if (mode == Update::scale)
+                    out = t + vb * batch::load_unaligned(cr + v * w);
+                else
+                    out = t + batch::load_unaligned(cr + v * w);
+                out.store_unaligned(cr + v * w);
+            }
+        }
+        return;
+    }
+    alignas(64) T tile[mr * nr];
+    for (int r = 0; r < mr; ++r) {
+        acc[r][0].store_aligned(tile + r * nr);
+        acc[r][1].store_aligned(tile + r * nr + w);
+    }
+    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+}
+
+#else  // scalar build: same blocking and packing, plain multiply-add (no FMA on the scalar target)
+
+template <class T, bool packed_a>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc, int rows,
+                  int cols, T alpha, T beta, Update mode) {
+    constexpr int mr = Blocking<T>::mr;
+    constexpr int nr = Blocking<T>::nr;
+    ASlice<T, packed_a> as(a, lda, rows);
+    T tile[mr * nr] = {};
+    for (int64 p = 0; p < kc; ++p) {
+        for (int r = 0; r < mr; ++r) {
+            const T ar = as.at(r, p);
+            for (int j = 0; j < nr; ++j) tile[r * nr + j] += ar * b[j];
+        }
+        as.advance();
+        b += nr;
+    }
+    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+}
+
+#endif
+
+// C[i0:i1, j0:j1] of the full product; single-threaded.
+template <class T>
+void gemm_block(bool ta, bool tb, int64 i0, int64 i1, int64 j0, int64 j1, int64 k, T alpha, const T* a,
+                int64 lda, const T* b, int64 ldb, T beta, T* c, int64 ldc) {
+    using B = Blocking<T>;
+    constexpr int mr = B::mr;
+    constexpr int nr = B::nr;
+    const int64 m = i1 - i0;
+    const int64 n = j1 - j0;
+    const int64 kc_max = std::min<int64>(B::kc, k);
+    const int64 mc_max = std::min<int64>(B::mc, (m + mr - 1) / mr * mr);
+    const int64 nc_max = std::min<int64>(B::nc, (n + nr - 1) / nr * nr);
+    // Untransposed A is read in place (see ASlice); transposed A is packed so that the kernel's MR
+    // values per k are contiguous.
+    const bool direct_a = !ta;
+    T* abuf = direct_a ? nullptr : a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max));
+    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max));
+
+    for (int64 jc = j0; jc < j1; jc += B::nc) {
+        const int64 nc = std::min<int64>(B::nc, j1 - jc);
+        for (int64 pc = 0; pc < k; pc += B::kc) {
+            const int64 kc = std::min<int64>(B::kc, k - pc);
+            const Update mode = pc > 0 ? Update::accumulate : beta == T(0) ? Update::overwrite : Update::scale;
+            pack_b(tb, b, ldb, pc, kc, jc, nc, bbuf);
+            for (int64 ic = i0; ic < i1; ic += B::mc) {
+                const int64 mc = std::min<int64>(B::mc, i1 - ic);
+                if (!direct_a) pack_a(ta, a, lda, ic, mc, pc, kc, abuf);
+                for (int64 jr = 0; jr < nc; jr += nr) {
+                    const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
+                    const T* bp = bbuf + jr * kc;
+                    for (int64 ir = 0; ir < mc; ir += mr) {
+                        const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
+                        T* ct = c + (ic + ir) * ldc + jc + jr;
+                        if (direct_a)
+                            micro_kernel<T, false>(kc, a + (ic + ir) * lda + pc, lda, bp, ct, ldc, rows, cols,
+                                                   alpha, beta, mode);
+                        else
+                            micro_kernel<T, true>(kc, abuf + ir * kc, 0, bp, ct, ldc, rows, cols, alpha, beta,
+                                                  mode);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// C = beta * C (k == 0 or alpha == 0); beta == 0 writes zeros without reading C.
+template <class T>
+void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc) {
+    for (int64 i = 0; i < m; ++i) {
+        T* ci = c + i * ldc;
+        if (beta == T(0))
+            std::fill(ci, ci + n, T(0));
+        else if (beta != T(1))
+            for (int64 j = 0; j < n; ++j) ci[j] *= beta;
+    }
+}
+
+}  // namespace
+
+template <class T>
+void gemm_reference(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            T s = 0;
+            for (std::int64_t p = 0; p < k; ++p)
+                s += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+            c[i * ldc + j] = beta == T(0) ? alpha * s : alpha * s + beta * c[i * ldc + j];
+        }
+}
+
+template <class T>
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
+          const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == T(0)) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    using B = Blocking<T>;
+    const bool threaded = num_threads() > 1 && m * n * k >= parallel_min_madds;
+    if (!threaded) {
+        gemm_block(ta, tb, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    // Split the larger of the two output dimensions: each thread then repacks only the smaller operand
+    // (A when splitting columns, B when splitting rows), and parts stay aligned to whole micro-tiles.
+    if (n >= m) {
+        parallel_for(0, n, B::nr, 0, [&](std::int64_t lo, std::int64_t hi) {
+            gemm_block(ta, tb, 0, m, lo, hi, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        });
+    } else {
+        parallel_for(0, m, B::mr, 0, [&](std::int64_t lo, std::int64_t hi) {
+            gemm_block(ta, tb, lo, hi, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        });
+    }
+}
+
+template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
+                          const float*, std::int64_t, float, float*, std::int64_t);
+template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
+                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+template void gemm_reference<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                                    std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+template void gemm_reference<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
+                                     std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+
+}  // namespace sdeuq::kernels

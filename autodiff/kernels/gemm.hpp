@@ -1,0 +1,22 @@
+// GEMM: C = alpha * op(A) * op(B) + beta * C, row-major, op(X) = X or X^T.
+//
+// op(A) is m x k, op(B) is k x n, C is m x n; lda, ldb, ldc are row strides (elements). Packed panels
+// and a register-blocked FMA micro-kernel written with xsimd; parallel over the kernel threads with a
+// partition of C that does not change the order of any sum, so results are bitwise identical with 1
+// and 2 threads. beta == 0 overwrites C without reading it (NaN in C is not propagated).
+#pragma once
+
+#include <cstdint>
+
+namespace sdeuq::kernels {
+
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+
+// The plain triple loop (reference for tests).
+template <class T>
+void gemm_reference(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+
+}  // namespace sdeuq::kernels

@@ -1,0 +1,123 @@
+// Differentiable ops on Var. Each op's forward and backward stand side by side in the ops_*.cpp files.
+//
+// Binary elementwise ops broadcast as NumPy does; their gradients are un-broadcast once, centrally, by
+// sum_to(). Every op checks its inputs and throws ShapeError naming the op and the shapes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "autodiff/tape.hpp"
+
+namespace sdeuq {
+
+// ---- broadcasting helpers (tensors, no tape) ----
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+// Sums t over the broadcast dimensions so that it has `target` shape.
+Tensor sum_to(const Tensor& t, const Shape& target);
+
+// ---- elementwise binary (broadcasting) ----
+Var add(const Var& a, const Var& b);
+Var sub(const Var& a, const Var& b);
+Var mul(const Var& a, const Var& b);
+Var div(const Var& a, const Var& b);
+Var pow(const Var& a, const Var& b);       // a > 0 where b is differentiated
+Var maximum(const Var& a, const Var& b);   // gradient to a where a >= b
+Var minimum(const Var& a, const Var& b);
+// scalar forms
+Var add(const Var& a, double s);
+Var mul(const Var& a, double s);
+Var pow(const Var& a, double p);
+Var rsub(double s, const Var& a);          // s - a
+Var rdiv(double s, const Var& a);          // s / a
+
+inline Var operator+(const Var& a, const Var& b) { return add(a, b); }
+inline Var operator-(const Var& a, const Var& b) { return sub(a, b); }
+inline Var operator*(const Var& a, const Var& b) { return mul(a, b); }
+inline Var operator/(const Var& a, const Var& b) { return div(a, b); }
+inline Var operator+(const Var& a, double s) { return add(a, s); }
+inline Var operator+(double s, const Var& a) { return add(a, s); }
+inline Var operator-(const Var& a, double s) { return add(a, -s); }
+inline Var operator-(double s, const Var& a) { return rsub(s, a); }
+inline Var operator*(const Var& a, double s) { return mul(a, s); }
+inline Var operator*(double s, const Var& a) { return mul(a, s); }
+inline Var operator/(const Var& a, double s) { return mul(a, 1.0 / s); }
+inline Var operator/(double s, const Var& a) { return rdiv(s, a); }
+
+// ---- elementwise unary ----
+Var neg(const Var& a);
+inline Var operator-(const Var& a) { return neg(a); }
+Var exp(const Var& a);
+Var log(const Var& a);
+Var log1p(const Var& a);
+Var sqrt(const Var& a);
+Var square(const Var& a);
+Var abs(const Var& a);                     // gradient sign(a), 0 at 0
+Var clamp(const Var& a, double lo, double hi);  // gradient 1 strictly inside (lo, hi)
+Var tanh(const Var& a);
+Var sigmoid(const Var& a);
+Var relu(const Var& a);
+Var softplus(const Var& a);
+Var silu(const Var& a);
+Var sin(const Var& a);
+Var cos(const Var& a);
+// cond != 0 selects a, else b (cond is a constant; broadcasting over all three).
+Var where(const Tensor& cond, const Var& a, const Var& b);
+// a * mask (mask a constant of a's shape or broadcastable).
+Var masked(const Var& a, const Tensor& mask);
+
+// ---- linear algebra ----
+// a: [..., M, K] (or [..., K, M] with trans_a), b: [..., K, N] (or [..., N, K] with trans_b).
+// Batch dims: equal, or one operand 2-D (shared across the batch).
+Var matmul(const Var& a, const Var& b, bool trans_a = false, bool trans_b = false);
+// x [.., in] @ w^T + b with w [out, in] (the Linear layer's layout), bias optional.
+Var linear(const Var& x, const Var& w, const Var* bias = nullptr);
+
+// ---- shape ----
+Var reshape(const Var& a, const Shape& s);  // one dim may be -1 (pass as Shape via reshape_infer)
+Var reshape_infer(const Var& a, std::vector<std::int64_t> dims);
+Var transpose(const Var& a, int d0 = -2, int d1 = -1);
+Var permute(const Var& a, std::vector<int> perm);
+Var slice(const Var& a, int axis, std::int64_t start, std::int64_t stop);  // [start, stop)
+Var concat(std::span<const Var> xs, int axis);
+Var stack(std::span<const Var> xs, int axis);
+Var broadcast_to(const Var& a, const Shape& s);
+
+// ---- reductions ----
+Var sum(const Var& a);                                   // all elements -> scalar (rank 0)
+Var sum(const Var& a, std::vector<int> axes, bool keepdims = false);
+Var mean(const Var& a);
+Var mean(const Var& a, std::vector<int> axes, bool keepdims = false);
+Var max(const Var& a, int axis, bool keepdims = false);  // gradient to the first maximum
+Var logsumexp(const Var& a, int axis, bool keepdims = false);
+Var softmax(const Var& a, int axis = -1);
+Var log_softmax(const Var& a, int axis = -1);
+
+// ---- losses (mean over the batch) ----
+// logits [N, C], labels int32 [N] stored as a Tensor of f32/f64 integral values or via std::span.
+Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels);
+Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels);
+Var mse_loss(const Var& pred, const Var& target);
+// 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements.
+Var gaussian_nll(const Var& mean, const Var& var, const Var& target);
+// Stable: max(z, 0) - z*y + log1p(exp(-|z|)), mean over elements.
+Var bce_with_logits(const Var& logits, const Var& targets);
+// gather along axis 1 of [N, C]: out[i] = a[i, idx[i]]
+Var gather(const Var& a, std::span<const std::int32_t> index);
+Tensor one_hot(std::span<const std::int32_t> labels, std::int64_t classes, DType dt = DType::f32);
+
+// ---- convolution, pooling, normalisation, dropout ----
+// x [N, C, H, W], w [O, C, kh, kw], bias [O] optional; zero padding.
+Var conv2d(const Var& x, const Var& w, const Var* bias, int stride = 1, int padding = 0);
+Var avg_pool2d(const Var& x, int kernel, int stride);
+Var global_avg_pool(const Var& x);  // [N, C, H, W] -> [N, C]
+// x [N, C, ...]: per sample, per group of C/groups channels; gamma, beta [C] optional.
+Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps = 1e-5);
+// normalises over the last dimension; gamma, beta [D] optional.
+Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps = 1e-5);
+class Generator;
+// Inverted dropout: the mask (Bernoulli(1-p) / (1-p)) is materialized once from gen.
+Var dropout(const Var& x, double p, Generator& gen);
+
+}  // namespace sdeuq

@@ -1,0 +1,140 @@
+// matmul and linear: forward and backward both run on the packed GEMM kernel.
+#include <fmt/format.h>
+
+#include "autodiff/kernels/gemm.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/tensor_ops.hpp"
+
+namespace sdeuq {
+
+namespace {
+
+struct MatmulDims {
+    std::int64_t batch = 1, m = 0, n = 0, k = 0;
+    bool a_batched = false, b_batched = false;
+    Shape out;
+};
+
+MatmulDims matmul_dims(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+    const Shape &sa = a.shape(), &sb = b.shape();
+    auto fail = [&](const char* why) {
+        throw ShapeError(fmt::format("matmul: {} (a {}{}, b {}{})", why, describe(a), ta ? "^T" : "", describe(b),
+                                     tb ? "^T" : ""));
+    };
+    if (sa.rank() < 2 || sb.rank() < 2) fail("operands must have rank >= 2");
+    check_same_dtype("matmul", a, b);
+    MatmulDims d;
+    d.m = ta ? sa[-1] : sa[-2];
+    const std::int64_t ka = ta ? sa[-2] : sa[-1];
+    const std::int64_t kb = tb ? sb[-1] : sb[-2];
+    d.n = tb ? sb[-2] : sb[-1];
+    if (ka != kb) fail("inner dimensions differ");
+    d.k = ka;
+    d.a_batched = sa.rank() > 2;
+    d.b_batched = sb.rank() > 2;
+    if (d.a_batched && d.b_batched) {
+        if (sa.rank() != sb.rank()) fail("batch dimensions differ");
+        for (int i = 0; i < sa.rank() - 2; ++i)
+            if (sa[i] != sb[i]) fail("batch dimensions differ");
+    }
+    const Shape& bs = d.a_batched ? sa : sb;
+    for (int i = 0; i < bs.rank() - 2; ++i) {
+        d.out.push_back(bs[i]);
+        d.batch *= bs[i];
+    }
+    d.out.push_back(d.m);
+    d.out.push_back(d.n);
+    return d;
+}
+
+// C_p = op(A_p) op(B_p) (+ C_p when accumulate) over the batch; a 2-D operand is shared. A shared C
+// (c_batched false) sums over the batch in batch order.
+template <class T>
+void batched_gemm(bool ta, bool tb, std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                  bool a_b, const T* b, bool b_b, T* c, bool c_b, bool accumulate) {
+    const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
+    // A batched, not transposed, B shared, C batched: the batch folds into the rows of one GEMM.
+    if (batch > 1 && a_b && !ta && !b_b && c_b) {
+        kernels::gemm<T>(false, tb, batch * m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, n);
+        return;
+    }
+    // Gradient of a shared B: sum_p A_p^T G_p is one GEMM over the stacked rows.
+    if (batch > 1 && ta && !tb && a_b && b_b && !c_b) {
+        kernels::gemm<T>(true, false, m, n, batch * k, T(1), a, m, b, n, accumulate ? T(1) : T(0), c, n);
+        return;
+    }
+    for (std::int64_t p = 0; p < batch; ++p) {
+        const T* ap = a + (a_b ? p * m * k : 0);
+        const T* bp = b + (b_b ? p * k * n : 0);
+        T* cp = c + (c_b ? p * m * n : 0);
+        const bool acc = accumulate || (!c_b && p > 0);
+        kernels::gemm<T>(ta, tb, m, n, k, T(1), ap, lda, bp, ldb, acc ? T(1) : T(0), cp, n);
+    }
+}
+
+}  // namespace
+
+Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
+    const MatmulDims d = matmul_dims(a.value(), b.value(), ta, tb);
+    Tensor y = Tensor::arena_empty(d.out, a.dtype());
+    dispatch(a.dtype(), [&](auto z) {
+        using T = decltype(z);
+        if (d.k == 0) {
+            y.fill(0.0);
+            return;
+        }
+        batched_gemm<T>(ta, tb, d.batch, d.m, d.n, d.k, a.value().data<T>(), d.a_batched, b.value().data<T>(),
+                        d.b_batched, y.data<T>(), true, false);
+    });
+    return record("matmul", y, {a, b}, [na = node_of(a), nb = node_of(b), av = a.value(), bv = b.value(), d, ta, tb](const Tensor& g) {
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            const T* pg = g.data<T>();
+            if (na) {
+                // d op(A) = G op(B)^T; with ta, dA = op(B) G^T.
+                Tensor ga = Tensor::arena_empty(av.shape(), av.dtype());
+                if (d.k > 0 && d.m > 0) {
+                    if (!ta)
+                        batched_gemm<T>(false, !tb, d.batch, d.m, d.k, d.n, pg, true, bv.data<T>(), d.b_batched,
+                                        ga.data<T>(), d.a_batched, false);
+                    else
+                        batched_gemm<T>(tb, true, d.batch, d.k, d.m, d.n, bv.data<T>(), d.b_batched, pg, true,
+                                        ga.data<T>(), d.a_batched, false);
+                } else {
+                    ga.fill(0.0);
+                }
+                accumulate_fresh(na, ga);
+            }
+            if (nb) {
+                // d op(B) = op(A)^T G; with tb, dB = G^T op(A).
+                Tensor gb = Tensor::arena_empty(bv.shape(), bv.dtype());
+                if (d.k > 0 && d.n > 0) {
+                    if (!tb)
+                        batched_gemm<T>(!ta, false, d.batch, d.k, d.n, d.m, av.data<T>(), d.a_batched, pg, true,
+                                        gb.data<T>(), d.b_batched, false);
+                    else
+                        batched_gemm<T>(true, ta, d.batch, d.n, d.k, d.m, pg, true, av.data<T>(), d.a_batched,
+                                        gb.data<T>(), d.b_batched, false);
+                } else {
+                    gb.fill(0.0);
+                }
+                accumulate_fresh(nb, gb);
+            }
+        });
+    });
+}
+
+Var linear(const Var& x, const Var& w, const Var* bias) {
+    if (w.rank() != 2 || x.rank() < 1 || x.dim(-1) != w.dim(1))
+        throw ShapeError(fmt::format("linear: input {} does not match weight {} (expected [..., {}] and [out, in])",
+                                     describe(x.value()), describe(w.value()), w.rank() == 2 ? w.dim(1) : -1));
+    if (bias && (bias->rank() != 1 || bias->dim(0) != w.dim(0)))
+        throw ShapeError(fmt::format("linear: bias {} does not match weight {}", describe(bias->value()),
+                                     describe(w.value())));
+    Var x2 = x.rank() == 1 ? reshape(x, Shape{1, x.dim(0)}) : x;
+    Var y = matmul(x2, w, false, true);
+    if (bias) y = add(y, *bias);
+    return x.rank() == 1 ? reshape(y, Shape{w.dim(0)}) : y;
+}
+
+}  // namespace sdeuq

@@ -1,0 +1,243 @@
+// Reductions over axes: sum, mean, max, logsumexp, softmax, log_softmax.
+//
+// A reduction over one axis views the input as [outer, r, inner] and reduces the middle index. Each
+// output element is summed by one thread in index order, so results do not depend on the thread count.
+#include <cmath>
+#include <fmt/format.h>
+#include <limits>
+
+#include "autodiff/ops.hpp"
+#include "autodiff/tensor_ops.hpp"
+
+namespace sdeuq {
+
+namespace {
+
+int norm_axis(const char* op, int axis, int rank) {
+    int a = axis < 0 ? axis + rank : axis;
+    if (a < 0 || a >= rank) throw ShapeError(fmt::format("{}: axis {} out of range for rank {}", op, axis, rank));
+    return a;
+}
+
+struct Split {
+    std::int64_t outer = 1, r = 1, inner = 1;
+};
+Split split(const Shape& s, int axis) {
+    Split p;
+    for (int i = 0; i < axis; ++i) p.outer *= s[i];
+    p.r = s[axis];
+    for (int i = axis + 1; i < s.rank(); ++i) p.inner *= s[i];
+    return p;
+}
+
+Shape reduced_shape(const Shape& s, int axis, bool keepdims) {
+    Shape out;
+    for (int i = 0; i < s.rank(); ++i) {
+        if (i != axis) out.push_back(s[i]);
+        else if (keepdims) out.push_back(1);
+    }
+    return out;
+}
+
+// Sum over one axis; keepdims shape.
+Tensor sum_axis(const Tensor& x, int axis) {
+    Split p = split(x.shape(), axis);
+    Tensor y = Tensor::arena_zeros(reduced_shape(x.shape(), axis, true), x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = x.data<T>();
+        T* py = y.data<T>();
+        parallel_for(0, p.outer, 1, std::max<std::int64_t>(1, kernels::parallel_min / std::max<std::int64_t>(1, p.r * p.inner)),
+                     [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t o = lo; o < hi; ++o) {
+                if (p.inner == 1) {
+                    py[o] = kernels::sum_serial(px + o * p.r, p.r);
+                    continue;
+                }
+                T* row = py + o * p.inner;
+                for (std::int64_t j = 0; j < p.r; ++j) {
+                    const T* src = px + (o * p.r + j) * p.inner;
+                    kernels::map2_serial(row, src, row, p.inner, [](auto a, auto b) { return a + b; });
+                }
+            }
+        });
+    });
+    return y;
+}
+
+// Broadcast g (keepdims shape) back to `s`.
+Tensor expand(const Tensor& g, const Shape& s) {
+    return t_binary("expand", Tensor::arena_empty(s, g.dtype()), g, [](auto, auto v) { return v; });
+}
+
+std::vector<int> norm_axes(const char* op, std::vector<int> axes, int rank) {
+    for (auto& a : axes) a = norm_axis(op, a, rank);
+    std::sort(axes.begin(), axes.end());
+    if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) throw ShapeError(fmt::format("{}: repeated axis", op));
+    return axes;
+}
+
+}  // namespace
+
+Var sum(const Var& a, std::vector<int> axes, bool keepdims) {
+    axes = norm_axes("sum", axes, a.rank());
+    Tensor y = a.value();
+    for (auto it = axes.rbegin(); it != axes.rend(); ++it) y = sum_axis(y, *it);
+    Shape keep = y.shape();
+    if (!keepdims) {
+        Shape out;
+        for (int i = 0; i < a.rank(); ++i)
+            if (!std::binary_search(axes.begin(), axes.end(), i)) out.push_back(a.shape()[i]);
+        y = y.reshaped(out);
+    }
+    if (axes.empty()) y = y.clone_arena();
+    return record("sum", y, {a}, [na = node_of(a), keep](const Tensor& g) {
+        accumulate_fresh(na, expand(g.reshaped(keep), na->value.shape()));
+    });
+}
+
+Var sum(const Var& a) {
+    Tensor y = Tensor::arena_empty(Shape{}, a.dtype());
+    y.set_flat(0, t_sum_all(a.value()));
+    return record("sum", y, {a}, [na = node_of(a)](const Tensor& g) {
+        Tensor gx = Tensor::arena_empty(na->value.shape(), g.dtype());
+        gx.fill(g.item());
+        accumulate_fresh(na, gx);
+    });
+}
+
+Var mean(const Var& a) {
+    if (a.numel() == 0) throw ShapeError(fmt::format("mean: empty input {}", describe(a.value())));
+    return mul(sum(a), 1.0 / static_cast<double>(a.numel()));
+}
+
+Var mean(const Var& a, std::vector<int> axes, bool keepdims) {
+    auto ax = norm_axes("mean", axes, a.rank());
+    std::int64_t count = 1;
+    for (int i : ax) count *= a.shape()[i];
+    if (count == 0) throw ShapeError(fmt::format("mean: empty reduction of {}", describe(a.value())));
+    return mul(sum(a, ax, keepdims), 1.0 / static_cast<double>(count));
+}
+
+Var max(const Var& a, int axis, bool keepdims) {
+    int ax = norm_axis("max", axis, a.rank());
+    Split p = split(a.shape(), ax);
+    if (p.r == 0) throw ShapeError(fmt::format("max: empty axis {} of {}", axis, describe(a.value())));
+    Tensor y = Tensor::arena_empty(reduced_shape(a.shape(), ax, keepdims), a.dtype());
+    auto* arg = static_cast<std::int64_t*>(current_tape().arena().allocate(sizeof(std::int64_t) * static_cast<std::size_t>(p.outer * p.inner)));
+    dispatch(a.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = a.value().data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t o = 0; o < p.outer; ++o)
+            for (std::int64_t i = 0; i < p.inner; ++i) {
+                std::int64_t best = 0;
+                T bv = px[o * p.r * p.inner + i];
+                for (std::int64_t j = 1; j < p.r; ++j) {
+                    T v = px[(o * p.r + j) * p.inner + i];
+                    if (v > bv || (std::isnan(v) && !std::isnan(bv))) {
+                        bv = v;
+                        best = j;
+                    }
+                }
+                py[o * p.inner + i] = bv;
+                arg[o * p.inner + i] = best;
+            }
+    });
+    return record("max", y, {a}, [na = node_of(a), p, arg](const Tensor& g) {
+        Tensor gx = Tensor::arena_zeros(na->value.shape(), g.dtype());
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            const T* pg = g.data<T>();
+            T* px = gx.data<T>();
+            for (std::int64_t o = 0; o < p.outer; ++o)
+                for (std::int64_t i = 0; i < p.inner; ++i)
+                    px[(o * p.r + arg[o * p.inner + i]) * p.inner + i] = pg[o * p.inner + i];
+        });
+        accumulate_fresh(na, gx);
+    });
+}
+
+namespace {
+
+// Row-wise (axis) softmax statistics: m = max, s = sum exp(x - m). Writes y = x - m - log s (log-softmax).
+Tensor log_softmax_tensor(const Tensor& x, int ax) {
+    Split p = split(x.shape(), ax);
+    Tensor y = Tensor::arena_empty(x.shape(), x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = x.data<T>();
+        T* py = y.data<T>();
+        parallel_for(0, p.outer, 1, std::max<std::int64_t>(1, kernels::parallel_min / std::max<std::int64_t>(1, p.r * p.inner)),
+                     [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t o = lo; o < hi; ++o)
+                for (std::int64_t i = 0; i < p.inner; ++i) {
+                    const T* xr = px + o * p.r * p.inner + i;
+                    T* yr = py + o * p.r * p.inner + i;
+                    T m = -std::numeric_limits<T>::infinity();
+                    for (std::int64_t j = 0; j < p.r; ++j) m = std::max(m, xr[j * p.inner]);
+                    if (!std::isfinite(m)) m = 0;
+                    T s = 0;
+                    for (std::int64_t j = 0; j < p.r; ++j) s += std::exp(xr[j * p.inner] - m);
+                    const T lse = m + std::log(s);
+                    for (std::int64_t j = 0; j < p.r; ++j) yr[j * p.inner] = xr[j * p.inner] - lse;
+                }
+        });
+    });
+    return y;
+}
+
+}  // namespace
+
+Var log_softmax(const Var& a, int axis) {
+    int ax = norm_axis("log_softmax", axis, a.rank());
+    Tensor y = log_softmax_tensor(a.value(), ax);
+    return record("log_softmax", y, {a}, [na = node_of(a), y, ax](const Tensor& g) {
+        // dx = g - softmax * sum(g)
+        Tensor sm = t_unary(y, [](auto v) { using std::exp; return exp(v); });
+        Tensor gs = sum_axis(g, ax);
+        accumulate_fresh(na, t_sub(g, t_mul(sm, gs)));
+    });
+}
+
+Var softmax(const Var& a, int axis) {
+    int ax = norm_axis("softmax", axis, a.rank());
+    Tensor y = t_unary(log_softmax_tensor(a.value(), ax), [](auto v) { using std::exp; return exp(v); });
+    return record("softmax", y, {a}, [na = node_of(a), y, ax](const Tensor& g) {
+        // dx = y * (g - sum(g y))
+        Tensor gy = t_mul(g, y);
+        accumulate_fresh(na, t_mul(y, t_sub(g, sum_axis(gy, ax))));
+    });
+}
+
+Var logsumexp(const Var& a, int axis, bool keepdims) {
+    int ax = norm_axis("logsumexp", axis, a.rank());
+    Tensor ls = log_softmax_tensor(a.value(), ax);  // x - lse
+    // lse = x_0 - ls_0 along the axis; take it from the first slice.
+    Tensor xf = a.value();
+    Split p = split(a.shape(), ax);
+    Tensor y = Tensor::arena_empty(reduced_shape(a.shape(), ax, true), a.dtype());
+    dispatch(a.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = xf.data<T>();
+        const T* pl = ls.data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t o = 0; o < p.outer; ++o)
+            for (std::int64_t i = 0; i < p.inner; ++i) {
+                // The largest element gives the most accurate difference.
+                std::int64_t best = 0;
+                for (std::int64_t j = 1; j < p.r; ++j)
+                    if (px[(o * p.r + j) * p.inner + i] > px[(o * p.r + best) * p.inner + i]) best = j;
+                const std::int64_t k = (o * p.r + best) * p.inner + i;
+                py[o * p.inner + i] = px[k] - pl[k];
+            }
+    });
+    Shape keep = y.shape();
+    if (!keepdims) y = y.reshaped(reduced_shape(a.shape(), ax, false));
+    return record("logsumexp", y, {a}, [na = node_of(a), ls, keep](const Tensor& g) {
+        Tensor sm = t_unary(ls, [](auto v) { using std::exp; return exp(v); });
+        accumulate_fresh(na, t_mul(sm, g.reshaped(keep)));
+    });
+}
+
+}  // namespace sdeuq

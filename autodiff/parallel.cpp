@@ -1,0 +1,127 @@
+#include "autodiff/parallel.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace sdeuq {
+
+namespace {
+
+int default_threads() {
+    if (const char* e = std::getenv("SDEUQ_THREADS")) {
+        char* end = nullptr;
+        long v = std::strtol(e, &end, 10);
+        if (end == e || *end != '\0' || v < 1 || v > 64)
+            throw std::invalid_argument(fmt::format("SDEUQ_THREADS='{}': expected an integer from 1 to 64", e));
+        return static_cast<int>(v);
+    }
+#ifdef SDEUQ_DEFAULT_THREADS
+    return SDEUQ_DEFAULT_THREADS;
+#else
+    return 1;
+#endif
+}
+
+// Workers spin briefly on a generation counter, then block on it (C++20 atomic wait), so that the
+// short kernels of small networks do not pay a kernel wake-up on every call.
+class Pool {
+public:
+    explicit Pool(int workers) {
+        for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { loop(i + 1); });
+    }
+    ~Pool() {
+        stop_.store(true);
+        generation_.fetch_add(1);
+        generation_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+    int size() const { return static_cast<int>(threads_.size()) + 1; }
+
+    void run(int parts, const std::function<void(int)>& job) {
+        job_ = &job;
+        parts_ = parts;
+        pending_.store(parts - 1);
+        generation_.fetch_add(1, std::memory_order_release);
+        generation_.notify_all();
+        job(0);
+        while (pending_.load(std::memory_order_acquire) != 0) {
+        }
+    }
+
+private:
+    void loop(int id) {
+        std::uint64_t seen = 0;
+        while (true) {
+            std::uint64_t g;
+            auto t0 = std::chrono::steady_clock::now();
+            int spins = 0;
+            while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+                if (++spins % 1024 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200)) {
+                    generation_.wait(seen);
+                }
+            }
+            seen = g;
+            if (stop_.load()) return;
+            if (id < parts_) {
+                (*job_)(id);
+                pending_.fetch_sub(1, std::memory_order_acq_rel);
+            }
+        }
+    }
+    std::vector<std::thread> threads_;
+    std::atomic<std::uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
+    std::atomic<bool> stop_{false};
+    const std::function<void(int)>* job_ = nullptr;
+    int parts_ = 0;
+};
+
+int& thread_count() {
+    static int n = default_threads();
+    return n;
+}
+
+std::unique_ptr<Pool>& pool() {
+    static std::unique_ptr<Pool> p;
+    return p;
+}
+
+}  // namespace
+
+int num_threads() { return thread_count(); }
+
+void set_num_threads(int n) {
+    if (n < 1 || n > 64) throw std::invalid_argument(fmt::format("set_num_threads({}): expected 1 to 64", n));
+    thread_count() = n;
+}
+
+void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work,
+                  const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    const std::int64_t n = end - begin;
+    if (n <= 0) return;
+    int parts = num_threads();
+    if (align < 1) align = 1;
+    const std::int64_t blocks = (n + align - 1) / align;
+    if (parts > blocks) parts = static_cast<int>(blocks);
+    if (parts <= 1 || n < min_work) {
+        fn(begin, end);
+        return;
+    }
+    auto& p = pool();
+    if (!p || p->size() < parts) p = std::make_unique<Pool>(parts - 1);
+    const std::int64_t per = (blocks + parts - 1) / parts;
+    std::function<void(int)> job = [&](int i) {
+        std::int64_t lo = begin + std::min<std::int64_t>(n, i * per * align);
+        std::int64_t hi = begin + std::min<std::int64_t>(n, (i + 1) * per * align);
+        if (lo < hi) fn(lo, hi);
+    };
+    p->run(parts, job);
+}
+
+}  // namespace sdeuq

@@ -1,0 +1,32 @@
+// A fixed pool of kernel threads with a static work partition.
+//
+// parallel_for splits [begin, end) into num_threads() contiguous ranges whose boundaries are multiples of
+// `align`; the calling thread runs the first range. Kernels only partition work whose per-element result
+// does not depend on the partition (rows of a GEMM, elements of a map, rows of a reduction), so results
+// are bitwise identical with 1 and 2 threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace sdeuq {
+
+// Threads used by kernels: SDEUQ_THREADS in the environment, else the build's default (meson -Dthreads).
+int num_threads();
+void set_num_threads(int n);
+
+// fn(lo, hi) for each part. Runs inline when one thread is set or the range is smaller than `min_work`.
+void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work,
+                  const std::function<void(std::int64_t, std::int64_t)>& fn);
+
+// RAII thread-count override (benchmarks and tests).
+class ThreadsScope {
+public:
+    explicit ThreadsScope(int n) : prev_(num_threads()) { set_num_threads(n); }
+    ~ThreadsScope() { set_num_threads(prev_); }
+
+private:
+    int prev_;
+};
+
+}  // namespace sdeuq

@@ -1,0 +1,60 @@
+#include "autodiff/random.hpp"
+
+#include <Random123/philox.h>
+#include <boost/random/normal_distribution.hpp>
+
+namespace sdeuq {
+
+namespace {
+std::uint64_t splitmix64(std::uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+}  // namespace
+
+Generator::Generator(std::uint64_t seed, std::uint64_t stream) : seed_(seed), stream_(stream) {}
+
+Generator Generator::fork(std::uint64_t child) const { return Generator(seed_, splitmix64(stream_ ^ splitmix64(child + 1))); }
+
+void Generator::refill() {
+    r123::Philox4x32 rng;
+    r123::Philox4x32::ctr_type c = {{static_cast<std::uint32_t>(block_), static_cast<std::uint32_t>(block_ >> 32),
+                                     static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32)}};
+    r123::Philox4x32::key_type k = {{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)}};
+    auto r = rng(c, k);
+    for (int i = 0; i < 4; ++i) buf_[static_cast<std::size_t>(i)] = r[static_cast<std::size_t>(i)];
+    ++block_;
+    pos_ = 0;
+}
+
+double Generator::uniform() {
+    std::uint64_t hi = (*this)() >> 5, lo = (*this)() >> 6;  // 27 + 26 = 53 bits
+    return (static_cast<double>(hi) * 67108864.0 + static_cast<double>(lo)) * (1.0 / 9007199254740992.0);
+}
+
+double Generator::normal() {
+    boost::random::normal_distribution<double> d(0.0, 1.0);
+    return d(*this);
+}
+
+Tensor randn(const Shape& s, Generator& gen, DType dt, double mean, double stddev) {
+    Tensor t = Tensor::empty(s, dt);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, mean + stddev * gen.normal());
+    return t;
+}
+
+Tensor rand_uniform(const Shape& s, Generator& gen, DType dt, double lo, double hi) {
+    Tensor t = Tensor::empty(s, dt);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, lo + (hi - lo) * gen.uniform());
+    return t;
+}
+
+Tensor bernoulli(const Shape& s, double keep, Generator& gen, DType dt) {
+    Tensor t = Tensor::empty(s, dt);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, gen.uniform() < keep ? 1.0 : 0.0);
+    return t;
+}
+
+}  // namespace sdeuq

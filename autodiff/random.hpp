@@ -1,0 +1,48 @@
+// Seeded random streams: every random tensor is reproducible from (seed, stream id).
+//
+// Generator is Random123's Philox4x32-10 counter-based generator keyed by the 64-bit seed, with the
+// 64-bit stream id in the upper half of the counter, so streams are independent and can be created in
+// any order. It is a standard uniform random bit generator, so Boost.Random distributions (whose
+// algorithms, unlike std::'s, are fixed across platforms) draw from it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <limits>
+
+#include "autodiff/tensor.hpp"
+
+namespace sdeuq {
+
+class Generator {
+public:
+    using result_type = std::uint32_t;
+    Generator(std::uint64_t seed = 0, std::uint64_t stream = 0);
+    static constexpr result_type min() { return 0; }
+    static constexpr result_type max() { return std::numeric_limits<result_type>::max(); }
+    result_type operator()() {
+        if (pos_ == 4) refill();
+        return buf_[pos_++];
+    }
+    std::uint64_t seed() const { return seed_; }
+    std::uint64_t stream() const { return stream_; }
+    // A derived, independent generator (same seed, stream hashed with `child`).
+    Generator fork(std::uint64_t child) const;
+
+    double uniform();         // [0, 1), 53 random bits
+    double normal();          // N(0, 1), Boost.Random's ziggurat
+
+private:
+    void refill();
+    std::uint64_t seed_, stream_, block_ = 0;
+    std::array<result_type, 4> buf_{};
+    int pos_ = 4;
+};
+
+// Heap tensors filled from gen.
+Tensor randn(const Shape& s, Generator& gen, DType dt = DType::f32, double mean = 0.0, double stddev = 1.0);
+Tensor rand_uniform(const Shape& s, Generator& gen, DType dt = DType::f32, double lo = 0.0, double hi = 1.0);
+// 1 with probability keep, else 0.
+Tensor bernoulli(const Shape& s, double keep, Generator& gen, DType dt = DType::f32);
+
+}  // namespace sdeuq

@@ -1,0 +1,243 @@
+#include "autodiff/tape.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <fmt/format.h>
+#include <memory>
+
+namespace sdeuq {
+
+namespace {
+
+struct ThreadState {
+    std::vector<std::unique_ptr<Tape>> stack;  // stack[0] is the root tape; deeper tapes are kept for reuse
+    int depth = 0;
+    bool grad = true;
+    bool anomaly = false;
+};
+
+ThreadState& state() {
+    thread_local ThreadState s;
+    if (s.stack.empty()) s.stack.push_back(std::make_unique<Tape>());
+    return s;
+}
+
+template <class T> void add_into(T* dst, const T* src, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+}  // namespace
+
+Tape::Tape() : arena_(std::size_t(4) << 20) { nodes_.reserve(4096); }
+
+void Tape::reset() {
+    nodes_.clear();
+    arena_.reset();
+}
+
+Node* Tape::push(const char* op, const Tensor& value, std::span<Node* const> inputs) {
+    Node* n = arena_.make<Node>();
+    n->op = op;
+    n->value = value;
+    n->tape = this;
+    n->index = static_cast<std::int64_t>(nodes_.size());
+    if (!inputs.empty()) {
+        n->inputs = static_cast<Node**>(arena_.allocate(sizeof(Node*) * inputs.size()));
+        std::memcpy(n->inputs, inputs.data(), sizeof(Node*) * inputs.size());
+        n->n_inputs = static_cast<int>(inputs.size());
+    }
+    nodes_.push_back(n);
+    return n;
+}
+
+Tape& current_tape() {
+    auto& s = state();
+    return *s.stack[static_cast<std::size_t>(s.depth)];
+}
+
+void reset_tape() {
+    auto& s = state();
+    if (s.depth != 0) throw UsageError("reset_tape: called inside a nested tape scope");
+    s.stack[0]->reset();
+}
+
+NestedTape::NestedTape() {
+    auto& s = state();
+    ++s.depth;
+    if (static_cast<int>(s.stack.size()) <= s.depth) s.stack.push_back(std::make_unique<Tape>());
+    tape_ = s.stack[static_cast<std::size_t>(s.depth)].get();
+    tape_->depth_ = s.depth;
+    tape_->reset();
+}
+
+NestedTape::~NestedTape() {
+    auto& s = state();
+    tape_->reset();
+    --s.depth;
+}
+
+bool grad_enabled() { return state().grad; }
+NoGradScope::NoGradScope() : prev_(state().grad) { state().grad = false; }
+NoGradScope::~NoGradScope() { state().grad = prev_; }
+
+void set_anomaly_mode(bool on) { state().anomaly = on; }
+bool anomaly_mode() { return state().anomaly; }
+
+bool all_finite(const Tensor& t) {
+    return dispatch(t.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* p = t.data<T>();
+        for (std::int64_t i = 0; i < t.numel(); ++i)
+            if (!std::isfinite(p[i])) return false;
+        return true;
+    });
+}
+
+void check_anomaly(const char* op, const Tensor& out) {
+    if (state().anomaly && !all_finite(out))
+        throw AnomalyError(fmt::format("anomaly: op '{}' produced NaN or Inf in its output {}", op, describe(out)));
+}
+
+Tensor Var::grad() const {
+    if (node_ && node_->grad.defined()) return node_->grad;
+    return Tensor::arena_zeros(value_.shape(), value_.dtype());
+}
+
+Node* node_of(const Var& v) {
+    Node* n = v.node();
+    return (n && n->tape == &current_tape()) ? n : nullptr;
+}
+
+namespace detail {
+bool any_on_tape(std::span<const Var> inputs, Tape& t) {
+    for (auto& v : inputs)
+        if (v.node() && v.node()->tape == &t) return true;
+    return false;
+}
+}  // namespace detail
+
+Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure) {
+    check_anomaly(op, out);
+    Tape& t = current_tape();
+    Node* buf[16];
+    std::vector<Node*> big;
+    Node** ins = buf;
+    if (inputs.size() > 16) {
+        big.resize(inputs.size());
+        ins = big.data();
+    }
+    for (std::size_t i = 0; i < inputs.size(); ++i) ins[i] = node_of(inputs[i]);
+    Node* n = t.push(op, out, std::span<Node* const>(ins, inputs.size()));
+    n->backward = fn;
+    n->closure = closure;
+    return Var(out, n);
+}
+
+Var leaf(const Tensor& value) {
+    if (!value.defined()) throw UsageError("leaf: undefined tensor");
+    if (!grad_enabled()) return Var(value);
+    Node* n = current_tape().push("leaf", value, {});
+    return Var(value, n);
+}
+
+void accumulate(Node* n, const Tensor& g) {
+    if (!n) return;
+    if (g.shape() != n->value.shape() || g.dtype() != n->value.dtype())
+        throw ShapeError(fmt::format("internal: gradient {} for node '{}' of value {}", describe(g), n->op,
+                                     describe(n->value)));
+    if (!n->grad.defined()) {
+        n->grad = g.clone_arena();
+        return;
+    }
+    dispatch(g.dtype(), [&](auto z) {
+        using T = decltype(z);
+        add_into(n->grad.data<T>(), g.data<T>(), g.numel());
+    });
+}
+
+void accumulate_fresh(Node* n, const Tensor& g) {
+    if (n && !n->grad.defined() && g.shape() == n->value.shape() && g.dtype() == n->value.dtype() && !g.on_heap()) {
+        n->grad = g;
+        return;
+    }
+    accumulate(n, g);
+}
+
+void backward(const Var& out) {
+    if (out.numel() != 1)
+        throw ShapeError(fmt::format("backward: output {} is not a scalar; pass a cotangent", describe(out.value())));
+    backward(out, Tensor::full(out.shape(), 1.0, out.dtype()));
+}
+
+void backward(const Var& out, const Tensor& cotangent) {
+    if (cotangent.shape() != out.shape())
+        throw ShapeError(fmt::format("backward: cotangent {} for output {}", describe(cotangent), describe(out.value())));
+    Node* root = node_of(out);
+    if (!root) throw UsageError("backward: the output does not depend on any leaf or parameter of the current tape");
+    Tensor seed = cotangent.dtype() == out.dtype() ? cotangent : cotangent.to(out.dtype());
+    accumulate(root, seed);
+    Tape& t = current_tape();
+    const bool anomaly = anomaly_mode();
+    const auto& nodes = t.nodes();
+    for (std::int64_t i = root->index; i >= 0; --i) {
+        Node* n = nodes[static_cast<std::size_t>(i)];
+        if (!n->backward || !n->grad.defined()) continue;
+        n->backward(n->closure, n->grad);
+        if (anomaly) {
+            for (int k = 0; k < n->n_inputs; ++k) {
+                Node* in = n->inputs[k];
+                if (in && in->grad.defined() && !all_finite(in->grad))
+                    throw AnomalyError(fmt::format("anomaly: backward of op '{}' produced NaN or Inf in the gradient "
+                                                   "of its input {} ({})",
+                                                   n->op, k, describe(in->value)));
+            }
+        }
+    }
+}
+
+Parameter::Parameter(std::string name, Tensor value, bool trainable)
+    : name_(std::move(name)), value_(std::move(value)), trainable_(trainable) {
+    if (!value_.on_heap()) value_ = value_.clone();
+    grad_ = Tensor::zeros(value_.shape(), value_.dtype());
+}
+
+void Parameter::zero_grad() { grad_.fill(0.0); }
+
+Var Parameter::var() {
+    if (!grad_enabled() || !trainable_) return Var(value_);
+    Tape& t = current_tape();
+    if (cached_ && cached_tape_ == &t && cached_generation_ == t.generation()) return Var(value_, cached_);
+    Node* n = t.push("parameter", value_, {});
+    if (t.accumulates_into_parameters()) n->grad = grad_;
+    cached_ = n;
+    cached_tape_ = &t;
+    cached_generation_ = t.generation();
+    return Var(value_, n);
+}
+
+VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const Tensor> inputs,
+              std::span<Parameter* const> params, const Tensor& cotangent) {
+    // Results are computed on the nested tape, copied to the heap, and then into the enclosing arena once
+    // the nested arena is gone.
+    VjpResult heap;
+    {
+        NestedTape scope;
+        std::vector<Var> in;
+        in.reserve(inputs.size());
+        for (auto& x : inputs) in.push_back(leaf(x));
+        std::vector<Var> pv;
+        for (auto* p : params) pv.push_back(p->var());
+        Var out = f(in);
+        heap.output = out.value().clone();
+        if (node_of(out)) backward(out, cotangent);
+        for (auto& v : in) heap.input_grads.push_back(v.grad().clone());
+        for (auto& v : pv) heap.param_grads.push_back(v.grad().clone());
+    }
+    VjpResult r;
+    r.output = heap.output.clone_arena();
+    for (auto& g : heap.input_grads) r.input_grads.push_back(g.clone_arena());
+    for (auto& g : heap.param_grads) r.param_grads.push_back(g.clone_arena());
+    return r;
+}
+
+}  // namespace sdeuq

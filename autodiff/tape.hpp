@@ -1,0 +1,215 @@
+// The tape: flat, append-only, in creation order; backward is one reverse sweep.
+//
+// Every op that has an input requiring a gradient pushes one Node onto the current tape. The node holds
+// its output value, its adjoint, pointers to its input nodes and a type-erased backward closure that
+// lives, like the node itself, in the tape's arena. Creation order is a topological order, so backward()
+// is a plain reverse loop (Stan Math's design) with no sort, no hash set and no recursion.
+//
+// Tapes nest: NestedTape pushes a fresh tape (with its own arena) on a thread-local stack; ops record onto
+// the innermost one, and tensors or nodes of outer tapes are constants there. This is what vjp() uses,
+// and what the stochastic adjoint uses at every backward step, so that its memory is independent of the
+// number of steps.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "autodiff/arena.hpp"
+#include "autodiff/tensor.hpp"
+
+namespace sdeuq {
+
+class Tape;
+struct Node;
+
+using BackwardFn = void (*)(void* closure, const Tensor& grad_out);
+
+struct Node {
+    const char* op = "";
+    Tensor value;
+    Tensor grad;  // undefined until a gradient flows in (parameter leaves: a view of Parameter::grad)
+    BackwardFn backward = nullptr;
+    void* closure = nullptr;
+    Node** inputs = nullptr;
+    int n_inputs = 0;
+    std::int64_t index = 0;
+    Tape* tape = nullptr;
+};
+
+// A differentiable value: a tensor, plus the tape node that produced it (null for constants).
+class Var {
+public:
+    Var() = default;
+    Var(Tensor v) : value_(std::move(v)) {}  // NOLINT: constants convert implicitly
+    Var(Tensor v, Node* n) : value_(std::move(v)), node_(n) {}
+
+    const Tensor& value() const { return value_; }
+    Node* node() const { return node_; }
+    bool requires_grad() const { return node_ != nullptr; }
+    const Shape& shape() const { return value_.shape(); }
+    int rank() const { return value_.rank(); }
+    std::int64_t dim(int i) const { return value_.dim(i); }
+    std::int64_t numel() const { return value_.numel(); }
+    DType dtype() const { return value_.dtype(); }
+    double item() const { return value_.item(); }
+    // The adjoint after backward(); zeros if nothing flowed in.
+    Tensor grad() const;
+
+private:
+    Tensor value_;
+    Node* node_ = nullptr;
+};
+
+class Tape {
+public:
+    Tape();
+    Arena& arena() { return arena_; }
+    const std::vector<Node*>& nodes() const { return nodes_; }
+    std::size_t size() const { return nodes_.size(); }
+    // Frees every node, closure and arena tensor of this tape at once.
+    void reset();
+    std::uint64_t generation() const { return arena_.generation(); }
+    int depth() const { return depth_; }
+    bool accumulates_into_parameters() const { return depth_ == 0; }
+
+    Node* push(const char* op, const Tensor& value, std::span<Node* const> inputs);
+
+private:
+    friend class NestedTape;
+    Arena arena_;
+    std::vector<Node*> nodes_;
+    int depth_ = 0;
+};
+
+// The innermost tape of this thread.
+Tape& current_tape();
+// Resets the root tape (the usual end of a training step).
+void reset_tape();
+
+// RAII: a fresh tape for the duration of the scope; everything it recorded is freed at exit.
+class NestedTape {
+public:
+    NestedTape();
+    ~NestedTape();
+    NestedTape(const NestedTape&) = delete;
+    NestedTape& operator=(const NestedTape&) = delete;
+    Tape& tape() { return *tape_; }
+
+private:
+    Tape* tape_;
+};
+
+// Gradient recording on/off for this thread.
+bool grad_enabled();
+class NoGradScope {
+public:
+    NoGradScope();
+    ~NoGradScope();
+
+private:
+    bool prev_;
+};
+
+// Anomaly mode: every op checks its output (and, in backward, the gradients it produced) for NaN/Inf and
+// throws AnomalyError naming the first op that produced one.
+struct AnomalyError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+void set_anomaly_mode(bool on);
+bool anomaly_mode();
+class AnomalyScope {
+public:
+    AnomalyScope() : prev_(anomaly_mode()) { set_anomaly_mode(true); }
+    ~AnomalyScope() { set_anomaly_mode(prev_); }
+
+private:
+    bool prev_;
+};
+bool all_finite(const Tensor& t);
+
+// A leaf that requires a gradient (for inputs to differentiate with respect to).
+Var leaf(const Tensor& value);
+// Stop-gradient: the same value, no node.
+inline Var detach(const Var& v) { return Var(v.value()); }
+
+// Reverse sweep from `out`, seeded with ones (out must hold one element) or with `cotangent`.
+void backward(const Var& out);
+void backward(const Var& out, const Tensor& cotangent);
+
+// Adds g (already of n's shape) into n's adjoint; null nodes are skipped.
+void accumulate(Node* n, const Tensor& g);
+// Same, but g is a freshly computed arena tensor that nobody else holds: it may be adopted as is.
+void accumulate_fresh(Node* n, const Tensor& g);
+
+// Trainable state living outside the arena, with its gradient.
+class Parameter {
+public:
+    Parameter() = default;
+    Parameter(std::string name, Tensor value, bool trainable = true);
+    const std::string& name() const { return name_; }
+    Tensor& value() { return value_; }
+    const Tensor& value() const { return value_; }
+    Tensor& grad() { return grad_; }
+    const Tensor& grad() const { return grad_; }
+    bool trainable() const { return trainable_; }
+    void set_trainable(bool t) { trainable_ = t; }
+    void zero_grad();
+    // A leaf on the current tape (one per tape and generation); a constant when gradients are off.
+    Var var();
+
+private:
+    std::string name_;
+    Tensor value_;
+    Tensor grad_;
+    bool trainable_ = true;
+    Node* cached_ = nullptr;
+    Tape* cached_tape_ = nullptr;
+    std::uint64_t cached_generation_ = 0;
+};
+
+// Records an op. `backward` is a callable taking the output's adjoint (const Tensor&); it is moved into
+// the arena, next to the node. If gradients are off or no input needs one, nothing is recorded and the
+// result is a constant.
+template <class F>
+Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn);
+Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure);
+// Anomaly check of a forward result (used by ops that record nothing, too).
+void check_anomaly(const char* op, const Tensor& out);
+
+namespace detail {
+bool any_on_tape(std::span<const Var> inputs, Tape& t);
+}
+
+template <class F>
+Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn) {
+    std::span<const Var> in(inputs.begin(), inputs.size());
+    if (!grad_enabled() || !detail::any_on_tape(in, current_tape())) {
+        check_anomaly(op, out);
+        return Var(out);
+    }
+    using Fn = std::decay_t<F>;
+    Fn* closure = current_tape().arena().make<Fn>(std::forward<F>(backward_fn));
+    BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<Fn*>(c))(g); };
+    return record_n(op, out, in, fn, closure);
+}
+
+// Input node of a Var if it lives on the current tape, else null (a constant there).
+Node* node_of(const Var& v);
+
+// Vector-Jacobian product in a nested scope: evaluates out = f(inputs) on a fresh tape (inputs become
+// leaves; parameters used by f get leaves of that tape), and returns out together with
+// cotangent^T d out / d input for each input and each parameter. Nothing recorded by f survives the call:
+// results are copied into the enclosing arena. The enclosing computation is not recorded through.
+struct VjpResult {
+    Tensor output;
+    std::vector<Tensor> input_grads;
+    std::vector<Tensor> param_grads;
+};
+VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const Tensor> inputs,
+              std::span<Parameter* const> params, const Tensor& cotangent);
+
+}  // namespace sdeuq
