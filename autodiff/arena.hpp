@@ -9,6 +9,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace sdeuq {
@@ -21,7 +24,19 @@ public:
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
 
-    void* allocate(std::size_t bytes);
+    void* allocate(std::size_t bytes) {
+        bytes = (bytes + alignment - 1) & ~(alignment - 1);
+        if (bytes != 0 && offset_ + bytes <= limit_) {
+            void* p = base_ + offset_;
+            offset_ += bytes;
+            return p;
+        }
+        return allocate_slow(bytes);
+    }
+    // For objects whose destructor has nothing to release (the caller guarantees it).
+    template <class T, class... Args> T* make_untracked(Args&&... args) {
+        return new (allocate(sizeof(T))) T(std::forward<Args>(args)...);
+    }
     template <class T, class... Args> T* make(Args&&... args) {
         void* p = allocate(sizeof(T));
         T* obj = new (p) T(std::forward<Args>(args)...);
@@ -38,6 +53,10 @@ public:
 
 private:
     void register_destructor(void* obj, void (*fn)(void*));
+    void* allocate_slow(std::size_t bytes);
+    void select_chunk(std::size_t i);
+    std::byte* base_ = nullptr;  // chunks_[current_].data
+    std::size_t limit_ = 0;      // chunks_[current_].size
     struct Chunk {
         std::byte* data;
         std::size_t size;

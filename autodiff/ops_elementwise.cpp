@@ -41,17 +41,18 @@ void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+    if (a == b) return a;
     const int r = std::max(a.rank(), b.rank());
-    std::vector<std::int64_t> out(static_cast<std::size_t>(r));
+    Shape out;
     for (int i = 0; i < r; ++i) {
         std::int64_t da = i < r - a.rank() ? 1 : a[i - (r - a.rank())];
         std::int64_t db = i < r - b.rank() ? 1 : b[i - (r - b.rank())];
         if (da != db && da != 1 && db != 1)
             throw ShapeError(fmt::format("{}: shapes {} and {} do not broadcast (dim {}: {} vs {})", op, a.str(),
                                          b.str(), i, da, db));
-        out[static_cast<std::size_t>(i)] = da == 1 ? db : da;
+        out.push_back(da == 1 ? db : da);
     }
-    return Shape(out);
+    return out;
 }
 
 namespace detail {

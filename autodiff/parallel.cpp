@@ -101,15 +101,15 @@ void set_num_threads(int n) {
     thread_count() = n;
 }
 
-void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work,
-                  const std::function<void(std::int64_t, std::int64_t)>& fn) {
+void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t align,
+                         const std::function<void(std::int64_t, std::int64_t)>& fn) {
     const std::int64_t n = end - begin;
     if (n <= 0) return;
     int parts = num_threads();
     if (align < 1) align = 1;
     const std::int64_t blocks = (n + align - 1) / align;
     if (parts > blocks) parts = static_cast<int>(blocks);
-    if (parts <= 1 || n < min_work) {
+    if (parts <= 1) {
         fn(begin, end);
         return;
     }

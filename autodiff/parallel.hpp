@@ -16,8 +16,17 @@ int num_threads();
 void set_num_threads(int n);
 
 // fn(lo, hi) for each part. Runs inline when one thread is set or the range is smaller than `min_work`.
-void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work,
-                  const std::function<void(std::int64_t, std::int64_t)>& fn);
+void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t align,
+                         const std::function<void(std::int64_t, std::int64_t)>& fn);
+template <class F>
+inline void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work, F&& fn) {
+    // Small work runs inline, without type erasure: the common case for the small networks of this field.
+    if (end - begin < min_work || num_threads() == 1) {
+        if (end > begin) fn(begin, end);
+        return;
+    }
+    parallel_for_erased(begin, end, align, std::function<void(std::int64_t, std::int64_t)>(std::forward<F>(fn)));
+}
 
 // RAII thread-count override (benchmarks and tests).
 class ThreadsScope {

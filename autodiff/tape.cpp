@@ -12,15 +12,22 @@ namespace {
 struct ThreadState {
     std::vector<std::unique_ptr<Tape>> stack;  // stack[0] is the root tape; deeper tapes are kept for reuse
     int depth = 0;
-    bool grad = true;
-    bool anomaly = false;
 };
+
+// Hot per-thread flags: initial-exec TLS, so that reading them is one load (no __tls_get_addr call in
+// the -fPIC static library) on every op's path.
+#define SDEUQ_TLS thread_local __attribute__((tls_model("initial-exec")))
+SDEUQ_TLS bool t_grad = true;
+SDEUQ_TLS bool t_anomaly = false;
 
 ThreadState& state() {
     thread_local ThreadState s;
     if (s.stack.empty()) s.stack.push_back(std::make_unique<Tape>());
     return s;
 }
+
+// The innermost tape, cached: current_tape() is on every op's path.
+SDEUQ_TLS Tape* t_current = nullptr;
 
 template <class T> void add_into(T* dst, const T* src, std::int64_t n) {
     for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
@@ -36,9 +43,11 @@ void Tape::reset() {
 }
 
 Node* Tape::push(const char* op, const Tensor& value, std::span<Node* const> inputs) {
-    Node* n = arena_.make<Node>();
+    // Nodes hold unowned views (arena outputs own nothing; parameters and leaves are kept alive by their
+    // owners for the step), so they need no destructor call at reset.
+    Node* n = arena_.make_untracked<Node>();
     n->op = op;
-    n->value = value;
+    n->value = value.unowned();
     n->tape = this;
     n->index = static_cast<std::int64_t>(nodes_.size());
     if (!inputs.empty()) {
@@ -50,9 +59,15 @@ Node* Tape::push(const char* op, const Tensor& value, std::span<Node* const> inp
     return n;
 }
 
-Tape& current_tape() {
+[[gnu::noinline]] static Tape& current_tape_slow() {
     auto& s = state();
-    return *s.stack[static_cast<std::size_t>(s.depth)];
+    t_current = s.stack[static_cast<std::size_t>(s.depth)].get();
+    return *t_current;
+}
+
+Tape& current_tape() {
+    if (t_current) [[likely]] return *t_current;
+    return current_tape_slow();
 }
 
 void reset_tape() {
@@ -68,20 +83,22 @@ NestedTape::NestedTape() {
     tape_ = s.stack[static_cast<std::size_t>(s.depth)].get();
     tape_->depth_ = s.depth;
     tape_->reset();
+    t_current = tape_;
 }
 
 NestedTape::~NestedTape() {
     auto& s = state();
     tape_->reset();
     --s.depth;
+    t_current = s.stack[static_cast<std::size_t>(s.depth)].get();
 }
 
-bool grad_enabled() { return state().grad; }
-NoGradScope::NoGradScope() : prev_(state().grad) { state().grad = false; }
-NoGradScope::~NoGradScope() { state().grad = prev_; }
+bool grad_enabled() { return t_grad; }
+NoGradScope::NoGradScope() : prev_(t_grad) { t_grad = false; }
+NoGradScope::~NoGradScope() { t_grad = prev_; }
 
-void set_anomaly_mode(bool on) { state().anomaly = on; }
-bool anomaly_mode() { return state().anomaly; }
+void set_anomaly_mode(bool on) { t_anomaly = on; }
+bool anomaly_mode() { return t_anomaly; }
 
 bool all_finite(const Tensor& t) {
     return dispatch(t.dtype(), [&](auto z) {
@@ -94,7 +111,7 @@ bool all_finite(const Tensor& t) {
 }
 
 void check_anomaly(const char* op, const Tensor& out) {
-    if (state().anomaly && !all_finite(out))
+    if (t_anomaly && !all_finite(out))
         throw AnomalyError(fmt::format("anomaly: op '{}' produced NaN or Inf in its output {}", op, describe(out)));
 }
 
@@ -208,7 +225,7 @@ Var Parameter::var() {
     Tape& t = current_tape();
     if (cached_ && cached_tape_ == &t && cached_generation_ == t.generation()) return Var(value_, cached_);
     Node* n = t.push("parameter", value_, {});
-    if (t.accumulates_into_parameters()) n->grad = grad_;
+    if (t.accumulates_into_parameters()) n->grad = grad_.unowned();
     cached_ = n;
     cached_tape_ = &t;
     cached_generation_ = t.generation();

@@ -27,23 +27,10 @@ void Shape::push_back(std::int64_t v) {
     d_[rank_++] = v;
 }
 
-std::int64_t Shape::numel() const {
-    std::int64_t n = 1;
-    for (int i = 0; i < rank_; ++i) n *= d_[i];
-    return n;
-}
-
 std::string Shape::str() const {
     std::string s = "[";
     for (int i = 0; i < rank_; ++i) s += (i ? ", " : "") + std::to_string(d_[i]);
     return s + "]";
-}
-
-bool Shape::operator==(const Shape& o) const {
-    if (rank_ != o.rank_) return false;
-    for (int i = 0; i < rank_; ++i)
-        if (d_[i] != o.d_[i]) return false;
-    return true;
 }
 
 std::string describe(const Tensor& t) {
@@ -111,9 +98,8 @@ Tensor Tensor::view(void* data, const Shape& s, DType dt) {
     return t;
 }
 
-void Tensor::check_alive() const {
-    if (arena_ && arena_->generation() != generation_)
-        throw UsageError(fmt::format("tensor {} was allocated in an arena that has since been reset "
+void Tensor::stale_error() const {
+    throw UsageError(fmt::format("tensor {} was allocated in an arena that has since been reset "
                                      "(keep results across steps with clone())",
                                      shape_.str()));
 }

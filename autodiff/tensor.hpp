@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/arena.hpp"
+
 namespace sdeuq {
 
 enum class DType : std::uint8_t { f32, f64 };
@@ -49,21 +51,28 @@ public:
     int rank() const { return rank_; }
     std::int64_t operator[](int i) const { return d_[i < 0 ? i + rank_ : i]; }
     std::int64_t& operator[](int i) { return d_[i < 0 ? i + rank_ : i]; }
-    std::int64_t numel() const;
+    std::int64_t numel() const {
+        std::int64_t n = 1;
+        for (int i = 0; i < rank_; ++i) n *= d_[i];
+        return n;
+    }
     const std::int64_t* begin() const { return d_; }
     const std::int64_t* end() const { return d_ + rank_; }
     void push_back(std::int64_t v);
     std::vector<std::int64_t> vec() const { return {d_, d_ + rank_}; }
     std::string str() const;
-    bool operator==(const Shape& o) const;
+    bool operator==(const Shape& o) const {
+        if (rank_ != o.rank_) return false;
+        for (int i = 0; i < rank_; ++i)
+            if (d_[i] != o.d_[i]) return false;
+        return true;
+    }
     bool operator!=(const Shape& o) const { return !(*this == o); }
 
 private:
     std::int64_t d_[max_rank] = {};
     int rank_ = 0;
 };
-
-class Arena;
 
 class Tensor {
 public:
@@ -112,9 +121,23 @@ public:
     void set_flat(std::int64_t i, double v);
     std::vector<double> to_vector() const;
 
-    void check_alive() const;
+    void check_alive() const {
+        if (arena_ && arena_->generation() != generation_) stale_error();
+    }
+    // The same tensor without a share in its storage (the caller guarantees the storage outlives it).
+    Tensor unowned() const {
+        Tensor t;
+        t.shape_ = shape_;
+        t.dtype_ = dtype_;
+        t.dtype_set_ = dtype_set_;
+        t.data_ = data_;
+        t.arena_ = arena_;
+        t.generation_ = generation_;
+        return t;
+    }
 
 private:
+    [[noreturn]] void stale_error() const;
     [[noreturn]] void type_error(DType wanted) const;
     Shape shape_;
     DType dtype_ = DType::f32;

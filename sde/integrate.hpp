@@ -1,0 +1,84 @@
+// sdeint: solve an SDE on a Brownian path and return the states at the requested times, with the
+// gradient computed by a chosen estimator.
+#pragma once
+
+#include <functional>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sde/brownian.hpp"
+#include "sde/solvers.hpp"
+
+namespace sdeuq::sde {
+
+struct SolveOptions {
+    std::string solver = "euler";
+    double dt = 1e-2;  // fixed step (and the first step when adaptive)
+    bool adaptive = false;
+    double rtol = 1e-3, atol = 1e-4, safety = 0.9;
+    double dt_min = 1e-6, dt_max = std::numeric_limits<double>::infinity();
+    std::int64_t max_steps = 10'000'000;
+    // "backprop" (the tape through the solver), "adjoint" (stochastic adjoint, Li et al. 2020),
+    // "reversible_heun" (algebraically reversible adjoint, Kidger et al. 2021), or any registered name.
+    std::string estimator = "backprop";
+    // Solver of the adjoint's backward solve ("" = the forward solver).
+    std::string adjoint_solver;
+};
+
+// Statistics of the last solve (reset at its start).
+struct SolveStats {
+    std::int64_t steps = 0, rejected = 0;
+    std::int64_t solver_steps = 0;    // calls of Solver::step (3 per attempted adaptive step: h, h/2, h/2)
+    std::int64_t forced_accepts = 0;  // adaptive: steps accepted at dt_min with error > 1 (a warning sign)
+};
+
+// Solves from ts[0] through every ts[i] (increasing), y0 [batch, d]; returns [ts.size(), batch, d].
+// The Brownian path must cover [ts.front(), ts.back()] with size() == batch * m (row-major [batch, m]).
+Var sdeint(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+           const SolveOptions& opt = {}, SolveStats* stats = nullptr);
+
+// A gradient estimator: produces the solution as a Var whose gradient with respect to y0 and the SDE's
+// parameters() it computes its own way. To add one, derive, implement solve(), and register a factory
+// under a name (see docs/estimators.md for a worked example); no solver changes.
+class GradientEstimator {
+public:
+    virtual ~GradientEstimator() = default;
+    virtual std::string name() const = 0;
+    virtual Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                      const SolveOptions& opt, SolveStats* stats) = 0;
+};
+void register_estimator(const std::string& name, std::function<std::unique_ptr<GradientEstimator>()> factory);
+std::unique_ptr<GradientEstimator> make_estimator(const std::string& name);
+std::vector<std::string> estimator_names();
+
+// The forward loop, shared by every estimator: steps from ts[0] to each ts[i] with fixed or adaptive
+// steps, calling solver.step.
+//   Fixed steps: the grid ts[0] + k dt (the Brownian path's cells when its dt_hint is dt), with a step
+//     clipped to end exactly at each ts[i] that falls between grid points.
+//   Adaptive steps: step doubling on the same Brownian path (one step of h against two of h/2; the two
+//     half steps are kept); error = max_i |y_half - y_full|_i / (atol + rtol max(|y|_i, |y_half|_i)),
+//     accepted if <= 1 or h <= dt_min (counted in SolveStats::forced_accepts); next
+//     h = h clamp(safety err^(-1 / (p + 1/2)), 0.2, 5) within [dt_min, dt_max], p = solver.strong_order
+//     (the local mean-square error of a strong order p scheme is O(h^(p + 1/2))).
+// `record` true: every op goes on the current tape (backprop through the solver). `record` false: no tape
+// (NoGradScope), each step in its own NestedTape, the state copied out to heap buffers, so memory does not
+// grow with the number of steps (adjoint forward passes); the outputs are copied into the current arena.
+// ts must be strictly increasing, inside [bm.t0(), bm.t1()].
+struct ForwardResult {
+    std::vector<Tensor> states;      // at each ts[i] (arena tensors of the current tape), ts[0]: y0
+    Var stacked;                     // [T, batch, d] (recorded when record is true)
+    std::vector<double> step_times;  // accepted step start times, then the final time
+};
+ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
+                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats);
+
+// Brownian increment W(t + dt) - W(t) (and the space-time Levy area H(t, t + dt) when levy_h is not null)
+// as tensors [batch, m] of dtype dt_: element (b, k) is coordinate b * m + k of the path. Both are freshly
+// allocated in the current arena (never filled in place: a recorded op may still hold the old values).
+void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m, DType dt_,
+                        Tensor& dw, Tensor* levy_h);
+
+}  // namespace sdeuq::sde

@@ -1,0 +1,58 @@
+// Solver steps. A solver is a step function plus its strong order by noise type; the driver loop
+// (sde/integrate.hpp) is shared by all of them, as in torchsde and Diffrax.
+//
+// Every step is written with the engine's ops (sde/solvers.cpp), so the tape differentiates through it
+// (the "backprop" estimator) and the same code runs without a tape (adjoint forward passes). No solver
+// writes into a tensor it was given: a SolverState copied before a step is a snapshot (the adaptive
+// driver's step doubling relies on that).
+//
+// Solvers, calculus and strong order (theory; measured values in docs/solvers.md):
+//   name             calculus          general  commutative (diagonal, scalar)  additive
+//   euler            Ito               0.5      0.5                             1.0
+//   milstein         Ito and Strat.    -        1.0                             -
+//   srk              either (additive) -        -                               1.5
+//   heun             Stratonovich      0.5      1.0                             1.0
+//   midpoint         Stratonovich      0.5      1.0                             1.0
+//   reversible_heun  Stratonovich      0.5      1.0                             1.0
+// For additive noise the Ito and Stratonovich solutions coincide, so every solver accepts either calculus
+// there. "-": the noise type is not supported (strong_order returns 0).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sde/sde.hpp"
+
+namespace sdeuq::sde {
+
+// State a solver carries from step to step (reversible Heun: z and the last f, g evaluations).
+struct SolverState {
+    std::vector<Var> vars;
+};
+
+class Solver {
+public:
+    virtual ~Solver() = default;
+    virtual std::string name() const = 0;
+    virtual bool supports(Noise noise, Calculus calculus) const = 0;
+    // The theoretical strong order for this noise type (diagonal and scalar noise are commutative), 0 if
+    // the noise type is not supported. Documented in docs/solvers.md, measured by tests/test_solvers.cpp
+    // and experiments/sde_convergence.cpp; the adaptive driver uses it in its step-size controller.
+    virtual double strong_order(Noise noise) const = 0;
+    virtual bool needs_levy_area() const { return false; }
+    // Called once at the initial time before the first step (default: nothing to carry).
+    virtual void init(SDE& sde, double t0, const Var& y0, SolverState& state);
+    // y(t + dt) from y(t). dw = W(t + dt) - W(t) [batch, m]; levy_h the space-time Levy area H(t, t+dt)
+    // (same shape, undefined unless needs_levy_area()). dt may be negative (reverse-time solves).
+    virtual Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var& levy_h,
+                     SolverState& state) = 0;
+};
+
+// "euler" (Euler-Maruyama), "milstein" (derivative-free, Ito or Stratonovich by the SDE's calculus),
+// "srk" (Roessler's SRA1, strong order 1.5, additive noise), "heun" (Stratonovich), "midpoint"
+// (Stratonovich), "reversible_heun". Unknown names: UsageError listing the allowed ones.
+std::unique_ptr<Solver> make_solver(const std::string& name);
+std::vector<std::string> solver_names();
+
+}  // namespace sdeuq::sde
