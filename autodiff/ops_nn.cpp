@@ -1,0 +1,528 @@
+// Convolution, pooling, normalisation and dropout. Forward and backward stand side by side.
+//
+// conv2d is im2col + GEMM over chunks of samples (one GEMM per chunk keeps its n dimension large for small
+// images, while the column buffer stays bounded). Normalisations are fused kernels with the hand-derived
+// backward, sharing one kernel: group_norm and layer_norm both normalise contiguous blocks of the input
+// and apply a per-channel affine map.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "autodiff/kernels/gemm.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/parallel.hpp"
+#include "autodiff/random.hpp"
+#include "autodiff/tensor_ops.hpp"
+
+namespace sdeuq {
+
+namespace {
+
+void check_defined(const char* op, const Var& a) {
+    if (!a.value().defined()) throw UsageError(fmt::format("{}: undefined input", op));
+}
+
+void check_rank4(const char* op, const char* what, const Var& a) {
+    check_defined(op, a);
+    if (a.rank() != 4)
+        throw ShapeError(
+            fmt::format("{}: {} must be rank 4 [N, C, H, W], got {}", op, what, describe(a.value())));
+}
+
+// C = op(A) op(B) (+ C when accumulate), tolerating empty dimensions (k == 0 gives C = 0 or C unchanged).
+template <class T>
+void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+              const T* b, std::int64_t ldb, bool accumulate, T* c, std::int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        if (!accumulate)
+            for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+        return;
+    }
+    kernels::gemm<T>(ta, tb, m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+}
+
+// ---- conv2d geometry and im2col
+struct ConvGeom {
+    std::int64_t n, c, h, w, o, kh, kw, ho, wo, stride, pad;
+    std::int64_t ck() const { return c * kh * kw; }
+    std::int64_t hw_out() const { return ho * wo; }
+    // Samples per GEMM: enough columns (>= 4096) for an efficient GEMM, at most ~8M column-buffer elements.
+    std::int64_t chunk() const {
+        const std::int64_t p = std::max<std::int64_t>(1, hw_out());
+        std::int64_t nb = std::max<std::int64_t>(1, (4096 + p - 1) / p);
+        const std::int64_t cap = (std::int64_t(1) << 23) / std::max<std::int64_t>(1, ck() * p);
+        nb = std::min(nb, std::max<std::int64_t>(1, cap));
+        return std::min(nb, std::max<std::int64_t>(1, n));
+    }
+};
+
+// Output columns ow whose input column iw = ow*s - p + j lies inside [0, w): the range [lo, hi).
+inline void valid_cols(const ConvGeom& g, std::int64_t j, std::int64_t& lo, std::int64_t& hi) {
+    const std::int64_t a = g.pad - j;            // need ow*s >= a
+    const std::int64_t b = g.w - 1 + g.pad - j;  // need ow*s <= b
+    lo = a <= 0 ? 0 : (a + g.stride - 1) / g.stride;
+    hi = b < 0 ? 0 : std::min(g.wo, b / g.stride + 1);
+    lo = std::min(lo, hi);
+}
+
+// col[(ci*kh + i)*kw + j, q] = x[ci, oh*s - p + i, ow*s - p + j] (0 outside), q = oh*wo + ow; col's row
+// stride is ldc (several samples side by side). The valid ow range is computed once per (i, j), so the
+// inner loop is a plain (strided) copy.
+template <class T> void im2col(const ConvGeom& g, const T* x, T* col, std::int64_t ldc) {
+    for (std::int64_t ci = 0; ci < g.c; ++ci)
+        for (std::int64_t i = 0; i < g.kh; ++i)
+            for (std::int64_t j = 0; j < g.kw; ++j) {
+                T* dst = col + ((ci * g.kh + i) * g.kw + j) * ldc;
+                const T* src = x + ci * g.h * g.w;
+                std::int64_t lo, hi;
+                valid_cols(g, j, lo, hi);
+                const std::int64_t off = j - g.pad;
+                for (std::int64_t oh = 0; oh < g.ho; ++oh) {
+                    const std::int64_t ih = oh * g.stride - g.pad + i;
+                    T* d = dst + oh * g.wo;
+                    if (ih < 0 || ih >= g.h) {
+                        std::fill(d, d + g.wo, T(0));
+                        continue;
+                    }
+                    const T* s = src + ih * g.w + off;  // s[ow*stride] = x[ci, ih, ow*stride - p + j]
+                    std::fill(d, d + lo, T(0));
+                    if (g.stride == 1) {
+                        std::copy(s + lo, s + hi, d + lo);
+                    } else {
+                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * g.stride];
+                    }
+                    std::fill(d + hi, d + g.wo, T(0));
+                }
+            }
+}
+
+// The adjoint of im2col: gx[ci, ih, iw] += sum of the col entries that read it.
+template <class T> void col2im(const ConvGeom& g, const T* col, std::int64_t ldc, T* gx) {
+    for (std::int64_t ci = 0; ci < g.c; ++ci)
+        for (std::int64_t i = 0; i < g.kh; ++i)
+            for (std::int64_t j = 0; j < g.kw; ++j) {
+                const T* src = col + ((ci * g.kh + i) * g.kw + j) * ldc;
+                T* dst = gx + ci * g.h * g.w;
+                std::int64_t lo, hi;
+                valid_cols(g, j, lo, hi);
+                const std::int64_t off = j - g.pad;
+                for (std::int64_t oh = 0; oh < g.ho; ++oh) {
+                    const std::int64_t ih = oh * g.stride - g.pad + i;
+                    if (ih < 0 || ih >= g.h) continue;
+                    const T* s = src + oh * g.wo;
+                    T* d = dst + ih * g.w + off;
+                    if (g.stride == 1) {
+                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] += s[ow];
+                    } else {
+                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow * g.stride] += s[ow];
+                    }
+                }
+            }
+}
+
+// im2col of samples [n0, n0 + nb) side by side: sample s owns columns [s*P, (s+1)*P).
+template <class T>
+void im2col_chunk(const ConvGeom& g, const T* x, std::int64_t n0, std::int64_t nb, T* col) {
+    const std::int64_t p = g.hw_out(), ld = nb * p, xs = g.c * g.h * g.w;
+    parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t s = lo; s < hi; ++s) im2col(g, x + (n0 + s) * xs, col + s * p, ld);
+    });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- conv2d
+// y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per chunk of samples one GEMM
+// Y[O, nb*P] = W[O, CK] @ COL[CK, nb*P]. Backward: gW += G @ COL^T, dCOL = W^T @ G then col2im,
+// gb[o] = sum_{n, q} g[n, o, q]. The column buffer is recomputed in backward rather than kept.
+Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
+    const char* op = "conv2d";
+    check_rank4(op, "input", x);
+    check_rank4(op, "weight", w);
+    check_same_dtype(op, x.value(), w.value());
+    if (stride < 1 || padding < 0)
+        throw ShapeError(fmt::format("{}: stride must be >= 1 and padding >= 0, got stride {} padding {}", op,
+                                     stride, padding));
+    ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, stride, padding};
+    if (w.dim(1) != g.c)
+        throw ShapeError(fmt::format("{}: channel mismatch: input {} has {} channels, weight {} expects {}",
+                                     op, describe(x.value()), g.c, describe(w.value()), w.dim(1)));
+    if (g.kh < 1 || g.kw < 1 || g.kh > g.h + 2 * g.pad || g.kw > g.w + 2 * g.pad)
+        throw ShapeError(fmt::format("{}: kernel {}x{} of weight {} does not fit the padded input {} "
+                                     "(padding {})",
+                                     op, g.kh, g.kw, describe(w.value()), describe(x.value()), padding));
+    if (bias) {
+        check_defined(op, *bias);
+        check_same_dtype(op, x.value(), bias->value());
+        if (bias->rank() != 1 || bias->dim(0) != g.o)
+            throw ShapeError(fmt::format("{}: bias {} does not match weight {} (expected [{}])", op,
+                                         describe(bias->value()), describe(w.value()), g.o));
+    }
+    g.ho = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
+    g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+    const DType dt = x.dtype();
+    Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
+    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk();
+    dispatch(dt, [&](auto z) {
+        using T = decltype(z);
+        if (y.numel() == 0) return;
+        const T* px = x.value().data<T>();
+        const T* pw = w.value().data<T>();
+        const T* pb = bias ? bias->value().data<T>() : nullptr;
+        T* py = y.data<T>();
+        Tensor col = Tensor::arena_empty(Shape{ck * nbmax * p}, dt);
+        Tensor tmp = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
+        for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
+            const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
+            im2col_chunk(g, px, n0, nb, col.data<T>());
+            gemm_acc<T>(false, false, g.o, ld, ck, pw, ck, col.data<T>(), ld, false, tmp.data<T>(), ld);
+            // tmp[o, s*P + q] -> y[n0 + s, o, q] (+ bias)
+            const T* t = tmp.data<T>();
+            for (std::int64_t s = 0; s < nb; ++s)
+                for (std::int64_t o = 0; o < g.o; ++o) {
+                    const T b = pb ? pb[o] : T(0);
+                    const T* src = t + o * ld + s * p;
+                    T* dst = py + ((n0 + s) * g.o + o) * p;
+                    for (std::int64_t q = 0; q < p; ++q) dst[q] = src[q] + b;
+                }
+        }
+    });
+    Var bv = bias ? *bias : Var();
+    return record(op, y, {x, w, bv},
+                  [nx = node_of(x), nw = node_of(w), nb_ = bias ? node_of(*bias) : nullptr, xv = x.value(),
+                   wv = w.value(), g, nbmax](const Tensor& gy) {
+        const std::int64_t p = g.hw_out(), ck = g.ck();
+        const DType dt = xv.dtype();
+        Tensor gx = nx ? Tensor::arena_zeros(xv.shape(), dt) : Tensor();
+        Tensor gw = nw ? Tensor::arena_zeros(wv.shape(), dt) : Tensor();
+        Tensor gb = nb_ ? Tensor::arena_zeros(Shape{g.o}, dt) : Tensor();
+        dispatch(dt, [&](auto z) {
+            using T = decltype(z);
+            if (gy.numel() == 0) return;
+            const T* pg = gy.data<T>();
+            if (gb.defined()) {
+                T* q = gb.data<T>();
+                for (std::int64_t n = 0; n < g.n; ++n)
+                    for (std::int64_t o = 0; o < g.o; ++o) {
+                        const T* r = pg + (n * g.o + o) * p;
+                        T acc = T(0);
+                        for (std::int64_t k = 0; k < p; ++k) acc += r[k];
+                        q[o] += acc;
+                    }
+            }
+            if (!nx && !nw) return;
+            const T* px = xv.data<T>();
+            const T* pw = wv.data<T>();
+            Tensor col = Tensor::arena_empty(Shape{ck * nbmax * p}, dt);
+            Tensor gt = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
+            for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
+                const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
+                // G[o, s*P + q] = gy[n0 + s, o, q]
+                T* t = gt.data<T>();
+                for (std::int64_t s = 0; s < nb; ++s)
+                    for (std::int64_t o = 0; o < g.o; ++o)
+                        std::memcpy(t + o * ld + s * p, pg + ((n0 + s) * g.o + o) * p, sizeof(T) * p);
+                if (nw) {
+                    im2col_chunk(g, px, n0, nb, col.data<T>());
+                    gemm_acc<T>(false, true, g.o, ck, ld, t, ld, col.data<T>(), ld, true, gw.data<T>(), ck);
+                }
+                if (nx) {
+                    T* c = col.data<T>();
+                    gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
+                    T* q = gx.data<T>();
+                    const std::int64_t xs = g.c * g.h * g.w;
+                    parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+                        for (std::int64_t s = lo; s < hi; ++s) col2im(g, c + s * p, ld, q + (n0 + s) * xs);
+                    });
+                }
+            }
+        });
+        if (nx) accumulate_fresh(nx, gx);
+        if (nw) accumulate_fresh(nw, gw);
+        if (nb_) accumulate_fresh(nb_, gb);
+    });
+}
+
+// ---------------------------------------------------------------- pooling
+// y[n, c, oh, ow] = mean of the k x k window at (oh*s, ow*s); no padding. Backward spreads g / k^2.
+Var avg_pool2d(const Var& x, int kernel, int stride) {
+    const char* op = "avg_pool2d";
+    check_rank4(op, "input", x);
+    if (kernel < 1 || stride < 1)
+        throw ShapeError(
+            fmt::format("{}: kernel and stride must be >= 1, got kernel {} stride {}", op, kernel, stride));
+    const std::int64_t nc = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3), k = kernel, s = stride;
+    if (k > h || k > w)
+        throw ShapeError(fmt::format("{}: kernel {} larger than input {}", op, kernel, describe(x.value())));
+    const std::int64_t ho = (h - k) / s + 1, wo = (w - k) / s + 1;
+    Tensor y = Tensor::arena_empty(Shape{x.dim(0), x.dim(1), ho, wo}, x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = x.value().data<T>();
+        T* py = y.data<T>();
+        const T inv = T(1) / static_cast<T>(k * k);
+        for (std::int64_t pl = 0; pl < nc; ++pl) {
+            const T* src = px + pl * h * w;
+            T* dst = py + pl * ho * wo;
+            for (std::int64_t oh = 0; oh < ho; ++oh)
+                for (std::int64_t ow = 0; ow < wo; ++ow) {
+                    T acc = T(0);
+                    for (std::int64_t i = 0; i < k; ++i)
+                        for (std::int64_t j = 0; j < k; ++j) acc += src[(oh * s + i) * w + ow * s + j];
+                    dst[oh * wo + ow] = acc * inv;
+                }
+        }
+    });
+    return record(op, y, {x}, [nx = node_of(x), shape = x.shape(), nc, h, w, k, s, ho, wo](const Tensor& g) {
+        Tensor gx = Tensor::arena_zeros(shape, g.dtype());
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            const T* pg = g.data<T>();
+            T* q = gx.data<T>();
+            const T inv = T(1) / static_cast<T>(k * k);
+            for (std::int64_t pl = 0; pl < nc; ++pl) {
+                const T* src = pg + pl * ho * wo;
+                T* dst = q + pl * h * w;
+                for (std::int64_t oh = 0; oh < ho; ++oh)
+                    for (std::int64_t ow = 0; ow < wo; ++ow) {
+                        const T v = src[oh * wo + ow] * inv;
+                        for (std::int64_t i = 0; i < k; ++i)
+                            for (std::int64_t j = 0; j < k; ++j) dst[(oh * s + i) * w + ow * s + j] += v;
+                    }
+            }
+        });
+        accumulate_fresh(nx, gx);
+    });
+}
+
+// y[n, c] = mean over (h, w) of x[n, c, h, w]; backward broadcasts g / (H W).
+Var global_avg_pool(const Var& x) {
+    const char* op = "global_avg_pool";
+    check_rank4(op, "input", x);
+    const std::int64_t nc = x.dim(0) * x.dim(1), hw = x.dim(2) * x.dim(3);
+    if (hw == 0) throw ShapeError(fmt::format("{}: empty spatial extent in {}", op, describe(x.value())));
+    Tensor y = Tensor::arena_empty(Shape{x.dim(0), x.dim(1)}, x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = x.value().data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t pl = 0; pl < nc; ++pl) {
+            T acc = T(0);
+            for (std::int64_t i = 0; i < hw; ++i) acc += px[pl * hw + i];
+            py[pl] = acc / static_cast<T>(hw);
+        }
+    });
+    return record(op, y, {x}, [nx = node_of(x), shape = x.shape(), nc, hw](const Tensor& g) {
+        Tensor gx = Tensor::arena_empty(shape, g.dtype());
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            const T* pg = g.data<T>();
+            T* q = gx.data<T>();
+            for (std::int64_t pl = 0; pl < nc; ++pl)
+                std::fill(q + pl * hw, q + (pl + 1) * hw, pg[pl] / static_cast<T>(hw));
+        });
+        accumulate_fresh(nx, gx);
+    });
+}
+
+// ---------------------------------------------------------------- normalisation
+namespace {
+
+// Blocks of M contiguous elements are normalised: xhat = (x - mu) r, mu and var = mean (x - mu)^2 (biased)
+// over the block, r = 1 / sqrt(var + eps). Then y = xhat gamma[c] + beta[c] with channel
+// c = (b % groups) * cpg + j / spatial for element j of block b (group norm: block = (sample, group),
+// layer norm: groups = 1, cpg = D, spatial = 1, so c = j).
+struct NormGeom {
+    std::int64_t blocks, m, groups, cpg, spatial, channels;
+    std::int64_t channel(std::int64_t b, std::int64_t j) const { return (b % groups) * cpg + j / spatial; }
+};
+
+struct NormSaved {
+    Tensor xhat;  // x's dtype and shape
+    Tensor rstd;  // f64 [blocks]
+};
+
+std::int64_t block_min_work(std::int64_t m) {
+    return std::max<std::int64_t>(2, kernels::parallel_min / std::max<std::int64_t>(1, m));
+}
+
+NormSaved norm_forward(const NormGeom& ng, const Tensor& x, const Var* gamma, const Var* beta, double eps,
+                       Tensor& y) {
+    NormSaved sv{Tensor::arena_empty(x.shape(), x.dtype()),
+                 Tensor::arena_empty(Shape{ng.blocks}, DType::f64)};
+    y = Tensor::arena_empty(x.shape(), x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* px = x.data<T>();
+        T* ph = sv.xhat.data<T>();
+        T* py = y.data<T>();
+        double* pr = sv.rstd.data<double>();
+        const T* pgam = gamma ? gamma->value().data<T>() : nullptr;
+        const T* pbet = beta ? beta->value().data<T>() : nullptr;
+        const std::int64_t m = ng.m;
+        parallel_for(0, ng.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t b = lo; b < hi; ++b) {
+                const T* xb = px + b * m;
+                double mu = 0.0;
+                for (std::int64_t j = 0; j < m; ++j) mu += static_cast<double>(xb[j]);
+                mu /= static_cast<double>(m);
+                double var = 0.0;
+                for (std::int64_t j = 0; j < m; ++j) {
+                    const double d = static_cast<double>(xb[j]) - mu;
+                    var += d * d;
+                }
+                var /= static_cast<double>(m);
+                const double r = 1.0 / std::sqrt(var + eps);
+                pr[b] = r;
+                T* hb = ph + b * m;
+                T* yb = py + b * m;
+                for (std::int64_t j = 0; j < m; ++j) {
+                    hb[j] = static_cast<T>((static_cast<double>(xb[j]) - mu) * r);
+                    const std::int64_t c = ng.channel(b, j);
+                    yb[j] = hb[j] * (pgam ? pgam[c] : T(1)) + (pbet ? pbet[c] : T(0));
+                }
+            }
+        });
+    });
+    return sv;
+}
+
+// With dxhat = g gamma[c]: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) over the block;
+// dgamma[c] = sum g xhat, dbeta[c] = sum g over all elements of channel c.
+void norm_backward(const NormGeom& ng, const NormSaved& sv, const Tensor& gamma_v, Node* nx, Node* ngam,
+                   Node* nbet, const Shape& cshape, const Tensor& g) {
+    const DType dt = g.dtype();
+    Tensor gx = nx ? Tensor::arena_empty(sv.xhat.shape(), dt) : Tensor();
+    Tensor gg = ngam ? Tensor::arena_zeros(cshape, dt) : Tensor();
+    Tensor gbt = nbet ? Tensor::arena_zeros(cshape, dt) : Tensor();
+    dispatch(dt, [&](auto z) {
+        using T = decltype(z);
+        const T* pg = g.data<T>();
+        const T* ph = sv.xhat.data<T>();
+        const std::int64_t m = ng.m;
+        if (ngam || nbet) {  // serial: channel sums run across blocks
+            T* qg = ngam ? gg.data<T>() : nullptr;
+            T* qb = nbet ? gbt.data<T>() : nullptr;
+            for (std::int64_t b = 0; b < ng.blocks; ++b)
+                for (std::int64_t j = 0; j < m; ++j) {
+                    const std::int64_t c = ng.channel(b, j), i = b * m + j;
+                    if (qg) qg[c] += pg[i] * ph[i];
+                    if (qb) qb[c] += pg[i];
+                }
+        }
+        if (!nx) return;
+        const T* pgam = gamma_v.defined() ? gamma_v.data<T>() : nullptr;
+        const double* pr = sv.rstd.data<double>();
+        T* q = gx.data<T>();
+        parallel_for(0, ng.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t b = lo; b < hi; ++b) {
+                const T* gb = pg + b * m;
+                const T* hb = ph + b * m;
+                T* qb = q + b * m;
+                double s1 = 0.0, s2 = 0.0;  // sum dxhat, sum dxhat xhat
+                for (std::int64_t j = 0; j < m; ++j) {
+                    const double gam = pgam ? static_cast<double>(pgam[ng.channel(b, j)]) : 1.0;
+                    const double d = static_cast<double>(gb[j]) * gam;
+                    qb[j] = static_cast<T>(d);
+                    s1 += d;
+                    s2 += d * static_cast<double>(hb[j]);
+                }
+                const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m), r = pr[b];
+                for (std::int64_t j = 0; j < m; ++j)
+                    qb[j] = static_cast<T>(r * (static_cast<double>(qb[j]) - a1 -
+                                                static_cast<double>(hb[j]) * a2));
+            }
+        });
+    });
+    if (nx) accumulate_fresh(nx, gx);
+    if (ngam) accumulate_fresh(ngam, gg);
+    if (nbet) accumulate_fresh(nbet, gbt);
+}
+
+void check_affine(const char* op, const char* what, const Var* p, const Var& x, std::int64_t c) {
+    if (!p) return;
+    check_defined(op, *p);
+    check_same_dtype(op, x.value(), p->value());
+    if (p->rank() != 1 || p->dim(0) != c)
+        throw ShapeError(fmt::format("{}: {} {} does not match input {} (expected [{}])", op, what,
+                                     describe(p->value()), describe(x.value()), c));
+}
+
+Var norm_op(const char* op, const NormGeom& ng, const Var& x, const Var* gamma, const Var* beta, double eps) {
+    Tensor y;
+    NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, y);
+    Var gv = gamma ? *gamma : Var();
+    Var bv = beta ? *beta : Var();
+    Node* ngam = gamma ? node_of(*gamma) : nullptr;
+    Node* nbet = beta ? node_of(*beta) : nullptr;
+    Tensor gam = gamma ? gamma->value() : Tensor();
+    return record(op, y, {x, gv, bv}, [ng, sv, nx = node_of(x), ngam, nbet, gam](const Tensor& g) {
+        norm_backward(ng, sv, gam, nx, ngam, nbet, Shape{ng.channels}, g);
+    });
+}
+
+}  // namespace
+
+// x [N, C, ...]: statistics per sample over each group of C/groups channels and all trailing positions.
+Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
+    const char* op = "group_norm";
+    check_defined(op, x);
+    if (x.rank() < 2)
+        throw ShapeError(fmt::format("{}: input must be [N, C, ...], got {}", op, describe(x.value())));
+    const std::int64_t n = x.dim(0), c = x.dim(1);
+    if (groups < 1 || c % groups != 0)
+        throw ShapeError(fmt::format("{}: {} channels of input {} are not divisible into {} groups", op, c,
+                                     describe(x.value()), groups));
+    if (!(eps >= 0.0)) throw ShapeError(fmt::format("{}: eps must be >= 0, got {}", op, eps));
+    check_affine(op, "gamma", gamma, x, c);
+    check_affine(op, "beta", beta, x, c);
+    const std::int64_t spatial = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
+    const std::int64_t cpg = c / groups;
+    NormGeom ng{n * groups, cpg * spatial, groups, cpg, std::max<std::int64_t>(1, spatial), c};
+    return norm_op(op, ng, x, gamma, beta, eps);
+}
+
+// Normalises over the last dimension D: every row of D elements is one block.
+Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
+    const char* op = "layer_norm";
+    check_defined(op, x);
+    if (x.rank() < 1)
+        throw ShapeError(fmt::format("{}: input must have rank >= 1, got {}", op, describe(x.value())));
+    if (!(eps >= 0.0)) throw ShapeError(fmt::format("{}: eps must be >= 0, got {}", op, eps));
+    const std::int64_t d = x.dim(-1);
+    check_affine(op, "gamma", gamma, x, d);
+    check_affine(op, "beta", beta, x, d);
+    NormGeom ng{d == 0 ? 0 : x.numel() / d, d, 1, d, 1, d};
+    return norm_op(op, ng, x, gamma, beta, eps);
+}
+
+// ---------------------------------------------------------------- dropout
+// Inverted dropout: y = x * mask, mask = Bernoulli(1 - p) / (1 - p), drawn once (as bernoulli() draws:
+// keep when gen.uniform() < 1 - p) straight into the arena; the backward multiplies by the same mask.
+Var dropout(const Var& x, double p, Generator& gen) {
+    const char* op = "dropout";
+    check_defined(op, x);
+    if (!(p >= 0.0 && p < 1.0)) throw ShapeError(fmt::format("{}: p must be in [0, 1), got {}", op, p));
+    if (p == 0.0) return x;
+    const double keep = 1.0 - p;
+    Tensor mask = Tensor::arena_empty(x.shape(), x.dtype());
+    Tensor y = Tensor::arena_empty(x.shape(), x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T scale = static_cast<T>(1.0 / keep);
+        const T* px = x.value().data<T>();
+        T* pm = mask.data<T>();
+        T* py = y.data<T>();
+        for (std::int64_t i = 0; i < x.numel(); ++i) {
+            pm[i] = gen.uniform() < keep ? scale : T(0);
+            py[i] = px[i] * pm[i];
+        }
+    });
+    return record(op, y, {x}, [nx = node_of(x), mask](const Tensor& g) {
+        accumulate_fresh(nx, t_mul(g, mask));
+    });
+}
+
+}  // namespace sdeuq
