@@ -1,0 +1,149 @@
+// bench_brownian: microseconds per sequential BrownianPath query, the access pattern of an SDE solver
+// (forward: [t_k, t_{k+1}] for k = 0, 1, ...) and of its adjoint (reversed: [t_{k+1}, t_k] for k
+// descending), on [0, 1] with size = 4096 paths, at dt = 2^-7 and dt = 0.01, with and without
+// Options::dt_hint = dt and Levy area. Each figure is the median over passes of (pass time / queries),
+// every pass on a fresh path, so it includes sampling the tree.
+//
+//   bench_brownian              readable table
+//   bench_brownian --json       one JSON object on stdout:
+//                               {"size": n, "results": [{"dt", "dt_hint", "levy", "direction",
+//                                "us_per_query", "cpu_us_per_query", "splits_per_query"}]}
+//   bench_brownian --size N     paths per query (default 4096)
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "sde/brownian.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using sdeuq::sde::BrownianOptions;
+using sdeuq::sde::BrownianPath;
+
+struct Result {
+    double dt, dt_hint;
+    bool levy, reversed;
+    double us_per_query, cpu_us_per_query, splits_per_query;
+};
+
+// CPU time of this thread: on a loaded machine wall time also counts the time other processes ran.
+double thread_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+Result run(std::int64_t size, double dt, double dt_hint, bool levy, bool reversed) {
+    const int n = static_cast<int>(std::ceil(1.0 / dt - 1e-9));
+    std::vector<double> t(static_cast<std::size_t>(n) + 1);
+    for (int k = 0; k <= n; ++k) t[static_cast<std::size_t>(k)] = std::min(1.0, k * dt);
+    std::vector<double> dw(static_cast<std::size_t>(size)), hh(static_cast<std::size_t>(size));
+    BrownianOptions opt;
+    opt.dt_hint = dt_hint;
+    opt.levy_area = levy;
+    std::vector<double> per_query, cpu_per_query;
+    double splits = 0.0, checksum = 0.0;
+    double total = 0.0;
+    for (int pass = 0; pass < 15 && (pass < 3 || total < 0.5); ++pass) {
+        const BrownianPath bm(0.0, 1.0, size, 1234 + static_cast<std::uint64_t>(pass), opt);
+        const auto start = clock_type::now();
+        const double cpu_start = thread_cpu_seconds();
+        for (int i = 0; i < n; ++i) {
+            const auto k = static_cast<std::size_t>(reversed ? n - 1 - i : i);
+            const double s = reversed ? t[k + 1] : t[k], e = reversed ? t[k] : t[k + 1];
+            if (levy) {
+                bm.increment_levy(s, e, dw, hh);
+            } else {
+                bm.increment(s, e, dw);
+            }
+            checksum += dw[0];
+        }
+        const double sec = std::chrono::duration<double>(clock_type::now() - start).count();
+        cpu_per_query.push_back(1e6 * (thread_cpu_seconds() - cpu_start) / n);
+        total += sec;
+        per_query.push_back(1e6 * sec / n);
+        splits = static_cast<double>(bm.stats().splits) / n;
+    }
+    std::sort(per_query.begin(), per_query.end());
+    std::sort(cpu_per_query.begin(), cpu_per_query.end());
+    if (checksum == 12345.678) std::puts("");  // keeps the queries observable
+    const std::size_t mid = per_query.size() / 2;
+    return {dt, dt_hint, levy, reversed, per_query[mid], cpu_per_query[mid], splits};
+}
+
+void usage(std::FILE* f) {
+    fmt::print(f, "usage: bench_brownian [--json] [--size N] [--help]\n"
+                  "  --json     print one JSON object on stdout instead of the table\n"
+                  "  --size N   number of paths per query (default 4096)\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool json = false;
+    std::int64_t size = 4096;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--json") {
+            json = true;
+        } else if (arg == "--size" && i + 1 < argc) {
+            size = std::stoll(argv[++i]);
+            if (size < 1) {
+                fmt::print(stderr, "bench_brownian: --size must be >= 1\n");
+                return 2;
+            }
+        } else if (arg == "--help" || arg == "-h") {
+            usage(stdout);
+            return 0;
+        } else {
+            fmt::print(stderr,
+                       "bench_brownian: unknown argument '{}'; allowed flags: --json, --size N, --help\n",
+                       arg);
+            usage(stderr);
+            return 2;
+        }
+    }
+    std::vector<Result> results;
+    for (bool levy : {false, true}) {
+        for (double dt : {0x1p-7, 0.01}) {
+            for (bool hint : {true, false}) {
+                for (bool reversed : {false, true}) {
+                    results.push_back(run(size, dt, hint ? dt : 0.0, levy, reversed));
+                }
+            }
+        }
+    }
+    if (json) {
+        std::string out = fmt::format("{{\"size\": {}, \"results\": [", size);
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            const Result& r = results[i];
+            out += fmt::format("{}{{\"dt\": {}, \"dt_hint\": {}, \"levy\": {}, \"direction\": \"{}\", "
+                               "\"us_per_query\": {:.3f}, \"cpu_us_per_query\": {:.3f}, "
+                               "\"splits_per_query\": {:.3f}}}",
+                               i ? ", " : "", r.dt, r.dt_hint, r.levy ? "true" : "false",
+                               r.reversed ? "reversed" : "forward", r.us_per_query, r.cpu_us_per_query,
+                               r.splits_per_query);
+        }
+        out += "]}";
+        fmt::print("{}\n", out);
+        return 0;
+    }
+    fmt::print("BrownianPath sequential queries on [0, 1], size = {}\n", size);
+    fmt::print("{:>6} {:>8} {:>5} {:>9} {:>10} {:>14} {:>13}\n", "dt", "dt_hint", "levy", "direction",
+               "us/query", "cpu us/query", "splits/query");
+    for (const Result& r : results) {
+        fmt::print("{:>6} {:>8} {:>5} {:>9} {:>10.1f} {:>14.1f} {:>13.2f}\n", r.dt == 0.01 ? "0.01" : "2^-7",
+                   r.dt_hint == 0.0 ? "none" : (r.dt_hint == 0.01 ? "0.01" : "2^-7"), r.levy ? "yes" : "no",
+                   r.reversed ? "reversed" : "forward", r.us_per_query, r.cpu_us_per_query,
+                   r.splits_per_query);
+    }
+    return 0;
+}

@@ -1,0 +1,434 @@
+// Tests of sde/brownian.hpp: distribution (Kolmogorov-Smirnov, moments, independence), consistency
+// under refinement, order independence, per-coordinate determinism, Levy area, errors, cost counters.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sde/brownian.hpp"
+#include "sde/random_normal.hpp"
+
+using sdeuq::sde::BrownianOptions;
+using sdeuq::sde::BrownianPath;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+// Kolmogorov-Smirnov statistic of the sample against N(0, 1): sup_x |F_n(x) - Phi(x)|.
+double ks_normal(Vec x) {
+    std::sort(x.begin(), x.end());
+    const double n = static_cast<double>(x.size());
+    double d = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double f = 0.5 * std::erfc(-x[i] / std::sqrt(2.0));
+        d = std::max({d, f - static_cast<double>(i) / n, static_cast<double>(i + 1) / n - f});
+    }
+    return d;
+}
+
+// 1% critical value of the KS statistic for large n (Smirnov's asymptotic 1.628 / sqrt(n)).
+double ks_critical(std::size_t n) { return 1.63 / std::sqrt(static_cast<double>(n)); }
+
+double mean(const Vec& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
+
+double cov(const Vec& x, const Vec& y) {
+    const double mx = mean(x), my = mean(y);
+    double s = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) s += (x[i] - mx) * (y[i] - my);
+    return s / static_cast<double>(x.size() - 1);
+}
+
+double corr(const Vec& x, const Vec& y) { return cov(x, y) / std::sqrt(cov(x, x) * cov(y, y)); }
+
+Vec scaled(Vec x, double f) {
+    for (double& v : x) v *= f;
+    return x;
+}
+
+Vec inc(const BrownianPath& bm, double s, double t) {
+    Vec d(static_cast<std::size_t>(bm.size()));
+    bm.increment(s, t, d);
+    return d;
+}
+
+bool bitwise_equal(const Vec& a, const Vec& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+BrownianOptions opts(double dt_hint, bool levy = false) {
+    BrownianOptions o;
+    o.dt_hint = dt_hint;
+    o.levy_area = levy;
+    return o;
+}
+
+constexpr std::int64_t kSamples = 20000;
+constexpr double kCorrTol = 0.035;  // ~5 standard deviations (1 / sqrt(20000) = 0.0071) of a null correlation
+
+}  // namespace
+
+TEST_CASE("random_normal: index addressing and moments", "[brownian]") {
+    using namespace sdeuq::sde;
+    Vec a(1001), b(1000);
+    philox_normals(7, 3, 0, a.data(), a.size());
+    philox_normals(7, 3, 1, b.data(), b.size());  // odd start: same numbers shifted by one
+    for (std::size_t i = 0; i < b.size(); ++i) REQUIRE(b[i] == a[i + 1]);
+    for (std::size_t i = 0; i < a.size(); i += 97) REQUIRE(philox_normal(7, 3, i) == a[i]);
+    Vec z(200000);
+    philox_normals(11, 0, 0, z.data(), z.size());
+    CHECK(std::abs(mean(z)) < 0.015);
+    CHECK(std::abs(cov(z, z) - 1.0) < 0.015);
+    CHECK(ks_normal(z) < ks_critical(z.size()));
+}
+
+TEST_CASE("brownian: increments are N(0, h) (Kolmogorov-Smirnov)", "[brownian]") {
+    struct Case {
+        double dt_hint, s, t;
+    };
+    const std::vector<Case> cases = {
+        {0.0, 0.0, 0x1p-7},      {0.0, 0.25, 0.25 + 0x1p-7}, {0.0, 0.3, 0.31},     // dyadic tree, off-grid
+        {0.01, 0.0, 0.01},       {0.01, 0.37, 0.38},         {0.01, 0.99, 1.0},    // grid cells of 0.01
+        {0.01, 0.123, 0.2345},   {0.01, 0.5051, 0.5079},     {0.01, 0.0, 1.0},     // not cell-aligned; all
+        {0x1p-7, 0.5, 0.5 + 0x1p-7}, {0.03, 0.96, 1.0},                            // short last cell
+    };
+    std::uint64_t seed = 100;
+    for (const auto& c : cases) {
+        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint));
+        const double h = c.t - c.s;
+        const Vec z = scaled(inc(bm, c.s, c.t), 1.0 / std::sqrt(h));
+        INFO("dt_hint " << c.dt_hint << " [" << c.s << ", " << c.t << "]");
+        CHECK(ks_normal(z) < ks_critical(z.size()));
+        CHECK(std::abs(mean(z)) < 5.0 / std::sqrt(double(kSamples)));
+        CHECK(std::abs(cov(z, z) - 1.0) < 0.05);  // Var dW = h (5 sigma of the sample variance)
+    }
+}
+
+TEST_CASE("brownian: increments over disjoint intervals are independent", "[brownian]") {
+    for (double dt_hint : {0.0, 0.01}) {
+        const BrownianPath bm(0.0, 1.0, kSamples, 5, opts(dt_hint));
+        const double pts[] = {0.0, 0.01, 0.0137, 0.02, 0.5, 0.5 + 1e-4, 0.77, 1.0};
+        std::vector<Vec> d;
+        for (int i = 0; i + 1 < 8; ++i) d.push_back(inc(bm, pts[i], pts[i + 1]));
+        for (std::size_t i = 0; i < d.size(); ++i) {
+            const double h = pts[i + 1] - pts[i];
+            CHECK(std::abs(cov(d[i], d[i]) / h - 1.0) < 0.05);
+            for (std::size_t j = i + 1; j < d.size(); ++j) CHECK(std::abs(corr(d[i], d[j])) < kCorrTol);
+        }
+        // Coordinates are independent too: coordinates 2j and 2j + 1 share a Philox block.
+        const Vec w = inc(bm, 0.0, 1.0);
+        Vec even, odd;
+        for (std::size_t i = 0; i + 1 < w.size(); i += 2) {
+            even.push_back(w[i]);
+            odd.push_back(w[i + 1]);
+        }
+        CHECK(std::abs(corr(even, odd)) < 1.5 * kCorrTol);
+    }
+}
+
+TEST_CASE("brownian: W(a, c) = W(a, b) + W(b, c)", "[brownian]") {
+    std::mt19937_64 rng(1);
+    std::uniform_real_distribution<double> unif(0.0, 2.0);
+    for (double dt_hint : {0.0, 0.01, 0.3}) {
+        for (bool levy : {false, true}) {
+            const BrownianPath bm(0.0, 2.0, 64, 9, opts(dt_hint, levy));
+            for (int rep = 0; rep < 300; ++rep) {
+                double p[3] = {unif(rng), unif(rng), unif(rng)};
+                if (rep % 5 == 0) p[1] = p[0] + 1e-9 * (rep % 3);  // within one leaf
+                if (rep % 7 == 0) p[2] = 0.01 * std::floor(p[2] * 100.0);  // grid point
+                std::sort(p, p + 3);
+                const Vec ac = inc(bm, p[0], p[2]), ab = inc(bm, p[0], p[1]), bc = inc(bm, p[1], p[2]);
+                for (std::size_t i = 0; i < ac.size(); ++i) {
+                    REQUIRE(std::abs(ac[i] - (ab[i] + bc[i])) < 1e-12);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("brownian: values do not depend on the order of the queries", "[brownian]") {
+    for (bool levy : {false, true}) {
+        for (double dt_hint : {0.0, 0.01}) {
+            const BrownianOptions o = opts(dt_hint, levy);
+            std::vector<std::pair<double, double>> q;
+            for (int k = 0; k < 100; ++k) q.emplace_back(0.01 * k, 0.01 * (k + 1));  // solver grid
+            std::mt19937_64 rng(3);
+            std::uniform_real_distribution<double> unif(0.0, 1.0);
+            for (int k = 0; k < 60; ++k) q.emplace_back(unif(rng), unif(rng));  // arbitrary (some s > t)
+            const auto run = [&](const BrownianPath& bm, const std::vector<std::size_t>& order) {
+                std::vector<Vec> out(q.size());
+                for (std::size_t i : order) {
+                    out[i] = Vec(static_cast<std::size_t>(bm.size()));
+                    if (levy) {
+                        Vec hh(out[i].size());
+                        bm.increment_levy(q[i].first, q[i].second, out[i], hh);
+                        out[i].insert(out[i].end(), hh.begin(), hh.end());
+                    } else {
+                        bm.increment(q[i].first, q[i].second, out[i]);
+                    }
+                }
+                return out;
+            };
+            std::vector<std::size_t> fwd(q.size());
+            std::iota(fwd.begin(), fwd.end(), 0);
+            std::vector<std::size_t> rev(fwd.rbegin(), fwd.rend()), shuf = fwd;
+            std::shuffle(shuf.begin(), shuf.end(), rng);
+            const BrownianPath a(0.0, 1.0, 33, 42, o);
+            const auto ref = run(a, fwd);
+            const auto again = run(a, fwd);  // repeated queries on a warm cache
+            const BrownianPath b(0.0, 1.0, 33, 42, o);
+            const auto backward = run(b, rev);
+            const BrownianPath c(0.0, 1.0, 33, 42, o);
+            const auto shuffled = run(c, shuf);
+            c.clear_cache();
+            const auto cleared = run(c, rev);
+            for (std::size_t i = 0; i < q.size(); ++i) {
+                REQUIRE(bitwise_equal(ref[i], again[i]));
+                REQUIRE(bitwise_equal(ref[i], backward[i]));
+                REQUIRE(bitwise_equal(ref[i], shuffled[i]));
+                REQUIRE(bitwise_equal(ref[i], cleared[i]));
+            }
+            // Reversed queries give the negative increment bit for bit (and the same H).
+            const BrownianPath d(0.0, 1.0, 33, 42, o);
+            for (std::size_t i = 0; i < q.size(); ++i) {
+                Vec r(33), hr(33);
+                if (levy) {
+                    d.increment_levy(q[i].second, q[i].first, r, hr);
+                } else {
+                    d.increment(q[i].second, q[i].first, r);
+                }
+                for (std::size_t j = 0; j < 33; ++j) {
+                    REQUIRE(r[j] == -ref[i][j]);
+                    if (levy) REQUIRE(hr[j] == ref[i][33 + j]);
+                }
+            }
+            // A different seed gives a different path.
+            const BrownianPath e(0.0, 1.0, 33, 43, o);
+            CHECK_FALSE(bitwise_equal(inc(e, 0.0, 0.5), inc(a, 0.0, 0.5)));
+        }
+    }
+}
+
+TEST_CASE("brownian: coordinate i does not depend on size", "[brownian]") {
+    for (bool levy : {false, true}) {
+        const BrownianPath small(0.0, 1.0, 3, 77, opts(0.01, levy));
+        const BrownianPath large(0.0, 1.0, 1001, 77, opts(0.01, levy));
+        for (auto [s, t] : {std::pair{0.0, 1.0}, {0.2, 0.21}, {0.333, 0.3335}, {0.9, 0.1}}) {
+            const Vec a = inc(small, s, t), b = inc(large, s, t);
+            for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == b[i]);
+        }
+    }
+}
+
+TEST_CASE("brownian: value(t) = increment(t0, t), the two-slot cache is transparent", "[brownian]") {
+    const BrownianPath bm(-1.0, 3.0, 5, 1, opts(0.1));
+    Vec w(5);
+    for (double t : {-1.0, -0.5, 0.123, 3.0, 2.9}) {
+        bm.value(t, w);
+        REQUIRE(bitwise_equal(w, inc(bm, -1.0, t)));
+    }
+    bm.value(-1.0, w);
+    for (double v : w) REQUIRE(v == 0.0);
+}
+
+TEST_CASE("brownian: dt = 0.01 with dt_hint costs what dt = 2^-7 costs", "[brownian]") {
+    // Work is counted in node splits (each samples size normals), so the check is exact, not a timing.
+    const auto splits_per_query = [](double dt, double dt_hint, bool backward, bool accumulate) {
+        const BrownianPath bm(0.0, 1.0, 4, 1, opts(dt_hint));
+        const auto n = static_cast<int>(std::ceil(1.0 / dt - 1e-9));
+        std::vector<double> t(static_cast<std::size_t>(n) + 1);
+        double acc = 0.0;
+        for (int k = 0; k <= n; ++k) {
+            t[static_cast<std::size_t>(k)] = std::min(1.0, accumulate ? acc : dt * k);
+            acc += dt;
+        }
+        Vec d(4);
+        for (int i = 0; i < n; ++i) {
+            const int k = backward ? n - 1 - i : i;
+            if (backward) {
+                bm.increment(t[static_cast<std::size_t>(k) + 1], t[static_cast<std::size_t>(k)], d);
+            } else {
+                bm.increment(t[static_cast<std::size_t>(k)], t[static_cast<std::size_t>(k) + 1], d);
+            }
+        }
+        return static_cast<double>(bm.stats().splits) / n;
+    };
+    for (bool backward : {false, true}) {
+        const double dyadic = splits_per_query(0x1p-7, 0x1p-7, backward, false);
+        const double dyadic_nohint = splits_per_query(0x1p-7, 0.0, backward, false);
+        const double hundredth = splits_per_query(0.01, 0.01, backward, false);
+        const double accumulated = splits_per_query(0.01, 0.01, backward, true);  // t += dt, snapped
+        INFO("backward " << backward << ": splits/query 2^-7 " << dyadic << ", 2^-7 no hint "
+                         << dyadic_nohint << ", 0.01 " << hundredth << ", 0.01 accumulated " << accumulated);
+        CHECK(dyadic <= 1.01);
+        CHECK(dyadic_nohint <= 1.01);
+        CHECK(hundredth <= 1.01);
+        CHECK(accumulated <= 1.01);
+        // Without the hint the 0.01 grid is off the dyadic tree: about log2(1 / tol) splits per query.
+        CHECK(splits_per_query(0.01, 0.0, backward, false) > 10.0);
+    }
+}
+
+TEST_CASE("brownian: space-time Levy area", "[brownian]") {
+    struct Case {
+        double dt_hint, s, t;
+    };
+    const std::vector<Case> cases = {{0.0, 0.0, 1.0},  {0.0, 0.0, 0.5},    {0.0, 0.3, 0.31},
+                                     {0.01, 0.2, 0.21}, {0.01, 0.123, 0.2345}, {0.01, 0.7001, 0.7003}};
+    std::uint64_t seed = 500;
+    for (const auto& c : cases) {
+        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint, true));
+        const double h = c.t - c.s;
+        Vec w(kSamples), hh(kSamples);
+        bm.increment_levy(c.s, c.t, w, hh);
+        INFO("dt_hint " << c.dt_hint << " [" << c.s << ", " << c.t << "]");
+        CHECK(std::abs(cov(w, w) / h - 1.0) < 0.05);
+        CHECK(std::abs(cov(hh, hh) / (h / 12.0) - 1.0) < 0.05);  // Var H = h / 12
+        CHECK(std::abs(corr(w, hh)) < kCorrTol);                   // Cov(H, W) = 0
+        CHECK(ks_normal(scaled(hh, 1.0 / std::sqrt(h / 12.0))) < ks_critical(hh.size()));
+        CHECK(ks_normal(scaled(w, 1.0 / std::sqrt(h))) < ks_critical(w.size()));
+        // Plain increments of a Levy path agree with increment_levy's dW.
+        REQUIRE(bitwise_equal(inc(bm, c.s, c.t), w));
+    }
+}
+
+TEST_CASE("brownian: Levy area halves are independent with the right moments", "[brownian]") {
+    // The children of a split are sampled from the conditional law of brownian.hpp; if it were wrong the
+    // halves would not be independent N(0, h_i) x N(0, h_i / 12). Equal halves (dyadic tree) and the
+    // unequal split 1 : 2 of the root of a 3-cell grid.
+    struct Case {
+        double t1, dt_hint, a, b, c;
+    };
+    for (const auto& k : {Case{1.0, 0.0, 0.0, 0.5, 1.0}, Case{1.0, 0.0, 0.25, 0.375, 0.5},
+                          Case{0.3, 0.1, 0.0, 0.1, 0.3}, Case{0.3, 0.1, 0.1, 0.2, 0.3}}) {
+        const BrownianPath bm(0.0, k.t1, kSamples, 21, opts(k.dt_hint, true));
+        Vec w1(kSamples), h1(kSamples), w2(kSamples), h2(kSamples);
+        bm.increment_levy(k.a, k.b, w1, h1);
+        bm.increment_levy(k.b, k.c, w2, h2);
+        const double l1 = k.b - k.a, l2 = k.c - k.b;
+        INFO("[" << k.a << ", " << k.b << "] u [" << k.b << ", " << k.c << "] of [0, " << k.t1 << "]");
+        CHECK(std::abs(cov(w1, w1) / l1 - 1.0) < 0.05);
+        CHECK(std::abs(cov(w2, w2) / l2 - 1.0) < 0.05);
+        CHECK(std::abs(cov(h1, h1) / (l1 / 12.0) - 1.0) < 0.05);
+        CHECK(std::abs(cov(h2, h2) / (l2 / 12.0) - 1.0) < 0.05);
+        const Vec* v[4] = {&w1, &h1, &w2, &h2};
+        for (int i = 0; i < 4; ++i) {
+            for (int j = i + 1; j < 4; ++j) CHECK(std::abs(corr(*v[i], *v[j])) < kCorrTol);
+        }
+    }
+}
+
+TEST_CASE("brownian: (W, H) are additive over a split interval", "[brownian]") {
+    std::mt19937_64 rng(8);
+    std::uniform_real_distribution<double> unif(0.0, 1.0);
+    for (double dt_hint : {0.0, 0.01}) {
+        const BrownianPath bm(0.0, 1.0, 16, 2, opts(dt_hint, true));
+        Vec wac(16), hac(16), wab(16), hab(16), wbc(16), hbc(16);
+        for (int rep = 0; rep < 300; ++rep) {
+            double p[3] = {unif(rng), unif(rng), unif(rng)};
+            if (rep % 4 == 0) {  // grid points
+                for (double& x : p) x = 0.01 * std::round(x * 100.0);
+            }
+            std::sort(p, p + 3);
+            if (p[2] - p[0] < 1e-3 || p[1] - p[0] < 1e-4 || p[2] - p[1] < 1e-4) continue;
+            const double a = p[0], b = p[1], c = p[2], l1 = b - a, l2 = c - b, l = c - a;
+            bm.increment_levy(a, c, wac, hac);
+            bm.increment_levy(a, b, wab, hab);
+            bm.increment_levy(b, c, wbc, hbc);
+            for (int i = 0; i < 16; ++i) {
+                REQUIRE(std::abs(wac[i] - (wab[i] + wbc[i])) < 1e-12);
+                // H over [a, c] from the halves (brownian.hpp; I = I1 + h2 W1 + I2).
+                const double comb = (l1 * hab[i] + l2 * hbc[i]) / l + (l2 * wab[i] - l1 * wbc[i]) / (2.0 * l);
+                REQUIRE(std::abs(hac[i] - comb) < 1e-12);
+            }
+        }
+    }
+}
+
+TEST_CASE("brownian: below the resolution the path is the conditional mean of the leaf", "[brownian]") {
+    // Documented choice (brownian.hpp): inside a leaf [lo, lo + l], W(lo, lo + r l) = r W + 6 r (1 - r) H.
+    for (bool levy : {false, true}) {
+        // A coarse resolution, so that H over a leaf is accurate (its error is ~ eps (t1 - t0)^1.5 / h).
+        BrownianOptions o = opts(0.0, levy);
+        o.tol = 1e-3;
+        const BrownianPath bm(0.0, 1.0, 8, 6, o);
+        const double l = bm.leaf_width(), lo = 0.5 + 3.0 * l;
+        REQUIRE(l <= 1e-3);
+        Vec w(8), hh(8, 0.0), part(8), scratch(8);
+        if (levy) {
+            bm.increment_levy(lo, lo + l, w, hh);
+        } else {
+            bm.increment(lo, lo + l, w);
+        }
+        for (double r_nominal : {0.25, 0.5, 0.9}) {
+            const double u = lo + r_nominal * l, r = (u - lo) / l;  // r as rounded by the time u
+            bm.increment(lo, u, part);
+            for (int i = 0; i < 8; ++i) {
+                const double expect = r * w[i] + 6.0 * r * (1.0 - r) * hh[i];
+                REQUIRE(std::abs(part[i] - expect) < 1e-12);
+            }
+        }
+    }
+}
+
+TEST_CASE("brownian: reversed view", "[brownian]") {
+    const BrownianPath bm(0.0, 1.0, 8, 4, opts(0.25, true));
+    const auto rv = bm.reversed();
+    Vec a(8), b(8), ha(8), hb(8);
+    rv.increment(0.0, 0.25, a);  // tau in [0, 0.25] is t in [0.75, 1], traversed backwards
+    bm.increment(1.0, 0.75, b);
+    REQUIRE(bitwise_equal(a, b));
+    rv.increment_levy(0.25, 1.0, a, ha);
+    bm.increment_levy(0.75, 0.0, b, hb);
+    REQUIRE(bitwise_equal(a, b));
+    REQUIRE(bitwise_equal(ha, hb));
+    CHECK_THROWS_AS(rv.increment(-0.1, 0.5, a), std::invalid_argument);
+}
+
+TEST_CASE("brownian: errors", "[brownian]") {
+    const auto message = [](auto&& f) {
+        try {
+            f();
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("no exception");
+    };
+    const double nan = std::nan(""), inf = INFINITY;
+    CHECK_THROWS_AS(BrownianPath(1.0, 1.0, 4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(1.0, 0.0, 4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(0.0, inf, 4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(nan, 1.0, 4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(0.0, 1.0, 0, 0), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(0.0, 1.0, 4, 0, opts(-0.1)), std::invalid_argument);
+    CHECK_THROWS_AS(BrownianPath(0.0, 1.0, 4, 0, opts(1e-300)), std::invalid_argument);
+
+    const BrownianPath bm(0.0, 1.0, 4, 0);
+    Vec d(4), short_(3);
+    const std::string out = message([&] { bm.increment(0.5, 1.5, d); });
+    CHECK(out.find("BrownianPath::increment") != std::string::npos);
+    CHECK(out.find("[0.5, 1.5]") != std::string::npos);
+    CHECK(out.find("[0, 1]") != std::string::npos);
+    CHECK_THROWS_AS(bm.increment(-0.1, 0.5, d), std::invalid_argument);
+    CHECK_THROWS_AS(bm.increment(0.1, nan, d), std::invalid_argument);
+    CHECK_THROWS_AS(bm.increment(0.1, inf, d), std::invalid_argument);
+    const std::string size_msg = message([&] { bm.increment(0.1, 0.2, short_); });
+    CHECK(size_msg.find("BrownianPath::increment") != std::string::npos);
+    CHECK(size_msg.find("3 elements") != std::string::npos);
+    const std::string levy_msg = message([&] { bm.increment_levy(0.1, 0.2, d, d); });
+    CHECK(levy_msg.find("levy_area") != std::string::npos);
+    CHECK_THROWS_AS(bm.value(2.0, d), std::invalid_argument);
+
+    const BrownianPath lv(0.0, 1.0, 4, 0, opts(0.0, true));
+    CHECK_THROWS_AS(lv.increment_levy(0.1, 0.2, d, short_), std::invalid_argument);
+    CHECK_THROWS_AS(lv.increment_levy(0.1, 1.2, d, d), std::invalid_argument);
+    lv.increment_levy(0.3, 0.3, d, d);  // s == t: zeros
+    for (double v : d) CHECK(v == 0.0);
+}
