@@ -13,6 +13,9 @@ namespace sdeuq {
 
 namespace {
 
+// Set on pool workers and while the caller runs its own part: nested parallel_for calls run inline.
+thread_local bool t_in_pool = false;
+
 int default_threads() {
     if (const char* e = std::getenv("SDEUQ_THREADS")) {
         char* end = nullptr;
@@ -50,8 +53,9 @@ public:
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         job(0);
-        while (pending_.load(std::memory_order_acquire) != 0) {
-        }
+        // Spin briefly, then yield: on a loaded machine the worker may be descheduled.
+        for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
+            if (spins > 2000) std::this_thread::yield();
     }
 
 private:
@@ -66,6 +70,7 @@ private:
                     generation_.wait(seen);
                 }
             }
+            t_in_pool = true;
             seen = g;
             if (stop_.load()) return;
             if (id < parts_) {
@@ -109,7 +114,7 @@ void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t alig
     if (align < 1) align = 1;
     const std::int64_t blocks = (n + align - 1) / align;
     if (parts > blocks) parts = static_cast<int>(blocks);
-    if (parts <= 1) {
+    if (parts <= 1 || t_in_pool) {
         fn(begin, end);
         return;
     }
@@ -121,7 +126,9 @@ void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t alig
         std::int64_t hi = begin + std::min<std::int64_t>(n, (i + 1) * per * align);
         if (lo < hi) fn(lo, hi);
     };
+    t_in_pool = true;
     p->run(parts, job);
+    t_in_pool = false;
 }
 
 }  // namespace sdeuq

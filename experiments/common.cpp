@@ -19,7 +19,7 @@
 #define SDEUQ_CXX_FLAGS "unknown"
 #endif
 
-namespace sdeuq::exp {
+namespace sdeuq::experiment {
 
 namespace fs = std::filesystem;
 
@@ -160,4 +160,4 @@ void Progress::finish() {
 
 Progress::~Progress() { finish(); }
 
-}  // namespace sdeuq::exp
+}  // namespace sdeuq::experiment

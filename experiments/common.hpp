@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace sdeuq::exp {
+namespace sdeuq::experiment {
 
 struct CommonArgs {
     std::uint64_t seed = 0;
@@ -65,4 +65,4 @@ private:
 
 double wall_seconds();
 
-}  // namespace sdeuq::exp
+}  // namespace sdeuq::experiment

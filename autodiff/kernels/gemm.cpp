@@ -21,6 +21,7 @@
 #include "autodiff/parallel.hpp"
 
 #if SDEUQ_SIMD
+#include <immintrin.h>
 #include <xsimd/xsimd.hpp>
 #endif
 
@@ -123,14 +124,75 @@ void pack_a(bool trans, const T* a, int64 lda, int64 i0, int64 mc, int64 p0, int
         } else {
             // op(A)[i][p] = a[p * lda + i]: MR contiguous values per k.
             const T* src = a + p0 * lda + i0 + ir;
-            for (int64 p = 0; p < kc; ++p) {
-                const T* s = src + p * lda;
-                for (int r = 0; r < rows; ++r) d[p * mr + r] = s[r];
-                for (int r = static_cast<int>(rows); r < mr; ++r) d[p * mr + r] = T(0);
+            if (rows == mr) {
+                for (int64 p = 0; p < kc; ++p) std::memcpy(d + p * mr, src + p * lda, mr * sizeof(T));
+            } else {
+                for (int64 p = 0; p < kc; ++p) {
+                    const T* s = src + p * lda;
+                    for (int r = 0; r < rows; ++r) d[p * mr + r] = s[r];
+                    for (int r = static_cast<int>(rows); r < mr; ++r) d[p * mr + r] = T(0);
+                }
             }
         }
     }
 }
+
+#if SDEUQ_SIMD
+// Transposed-B packing of one full NR-column panel by in-register transposes (8x8 floats, 4x4 doubles):
+// src holds the NR panel columns as rows with stride ldb; writes d[p * NR + c] for p below the returned
+// count (a multiple of the transpose size), the caller finishes the rest.
+inline int64 pack_b_trans_full(const float* src, int64 ldb, int64 kc, float* d) {
+    constexpr int nr = Blocking<float>::nr;
+    const int64 kfull = kc / 8 * 8;
+    for (int64 p = 0; p < kfull; p += 8) {
+        for (int c0 = 0; c0 < nr; c0 += 8) {
+            const float* s = src + c0 * ldb + p;
+            const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ldb);
+            const __m256 r2 = _mm256_loadu_ps(s + 2 * ldb), r3 = _mm256_loadu_ps(s + 3 * ldb);
+            const __m256 r4 = _mm256_loadu_ps(s + 4 * ldb), r5 = _mm256_loadu_ps(s + 5 * ldb);
+            const __m256 r6 = _mm256_loadu_ps(s + 6 * ldb), r7 = _mm256_loadu_ps(s + 7 * ldb);
+            const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float* o = d + p * nr + c0;
+            _mm256_store_ps(o + 0 * nr, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_store_ps(o + 1 * nr, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_store_ps(o + 2 * nr, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_store_ps(o + 3 * nr, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_store_ps(o + 4 * nr, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_store_ps(o + 5 * nr, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_store_ps(o + 6 * nr, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_store_ps(o + 7 * nr, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    return kfull;
+}
+
+inline int64 pack_b_trans_full(const double* src, int64 ldb, int64 kc, double* d) {
+    constexpr int nr = Blocking<double>::nr;
+    const int64 kfull = kc / 4 * 4;
+    for (int64 p = 0; p < kfull; p += 4) {
+        for (int c0 = 0; c0 < nr; c0 += 4) {
+            const double* s = src + c0 * ldb + p;
+            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ldb);
+            const __m256d r2 = _mm256_loadu_pd(s + 2 * ldb), r3 = _mm256_loadu_pd(s + 3 * ldb);
+            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double* o = d + p * nr + c0;
+            _mm256_store_pd(o + 0 * nr, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_store_pd(o + 1 * nr, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_store_pd(o + 2 * nr, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_store_pd(o + 3 * nr, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+    return kfull;
+}
+#endif
 
 // Packs depth [p0, p0 + kc) x columns [j0, j0 + nc) of op(B) into NR-column micro-panels, each stored
 // k-major (NR consecutive values per k), zero-padded past nc.
@@ -156,8 +218,12 @@ void pack_b(bool trans, const T* b, int64 ldb, int64 p0, int64 kc, int64 j0, int
             // op(B)[p][j] = b[j * ldb + p]: read the NR rows of b side by side, a few k at a time so
             // that each source row is touched in cache-line-sized runs.
             const T* src = b + (j0 + jr) * ldb + p0;
+            int64 done = 0;
+#if SDEUQ_SIMD
+            if (cols == nr) done = pack_b_trans_full(src, ldb, kc, d);
+#endif
             constexpr int64 kstep = 8;
-            for (int64 pb = 0; pb < kc; pb += kstep) {
+            for (int64 pb = done; pb < kc; pb += kstep) {
                 const int64 pe = std::min<int64>(kc, pb + kstep);
                 for (int c = 0; c < cols; ++c) {
                     const T* s = src + c * ldb;
@@ -236,8 +302,8 @@ using simd_arch = xsimd::fma3<xsimd::avx2>;
 // MR x NR tile = 6 rows x 2 vectors: 12 accumulators + 2 B vectors + 1 broadcast fit the 16 ymm
 // registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy.
 template <class T, bool packed_a>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc, int rows,
-                  int cols, T alpha, T beta, Update mode) {
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
+                  int rows, int cols, T alpha, T beta, Update mode) {
     using batch = xsimd::batch<T, simd_arch>;
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
@@ -310,8 +376,8 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
 #else  // scalar build: same blocking and packing, plain multiply-add (no FMA on the scalar target)
 
 template <class T, bool packed_a>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc, int rows,
-                  int cols, T alpha, T beta, Update mode) {
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
+                  int rows, int cols, T alpha, T beta, Update mode) {
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
     ASlice<T, packed_a> as(a, lda, rows);
@@ -351,7 +417,8 @@ void gemm_block(bool ta, bool tb, int64 i0, int64 i1, int64 j0, int64 j1, int64 
         const int64 nc = std::min<int64>(B::nc, j1 - jc);
         for (int64 pc = 0; pc < k; pc += B::kc) {
             const int64 kc = std::min<int64>(B::kc, k - pc);
-            const Update mode = pc > 0 ? Update::accumulate : beta == T(0) ? Update::overwrite : Update::scale;
+            Update mode = Update::accumulate;
+            if (pc == 0) mode = beta == T(0) ? Update::overwrite : Update::scale;
             pack_b(tb, b, ldb, pc, kc, jc, nc, bbuf);
             for (int64 ic = i0; ic < i1; ic += B::mc) {
                 const int64 mc = std::min<int64>(B::mc, i1 - ic);
@@ -402,8 +469,8 @@ void gemm_reference(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64
 }
 
 template <class T>
-void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
-          const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == T(0)) {
         scale_c(m, n, beta, c, ldc);
@@ -428,13 +495,14 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T al
     }
 }
 
-template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
-                          const float*, std::int64_t, float, float*, std::int64_t);
+template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
                            std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
 template void gemm_reference<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
                                     std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
-template void gemm_reference<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
-                                     std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+template void gemm_reference<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double,
+                                     const double*, std::int64_t, const double*, std::int64_t, double,
+                                     double*, std::int64_t);
 
 }  // namespace sdeuq::kernels

@@ -1,0 +1,181 @@
+// The packed GEMM against the plain triple loop, and bitwise reproducibility across thread counts.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "autodiff/kernels/gemm.hpp"
+#include "autodiff/parallel.hpp"
+
+namespace {
+
+using sdeuq::kernels::gemm;
+using sdeuq::kernels::gemm_reference;
+using int64 = std::int64_t;
+
+template <class T>
+std::vector<T> random_vector(std::size_t size, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<T> dist(T(-1), T(1));
+    std::vector<T> v(size);
+    for (auto& x : v) x = dist(rng);
+    return v;
+}
+
+// Operands for op(A) (m x k) and op(B) (k x n) stored with row strides larger than the minimum, so that
+// a kernel which assumed contiguous rows would read the padding (filled with a large value).
+template <class T>
+struct Problem {
+    bool ta, tb;
+    int64 m, n, k;
+    int64 lda, ldb, ldc;
+    std::vector<T> a, b, c;
+
+    Problem(bool ta_, bool tb_, int64 m_, int64 n_, int64 k_, int64 pad, std::uint32_t seed)
+        : ta(ta_), tb(tb_), m(m_), n(n_), k(k_) {
+        const int64 a_rows = ta ? k : m, a_cols = ta ? m : k;
+        const int64 b_rows = tb ? n : k, b_cols = tb ? k : n;
+        lda = a_cols + pad;
+        ldb = b_cols + pad;
+        ldc = n + pad;
+        a = padded(a_rows, a_cols, lda, seed);
+        b = padded(b_rows, b_cols, ldb, seed + 1);
+        c = padded(m, n, ldc, seed + 2);
+    }
+
+    static std::vector<T> padded(int64 rows, int64 cols, int64 ld, std::uint32_t seed) {
+        std::vector<T> v = random_vector<T>(static_cast<std::size_t>(std::max<int64>(rows * ld, 1)), seed);
+        for (int64 i = 0; i < rows; ++i)
+            for (int64 j = cols; j < ld; ++j) v[i * ld + j] = T(1e30);
+        return v;
+    }
+};
+
+template <class T>
+void check_against_reference(bool ta, bool tb, int64 m, int64 n, int64 k, T alpha, T beta, int64 pad,
+                             bool nan_c) {
+    Problem<T> p(ta, tb, m, n, k, pad, static_cast<std::uint32_t>(m * 1000003 + n * 1009 + k));
+    if (nan_c)
+        for (int64 i = 0; i < m; ++i)
+            for (int64 j = 0; j < n; ++j) p.c[i * p.ldc + j] = std::numeric_limits<T>::quiet_NaN();
+    std::vector<T> expect = p.c, got = p.c;
+    gemm_reference<T>(ta, tb, m, n, k, alpha, p.a.data(), p.lda, p.b.data(), p.ldb, beta, expect.data(),
+                      p.ldc);
+    gemm<T>(ta, tb, m, n, k, alpha, p.a.data(), p.lda, p.b.data(), p.ldb, beta, got.data(), p.ldc);
+
+    // Error bound relative to the magnitude of the terms summed, not of the result, so that
+    // cancellation does not make the check flaky: |err| <= tol * (|alpha| * sum|a||b| + |beta c|).
+    const T tol = std::is_same_v<T, float> ? T(1e-5) : T(1e-12);
+    int bad = 0;
+    for (int64 i = 0; i < m; ++i) {
+        for (int64 j = 0; j < n; ++j) {
+            T scale = 0;
+            for (int64 q = 0; q < k; ++q) {
+                const T av = ta ? p.a[q * p.lda + i] : p.a[i * p.lda + q];
+                const T bv = tb ? p.b[j * p.ldb + q] : p.b[q * p.ldb + j];
+                scale += std::abs(av * bv);
+            }
+            scale =
+                std::abs(alpha) * scale + (beta == T(0) ? T(0) : std::abs(beta * p.c[i * p.ldc + j])) + T(1);
+            const T e = expect[i * p.ldc + j], g = got[i * p.ldc + j];
+            if (!(std::abs(e - g) <= tol * scale) && ++bad <= 3)
+                FAIL_CHECK("mismatch at (" << i << ", " << j << "): reference " << e << ", gemm " << g);
+        }
+        // The padding of C must be untouched.
+        for (int64 j = n; j < p.ldc; ++j)
+            if (got[i * p.ldc + j] != p.c[i * p.ldc + j] && ++bad <= 3) FAIL_CHECK("gemm wrote C padding");
+    }
+    REQUIRE(bad == 0);
+}
+
+template <class T>
+void sweep() {
+    const int64 sizes[] = {1, 7, 33, 129};
+    struct Scalars {
+        T alpha, beta;
+        bool nan_c;
+    };
+    const Scalars scalars[] = {
+        {T(1), T(0), true}, {T(-0.75), T(0), true}, {T(1.5), T(-0.5), false}, {T(0.5), T(1), false}};
+    int case_index = 0;
+    for (bool ta : {false, true})
+        for (bool tb : {false, true})
+            for (int64 m : sizes)
+                for (int64 n : sizes)
+                    for (int64 k : sizes) {
+                        // Rotate the scalars and padding over the cases to keep the sweep quick.
+                        const Scalars& s = scalars[case_index % 4];
+                        const int64 pad = (case_index % 3) * 5;
+                        ++case_index;
+                        INFO("ta=" << ta << " tb=" << tb << " m=" << m << " n=" << n << " k=" << k
+                                   << " alpha=" << s.alpha << " beta=" << s.beta << " pad=" << pad);
+                        check_against_reference<T>(ta, tb, m, n, k, s.alpha, s.beta, pad, s.nan_c);
+                    }
+}
+
+// gemm with 1 and 2 threads must agree to the last bit.
+template <class T>
+void check_thread_invariance(bool ta, bool tb, int64 m, int64 n, int64 k, T beta) {
+    Problem<T> p(ta, tb, m, n, k, 3, 77);
+    std::vector<T> c1 = p.c, c2 = p.c;
+    {
+        sdeuq::ThreadsScope one(1);
+        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c1.data(), p.ldc);
+    }
+    {
+        sdeuq::ThreadsScope two(2);
+        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c2.data(), p.ldc);
+    }
+    REQUIRE(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gemm float matches the reference for all transposes and edge sizes", "[gemm]") {
+    sweep<float>();
+}
+
+TEST_CASE("gemm double matches the reference for all transposes and edge sizes", "[gemm]") {
+    sweep<double>();
+}
+
+TEST_CASE("gemm matches the reference across several cache blocks", "[gemm]") {
+    // Sizes beyond KC, MC and NR multiples exercise the accumulate path over k blocks.
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            INFO("ta=" << ta << " tb=" << tb);
+            check_against_reference<float>(ta, tb, 200, 70, 900, 1.25f, 0.5f, 2, false);
+            check_against_reference<double>(ta, tb, 101, 130, 800, -1.0, 0.0, 1, true);
+        }
+}
+
+TEST_CASE("gemm with k == 0 or empty output", "[gemm]") {
+    std::vector<float> c = {1.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f, 4.0f};
+    const float dummy = 0.0f;
+    gemm<float>(false, false, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 0.0f, c.data(), 2);
+    for (float x : c) REQUIRE(x == 0.0f);
+    c = {1.0f, 2.0f, 3.0f, 4.0f};
+    gemm<float>(false, false, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 2.0f, c.data(), 2);
+    REQUIRE(c == std::vector<float>{2.0f, 4.0f, 6.0f, 8.0f});
+    // m == 0 or n == 0: nothing is touched.
+    gemm<float>(false, false, 0, 2, 3, 1.0f, &dummy, 3, &dummy, 2, 0.0f, c.data(), 2);
+    gemm<float>(false, false, 2, 0, 3, 1.0f, &dummy, 3, &dummy, 0, 0.0f, c.data(), 2);
+    REQUIRE(c == std::vector<float>{2.0f, 4.0f, 6.0f, 8.0f});
+}
+
+TEST_CASE("gemm is bitwise identical with 1 and 2 threads", "[gemm][threads]") {
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            INFO("ta=" << ta << " tb=" << tb);
+            check_thread_invariance<float>(ta, tb, 300, 257, 129, 0.0f);
+            check_thread_invariance<double>(ta, tb, 300, 257, 129, 0.5);
+            // m > n splits rows instead of columns.
+            check_thread_invariance<float>(ta, tb, 257, 100, 500, 1.0f);
+        }
+    check_thread_invariance<float>(false, false, 513, 513, 513, 0.0f);
+    check_thread_invariance<double>(true, false, 513, 513, 513, 0.0);
+}
