@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Renders sdeuq's reports from the experiments' result files.
+
+    python3 reports/render.py [--results reports/results] [--out reports]
+
+For every experiment directory under --results that has a results.json, writes <out>/<experiment>.md
+(its tables, figures and provenance: mode, seed, commit) and figures in <out>/figures/ (PNG and SVG),
+and writes <out>/README.md with every table. Every number in a report is read from the result file the
+report names; nothing is typed in by hand. Figures are deterministic (fixed SVG hash salt, no dates in
+metadata), so the same result files give the same bytes.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "sdeuq"
+matplotlib.rcParams["path.simplify"] = False
+import matplotlib.pyplot as plt  # noqa: E402
+
+FIG_META_SVG = {"Date": None, "Creator": None}
+FIG_META_PNG = {"Software": None}
+
+
+def fmt(v, digits=4):
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        out.append("| " + " | ".join(fmt(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def save(fig, out_dir, name):
+    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+    png = os.path.join("figures", name + ".png")
+    fig.savefig(os.path.join(out_dir, png), dpi=110, bbox_inches="tight", metadata=FIG_META_PNG)
+    fig.savefig(os.path.join(out_dir, "figures", name + ".svg"), bbox_inches="tight", metadata=FIG_META_SVG)
+    plt.close(fig)
+    return png
+
+
+def provenance_block(prov, src):
+    commit = prov.get("commit", "unknown")
+    dirty = " (with uncommitted changes)" if prov.get("dirty") else ""
+    return (f"Mode **{prov.get('mode', '?')}**, seed **{prov.get('seed', '?')}**, commit `{commit}`{dirty}, "
+            f"compiler {prov.get('compiler', '?')}. Numbers from `{src}`.")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def timing_block(run, src):
+    if not run:
+        return ""
+    return (f"\nTimings (not part of the reproducible results; `{src}`): {run.get('threads', '?')} threads on "
+            f"{run.get('cpu', '?')}, {run.get('date', '?')}.\n")
+
+
+# ---------------------------------------------------------------------------------------------- two_moons
+def render_two_moons(res_dir, out_dir, rel):
+    r = read_json(os.path.join(res_dir, "results.json"))
+    run = read_json(os.path.join(res_dir, "run.json")) if os.path.exists(os.path.join(res_dir, "run.json")) else {}
+    methods = ["deterministic", "mc_dropout", "deep_ensemble", "sngp"]
+    methods = [m for m in methods if m in r["methods"]]
+    titles = {"deterministic": "Deterministic ResNet", "mc_dropout": "MC dropout", "deep_ensemble": "Deep ensemble",
+              "sngp": "SNGP"}
+    grid = read_csv(os.path.join(res_dir, "grid.csv"))
+    pts = read_csv(os.path.join(res_dir, "points.csv"))
+    xs = sorted({float(g["x"]) for g in grid})
+    ys = sorted({float(g["y"]) for g in grid})
+    nx, ny = len(xs), len(ys)
+    figs = []
+    for kind, cmap, label in [("p1", "bwr", "class probability p(class 1)"),
+                              ("uncertainty", "plasma", "predictive uncertainty p(1-p)")]:
+        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False)
+        for ax, m in zip(axes[0], methods):
+            z = [[0.0] * nx for _ in range(ny)]
+            for k, g in enumerate(grid):
+                z[k // nx][k % nx] = float(g[f"{m}_{kind}"])
+            vmax = 1.0 if kind == "p1" else 0.25
+            im = ax.imshow(z, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap=cmap, vmin=0,
+                           vmax=vmax, aspect="auto")
+            tr = [p for p in pts if p["set"] == "train"]
+            ax.scatter([float(p["x"]) for p in tr], [float(p["y"]) for p in tr],
+                       c=["#ff8000" if p["label"] == "1" else "#0040ff" for p in tr], s=3, alpha=0.5)
+            od = [p for p in pts if p["set"] == "ood"]
+            ax.scatter([float(p["x"]) for p in od], [float(p["y"]) for p in od], c="red", s=3, alpha=0.5)
+            ax.set_title(titles[m])
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(label, y=1.04)
+        figs.append(save(fig, out_dir, f"two_moons_{kind}"))
+    src = f"{rel}/results.json"
+    rows = []
+    for m in methods:
+        v = r["methods"][m]
+        t = run.get("timings", {}).get(m, {})
+        rows.append([titles[m], v["train_accuracy"], v["test_accuracy"], v["test_nll"], v["ood_auroc"],
+                     v["ood_aupr_in"], t.get("train_seconds"), t.get("inference_seconds")])
+    tab = table(["method", "train acc", "test acc", "test NLL", "OOD AUROC", "OOD AUPR (in)", "train s",
+                 "inference s"], rows)
+    cfg = r["provenance"]["config"]
+    md = f"""# Two moons: SNGP against the deterministic ResNet, MC dropout and a deep ensemble
+
+The TensorFlow tutorial "Uncertainty-aware Deep Learning with SNGP", reproduced with sdeuq: 2 x
+{cfg['n_per_class']} training points, a residual MLP ({cfg['residual_layers']} residual Dense layers of
+{cfg['hidden']}, dropout {cfg['dropout']}), Adam {cfg['lr']}, {cfg['epochs']} epochs, batch {cfg['batch']}.
+MC dropout averages {cfg['mc_samples']} dropout masks of the deterministic network; the ensemble has
+{cfg['ensemble']} members. OOD AUROC scores each method's uncertainty p(1-p) on {cfg['n_ood']} points of the
+OOD cluster against fresh in-domain test points (1.0: every OOD point is more uncertain than every test
+point; 0.5: no separation; 0.0: the OOD points are the *most* confident).
+
+{provenance_block(r['provenance'], src)}
+
+{tab}
+{timing_block(run, f'{rel}/run.json')}
+![class probability]({figs[0]})
+
+![uncertainty]({figs[1]})
+
+Training points are shown in blue/orange, OOD points in red.
+"""
+    summary = f"### Two moons ([report](two_moons.md))\n\n{tab}\n"
+    return md, summary
+
+
+# ------------------------------------------------------------------------------------------------ generic
+def flatten(prefix, v, out):
+    if isinstance(v, dict):
+        for k in sorted(v):
+            flatten(f"{prefix}.{k}" if prefix else k, v[k], out)
+    elif isinstance(v, (int, float, str, bool)) or v is None:
+        out.append((prefix, v))
+
+
+def render_generic(name, res_dir, out_dir, rel):
+    r = read_json(os.path.join(res_dir, "results.json"))
+    prov = r.get("provenance", {})
+    rows = []
+    for k, v in sorted(r.items()):
+        if k == "provenance":
+            continue
+        flat = []
+        flatten(k, v, flat)
+        rows.extend(flat)
+    tab = table(["quantity", "value"], rows[:400])
+    md = f"# {name}\n\n{provenance_block(prov, rel + '/results.json')}\n\n{tab}\n"
+    return md, f"### {name} ([report]({name}.md))\n\n{tab}\n"
+
+
+RENDERERS = {"two_moons": render_two_moons}
+
+
+def load_plugins():
+    """Per-experiment renderers living next to this file as render_<experiment>.py with a
+    render(res_dir, out_dir, rel) -> (markdown, summary) function."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    for f in sorted(os.listdir(here)):
+        if f.startswith("render_") and f.endswith(".py"):
+            mod = __import__(f[:-3])
+            RENDERERS[f[len("render_"):-3]] = mod.render
+
+
+def render_bench(res_dir, rel):
+    parts = []
+    g = os.path.join(res_dir, "gemm.json")
+    if os.path.exists(g):
+        b = read_json(g)
+        rows = [[x["n"], x["threads"], x["gflops"], x["gflops"] / b["peak_gflops"],
+                 x.get("openblas_gflops"),
+                 x["gflops"] / x["openblas_gflops"] if x.get("openblas_gflops") else None] for x in b["results"]]
+        parts.append(f"GEMM (float32), single-core FMA peak measured in the same run: {fmt(b['peak_gflops'])} "
+                     f"GFLOP/s (`{rel}/gemm.json`)\n\n" +
+                     table(["n", "threads", "GFLOP/s", "fraction of peak", "OpenBLAS GFLOP/s", "ratio"], rows))
+    t = os.path.join(res_dir, "tape_overhead.json")
+    if os.path.exists(t):
+        b = read_json(t)
+        parts.append(f"Tape overhead (`{rel}/tape_overhead.json`): {fmt(b['ns_per_node'], 1)} ns per node "
+                     f"(forward {fmt(b.get('ns_forward'), 1)}, backward {fmt(b.get('ns_backward'), 1)}).")
+    ts = os.path.join(res_dir, "train_step.json")
+    if os.path.exists(ts):
+        b = read_json(ts)
+        tt = os.path.join(res_dir, "train_step_torch.json")
+        torch = read_json(tt) if os.path.exists(tt) else {}
+        rows = [["sdeuq", b.get("us_per_step_1t"), b.get("us_per_step_2t")],
+                ["PyTorch " + str(torch.get("torch_version", "")), torch.get("torch_us_per_step_1t"),
+                 torch.get("torch_us_per_step_2t")]]
+        ratio = ""
+        if torch.get("torch_us_per_step") and b.get("us_per_step_1t"):
+            best = min(b["us_per_step_1t"], b.get("us_per_step_2t") or b["us_per_step_1t"])
+            ratio = f" PyTorch / sdeuq (best of each): {fmt(torch['torch_us_per_step'] / best, 2)}x."
+        parts.append(f"Training step, SNGP tutorial ResNet, batch 128, Adam (`{rel}/train_step.json`, "
+                     f"`{rel}/train_step_torch.json`):{ratio}\n\n" + table(["", "us/step 1 thread", "us/step 2 threads"], rows))
+    s = os.path.join(res_dir, "sde_grad.json")
+    if os.path.exists(s):
+        b = read_json(s)
+        rows = [[x["method"], x["steps"], x["us_per_step"], x["peak_mib"]] for x in b["results"]]
+        parts.append(f"Neural SDE gradients (`{rel}/sde_grad.json`)\n\n" +
+                     table(["method", "steps", "us/step", "peak MiB"], rows))
+    br = os.path.join(res_dir, "brownian.json")
+    if os.path.exists(br):
+        parts.append(f"Brownian path queries: see `{rel}/brownian.json`.")
+    if not parts:
+        return None
+    md = "# Benchmarks\n\nMeasured on the machine that ran `scripts/run-all`; speed is never asserted by tests.\n\n" + \
+        "\n\n".join(parts) + "\n"
+    return md, "### Benchmarks ([report](bench.md))\n\n" + "\n\n".join(parts) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="reports/results")
+    ap.add_argument("--out", default="reports")
+    a = ap.parse_args()
+    if not os.path.isdir(a.results):
+        sys.exit(f"render.py: no results directory '{a.results}' (run scripts/run-all first)")
+    load_plugins()
+    summaries = []
+    rel_root = os.path.relpath(a.results, a.out)
+    for name in sorted(os.listdir(a.results)):
+        d = os.path.join(a.results, name)
+        rel = f"{rel_root}/{name}"
+        if name == "bench":
+            r = render_bench(d, rel)
+            if r:
+                md, summ = r
+                with open(os.path.join(a.out, "bench.md"), "w") as f:
+                    f.write(md)
+                summaries.append(summ)
+            continue
+        if not os.path.exists(os.path.join(d, "results.json")):
+            continue
+        fn = RENDERERS.get(name)
+        md, summ = fn(d, a.out, rel) if fn else render_generic(name, d, a.out, rel)
+        with open(os.path.join(a.out, f"{name}.md"), "w") as f:
+            f.write(md)
+        summaries.append(summ)
+        print(f"render.py: wrote {a.out}/{name}.md")
+    readme = ("# sdeuq reports\n\nGenerated by `scripts/run-all` (`reports/render.py`) from the result files in "
+              "`reports/results/`; each report names its mode, seed and commit, and each table its source file.\n\n"
+              + "\n".join(summaries))
+    with open(os.path.join(a.out, "README.md"), "w") as f:
+        f.write(readme)
+    print(f"render.py: wrote {a.out}/README.md ({len(summaries)} sections)")
+
+
+if __name__ == "__main__":
+    main()
