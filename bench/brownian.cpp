@@ -2,12 +2,15 @@
 // (forward: [t_k, t_{k+1}] for k = 0, 1, ...) and of its adjoint (reversed: [t_{k+1}, t_k] for k
 // descending), on [0, 1] with size = 4096 paths, at dt = 2^-7 and dt = 0.01, with and without
 // Options::dt_hint = dt and Levy area. Each figure is the median over passes of (pass time / queries),
-// every pass on a fresh path, so it includes sampling the tree.
+// every pass on a fresh path, so it includes sampling the tree. Also the cost of the normal generator
+// alone (sde/random_normal.hpp: philox_normals of `size` numbers per call, the call a tree split makes),
+// in CPU ns per normal.
 //
 //   bench_brownian              readable table
 //   bench_brownian --json       one JSON object on stdout:
 //                               {"size": n, "results": [{"dt", "dt_hint", "levy", "direction",
-//                                "us_per_query", "cpu_us_per_query", "splits_per_query"}]}
+//                                "us_per_query", "cpu_us_per_query", "splits_per_query"}],
+//                                "normal_cpu_ns": ns per normal of philox_normals}
 //   bench_brownian --size N     paths per query (default 4096)
 #include <algorithm>
 #include <chrono>
@@ -21,6 +24,7 @@
 #include <fmt/format.h>
 
 #include "sde/brownian.hpp"
+#include "sde/random_normal.hpp"
 
 namespace {
 
@@ -79,6 +83,27 @@ Result run(std::int64_t size, double dt, double dt_hint, bool levy, bool reverse
     return {dt, dt_hint, levy, reversed, per_query[mid], cpu_per_query[mid], splits};
 }
 
+// Median over passes of the CPU ns per normal of philox_normals(size numbers), a new stream per call.
+double normal_cpu_ns(std::int64_t size) {
+    std::vector<double> z(static_cast<std::size_t>(size)), per_normal;
+    const int calls = std::max(1, static_cast<int>(1000000 / size));
+    double checksum = 0.0, total = 0.0;
+    std::uint64_t stream = 1;
+    for (int pass = 0; pass < 25 && (pass < 5 || total < 0.3); ++pass) {
+        const double start = thread_cpu_seconds();
+        for (int c = 0; c < calls; ++c) {
+            sdeuq::sde::philox_normals(1234, stream++, 0, z.data(), z.size());
+            checksum += z[static_cast<std::size_t>(c) % z.size()];
+        }
+        const double sec = thread_cpu_seconds() - start;
+        total += sec;
+        per_normal.push_back(1e9 * sec / (static_cast<double>(calls) * static_cast<double>(size)));
+    }
+    if (checksum == 12345.678) std::puts("");  // keeps the calls observable
+    std::sort(per_normal.begin(), per_normal.end());
+    return per_normal[per_normal.size() / 2];
+}
+
 void usage(std::FILE* f) {
     fmt::print(f, "usage: bench_brownian [--json] [--size N] [--help]\n"
                   "  --json     print one JSON object on stdout instead of the table\n"
@@ -111,6 +136,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    const double normal_ns = normal_cpu_ns(size);
     std::vector<Result> results;
     for (bool levy : {false, true}) {
         for (double dt : {0x1p-7, 0.01}) {
@@ -132,10 +158,11 @@ int main(int argc, char** argv) {
                                r.reversed ? "reversed" : "forward", r.us_per_query, r.cpu_us_per_query,
                                r.splits_per_query);
         }
-        out += "]}";
+        out += fmt::format("], \"normal_cpu_ns\": {:.3f}}}", normal_ns);
         fmt::print("{}\n", out);
         return 0;
     }
+    fmt::print("philox_normals: {:.2f} cpu ns per normal ({} per call)\n", normal_ns, size);
     fmt::print("BrownianPath sequential queries on [0, 1], size = {}\n", size);
     fmt::print("{:>6} {:>8} {:>5} {:>9} {:>10} {:>14} {:>13}\n", "dt", "dt_hint", "levy", "direction",
                "us/query", "cpu us/query", "splits/query");

@@ -2,6 +2,8 @@
 // under refinement, order independence, per-coordinate determinism, Levy area, errors, cost counters.
 #include <catch2/catch.hpp>
 
+#include <Random123/philox.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sde/brownian.hpp"
@@ -87,6 +90,119 @@ TEST_CASE("random_normal: index addressing and moments", "[brownian]") {
     CHECK(std::abs(mean(z)) < 0.015);
     CHECK(std::abs(cov(z, z) - 1.0) < 0.015);
     CHECK(ks_normal(z) < ks_critical(z.size()));
+}
+
+TEST_CASE("random_normal: bulk path == single-value path bit for bit, for any chunking", "[brownian]") {
+    // The bulk path runs the vector kernel on groups of 16 and the scalar kernel on the rest; normal j
+    // must depend on (key, stream, j) only, whatever chunk it falls in.
+    using namespace sdeuq::sde;
+    std::mt19937_64 rng(2024);
+    for (int trial = 0; trial < 40; ++trial) {
+        const std::uint64_t key = rng(), stream = rng() >> (rng() % 64);
+        std::uint64_t first = rng() >> (rng() % 64);
+        if (first > ~std::uint64_t{0} - 4096) first -= 4096;  // first + n must not wrap
+        const std::size_t n = 1 + rng() % 3000;
+        Vec single(n);
+        for (std::size_t j = 0; j < n; ++j) single[j] = philox_normal(key, stream, first + j);
+        Vec whole(n);
+        philox_normals(key, stream, first, whole.data(), n);
+        INFO("trial " << trial << " first " << first << " n " << n);
+        REQUIRE(bitwise_equal(whole, single));
+        Vec chunked(n, 0.0);  // random chunk lengths, mostly short ones (every tail case), some long ones
+        for (std::size_t j = 0; j < n;) {
+            const std::size_t len = std::min<std::size_t>(n - j, rng() % 2 ? rng() % 20 : rng() % 200);
+            philox_normals(key, stream, first + j, chunked.data() + j, len);
+            j += len;
+        }
+        REQUIRE(bitwise_equal(chunked, single));
+    }
+    // Pair indices crossing 2^32 (the counter's low word wraps inside a vector group).
+    const std::uint64_t first = (std::uint64_t{1} << 33) - 21;
+    Vec bulk(64);
+    philox_normals(3, 5, first, bulk.data(), bulk.size());
+    for (std::size_t j = 0; j < bulk.size(); ++j) {
+        const double v = philox_normal(3, 5, first + j);
+        REQUIRE(std::memcmp(&v, &bulk[j], sizeof v) == 0);
+    }
+    // Unchanged uniforms: normal 0 of stream 0 under key 0, same as the libm version to ~1e-15.
+    const double z0 = philox_normal(0, 0, 0), z1 = philox_normal(0, 0, 1);
+    {
+        r123::Philox4x32 gen;
+        const r123::Philox4x32::ctr_type r = gen({{0, 0, 0, 0}}, {{0, 0}});
+        const double u1 = philox_u01_open_closed((std::uint64_t{r[0]} << 32) | r[1]);
+        const double u2 = philox_u01_closed_open((std::uint64_t{r[2]} << 32) | r[3]);
+        const double rad = std::sqrt(-2.0 * std::log(u1)), th = 2.0 * 3.14159265358979323846 * u2;
+        CHECK(std::abs(z0 - rad * std::cos(th)) <= 1e-13 * std::abs(rad));
+        CHECK(std::abs(z1 - rad * std::sin(th)) <= 1e-13 * std::abs(rad));
+    }
+}
+
+namespace {
+
+// Box-Muller of the uniforms of the four Philox words, in long double (64-bit mantissa) from libm's
+// logl/sinl/cosl: the reference for the double kernel. The angle is reduced in quarter turns exactly
+// (4 u2 = q + r), which is the same number as cos(2 pi u2) but keeps relative accuracy next to zeros.
+sdeuq::sde::NormalPair box_muller_reference(std::uint32_t r0, std::uint32_t r1, std::uint32_t r2,
+                                            std::uint32_t r3) {
+    const std::uint64_t k1 = ((std::uint64_t{r0} << 32) | r1) >> 11;
+    const std::uint64_t k2 = ((std::uint64_t{r2} << 32) | r3) >> 11;
+    const long double u1 = static_cast<long double>(k1 + 1) * 0x1p-53L;
+    const long double t = static_cast<long double>(k2) * 0x1p-51L;  // 4 u2, exact
+    const long double q = std::nearbyint(t), x = (t - q) * 1.570796326794896619231321691639751442L;
+    const long double c = std::cos(x), s = std::sin(x);
+    long double cq = c, sq = s;
+    switch (static_cast<int>(q) & 3) {
+        case 1: cq = -s; sq = c; break;
+        case 2: cq = -c; sq = -s; break;
+        case 3: cq = s; sq = -c; break;
+        default: break;
+    }
+    const long double radius = std::sqrt(-2.0L * std::log(u1));
+    return {static_cast<double>(radius * cq), static_cast<double>(radius * sq)};  // rounded once
+}
+
+}  // namespace
+
+TEST_CASE("random_normal: within 1e-12 relative of the exact Box-Muller transform", "[brownian]") {
+    using namespace sdeuq::sde;
+    double worst = 0.0;
+    const auto check = [&](std::uint32_t r0, std::uint32_t r1, std::uint32_t r2, std::uint32_t r3) {
+        const NormalPair e = box_muller_reference(r0, r1, r2, r3);
+        NormalPair z{};
+        normal_detail::box_muller<double, std::uint64_t>(r0, r1, r2, r3, z.z0, z.z1);
+        for (const auto& [got, want] : {std::pair{z.z0, e.z0}, std::pair{z.z1, e.z1}}) {
+            // Relative to the value; an exact zero of the reference (u1 = 1, or the angle a multiple of
+            // pi/2) must be reproduced exactly. The rounding of the reference to double counts 2^-53.
+            const double err = std::abs(got - want);
+            INFO("words " << r0 << " " << r1 << " " << r2 << " " << r3 << ": " << got << " vs " << want);
+            if (want == 0.0) {
+                REQUIRE(got == 0.0);
+            } else {
+                REQUIRE(err <= 1e-12 * std::abs(want));
+                worst = std::max(worst, err / std::abs(want));
+            }
+        }
+    };
+    // Philox outputs, as the generator produces them.
+    r123::Philox4x32 gen;
+    for (std::uint32_t i = 0; i < 200000; ++i) {
+        const r123::Philox4x32::ctr_type r = gen({{i, 0, 17, 0}}, {{12345, 678}});
+        check(r[0], r[1], r[2], r[3]);
+    }
+    // Edges: u1 = 1 (radius 0), u1 = 2^-53 (largest radius), u1 next to 1 (tiny ln u1); angles on and
+    // next to multiples of pi/4, where cos or sin vanish or the quadrant changes, and u2 next to 1.
+    const std::uint32_t m = 0xffffffffu;
+    const std::uint32_t u1_words[][2] = {{m, m},           {0, 0},           {m, m - (1u << 11)},
+                                         {m, m - (1u << 20)}, {1u << 31, 0}, {0x12345678u, 0x9abcdef0u}};
+    const std::uint32_t u2_words[][2] = {
+        {0, 0},          {0, 1u << 11},        {1u << 30, 0},       {(1u << 30) - 1, m},  // 0, 1/4
+        {1u << 30, 1u << 11}, {1u << 29, 0},   {1u << 31, 0},       {(1u << 31) - 1, m},  // 1/8, 1/2
+        {3u << 30, 0},   {(3u << 30) + 1, 0},  {m, m},              {7u << 29, 0}};       // 3/4, -> 1, 7/8
+    for (const auto& a : u1_words) {
+        for (const auto& b : u2_words) check(a[0], a[1], b[0], b[1]);
+    }
+    INFO("worst relative error " << worst);
+    CHECK(worst < 1e-14);  // the kernels are good to a few ulp; 1e-12 is the contract
 }
 
 TEST_CASE("brownian: increments are N(0, h) (Kolmogorov-Smirnov)", "[brownian]") {
