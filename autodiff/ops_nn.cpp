@@ -500,7 +500,8 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
 
 // ---------------------------------------------------------------- dropout
 // Inverted dropout: y = x * mask, mask = Bernoulli(1 - p) / (1 - p), drawn once (as bernoulli() draws:
-// keep when gen.uniform() < 1 - p) straight into the arena; the backward multiplies by the same mask.
+// keep when a 32-bit Philox output is below (1 - p) 2^32) straight into the arena; the backward
+// multiplies by the same mask.
 Var dropout(const Var& x, double p, Generator& gen) {
     const char* op = "dropout";
     check_defined(op, x);
@@ -515,8 +516,12 @@ Var dropout(const Var& x, double p, Generator& gen) {
         const T* px = x.value().data<T>();
         T* pm = mask.data<T>();
         T* py = y.data<T>();
-        for (std::int64_t i = 0; i < x.numel(); ++i) {
-            pm[i] = gen.uniform() < keep ? scale : T(0);
+        const std::int64_t n = x.numel();
+        auto* u = static_cast<std::uint32_t*>(current_tape().arena().allocate(sizeof(std::uint32_t) * static_cast<std::size_t>(n)));
+        gen.fill_u32(u, n);
+        const std::uint64_t th = Generator::u32_threshold(keep);
+        for (std::int64_t i = 0; i < n; ++i) {
+            pm[i] = u[i] < th ? scale : T(0);
             py[i] = px[i] * pm[i];
         }
     });

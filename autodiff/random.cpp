@@ -2,6 +2,7 @@
 
 #include <Random123/philox.h>
 #include <boost/random/normal_distribution.hpp>
+#include <vector>
 
 namespace sdeuq {
 
@@ -34,6 +35,31 @@ double Generator::uniform() {
     return (static_cast<double>(hi) * 67108864.0 + static_cast<double>(lo)) * (1.0 / 9007199254740992.0);
 }
 
+void Generator::fill_u32(std::uint32_t* out, std::int64_t n) {
+    std::int64_t i = 0;
+    while (i < n && pos_ < 4) out[i++] = buf_[static_cast<std::size_t>(pos_++)];
+    r123::Philox4x32 rng;
+    r123::Philox4x32::key_type k = {{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)}};
+    r123::Philox4x32::ctr_type c = {{0, 0, static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32)}};
+    for (; i + 4 <= n; i += 4) {
+        c[0] = static_cast<std::uint32_t>(block_);
+        c[1] = static_cast<std::uint32_t>(block_ >> 32);
+        auto r = rng(c, k);
+        out[i] = r[0];
+        out[i + 1] = r[1];
+        out[i + 2] = r[2];
+        out[i + 3] = r[3];
+        ++block_;
+    }
+    while (i < n) out[i++] = (*this)();
+}
+
+std::uint64_t Generator::u32_threshold(double p) {
+    if (!(p > 0)) return 0;
+    if (p >= 1) return std::uint64_t(1) << 32;
+    return static_cast<std::uint64_t>(p * 4294967296.0);
+}
+
 double Generator::normal() {
     boost::random::normal_distribution<double> d(0.0, 1.0);
     return d(*this);
@@ -53,7 +79,10 @@ Tensor rand_uniform(const Shape& s, Generator& gen, DType dt, double lo, double 
 
 Tensor bernoulli(const Shape& s, double keep, Generator& gen, DType dt) {
     Tensor t = Tensor::empty(s, dt);
-    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, gen.uniform() < keep ? 1.0 : 0.0);
+    std::vector<std::uint32_t> u(static_cast<std::size_t>(t.numel()));
+    gen.fill_u32(u.data(), t.numel());
+    const std::uint64_t th = Generator::u32_threshold(keep);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, u[static_cast<std::size_t>(i)] < th ? 1.0 : 0.0);
     return t;
 }
 

@@ -30,6 +30,11 @@ public:
     Generator fork(std::uint64_t child) const;
 
     double uniform();         // [0, 1), 53 random bits
+    // The next n 32-bit outputs, as n calls of operator() would give them (block-wise, without the
+    // per-value call overhead).
+    void fill_u32(std::uint32_t* out, std::int64_t n);
+    // Threshold t such that (u32 < t) has probability p (to 2^-32).
+    static std::uint64_t u32_threshold(double p);
     double normal();          // N(0, 1), Boost.Random's ziggurat
 
 private:

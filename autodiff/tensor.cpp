@@ -157,6 +157,10 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill(double v) {
+    if (v == 0.0 && !std::signbit(v)) {
+        std::memset(raw(), 0, nbytes());
+        return;
+    }
     dispatch(dtype_, [&](auto z) {
         using T = decltype(z);
         T* p = data<T>();

@@ -21,7 +21,8 @@ std::int64_t SDE::brownian_dim(std::int64_t d) const {
         case Noise::diagonal: return d;
         case Noise::scalar: return 1;
         default:
-            throw UsageError(fmt::format("SDE with {} noise must override brownian_dim()", noise_name(noise())));
+            throw UsageError(
+                fmt::format("SDE with {} noise must override brownian_dim()", noise_name(noise())));
     }
 }
 
@@ -36,8 +37,9 @@ Var diffusion_product(Noise noise, const Var& g, const Var& dw) {
             return g * dw;
         case Noise::scalar:
             if (dw.rank() != 2 || dw.dim(1) != 1 || g.rank() != 2 || g.dim(0) != dw.dim(0))
-                throw ShapeError(fmt::format("diffusion_product (scalar noise): g {} needs dW [batch, 1], got {}",
-                                             describe(g.value()), describe(dw.value())));
+                throw ShapeError(
+                    fmt::format("diffusion_product (scalar noise): g {} needs dW [batch, 1], got {}",
+                                describe(g.value()), describe(dw.value())));
             return g * dw;
         case Noise::additive:
         case Noise::general: {

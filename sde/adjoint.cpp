@@ -1,0 +1,386 @@
+// The stochastic adjoint estimator (Li, Wong, Chen, Duvenaud 2020). See sde/adjoint.hpp for the equations.
+//
+// Forward: integrate(..., record = false), the shared driver, which runs each step in its own NestedTape
+// and keeps the carry in heap buffers, so nothing grows with the number of steps; only the outputs at ts
+// (as the recorded node's value) and the accepted step times (8 bytes a step; for adaptive solves too)
+// are kept.
+//
+// Backward: the augmented state X = (y, a, a_theta) is integrated from ts.back() to ts[0] over the
+// forward grid in reverse, with dt' = t_n - t_{n+1} < 0 and dW' = W(t_n) - W(t_{n+1}) (the reversed
+// increment, bit for bit the negated forward one). One evaluation of the augmented increment at
+// (t, y, a) is ONE nested VJP:
+//     phi  = f(t, y) dt' + g(t, y) o dW'                       (the y increment)
+//     (v_y, v_theta) = a^T d phi / d(y, theta)                 (backward of phi with cotangent a)
+//     X increment = (phi, -v_y, -v_theta)
+// which is f dt + g o dW for y and -a df/dy dt - a d(g o dW)/dy for a (Li et al. 2020, Eq. (14)). The
+// midpoint and Heun steps of the augmented system are written out below (both evaluate the increment
+// with the full step's dt', dW' at every stage, so the drift and diffusion products combine in one VJP):
+//     midpoint: X_m = X + Phi(t, X) / 2,  X' = X + Phi(t + dt'/2, X_m)
+//     heun:     X~ = X + Phi(t, X),       X' = X + (Phi(t, X) + Phi(t + dt', X~)) / 2
+//     euler:    X' = X + Phi(t, X)        (additive noise only: it is an Ito scheme)
+// Each evaluation runs in a NestedTape that is released before the next one; the state lives in heap
+// buffers allocated once per backward pass.
+#include "sde/adjoint.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+namespace sdeuq::sde {
+
+namespace detail {
+
+StepGrid fixed_step_grid(std::span<const double> ts, double dt) {
+    if (!(dt > 0.0) || !std::isfinite(dt))
+        throw UsageError(fmt::format("sdeint: dt must be positive, got {}", dt));
+    // The grid of integrate()'s fixed-step loop (sde/integrate.cpp), reproduced step for step: the global
+    // grid t0 + k dt (multiplied, not accumulated) with every output time inserted, a grid point within
+    // 1e-8 dt of an output being that output. tests/test_adjoint.cpp checks the two agree.
+    StepGrid g;
+    const double t0 = ts[0], snap = 1e-8 * dt;
+    double t = t0;
+    std::int64_t k = 0;
+    g.output_index.push_back(0);
+    for (std::size_t i = 1; i < ts.size(); ++i) {
+        const double T = ts[i];
+        while (t < T) {
+            const double grid = t0 + static_cast<double>(k + 1) * dt;
+            double t_next;
+            if (grid >= T - snap) {
+                t_next = T;
+                if (grid <= T + snap) ++k;
+            } else {
+                t_next = grid;
+                ++k;
+            }
+            g.times.push_back(t);
+            t = t_next;
+        }
+        g.output_index.push_back(g.times.size());
+    }
+    g.times.push_back(t);
+    return g;
+}
+
+StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times) {
+    StepGrid g;
+    g.times = std::move(times);
+    std::size_t k = 0;
+    for (double t : ts) {
+        while (k < g.times.size() && g.times[k] < t) ++k;
+        if (k == g.times.size() || g.times[k] != t)
+            throw UsageError(
+                fmt::format("internal: output time {} is not a step time of the forward solve", t));
+        g.output_index.push_back(k);
+    }
+    return g;
+}
+
+void brownian_into(const BrownianPath& bm, double s, double t, std::vector<double>& buf, Tensor& out) {
+    buf.resize(static_cast<std::size_t>(bm.size()));
+    bm.increment(s, t, buf);
+    dispatch(out.dtype(), [&](auto z) {
+        using T = decltype(z);
+        T* p = out.data<T>();
+        for (std::size_t i = 0; i < buf.size(); ++i) p[i] = static_cast<T>(buf[i]);
+    });
+}
+
+void axpy(Tensor& y, double alpha, const Tensor& x) {
+    if (y.shape() != x.shape() || y.dtype() != x.dtype())
+        throw ShapeError(fmt::format("internal: axpy of {} into {}", describe(x), describe(y)));
+    const std::int64_t n = y.numel();
+    dispatch(y.dtype(), [&](auto z) {
+        using T = decltype(z);
+        T* __restrict py = y.data<T>();
+        const T* __restrict px = x.data<T>();
+        const T a = static_cast<T>(alpha);
+        for (std::int64_t i = 0; i < n; ++i) py[i] += a * px[i];
+    });
+}
+
+void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const double> ts,
+                      const BrownianPath& bm) {
+    if (y0.rank() != 2)
+        throw UsageError(
+            fmt::format("{} estimator: y0 must be [batch, d], got {}", who, describe(y0.value())));
+    if (ts.size() < 2) throw UsageError(fmt::format("{} estimator: ts needs at least two times", who));
+    for (std::size_t i = 1; i < ts.size(); ++i)
+        if (!(ts[i] > ts[i - 1]))
+            throw UsageError(fmt::format("{} estimator: ts must be strictly increasing", who));
+    if (ts.front() < bm.t0() || ts.back() > bm.t1())
+        throw UsageError(fmt::format("{} estimator: the Brownian path [{}, {}] does not cover [{}, {}]", who,
+                                     bm.t0(), bm.t1(), ts.front(), ts.back()));
+    const std::int64_t m = sde.brownian_dim(y0.dim(1));
+    if (bm.size() != y0.dim(0) * m)
+        throw UsageError(fmt::format("{} estimator: the Brownian path has size {}, need batch * m = {} * {}",
+                                     who, bm.size(), y0.dim(0), m));
+}
+
+std::vector<Parameter*> trainable_parameters(SDE& sde) {
+    std::vector<Parameter*> out;
+    for (Parameter* p : sde.parameters())
+        if (p && p->trainable() && std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    return out;
+}
+
+// Forward solve without a tape (fixed steps): the states at the grid's output indices, as heap tensors.
+// Every step runs in a nested scope, so memory is independent of the number of steps.
+std::vector<Tensor> forward_no_tape(SDE& sde, Solver& solver, const Tensor& y0, const StepGrid& grid,
+                                    const BrownianPath& bm, std::vector<Tensor>* final_state) {
+    const std::int64_t batch = y0.dim(0), m = sde.brownian_dim(y0.dim(1));
+    std::vector<Tensor> outputs;
+    Tensor y = y0.clone();
+    outputs.push_back(y.clone());
+    Tensor dw = Tensor::empty({batch, m}, y0.dtype()), levy;
+    const bool need_levy = solver.needs_levy_area();
+    if (need_levy) levy = Tensor::empty({batch, m}, y0.dtype());
+    std::vector<double> buf, hbuf;
+    SolverState state;
+    std::vector<Tensor> state_heap;
+    auto keep_state = [&]() {  // copies the solver's carried state out of the nested arena
+        state_heap.resize(state.vars.size());
+        for (std::size_t k = 0; k < state.vars.size(); ++k) {
+            const Tensor& v = state.vars[k].value();
+            if (!state_heap[k].defined() || state_heap[k].shape() != v.shape())
+                state_heap[k] = v.clone();
+            else if (state_heap[k].raw() != v.raw())
+                state_heap[k].copy_from(v);
+            state.vars[k] = Var(state_heap[k]);
+        }
+    };
+    NoGradScope no_grad;
+    {
+        NestedTape scope;
+        solver.init(sde, grid.times[0], Var(y), state);
+        keep_state();
+    }
+    std::size_t next_out = 1;
+    for (std::size_t n = 0; n + 1 < grid.times.size(); ++n) {
+        const double t = grid.times[n], dt = grid.times[n + 1] - t;
+        if (need_levy) {
+            buf.resize(static_cast<std::size_t>(bm.size()));
+            hbuf.resize(buf.size());
+            bm.increment_levy(t, grid.times[n + 1], buf, hbuf);
+            dw.copy_from(Tensor::view(buf.data(), dw.shape(), DType::f64));
+            levy.copy_from(Tensor::view(hbuf.data(), levy.shape(), DType::f64));
+        } else {
+            detail::brownian_into(bm, t, grid.times[n + 1], buf, dw);
+        }
+        {
+            NestedTape scope;
+            Var y_next = solver.step(sde, t, dt, Var(y), Var(dw), need_levy ? Var(levy) : Var(), state);
+            y.copy_from(y_next.value());
+            keep_state();
+        }
+        if (next_out < grid.output_index.size() && grid.output_index[next_out] == n + 1) {
+            outputs.push_back(y.clone());
+            ++next_out;
+        }
+    }
+    if (final_state) *final_state = state_heap;
+    return outputs;
+}
+
+Tensor time_slice(const Tensor& t, std::int64_t i) {
+    const Shape s{t.dim(1), t.dim(2)};
+    auto* base =
+        static_cast<std::byte*>(t.raw()) + static_cast<std::size_t>(i) * s.numel() * dtype_size(t.dtype());
+    return Tensor::view(base, s, t.dtype());
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::axpy;
+using detail::StepGrid;
+using detail::time_slice;
+
+// The recorded node's backward: the augmented adjoint system, solved backwards.
+struct AdjointBackward {
+    SDE* sde;
+    const BrownianPath* bm;  // the caller's: a copy would duplicate its O(log steps) cache of tree nodes
+    StepGrid grid;
+    std::string method;  // "midpoint", "heun" or "euler"
+    std::vector<Parameter*> params;
+    Node* y0_node;
+    std::vector<Node*> param_nodes;
+    Tensor outputs;  // the node's value [T, batch, d] (lives as long as the node)
+
+    // Heap buffers of one augmented evaluation.
+    struct Eval {
+        Tensor phi, v_y;
+        std::vector<Tensor> v_theta;
+    };
+
+    // Phi at (t, y, a): phi = f dt + g o dW and the VJP of phi with cotangent a, in one nested scope.
+    void evaluate(double t, double dt, const Tensor& y, const Tensor& a, const Tensor& dw, Eval& e) const {
+        NestedTape scope;
+        Var yl = leaf(y);
+        std::vector<Var> pv;
+        pv.reserve(params.size());
+        for (Parameter* p : params) pv.push_back(p->var());
+        Var phi = sde->f(t, yl) * dt + sde->g_prod(t, yl, Var(dw));
+        if (phi.shape() != y.shape())
+            throw ShapeError(fmt::format("adjoint estimator: f dt + g dW is {}, the state {}",
+                                         describe(phi.value()), describe(y)));
+        e.phi.copy_from(phi.value());
+        if (!node_of(phi)) {
+            e.v_y.fill(0.0);
+            for (auto& v : e.v_theta) v.fill(0.0);
+            return;
+        }
+        backward(phi, a);
+        e.v_y.copy_from(yl.grad());
+        for (std::size_t k = 0; k < pv.size(); ++k) e.v_theta[k].copy_from(pv[k].grad());
+    }
+
+    void operator()(const Tensor& grad_out) {
+        const Tensor y_T = time_slice(outputs, 0);
+        const Shape s = y_T.shape();
+        const DType dt_y = outputs.dtype();
+        auto make_eval = [&]() {
+            Eval e{Tensor::empty(s, dt_y), Tensor::empty(s, dt_y), {}};
+            for (Parameter* p : params)
+                e.v_theta.push_back(Tensor::empty(p->value().shape(), p->value().dtype()));
+            return e;
+        };
+        Eval e1 = make_eval(), e2 = make_eval();
+        Tensor y = Tensor::empty(s, dt_y), a = Tensor::zeros(s, dt_y);
+        Tensor y_s = Tensor::empty(s, dt_y), a_s = Tensor::empty(s, dt_y);  // stage states
+        std::vector<Tensor> a_theta;
+        for (Parameter* p : params) a_theta.push_back(Tensor::zeros(p->value().shape(), p->value().dtype()));
+        const std::int64_t m = sde->brownian_dim(s[1]);
+        Tensor dw = Tensor::empty({s[0], m}, dt_y);
+        std::vector<double> buf;
+
+        std::int64_t out_i = static_cast<std::int64_t>(grid.output_index.size()) - 1;
+        auto at_output = [&](std::size_t n) {
+            // dL/dY(ts[i]) enters a; y restarts from the stored forward value (as torchsde's adjoint does).
+            if (out_i >= 0 && grid.output_index[static_cast<std::size_t>(out_i)] == n) {
+                y.copy_from(time_slice(outputs, out_i));
+                axpy(a, 1.0, time_slice(grad_out, out_i));
+                --out_i;
+            }
+        };
+        at_output(grid.times.size() - 1);
+        for (std::size_t n = grid.times.size() - 1; n > 0; --n) {
+            const double t = grid.times[n], dt = grid.times[n - 1] - t;  // dt < 0
+            detail::brownian_into(*bm, t, grid.times[n - 1], buf, dw);   // W(t_{n-1}) - W(t_n)
+            if (method == "euler") {
+                evaluate(t, dt, y, a, dw, e1);
+                axpy(y, 1.0, e1.phi);
+                axpy(a, -1.0, e1.v_y);
+                for (std::size_t k = 0; k < params.size(); ++k) axpy(a_theta[k], -1.0, e1.v_theta[k]);
+            } else if (method == "midpoint") {
+                evaluate(t, dt, y, a, dw, e1);
+                y_s.copy_from(y);
+                axpy(y_s, 0.5, e1.phi);
+                a_s.copy_from(a);
+                axpy(a_s, -0.5, e1.v_y);
+                evaluate(t + 0.5 * dt, dt, y_s, a_s, dw, e2);
+                axpy(y, 1.0, e2.phi);
+                axpy(a, -1.0, e2.v_y);
+                for (std::size_t k = 0; k < params.size(); ++k) axpy(a_theta[k], -1.0, e2.v_theta[k]);
+            } else {  // heun
+                evaluate(t, dt, y, a, dw, e1);
+                y_s.copy_from(y);
+                axpy(y_s, 1.0, e1.phi);
+                a_s.copy_from(a);
+                axpy(a_s, -1.0, e1.v_y);
+                evaluate(grid.times[n - 1], dt, y_s, a_s, dw, e2);
+                axpy(y, 0.5, e1.phi);
+                axpy(y, 0.5, e2.phi);
+                axpy(a, -0.5, e1.v_y);
+                axpy(a, -0.5, e2.v_y);
+                for (std::size_t k = 0; k < params.size(); ++k) {
+                    axpy(a_theta[k], -0.5, e1.v_theta[k]);
+                    axpy(a_theta[k], -0.5, e2.v_theta[k]);
+                }
+            }
+            at_output(n - 1);
+        }
+        if (y0_node) accumulate(y0_node, a);
+        for (std::size_t k = 0; k < params.size(); ++k)
+            if (param_nodes[k]) accumulate(param_nodes[k], a_theta[k]);
+    }
+};
+
+std::string adjoint_method(const SDE& sde, const SolveOptions& opt) {
+    auto stratonovich = [](const std::string& n) { return n == "midpoint" || n == "heun"; };
+    std::string name = opt.adjoint_solver;
+    if (name.empty()) name = stratonovich(opt.solver) ? opt.solver : "midpoint";
+    if (stratonovich(name)) return name;
+    if (name == "euler" && sde.noise() == Noise::additive) return name;
+    throw UsageError(
+        fmt::format("adjoint estimator: adjoint_solver '{}' is not supported for {} noise (use "
+                    "\"midpoint\" or \"heun\"{})",
+                    name, noise_name(sde.noise()), sde.noise() == Noise::additive ? ", or \"euler\"" : ""));
+}
+
+}  // namespace
+
+Var AdjointEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                            const SolveOptions& opt, SolveStats* stats) {
+    if (sde.noise() == Noise::general)
+        throw UsageError(
+            "adjoint estimator: general noise is not supported (diagonal, scalar or additive noise "
+            "only; use the \"backprop\" or \"reversible_heun\" estimator)");
+    if (sde.calculus() == Calculus::ito && sde.noise() != Noise::additive)
+        throw UsageError(
+            fmt::format("adjoint estimator: Ito SDEs with {} noise are not supported (write the SDE "
+                        "in Stratonovich form)",
+                        noise_name(sde.noise())));
+    detail::check_solve_args("adjoint", sde, y0, ts, bm);
+    const std::string method = adjoint_method(sde, opt);
+    auto solver = make_solver(opt.solver);
+    if (!solver->supports(sde.noise(), sde.calculus()))
+        throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs", opt.solver,
+                                     calculus_name(sde.calculus()), noise_name(sde.noise())));
+
+    // Forward: the shared driver without a tape (each step in its own nested scope, so its memory does not
+    // grow with the number of steps); its accepted step times are the grid the backward solve retraces.
+    StepGrid grid;
+    std::vector<Tensor> states;
+    {
+        NoGradScope no_grad;
+        ForwardResult r = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats);
+        states = std::move(r.states);
+        grid = detail::grid_from_times(ts, std::move(r.step_times));
+    }
+
+    const std::int64_t T = static_cast<std::int64_t>(ts.size());
+    Tensor out = Tensor::arena_empty({T, y0.dim(0), y0.dim(1)}, y0.dtype());
+    for (std::int64_t i = 0; i < T; ++i) time_slice(out, i).copy_from(states[static_cast<std::size_t>(i)]);
+
+    std::vector<Parameter*> params = detail::trainable_parameters(sde);
+    std::vector<Var> inputs{y0};
+    for (Parameter* p : params) inputs.push_back(p->var());
+    if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) {
+        check_anomaly("sde_adjoint", out);
+        return Var(out);
+    }
+
+    auto* closure = current_tape().arena().make<AdjointBackward>(
+        AdjointBackward{&sde, &bm, std::move(grid), method, params, node_of(y0), {}, out});
+    for (std::size_t k = 0; k < params.size(); ++k) closure->param_nodes.push_back(node_of(inputs[k + 1]));
+    BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<AdjointBackward*>(c))(g); };
+    return record_n("sde_adjoint", out, inputs, fn, closure);
+}
+
+void register_adjoint_estimators() {
+    static const bool done = [] {
+        register_estimator("adjoint", [] { return std::make_unique<AdjointEstimator>(); });
+        register_estimator("reversible_heun", [] { return std::make_unique<ReversibleHeunEstimator>(); });
+        return true;
+    }();
+    (void)done;
+}
+
+}  // namespace sdeuq::sde
+
+namespace {
+// Registration at load time, for programs that link this object file (see register_adjoint_estimators()).
+const bool adjoint_estimators_registered = (sdeuq::sde::register_adjoint_estimators(), true);
+}  // namespace

@@ -1,0 +1,84 @@
+// Memory-efficient gradient estimators for sdeint (sde/integrate.hpp): the stochastic adjoint and the
+// algebraically reversible Heun adjoint. Both record the whole solution [T, batch, d] as ONE node of the
+// current tape over the inputs {y0, trainable parameter leaves}; their backward closures re-solve
+// backwards in time with a nested tape per step, so memory does not grow with the number of steps.
+//
+// "adjoint" (Li, Wong, Chen, Duvenaud 2020, "Scalable Gradients for Stochastic Differential Equations",
+// AISTATS, Eq. (14)-(15) and Algorithm 2, Stratonovich form): for dY = f(t, Y) dt + g(t, Y) o dW and a
+// loss L(Y_T), the adjoint a_t = dL/dY_t and a_theta satisfy, integrated from T back to t0 on the same
+// Brownian path,
+//     dY       =  f dt + g o dW
+//     da       = -a df/dy dt - a d(g o dW)/dy                    a(T)       = dL/dY_T
+//     da_theta = -a df/dtheta dt - a d(g o dW)/dtheta            a_theta(T) = 0
+// and a(t0) = dL/dY_0, a_theta(t0) = dL/dtheta. With outputs at several times, dL/dY_{t_i} is added to
+// a when the backward solve reaches t_i (and Y is reset to the stored forward value there, which removes
+// the drift of the reconstructed path). Supported: Stratonovich SDEs with diagonal, scalar or additive
+// noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a UsageError.
+//
+// "reversible_heun" (Kidger, Foster, Li, Lyons 2021, "Efficient and Accurate Gradients for Neural SDEs",
+// NeurIPS, Algorithms 1 and 2): the forward solve with the reversible Heun method keeps only its final
+// state (y, z, f(z), g(z)); the backward pass inverts each step algebraically with the same dW and
+// back-propagates through it locally. The gradients are those of backprop through the solver up to
+// round-off. Any noise type; fixed steps. It always solves with the reversible Heun method: opt.solver must
+// be "reversible_heun" or the default "euler" (taken as unset); anything else is a UsageError.
+//
+// Both keep pointers to the caller's SDE and Brownian path (as torchsde does): both must outlive backward().
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sde/integrate.hpp"
+
+namespace sdeuq::sde {
+
+class AdjointEstimator : public GradientEstimator {
+public:
+    std::string name() const override { return "adjoint"; }
+    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+              const SolveOptions& opt, SolveStats* stats) override;
+};
+
+class ReversibleHeunEstimator : public GradientEstimator {
+public:
+    std::string name() const override { return "reversible_heun"; }
+    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+              const SolveOptions& opt, SolveStats* stats) override;
+};
+
+// Registers "adjoint" and "reversible_heun" with register_estimator() (idempotent). Also done by a static
+// initializer of adjoint.cpp, which a static link drops unless something references this file.
+void register_adjoint_estimators();
+
+namespace detail {
+
+// Step times of a fixed-step solve through ts, exactly as integrate() makes them (the grid t0 + k dt with
+// the outputs inserted; tests/test_adjoint.cpp checks the two agree), and for each ts[i] its index there.
+struct StepGrid {
+    std::vector<double> times;
+    std::vector<std::size_t> output_index;
+};
+StepGrid fixed_step_grid(std::span<const double> ts, double dt);
+// The same for given accepted step times (adaptive forward solves): the outputs must be among them.
+StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times);
+
+// Forward solve without a tape over the grid's steps, each step in its own nested scope: returns the states
+// at the grid's outputs (heap tensors) and, if final_state is set, the solver's carried state at the end.
+std::vector<Tensor> forward_no_tape(SDE& sde, Solver& solver, const Tensor& y0, const StepGrid& grid,
+                                    const BrownianPath& bm, std::vector<Tensor>* final_state);
+// Row i of a [T, batch, d] tensor, as a view.
+Tensor time_slice(const Tensor& t, std::int64_t i);
+// W(t) - W(s) as a [batch, m] tensor of out's dtype, written into `out` (scratch: `buf`).
+void brownian_into(const BrownianPath& bm, double s, double t, std::vector<double>& buf, Tensor& out);
+// Heap arithmetic: y += alpha x (same shape and dtype).
+void axpy(Tensor& y, double alpha, const Tensor& x);
+// Checks shapes of y0, ts and the Brownian path; throws UsageError naming `who`.
+void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const double> ts,
+                      const BrownianPath& bm);
+// The trainable parameters of the SDE (deduplicated, in order).
+std::vector<Parameter*> trainable_parameters(SDE& sde);
+
+}  // namespace detail
+
+}  // namespace sdeuq::sde

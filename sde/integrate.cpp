@@ -1,0 +1,410 @@
+// The shared forward loop (fixed and adaptive steps), Brownian increments as tensors, the estimator
+// registry and the "backprop" estimator.
+#include "sde/integrate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "sde/adjoint.hpp"  // register_adjoint_estimators()
+
+namespace sdeuq::sde {
+
+namespace {
+
+// What a step carries: the state and the solver's own state.
+struct Carry {
+    Var y;
+    SolverState state;
+};
+
+// W(t) - W(s) (and H(s, t)) for the [batch, m] layout, into fresh arena tensors of dtype.
+void increment_between(const BrownianPath& bm, double s, double t, std::int64_t batch, std::int64_t m,
+                       DType dtype, Tensor& dw, Tensor* levy_h) {
+    const std::int64_t n = batch * m;
+    if (bm.size() != n)
+        throw ShapeError(
+            fmt::format("brownian_increment: the path has {} coordinates, but [batch, m] = [{}, {}] "
+                        "needs {}",
+                        bm.size(), batch, m, n));
+    // Scratch in doubles (the path's precision), converted once into the state dtype.
+    thread_local std::vector<double> wbuf, hbuf;
+    wbuf.resize(static_cast<std::size_t>(n));
+    if (levy_h) {
+        hbuf.resize(static_cast<std::size_t>(n));
+        bm.increment_levy(s, t, wbuf, hbuf);
+    } else {
+        bm.increment(s, t, wbuf);
+    }
+    auto fill = [&](const std::vector<double>& src, Tensor& dst) {
+        dst = Tensor::arena_empty(Shape{batch, m}, dtype);
+        dispatch(dtype, [&](auto z) {
+            using T = decltype(z);
+            T* p = dst.data<T>();
+            for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(src[static_cast<std::size_t>(i)]);
+        });
+    };
+    fill(wbuf, dw);
+    if (levy_h) fill(hbuf, *levy_h);
+}
+
+// Heap copy of a tensor into a reusable buffer (reallocated only when the shape or dtype changes).
+Tensor copy_to(const Tensor& src, Tensor& buf) {
+    if (!src.defined()) return Tensor();
+    if (!buf.defined() || buf.shape() != src.shape() || buf.dtype() != src.dtype())
+        buf = Tensor::empty(src.shape(), src.dtype());
+    buf.copy_from(src);
+    return buf;
+}
+
+// Ping-pong heap storage of a Carry for unrecorded solves: the step's temporaries live in a NestedTape
+// that is freed at the end of the step; only the new carry survives, here.
+struct HeapCarry {
+    Tensor y;
+    std::vector<Tensor> vars;
+    Carry store(const Carry& c) {
+        Carry out;
+        out.y = Var(copy_to(c.y.value(), y));
+        vars.resize(c.state.vars.size());
+        out.state.vars.reserve(vars.size());
+        for (std::size_t i = 0; i < vars.size(); ++i)
+            out.state.vars.emplace_back(copy_to(c.state.vars[i].value(), vars[i]));
+        return out;
+    }
+};
+
+void validate(SDE& sde, const Solver& solver, const Var& y0, std::span<const double> ts,
+              const BrownianPath& bm, const SolveOptions& opt) {
+    const Noise noise = sde.noise();
+    const Calculus calc = sde.calculus();
+    if (!solver.supports(noise, calc))
+        throw UsageError(
+            fmt::format("integrate: solver '{}' does not support {} noise with {} calculus (see "
+                        "docs/solvers.md for the solver table)",
+                        solver.name(), noise_name(noise), calculus_name(calc)));
+    if (y0.rank() != 2)
+        throw ShapeError(fmt::format("integrate (solver '{}'): y0 must be [batch, d], got {}", solver.name(),
+                                     describe(y0.value())));
+    const std::int64_t batch = y0.dim(0), d = y0.dim(1);
+    const std::int64_t m = sde.brownian_dim(d);
+    if (bm.size() != batch * m)
+        throw ShapeError(
+            fmt::format("integrate (solver '{}', {} noise): the Brownian path has {} coordinates, but "
+                        "y0 {} with m = {} Brownian dimensions needs batch * m = {}",
+                        solver.name(), noise_name(noise), bm.size(), describe(y0.value()), m, batch * m));
+    if (ts.empty()) throw UsageError(fmt::format("integrate (solver '{}'): ts is empty", solver.name()));
+    const double tol = 1e-12 * (bm.t1() - bm.t0());
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+        if (!std::isfinite(ts[i]) || ts[i] < bm.t0() - tol || ts[i] > bm.t1() + tol)
+            throw UsageError(
+                fmt::format("integrate (solver '{}'): ts[{}] = {} is outside the Brownian path's "
+                            "[{}, {}]",
+                            solver.name(), i, ts[i], bm.t0(), bm.t1()));
+        if (i > 0 && !(ts[i] > ts[i - 1]))
+            throw UsageError(
+                fmt::format("integrate (solver '{}'): ts must be strictly increasing, but ts[{}] = {} "
+                            "after ts[{}] = {}",
+                            solver.name(), i, ts[i], i - 1, ts[i - 1]));
+    }
+    if (!(opt.dt > 0) || !std::isfinite(opt.dt))
+        throw UsageError(fmt::format("integrate (solver '{}'): dt must be positive and finite, got {}",
+                                     solver.name(), opt.dt));
+    if (opt.adaptive) {
+        if (!(opt.dt_min > 0) || !(opt.dt_max >= opt.dt_min) || !(opt.rtol >= 0) || !(opt.atol >= 0) ||
+            !(opt.rtol > 0 || opt.atol > 0) || !(opt.safety > 0) || opt.max_steps < 1)
+            throw UsageError(fmt::format(
+                "integrate (solver '{}', adaptive): need 0 < dt_min <= dt_max, rtol, atol "
+                ">= 0 not both 0, safety > 0, max_steps >= 1; got dt_min {}, dt_max {}, "
+                "rtol {}, atol {}, safety {}, max_steps {}",
+                solver.name(), opt.dt_min, opt.dt_max, opt.rtol, opt.atol, opt.safety, opt.max_steps));
+        if (!(solver.strong_order(noise) > 0))
+            throw UsageError(
+                fmt::format("integrate: solver '{}' has no strong order for {} noise; cannot adapt",
+                            solver.name(), noise_name(noise)));
+    }
+    if (solver.needs_levy_area() && !bm.options().levy_area)
+        throw UsageError(
+            fmt::format("integrate: solver '{}' needs the space-time Levy area; build the "
+                        "BrownianPath with BrownianOptions::levy_area = true",
+                        solver.name()));
+}
+
+// max_i |a_i - b_i| / (atol + rtol max(|y_i|, |b_i|)): the step-doubling error of an adaptive step.
+double scaled_error(const Tensor& y, const Tensor& a, const Tensor& b, double atol, double rtol) {
+    return dispatch(y.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const T* py = y.data<T>();
+        const T* pa = a.data<T>();
+        const T* pb = b.data<T>();
+        double err = 0.0;
+        for (std::int64_t i = 0; i < y.numel(); ++i) {
+            const double scale = atol + rtol * std::max(std::abs(double(py[i])), std::abs(double(pb[i])));
+            const double e = std::abs(double(pa[i]) - double(pb[i])) / scale;
+            if (!(e <= err)) err = e;  // NaN propagates (and is rejected)
+        }
+        return err;
+    });
+}
+
+}  // namespace
+
+void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m,
+                        DType dt_, Tensor& dw, Tensor* levy_h) {
+    increment_between(bm, t, t + dt, batch, m, dt_, dw, levy_h);
+}
+
+ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
+                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats) {
+    validate(sde, solver, y0, ts, bm, opt);
+    SolveStats local;
+    SolveStats& st = stats ? *stats : local;
+    st = SolveStats{};
+
+    std::optional<NoGradScope> no_grad;
+    if (!record) no_grad.emplace();
+
+    const std::int64_t batch = y0.dim(0), d = y0.dim(1);
+    const std::int64_t m = sde.brownian_dim(d);
+    const DType dtype = y0.dtype();
+    const bool levy = solver.needs_levy_area();
+
+    // One solver step over [s, t] from c.
+    auto advance = [&](const Carry& c, double s, double t) {
+        Tensor dw, h;
+        increment_between(bm, s, t, batch, m, dtype, dw, levy ? &h : nullptr);
+        Carry out{Var(), c.state};
+        out.y = solver.step(sde, s, t - s, c.y, Var(dw), levy ? Var(h) : Var(), out.state);
+        ++st.solver_steps;
+        if (out.y.shape() != c.y.shape())
+            throw ShapeError(fmt::format(
+                "integrate: solver '{}' ({} noise) turned a state {} into {} at t = {}; "
+                "check the shapes of f and g",
+                solver.name(), noise_name(sde.noise()), describe(c.y.value()), describe(out.y.value()), s));
+        return out;
+    };
+
+    HeapCarry ping, pong;
+    HeapCarry* next_buf = &ping;
+    // Unrecorded: the new carry is copied out of the step's NestedTape into the free heap buffer.
+    auto keep = [&](const Carry& c) {
+        if (record) return c;
+        Carry out = next_buf->store(c);
+        next_buf = next_buf == &ping ? &pong : &ping;
+        return out;
+    };
+
+    Carry cur;
+    if (record) {
+        cur.y = y0;
+        solver.init(sde, ts[0], cur.y, cur.state);
+    } else {
+        NestedTape scope;
+        Carry c;
+        c.y = Var(y0.value());
+        solver.init(sde, ts[0], c.y, c.state);
+        cur = keep(c);
+    }
+
+    std::vector<Var> outs_rec;
+    std::vector<Tensor> outs_heap;
+    auto emit = [&]() {
+        if (record)
+            outs_rec.push_back(cur.y);
+        else
+            outs_heap.push_back(cur.y.value().clone());
+    };
+    emit();
+
+    ForwardResult res;
+    const double t0 = ts[0];
+    double t = t0;
+
+    if (!opt.adaptive) {
+        const double dt = opt.dt;
+        const double snap = 1e-8 * dt;  // a grid point this close to an output time is that time
+        std::int64_t k = 0;             // t0 + k dt is the last grid point passed
+        for (std::size_t i = 1; i < ts.size(); ++i) {
+            const double T = ts[i];
+            while (t < T) {
+                const double grid = t0 + static_cast<double>(k + 1) * dt;
+                double t_next;
+                if (grid >= T - snap) {
+                    t_next = T;
+                    if (grid <= T + snap) ++k;
+                } else {
+                    t_next = grid;
+                    ++k;
+                }
+                res.step_times.push_back(t);
+                if (record) {
+                    cur = advance(cur, t, t_next);
+                } else {
+                    NestedTape scope;
+                    cur = keep(advance(cur, t, t_next));
+                }
+                ++st.steps;
+                t = t_next;
+            }
+            emit();
+        }
+    } else {
+        const double order = solver.strong_order(sde.noise());
+        const double expo = -1.0 / (order + 0.5);
+        double h = std::clamp(opt.dt, opt.dt_min, opt.dt_max);
+        for (std::size_t i = 1; i < ts.size(); ++i) {
+            const double T = ts[i];
+            while (t < T) {
+                if (st.steps + st.rejected >= opt.max_steps)
+                    throw UsageError(
+                        fmt::format("integrate (solver '{}', adaptive): max_steps = {} reached at t = "
+                                    "{} of [{}, {}] with h = {}",
+                                    solver.name(), opt.max_steps, t, t0, ts.back(), h));
+                double hh = h;
+                bool clipped = false;
+                if (t + hh >= T - 1e-8 * hh) {
+                    hh = T - t;
+                    clipped = true;
+                }
+                const double t_next = clipped ? T : t + hh;
+                const double t_mid = t + 0.5 * hh;
+                double err = 0.0;
+                bool accept = false;
+                auto attempt = [&]() {
+                    Carry full = advance(cur, t, t_next);
+                    Carry half = advance(advance(cur, t, t_mid), t_mid, t_next);
+                    err = scaled_error(cur.y.value(), full.y.value(), half.y.value(), opt.atol, opt.rtol);
+                    accept = err <= 1.0 || hh <= opt.dt_min * (1 + 1e-12);
+                    if (accept) cur = keep(half);  // the two half steps: the more accurate solution
+                };
+                if (record) {
+                    attempt();
+                } else {
+                    NestedTape scope;
+                    attempt();
+                }
+                if (accept) {
+                    if (!(err <= 1.0)) ++st.forced_accepts;
+                    res.step_times.push_back(t);
+                    ++st.steps;
+                    t = t_next;
+                } else {
+                    ++st.rejected;
+                }
+                const double factor =
+                    err == 0.0 ? 5.0 : std::clamp(opt.safety * std::pow(err, expo), 0.2, 5.0);
+                double h_new = std::isfinite(factor) ? hh * factor : hh * 0.2;
+                // A step shortened only to land on T says nothing against the step size it came from.
+                if (accept && clipped) h_new = std::max(h_new, h);
+                h = std::clamp(h_new, opt.dt_min, opt.dt_max);
+            }
+            emit();
+        }
+    }
+    res.step_times.push_back(t);
+
+    if (record) {
+        for (auto& v : outs_rec) res.states.push_back(v.value());
+        res.stacked = stack(outs_rec, 0);
+    } else {
+        std::vector<Var> vs;
+        for (auto& o : outs_heap) {
+            res.states.push_back(o.clone_arena());
+            vs.emplace_back(res.states.back());
+        }
+        res.stacked = stack(vs, 0);
+    }
+    return res;
+}
+
+// ---- estimators ----
+
+namespace {
+
+// Backpropagation through the solver: every op of every step is on the tape. Exact gradients of the
+// discretised solution; memory O(steps).
+class BackpropEstimator final : public GradientEstimator {
+public:
+    std::string name() const override { return "backprop"; }
+    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+              const SolveOptions& opt, SolveStats* stats) override {
+        auto solver = make_solver(opt.solver);
+        return integrate(sde, *solver, y0, ts, bm, opt, true, stats).stacked;
+    }
+};
+
+using Factory = std::function<std::unique_ptr<GradientEstimator>()>;
+
+struct Registry {
+    std::mutex mu;
+    std::map<std::string, Factory> factories;
+};
+
+Registry& registry() {
+    static Registry r;
+    return r;
+}
+
+// The built-in estimators, registered on the first lookup rather than by static initializers (which a
+// static link drops when nothing references their object file): "backprop" (this file), "adjoint" and
+// "reversible_heun" (sde/adjoint.cpp). A name registered earlier by the user is kept for "backprop";
+// register_adjoint_estimators() replaces its two names.
+void ensure_builtins() {
+    static const bool done = [] {
+        {
+            Registry& r = registry();
+            std::lock_guard lock(r.mu);
+            r.factories.emplace("backprop", [] { return std::make_unique<BackpropEstimator>(); });
+        }
+        register_adjoint_estimators();  // calls register_estimator(), which does not come back here
+        return true;
+    }();
+    (void)done;
+}
+
+}  // namespace
+
+void register_estimator(const std::string& name,
+                        std::function<std::unique_ptr<GradientEstimator>()> factory) {
+    if (name.empty() || !factory)
+        throw UsageError(fmt::format("register_estimator: need a name and a factory (got name '{}'{})", name,
+                                     factory ? "" : ", no factory"));
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    r.factories[name] = std::move(factory);  // a later registration replaces an earlier one
+}
+
+std::vector<std::string> estimator_names() {
+    ensure_builtins();
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    std::vector<std::string> names;
+    for (auto& [k, v] : r.factories) names.push_back(k);
+    return names;
+}
+
+std::unique_ptr<GradientEstimator> make_estimator(const std::string& name) {
+    ensure_builtins();
+    Factory f;
+    {
+        Registry& r = registry();
+        std::lock_guard lock(r.mu);
+        auto it = r.factories.find(name);
+        if (it != r.factories.end()) f = it->second;
+    }
+    if (!f)
+        throw UsageError(fmt::format("make_estimator: unknown gradient estimator '{}'; registered: {}", name,
+                                     fmt::join(estimator_names(), ", ")));
+    return f();
+}
+
+Var sdeint(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+           const SolveOptions& opt, SolveStats* stats) {
+    return make_estimator(opt.estimator)->solve(sde, y0, ts, bm, opt, stats);
+}
+
+}  // namespace sdeuq::sde

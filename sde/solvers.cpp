@@ -1,0 +1,204 @@
+// The solver steps, written with the engine's ops so that the tape can differentiate through them.
+//
+// Notation: h = dt, dW = W(t + h) - W(t), g.dW = SDE::g_prod (the noise-type product of sde/sde.hpp).
+// Strong orders are those of Kloeden & Platen (KP), "Numerical Solution of Stochastic Differential
+// Equations" (1992), and of Diffrax's SDE solver table; the measured ones are in docs/solvers.md.
+#include "sde/solvers.hpp"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace sdeuq::sde {
+
+void Solver::init(SDE&, double, const Var&, SolverState&) {}
+
+namespace {
+
+bool is_commutative(Noise n) { return n == Noise::diagonal || n == Noise::scalar; }
+
+// Euler-Maruyama (KP §10.2): y' = y + f(t, y) h + g(t, y).dW.
+// Converges to the Ito solution: strong order 0.5, 1.0 for additive noise (KP §10.2).
+class Euler final : public Solver {
+public:
+    std::string name() const override { return "euler"; }
+    bool supports(Noise noise, Calculus calculus) const override {
+        return calculus == Calculus::ito || noise == Noise::additive;
+    }
+    double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.0 : 0.5; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        return y + sde.f(t, y) * dt + sde.g_prod(t, y, dw);
+    }
+};
+
+// Milstein, derivative free, for diagonal and scalar noise. The Milstein correction
+// 1/2 (g . grad) g (dW^2 - h) (Ito) or 1/2 (g . grad) g dW^2 (Stratonovich) needs the derivative of g;
+// here it is a finite difference of g along g:
+//   Ito (KP §11.1, Platen's explicit order 1.0 strong scheme): y_bar = y + f h + g sqrt|h|,
+//     y' = y + f h + g dW + (g(y_bar) - g(y)) / (2 sqrt|h|) (dW^2 - |h|).
+//     The forward difference is (g . grad) g + O(sqrt|h|), but it multiplies dW^2 - |h|, which has mean 0:
+//     the O(|h|^1.5) local error is a martingale increment and the global error stays O(h).
+//     (|h| rather than h keeps E[dW^2 - |h|] = 0 in reverse-time solves, h < 0.)
+//   Stratonovich: y_pm = y +- g sqrt|h|,
+//     y' = y + f h + g dW + (g(y_+) - g(y_-)) / (4 sqrt|h|) dW^2.
+//     Here dW^2 has mean |h|, so a forward difference's O(sqrt|h|) error would bias every step by
+//     O(|h|^1.5) and the global error would be O(sqrt h) (measured: slope 0.50 on GBM). The central
+//     difference is (g . grad) g + O(|h|): local bias O(h^2), global order 1.0.
+// Why not the exact derivative: vjp() of y -> g(t, y) with cotangent g gives sum_j g_j dg_j/dy_i, which
+// is g_i dg_i/dy_i for diagonal noise, but it is computed on a nested tape and returned as a constant,
+// so the correction's dependence on the parameters and on y would be lost to backprop-through-solver.
+// The finite differences are ordinary evaluations of g on the tape and differentiate exactly.
+// For diagonal noise, (g(y + g s) - g(y))_i ~= sum_j dg_i/dy_j g_j s is g_i dg_i/dy_i s when g_i depends
+// on y_i only (the commutative case Milstein is exact for); for scalar noise it is the directional
+// derivative (g . grad) g that the scalar-noise Milstein scheme needs.
+class Milstein final : public Solver {
+public:
+    std::string name() const override { return "milstein"; }
+    bool supports(Noise noise, Calculus) const override { return is_commutative(noise); }
+    double strong_order(Noise noise) const override { return is_commutative(noise) ? 1.0 : 0.0; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        const double sq = std::sqrt(std::abs(dt));
+        Var fh = sde.f(t, y) * dt;
+        Var g = sde.g(t, y);
+        Var dw2 = dw * dw;
+        Var correction;
+        if (sde.calculus() == Calculus::ito) {
+            Var y_bar = y + fh + g * sq;
+            correction = (sde.g(t, y_bar) - g) * (dw2 - std::abs(dt)) * (0.5 / sq);
+        } else {
+            Var gs = g * sq;
+            correction = (sde.g(t, y + gs) - sde.g(t, y - gs)) * dw2 * (0.25 / sq);
+        }
+        // g * dw broadcasts over d for scalar noise (dw [batch, 1]), elementwise for diagonal noise.
+        return y + fh + g * dw + correction;
+    }
+};
+
+// SRA1 of Roessler, "Runge-Kutta methods for the strong approximation of solutions of stochastic
+// differential equations", SIAM J. Numer. Anal. 48(3), 2010, §6 (additive noise, strong order 1.5).
+// Two stages; the tableau (c0, A0, B0, alpha; c1, beta1, beta2):
+//   c0 = (0, 3/4),  A0[1][0] = 3/4,  B0[1][0] = 3/2,  alpha = (1/3, 2/3),
+//   c1 = (1, 0),    beta1 = (1, 0),  beta2 = (-1, 1).
+// With I = dW and Z = I_(1,0) / h = (1/h) int_t^{t+h} (W(u) - W(t)) du:
+//   H1 = y,  H2 = y + 3/4 f(t, y) h + 3/2 g(t + h) Z
+//   y' = y + (1/3 f(t, H1) + 2/3 f(t + 3/4 h, H2)) h + g(t + h) (I - Z) + g(t) Z.
+// The space-time Levy area H of BrownianPath::increment_levy gives Z = dW / 2 + H (from its definition
+// H = I_(1,0) / h - dW / 2; the same identity holds for h < 0 with H as the path returns it).
+// Order conditions this satisfies (checked by hand against the Ito-Taylor expansion, KP §5.5): drift
+// weights sum to 1; 2/3 * 3/4 = 1/2 for the h^2/2 terms (f_t + f' f); the 2/3 * 3/2 = 1 coefficient
+// of f' g I_(1,0); g(t+h) I - (g(t+h) - g(t)) Z = g I + g_t (h I - I_(1,0)) + O(h^2) = g I + g_t I_(0,1).
+class SRA1 final : public Solver {
+public:
+    std::string name() const override { return "srk"; }
+    bool supports(Noise noise, Calculus) const override { return noise == Noise::additive; }
+    double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.5 : 0.0; }
+    bool needs_levy_area() const override { return true; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var& levy_h,
+             SolverState&) override {
+        Var z = dw * 0.5 + levy_h;
+        Var gz_end = sde.g_prod(t + dt, y, z);   // g(t + h) Z
+        Var gw_end = sde.g_prod(t + dt, y, dw);  // g(t + h) I
+        Var gz_start = sde.g_prod(t, y, z);      // g(t) Z
+        Var f1 = sde.f(t, y);
+        Var h2 = y + f1 * (0.75 * dt) + gz_end * 1.5;
+        Var f2 = sde.f(t + 0.75 * dt, h2);
+        return y + (f1 * (1.0 / 3.0) + f2 * (2.0 / 3.0)) * dt + (gw_end - gz_end) + gz_start;
+    }
+};
+
+// Stratonovich Heun (the stochastic trapezoidal rule; Ruemelin, "Numerical treatment of stochastic
+// differential equations", SIAM J. Numer. Anal. 19(3), 1982: explicit RK schemes converge to Stratonovich):
+//   y_bar = y + f(t, y) h + g(t, y).dW
+//   y'    = y + (f(t, y) + f(t + h, y_bar)) h / 2 + (g(t, y) + g(t + h, y_bar)).dW / 2.
+// Strong order 0.5 in general, 1.0 for commutative and additive noise (Diffrax's table).
+class Heun final : public Solver {
+public:
+    std::string name() const override { return "heun"; }
+    bool supports(Noise noise, Calculus calculus) const override {
+        return calculus == Calculus::stratonovich || noise == Noise::additive;
+    }
+    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        Var f0 = sde.f(t, y);
+        Var gw0 = sde.g_prod(t, y, dw);
+        Var y_bar = y + f0 * dt + gw0;
+        Var f1 = sde.f(t + dt, y_bar);
+        Var gw1 = sde.g_prod(t + dt, y_bar, dw);
+        return y + (f0 + f1) * (0.5 * dt) + (gw0 + gw1) * 0.5;
+    }
+};
+
+// Stratonovich midpoint rule:
+//   y_mid = y + f(t, y) h / 2 + g(t, y).dW / 2,   y' = y + f(t + h/2, y_mid) h + g(t + h/2, y_mid).dW.
+// Strong order 0.5 in general, 1.0 for commutative and additive noise (Diffrax's table).
+class Midpoint final : public Solver {
+public:
+    std::string name() const override { return "midpoint"; }
+    bool supports(Noise noise, Calculus calculus) const override {
+        return calculus == Calculus::stratonovich || noise == Noise::additive;
+    }
+    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        Var y_mid = y + sde.f(t, y) * (0.5 * dt) + sde.g_prod(t, y, dw) * 0.5;
+        const double tm = t + 0.5 * dt;
+        return y + sde.f(tm, y_mid) * dt + sde.g_prod(tm, y_mid, dw);
+    }
+};
+
+// Reversible Heun, Kidger, Foster, Li, Lyons, "Efficient and Accurate Gradients for Neural SDEs",
+// NeurIPS 2021, Algorithm 1. The state is (y, z, f(z), g(z)):
+//   z'  = 2 y - z + f(t, z) h + g(t, z).dW
+//   y'  = y + (f(t, z) + f(t + h, z')) h / 2 + (g(t, z) + g(t + h, z')).dW / 2
+// One f and one g evaluation per step; the step can be inverted exactly (the reversible-Heun adjoint in
+// sde/reversible_heun.cpp). SolverState.vars = {z, f(t, z), g(t, z)} (g as a value, not a product, since
+// the next step multiplies it by its own dW). Strong order 0.5 in general, 1.0 for additive noise
+// (Kidger et al. 2021), 1.0 for commutative noise (Diffrax's table; measured here).
+class ReversibleHeun final : public Solver {
+public:
+    std::string name() const override { return "reversible_heun"; }
+    bool supports(Noise noise, Calculus calculus) const override {
+        return calculus == Calculus::stratonovich || noise == Noise::additive;
+    }
+    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    void init(SDE& sde, double t0, const Var& y0, SolverState& state) override {
+        state.vars = {y0, sde.f(t0, y0), sde.g(t0, y0)};
+    }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&,
+             SolverState& state) override {
+        if (state.vars.size() != 3)
+            throw UsageError(
+                fmt::format("reversible_heun: step at t = {} without init() (state holds {} "
+                            "values, expected z, f(z), g(z))",
+                            t, state.vars.size()));
+        const Noise noise = sde.noise();
+        const Var& z = state.vars[0];
+        const Var& f0 = state.vars[1];
+        const Var& g0 = state.vars[2];
+        Var gw0 = diffusion_product(noise, g0, dw);
+        Var z1 = y * 2.0 - z + f0 * dt + gw0;
+        Var f1 = sde.f(t + dt, z1);
+        Var g1 = sde.g(t + dt, z1);
+        Var y1 = y + (f0 + f1) * (0.5 * dt) + (gw0 + diffusion_product(noise, g1, dw)) * 0.5;
+        state.vars = {z1, f1, g1};
+        return y1;
+    }
+};
+
+}  // namespace
+
+std::vector<std::string> solver_names() {
+    return {"euler", "milstein", "srk", "heun", "midpoint", "reversible_heun"};
+}
+
+std::unique_ptr<Solver> make_solver(const std::string& name) {
+    if (name == "euler") return std::make_unique<Euler>();
+    if (name == "milstein") return std::make_unique<Milstein>();
+    if (name == "srk") return std::make_unique<SRA1>();
+    if (name == "heun") return std::make_unique<Heun>();
+    if (name == "midpoint") return std::make_unique<Midpoint>();
+    if (name == "reversible_heun") return std::make_unique<ReversibleHeun>();
+    throw UsageError(
+        fmt::format("make_solver: unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+}
+
+}  // namespace sdeuq::sde

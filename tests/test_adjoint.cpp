@@ -1,0 +1,445 @@
+// The memory-efficient gradient estimators of sde/adjoint.hpp: the stochastic adjoint against finite
+// differences and backprop on the same Brownian path, the reversible Heun adjoint against backprop to
+// round-off, their memory against the number of steps, and their errors.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "autodiff/random.hpp"
+#include "sde/adjoint.hpp"
+
+using namespace sdeuq;
+using namespace sdeuq::sde;
+
+namespace {
+
+Tensor rnd(const Shape& s, std::uint64_t stream, double scale = 1.0) {
+    Generator g(11, stream);
+    Tensor t = randn(s, g, DType::f64);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set_flat(i, scale * t.flat(i));
+    return t;
+}
+
+// A tiny neural SDE: drift tanh(W_f y + b_f), diffusion sigmoid(W_g y + b_g) (diagonal or scalar noise:
+// [batch, d] either way) or, for additive noise, a constant matrix G [d, m] scaled by (1 + t / 2).
+class TinyNeuralSDE : public SDE {
+public:
+    TinyNeuralSDE(std::int64_t d, Noise noise, std::int64_t m = 2)
+        : noise_(noise),
+          m_(m),
+          wf_("wf", rnd({d, d}, 1, 0.5)),
+          bf_("bf", rnd({d}, 2, 0.3)),
+          wg_("wg", rnd({d, d}, 3, 0.5)),
+          bg_("bg", rnd({d}, 4, 0.3)),
+          ga_("ga", rnd({d, m}, 5, 0.4)) {}
+    Noise noise() const override { return noise_; }
+    Calculus calculus() const override { return Calculus::stratonovich; }
+    std::int64_t brownian_dim(std::int64_t d) const override {
+        if (noise_ == Noise::additive || noise_ == Noise::general) return m_;
+        return SDE::brownian_dim(d);
+    }
+    Var f(double, const Var& y) override {
+        Var b = bf_.var();
+        return tanh(linear(y, wf_.var(), &b));
+    }
+    Var g(double t, const Var& y) override {
+        if (noise_ == Noise::additive) return ga_.var() * (1.0 + 0.5 * t);
+        Var b = bg_.var();
+        Var s = sigmoid(linear(y, wg_.var(), &b));
+        if (noise_ == Noise::general)
+            return broadcast_to(reshape(s, Shape{y.dim(0), y.dim(1), 1}), Shape{y.dim(0), y.dim(1), m_});
+        return s;
+    }
+    Var g_prod(double t, const Var& y, const Var& dw) override {
+        return diffusion_product(noise_, g(t, y), dw);
+    }
+    std::vector<Parameter*> parameters() override {
+        if (noise_ == Noise::additive) return {&wf_, &bf_, &ga_};
+        return {&wf_, &bf_, &wg_, &bg_};
+    }
+
+private:
+    Noise noise_;
+    std::int64_t m_;
+    Parameter wf_, bf_, wg_, bg_, ga_;
+};
+
+struct Problem {
+    std::int64_t batch = 3, d = 3;
+    std::vector<double> ts{0.0, 0.5, 1.0};
+    Tensor y0 = rnd({3, 3}, 20);
+    Tensor w = rnd({3, 3, 3}, 21);  // loss weights on every output
+};
+
+// L = sum(w * ys) and its gradient (y0 first, then the parameters, flattened), by the chosen estimator.
+std::vector<double> gradient(SDE& sde, const Problem& pb, const BrownianPath& bm, const SolveOptions& opt,
+                             double* loss = nullptr) {
+    for (Parameter* p : sde.parameters()) p->zero_grad();
+    Var y0 = leaf(pb.y0);
+    Var ys = sdeint(sde, y0, pb.ts, bm, opt);
+    Var l = sum(ys * Var(pb.w));
+    backward(l);
+    std::vector<double> g = y0.grad().to_vector();
+    for (Parameter* p : sde.parameters()) {
+        auto v = p->grad().to_vector();
+        g.insert(g.end(), v.begin(), v.end());
+    }
+    if (loss) *loss = l.item();
+    reset_tape();
+    return g;
+}
+
+double loss_value(SDE& sde, const Problem& pb, const Tensor& y0, const BrownianPath& bm,
+                  const SolveOptions& opt) {
+    NoGradScope ng;
+    SolveOptions o = opt;
+    o.estimator = "backprop";
+    double l = sum(sdeint(sde, Var(y0), pb.ts, bm, o) * Var(pb.w)).item();
+    reset_tape();
+    return l;
+}
+
+// Central differences of the loss in every coordinate of y0 and of the parameters.
+std::vector<double> finite_differences(SDE& sde, const Problem& pb, const BrownianPath& bm,
+                                       const SolveOptions& opt) {
+    const double eps = 1e-6;
+    std::vector<double> g;
+    Tensor y0 = pb.y0.clone();
+    for (std::int64_t i = 0; i < y0.numel(); ++i) {
+        const double v = y0.flat(i);
+        y0.set_flat(i, v + eps);
+        const double lp = loss_value(sde, pb, y0, bm, opt);
+        y0.set_flat(i, v - eps);
+        const double lm = loss_value(sde, pb, y0, bm, opt);
+        y0.set_flat(i, v);
+        g.push_back((lp - lm) / (2 * eps));
+    }
+    for (Parameter* p : sde.parameters()) {
+        for (std::int64_t i = 0; i < p->value().numel(); ++i) {
+            const double v = p->value().flat(i);
+            p->value().set_flat(i, v + eps);
+            const double lp = loss_value(sde, pb, pb.y0, bm, opt);
+            p->value().set_flat(i, v - eps);
+            const double lm = loss_value(sde, pb, pb.y0, bm, opt);
+            p->value().set_flat(i, v);
+            g.push_back((lp - lm) / (2 * eps));
+        }
+    }
+    return g;
+}
+
+// ||a - b|| / ||b||
+double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return std::sqrt(num / den);
+}
+
+BrownianPath make_path(const Problem& pb, SDE& sde, double dt, std::uint64_t seed = 7) {
+    return BrownianPath(0.0, 1.0, pb.batch * sde.brownian_dim(pb.d), seed, BrownianOptions{dt, 0.0, false});
+}
+
+}  // namespace
+
+TEST_CASE("the fixed step grid of the adjoint estimators is integrate()'s grid", "[adjoint]") {
+    TinyNeuralSDE sde(3, Noise::diagonal);
+    Problem pb;
+    for (double dt : {0.1, 0.03, 1e-3, 0.3}) {
+        for (auto ts : {std::vector<double>{0.0, 1.0}, std::vector<double>{0.0, 0.25, 0.55, 1.0},
+                        std::vector<double>{0.1, 0.2, 0.9}}) {
+            BrownianPath bm = make_path(pb, sde, 0.0);
+            SolveOptions opt;
+            opt.solver = "midpoint";
+            opt.dt = dt;
+            auto solver = make_solver("midpoint");
+            ForwardResult r = integrate(sde, *solver, Var(pb.y0), ts, bm, opt, false, nullptr);
+            sde::detail::StepGrid g = sde::detail::fixed_step_grid(ts, dt);
+            INFO("dt = " << dt << ", " << ts.size() << " outputs");
+            CHECK(g.times == r.step_times);
+            reset_tape();
+        }
+    }
+}
+
+TEST_CASE(
+    "stochastic adjoint gradients match finite differences and backprop on the same path (diagonal "
+    "noise, dt = 1e-3)",
+    "[adjoint]") {
+    register_adjoint_estimators();
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    SolveOptions opt;
+    opt.solver = "midpoint";
+    opt.dt = 1e-3;
+    BrownianPath bm = make_path(pb, sde, opt.dt);
+    opt.estimator = "backprop";
+    double l_bp = 0, l_adj = 0;
+    auto g_bp = gradient(sde, pb, bm, opt, &l_bp);
+    opt.estimator = "adjoint";
+    auto g_adj = gradient(sde, pb, bm, opt, &l_adj);
+    CHECK(l_adj == Approx(l_bp).epsilon(1e-12));  // same forward solve
+    const double e_bp = rel_error(g_adj, g_bp);
+    SolveOptions heun = opt;
+    heun.adjoint_solver = "heun";
+    const double e_heun = rel_error(gradient(sde, pb, bm, heun), g_bp);
+    // Finite differences on the same path (fewer steps to keep it fast: the FD loss is solved 2 x 28 times).
+    SolveOptions coarse = opt;
+    coarse.dt = 1e-2;
+    BrownianPath bm_c = make_path(pb, sde, coarse.dt);
+    auto g_fd = finite_differences(sde, pb, bm_c, coarse);
+    coarse.estimator = "backprop";
+    const double e_bp_fd = rel_error(gradient(sde, pb, bm_c, coarse), g_fd);
+    coarse.estimator = "adjoint";
+    const double e_adj_fd = rel_error(gradient(sde, pb, bm_c, coarse), g_fd);
+    WARN(
+        fmt::format("adjoint vs backprop (dt 1e-3): midpoint {:.2e}, heun {:.2e}; vs finite differences "
+                    "(dt 1e-2): adjoint {:.2e}, backprop {:.2e}",
+                    e_bp, e_heun, e_adj_fd, e_bp_fd));
+    CHECK(e_bp < 1e-2);
+    CHECK(e_heun < 1e-2);
+    CHECK(e_bp_fd < 1e-6);
+    CHECK(e_adj_fd < 5e-2);
+}
+
+TEST_CASE("stochastic adjoint gradients match backprop for additive and scalar noise", "[adjoint]") {
+    register_adjoint_estimators();
+    for (Noise noise : {Noise::additive, Noise::scalar}) {
+        Problem pb;
+        TinyNeuralSDE sde(pb.d, noise);
+        SolveOptions opt;
+        opt.solver = "midpoint";
+        opt.dt = 1e-3;
+        BrownianPath bm = make_path(pb, sde, opt.dt, 9);
+        opt.estimator = "backprop";
+        auto g_bp = gradient(sde, pb, bm, opt);
+        opt.estimator = "adjoint";
+        const double e = rel_error(gradient(sde, pb, bm, opt), g_bp);
+        INFO(noise_name(noise) << " noise: relative error " << e);
+        CHECK(e < 1e-2);
+    }
+}
+
+TEST_CASE("reversible Heun's algebraic adjoint equals backprop through the solver to round-off",
+          "[adjoint]") {
+    register_adjoint_estimators();
+    for (Noise noise : {Noise::diagonal, Noise::additive, Noise::scalar, Noise::general}) {
+        Problem pb;
+        TinyNeuralSDE sde(pb.d, noise);
+        SolveOptions opt;
+        opt.solver = "reversible_heun";
+        opt.dt = 1e-2;
+        BrownianPath bm = make_path(pb, sde, 0.0, 13);
+        opt.estimator = "backprop";
+        double l_bp = 0, l_rh = 0;
+        auto g_bp = gradient(sde, pb, bm, opt, &l_bp);
+        opt.estimator = "reversible_heun";
+        auto g_rh = gradient(sde, pb, bm, opt, &l_rh);
+        const double e = rel_error(g_rh, g_bp);
+        INFO(noise_name(noise) << " noise: relative error " << e);
+        CHECK(l_rh == Approx(l_bp).epsilon(1e-13));
+        CHECK(e < 1e-8);
+    }
+    // Output times off the step grid (the steps before them are shortened).
+    Problem pb;
+    pb.ts = {0.0, 0.333, 0.7071};
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    SolveOptions opt;
+    opt.solver = "reversible_heun";
+    opt.dt = 0.01;
+    BrownianPath bm = make_path(pb, sde, 0.0, 14);
+    opt.estimator = "backprop";
+    auto g_bp = gradient(sde, pb, bm, opt);
+    opt.estimator = "reversible_heun";
+    CHECK(rel_error(gradient(sde, pb, bm, opt), g_bp) < 1e-8);
+}
+
+namespace {
+// Bytes reserved by the root arena and the first nested one (where the per-step scopes live).
+std::size_t reserved_bytes() {
+    std::size_t total = current_tape().arena().bytes_reserved();
+    NestedTape scope;
+    total += scope.tape().arena().bytes_reserved();
+    return total;
+}
+
+// Run in a fresh thread, whose tapes (thread-local) start empty, so that earlier tests do not count.
+std::size_t reserved_after_backward(const std::string& estimator, const std::string& solver, double dt) {
+    std::size_t bytes = 0;
+    std::thread worker([&] {
+        Problem pb;
+        TinyNeuralSDE sde(pb.d, Noise::diagonal);
+        SolveOptions opt;
+        opt.solver = solver;
+        opt.estimator = estimator;
+        opt.dt = dt;
+        BrownianPath bm = make_path(pb, sde, dt);
+        gradient(sde, pb, bm, opt);
+        bytes = reserved_bytes();
+    });
+    worker.join();
+    return bytes;
+}
+}  // namespace
+
+TEST_CASE("adjoint and reversible Heun memory does not grow with the number of steps (64 vs 1024)",
+          "[adjoint]") {
+    register_adjoint_estimators();
+    for (auto [est, solver] :
+         {std::pair{"adjoint", "midpoint"}, std::pair{"reversible_heun", "reversible_heun"}}) {
+        const std::size_t small = reserved_after_backward(est, solver, 1.0 / 64);
+        const std::size_t large = reserved_after_backward(est, solver, 1.0 / 1024);
+        INFO(est << ": " << small << " bytes reserved after 64 steps, " << large << " after 1024");
+        CHECK(static_cast<double>(large) < 1.1 * static_cast<double>(small));
+    }
+    // Backprop, for contrast, grows with the steps.
+    const std::size_t bp_small = reserved_after_backward("backprop", "midpoint", 1.0 / 64);
+    const std::size_t bp_large = reserved_after_backward("backprop", "midpoint", 1.0 / 1024);
+    CHECK(bp_large > 2 * bp_small);
+}
+
+TEST_CASE("stochastic adjoint after an adaptive forward solve retraces its accepted steps", "[adjoint]") {
+    register_adjoint_estimators();
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    SolveOptions opt;
+    opt.solver = "midpoint";
+    opt.adaptive = true;
+    opt.dt = 1e-2;
+    opt.rtol = opt.atol = 1e-4;
+    BrownianPath bm = make_path(pb, sde, 0.0, 21);
+    opt.estimator = "backprop";
+    auto g_bp = gradient(sde, pb, bm, opt);
+    opt.estimator = "adjoint";
+    auto g_adj = gradient(sde, pb, bm, opt);
+    const double e = rel_error(g_adj, g_bp);
+    WARN(fmt::format("adaptive (rtol = atol = 1e-4): adjoint vs backprop relative error {:.2e}", e));
+    CHECK(e < 1e-2);
+}
+
+TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves", "[adjoint]") {
+    register_adjoint_estimators();
+    Problem pb;
+    TinyNeuralSDE general(pb.d, Noise::general);
+    BrownianPath bm = make_path(pb, general, 0.0);
+    SolveOptions opt;
+    opt.solver = "midpoint";
+    opt.estimator = "adjoint";
+    Var y0 = leaf(pb.y0);
+    CHECK_THROWS_WITH(sdeint(general, y0, pb.ts, bm, opt),
+                      Catch::Contains("adjoint estimator") && Catch::Contains("general noise"));
+    TinyNeuralSDE diag(pb.d, Noise::diagonal);
+    BrownianPath bm_d = make_path(pb, diag, 0.0);
+    opt.adjoint_solver = "euler";
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
+                      Catch::Contains("adjoint estimator") && Catch::Contains("euler"));
+    opt.adjoint_solver.clear();
+    opt.estimator = "reversible_heun";
+    opt.adaptive = true;
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
+                      Catch::Contains("reversible_heun estimator") && Catch::Contains("adaptive"));
+    struct ItoDiagonal : TinyNeuralSDE {
+        using TinyNeuralSDE::TinyNeuralSDE;
+        Calculus calculus() const override { return Calculus::ito; }
+    } ito(pb.d, Noise::diagonal);
+    opt.estimator = "adjoint";
+    opt.adaptive = false;
+    opt.solver = "euler";
+    CHECK_THROWS_WITH(sdeint(ito, y0, pb.ts, bm_d, opt),
+                      Catch::Contains("adjoint estimator") && Catch::Contains("Ito"));
+    CHECK(estimator_names().size() >= 3);
+    reset_tape();
+}
+
+// ---- the worked example of docs/estimators.md (a test checks the doc shows this code verbatim) ----
+
+// BEGIN estimators.md example
+// "recompute": solves without a tape, records the whole solution as ONE node over {y0, parameters}, and
+// in that node's backward solves again on a nested tape and back-propagates through it. The outer tape
+// holds one node; the nested one lives only during backward (checkpointing of the whole solve).
+class RecomputeEstimator : public GradientEstimator {
+public:
+    std::string name() const override { return "recompute"; }
+    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+              const SolveOptions& opt, SolveStats* stats) override {
+        auto solver = make_solver(opt.solver);
+        Tensor out = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats).stacked.value();
+
+        // Inputs of the node: y0 and every parameter's leaf on the current tape (null nodes: constants).
+        std::vector<Parameter*> params = sde.parameters();
+        std::vector<Var> inputs{y0};
+        for (Parameter* p : params) inputs.push_back(p->var());
+        if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) return Var(out);
+        std::vector<Node*> nodes;
+        for (const Var& v : inputs) nodes.push_back(node_of(v));
+
+        // The SDE and the path are held by pointer: the caller keeps them alive until backward().
+        auto backward_fn = [sde = &sde, bm = &bm, opt, params, nodes, y0v = y0.value(),
+                            times = std::vector<double>(ts.begin(), ts.end())](const Tensor& grad_out) {
+            std::vector<Tensor> grads;  // heap copies: the nested arena is freed when the scope ends
+            {
+                NestedTape scope;
+                Var y0_leaf = leaf(y0v);
+                std::vector<Var> pv;
+                for (Parameter* p : params) pv.push_back(p->var());  // leaves of the nested tape
+                auto s = make_solver(opt.solver);
+                Var ys = integrate(*sde, *s, y0_leaf, times, *bm, opt, true, nullptr).stacked;
+                backward(ys, grad_out);
+                grads.push_back(y0_leaf.grad().clone());
+                for (const Var& v : pv) grads.push_back(v.grad().clone());
+            }
+            // Into the outer tape's nodes; a parameter leaf of the root tape adds into Parameter::grad().
+            for (std::size_t i = 0; i < nodes.size(); ++i) accumulate(nodes[i], grads[i]);
+        };
+        using Closure = decltype(backward_fn);
+        auto* closure = current_tape().arena().make<Closure>(std::move(backward_fn));
+        BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<Closure*>(c))(g); };
+        return record_n("sde_recompute", out, inputs, fn, closure);
+    }
+};
+
+void register_recompute_estimator() {
+    register_estimator("recompute", [] { return std::make_unique<RecomputeEstimator>(); });
+}
+// END estimators.md example
+
+TEST_CASE("the docs/estimators.md example estimator gives backprop's gradients", "[adjoint][docs]") {
+    register_recompute_estimator();
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    SolveOptions opt;
+    opt.solver = "heun";
+    opt.dt = 1e-2;
+    BrownianPath bm = make_path(pb, sde, opt.dt);
+    auto g_bp = gradient(sde, pb, bm, opt);
+    opt.estimator = "recompute";
+    CHECK(rel_error(gradient(sde, pb, bm, opt), g_bp) < 1e-13);
+}
+
+namespace {
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+}  // namespace
+
+TEST_CASE("docs/estimators.md shows the example estimator's code verbatim", "[adjoint][docs]") {
+    const std::string src = read_text(std::string(SDEUQ_SOURCE_DIR) + "/tests/test_adjoint.cpp");
+    const std::string doc = read_text(std::string(SDEUQ_SOURCE_DIR) + "/docs/estimators.md");
+    const std::string begin = "// BEGIN estimators.md example\n", end = "// END estimators.md example";
+    const auto b = src.find(begin), e = src.find(end, b + 1);
+    REQUIRE(b != std::string::npos);
+    REQUIRE(e != std::string::npos);
+    const std::string code = src.substr(b + begin.size(), e - b - begin.size());
+    INFO(
+        "the code between the BEGIN/END markers of tests/test_adjoint.cpp must appear in docs/estimators.md");
+    CHECK(doc.find(code) != std::string::npos);
+}
