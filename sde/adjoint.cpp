@@ -33,9 +33,8 @@ namespace detail {
 StepGrid fixed_step_grid(std::span<const double> ts, double dt) {
     if (!(dt > 0.0) || !std::isfinite(dt))
         throw UsageError(fmt::format("sdeint: dt must be positive, got {}", dt));
-    // The grid of integrate()'s fixed-step loop (sde/integrate.cpp), reproduced step for step: the global
-    // grid t0 + k dt (multiplied, not accumulated) with every output time inserted, a grid point within
-    // 1e-8 dt of an output being that output. tests/test_adjoint.cpp checks the two agree.
+    // The global grid t0 + k dt (multiplied, not accumulated) with every output time inserted, a grid
+    // point within 1e-8 dt of an output being that output. integrate()'s fixed-step loop steps on it.
     StepGrid g;
     const double t0 = ts[0], snap = 1e-8 * dt;
     double t = t0;

@@ -53,8 +53,8 @@ void register_adjoint_estimators();
 
 namespace detail {
 
-// Step times of a fixed-step solve through ts, exactly as integrate() makes them (the grid t0 + k dt with
-// the outputs inserted; tests/test_adjoint.cpp checks the two agree), and for each ts[i] its index there.
+// Step times of a fixed-step solve through ts: the grid t0 + k dt (a grid point within 1e-8 dt of an output
+// is that output) with the outputs inserted, and for each ts[i] its index there. integrate() steps on it.
 struct StepGrid {
     std::vector<double> times;
     std::vector<std::size_t> output_index;

@@ -225,21 +225,14 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     double t = t0;
 
     if (!opt.adaptive) {
-        const double dt = opt.dt;
-        const double snap = 1e-8 * dt;  // a grid point this close to an output time is that time
-        std::int64_t k = 0;             // t0 + k dt is the last grid point passed
+        // The grid t0 + k dt (multiplied, not accumulated) with the outputs inserted; the adjoints replay
+        // exactly these steps backward (detail::fixed_step_grid is the one definition of it).
+        const detail::StepGrid grid = detail::fixed_step_grid(ts, opt.dt);
+        std::size_t j = 0;
         for (std::size_t i = 1; i < ts.size(); ++i) {
-            const double T = ts[i];
-            while (t < T) {
-                const double grid = t0 + static_cast<double>(k + 1) * dt;
-                double t_next;
-                if (grid >= T - snap) {
-                    t_next = T;
-                    if (grid <= T + snap) ++k;
-                } else {
-                    t_next = grid;
-                    ++k;
-                }
+            for (; j < grid.output_index[i]; ++j) {
+                t = grid.times[j];
+                const double t_next = j + 1 < grid.times.size() ? grid.times[j + 1] : ts.back();
                 res.step_times.push_back(t);
                 if (record) {
                     cur = advance(cur, t, t_next);
