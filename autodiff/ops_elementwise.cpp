@@ -105,6 +105,16 @@ Tensor sum_to(const Tensor& t, const Shape& target) {
     return y;
 }
 
+// g * f'(x, y) of a unary op, one pass over the three same-shaped tensors.
+template <class F> Tensor t_unary_backward(const Tensor& g, const Tensor& x, const Tensor& y, F f) {
+    Tensor out = Tensor::arena_empty(x.shape(), x.dtype());
+    dispatch(x.dtype(), [&](auto z) {
+        using T = decltype(z);
+        kernels::map3(g.data<T>(), x.data<T>(), y.data<T>(), out.data<T>(), x.numel(), f);
+    });
+    return out;
+}
+
 Tensor t_add(const Tensor& a, const Tensor& b) { return t_binary("add", a, b, Add{}); }
 Tensor t_sub(const Tensor& a, const Tensor& b) { return t_binary("sub", a, b, Sub{}); }
 Tensor t_mul(const Tensor& a, const Tensor& b) { return t_binary("mul", a, b, Mul{}); }
@@ -233,14 +243,18 @@ Var pow(const Var& a, double p) {
 }
 
 // ---------------------------------------------------------------- unary
-// Each entry: forward f(x), and the derivative as a function of (x, y) multiplied into g.
+// Each entry: forward f(x), and the derivative as a function of (x, y) multiplied into g (in one pass:
+// g * f'(x, y) per element).
 #define SDEUQ_UNARY(NAME, FWD, DERIV)                                                                          \
     Var NAME(const Var& a) {                                                                                   \
         check_var(#NAME, a);                                                                                   \
         Tensor y = t_unary(a.value(), [](auto x) { FWD; });                                                    \
         return record(#NAME, y, {a}, [na = node_of(a), xv = a.value(), y](const Tensor& g) {                   \
-            Tensor d = t_binary(#NAME, xv, y, [](auto x, [[maybe_unused]] auto y) { DERIV; });                 \
-            accumulate_fresh(na, t_mul(g, d));                                                                 \
+            accumulate_fresh(na, t_unary_backward(g, xv, y, [](auto gg, [[maybe_unused]] auto x,               \
+                                                               [[maybe_unused]] auto y) {                      \
+                auto d = [&] { DERIV; }();                                                                     \
+                return gg * d;                                                                                 \
+            }));                                                                                               \
         });                                                                                                    \
     }
 

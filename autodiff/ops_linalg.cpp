@@ -90,35 +90,45 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
         dispatch(g.dtype(), [&](auto z) {
             using T = decltype(z);
             const T* pg = g.data<T>();
+            // A gradient is written straight into the node's own adjoint (beta 1) when the node already
+            // holds one (a parameter's) and the product is summed in one pass (same bits as adding it).
+            auto target = [](Node* n, bool single_pass, std::int64_t depth) {
+                return n->grad.defined() && !n->grad_shared && single_pass && depth <= kernels::gemm_kc;
+            };
             if (na) {
                 // d op(A) = G op(B)^T; with ta, dA = op(B) G^T.
-                Tensor ga = Tensor::arena_empty(av.shape(), av.dtype());
+                const bool into = d.k > 0 && d.m > 0 && target(na, d.a_batched || d.batch == 1, d.n);
+                Tensor ga = into ? na->grad : Tensor::arena_empty(av.shape(), av.dtype());
                 if (d.k > 0 && d.m > 0) {
                     if (!ta)
                         batched_gemm<T>(false, !tb, d.batch, d.m, d.k, d.n, pg, true, bv.data<T>(), d.b_batched,
-                                        ga.data<T>(), d.a_batched, false);
+                                        ga.data<T>(), d.a_batched, into);
                     else
                         batched_gemm<T>(tb, true, d.batch, d.k, d.m, d.n, bv.data<T>(), d.b_batched, pg, true,
-                                        ga.data<T>(), d.a_batched, false);
+                                        ga.data<T>(), d.a_batched, into);
                 } else {
                     ga.fill(0.0);
                 }
-                accumulate_fresh(na, ga);
+                if (!into) accumulate_fresh(na, ga);
             }
             if (nb) {
-                // d op(B) = op(A)^T G; with tb, dB = G^T op(A).
-                Tensor gb = Tensor::arena_empty(bv.shape(), bv.dtype());
+                // d op(B) = op(A)^T G; with tb, dB = G^T op(A). A shared B sums over the batch: in one GEMM
+                // of depth batch * m when A is batched and not transposed (see batched_gemm).
+                const bool fold = !d.b_batched && d.batch > 1;
+                const bool into = d.k > 0 && d.n > 0 &&
+                                  target(nb, !fold || (d.a_batched && !ta), fold ? d.batch * d.m : d.m);
+                Tensor gb = into ? nb->grad : Tensor::arena_empty(bv.shape(), bv.dtype());
                 if (d.k > 0 && d.n > 0) {
                     if (!tb)
                         batched_gemm<T>(!ta, false, d.batch, d.k, d.n, d.m, av.data<T>(), d.a_batched, pg, true,
-                                        gb.data<T>(), d.b_batched, false);
+                                        gb.data<T>(), d.b_batched, into);
                     else
                         batched_gemm<T>(true, ta, d.batch, d.n, d.k, d.m, pg, true, av.data<T>(), d.a_batched,
-                                        gb.data<T>(), d.b_batched, false);
+                                        gb.data<T>(), d.b_batched, into);
                 } else {
                     gb.fill(0.0);
                 }
-                accumulate_fresh(nb, gb);
+                if (!into) accumulate_fresh(nb, gb);
             }
         });
     });

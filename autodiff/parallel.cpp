@@ -33,10 +33,15 @@ int default_threads() {
 
 // Workers spin briefly on a generation counter, then block on it (C++20 atomic wait), so that the
 // short kernels of small networks do not pay a kernel wake-up on every call.
+//
+// Parts are claimed from a ticket (generation, parts, next part) by whoever comes first, the caller
+// included: on a loaded machine a descheduled worker does not hold the caller up, since the caller runs
+// the parts nobody has claimed. A part computes the same thing whoever runs it, so results still do not
+// depend on the thread count or on the timing.
 class Pool {
 public:
     explicit Pool(int workers) {
-        for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { loop(i + 1); });
+        for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { loop(); });
     }
     ~Pool() {
         stop_.store(true);
@@ -47,19 +52,36 @@ public:
     int size() const { return static_cast<int>(threads_.size()) + 1; }
 
     void run(int parts, const std::function<void(int)>& job) {
-        job_ = &job;
-        parts_ = parts;
-        pending_.store(parts - 1);
+        job_.store(&job, std::memory_order_relaxed);
+        pending_.store(parts - 1, std::memory_order_relaxed);
+        const std::uint64_t gen = ((ticket_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
+        ticket_.store(gen << 32 | static_cast<std::uint64_t>(parts) << 16 | 1u, std::memory_order_release);
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         job(0);
-        // Spin briefly, then yield: on a loaded machine the worker may be descheduled.
+        for (int i; claim(gen, i);) {
+            job(i);
+            pending_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+        // Parts claimed by workers: spin briefly, then yield (the worker may be descheduled).
         for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
             if (spins > 2000) std::this_thread::yield();
     }
 
 private:
-    void loop(int id) {
+    // Takes the next unclaimed part of generation gen, if any.
+    bool claim(std::uint64_t gen, int& part) {
+        std::uint64_t t = ticket_.load(std::memory_order_acquire);
+        while (true) {
+            const auto next = static_cast<int>(t & 0xffffu), parts = static_cast<int>((t >> 16) & 0xffffu);
+            if ((t >> 32) != gen || next >= parts) return false;
+            if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                part = next;
+                return true;
+            }
+        }
+    }
+    void loop() {
         std::uint64_t seen = 0;
         while (true) {
             std::uint64_t g;
@@ -73,18 +95,19 @@ private:
             t_in_pool = true;
             seen = g;
             if (stop_.load()) return;
-            if (id < parts_) {
-                (*job_)(id);
+            const std::uint64_t gen = ticket_.load(std::memory_order_acquire) >> 32;
+            for (int i; claim(gen, i);) {
+                (*job_.load(std::memory_order_relaxed))(i);
                 pending_.fetch_sub(1, std::memory_order_acq_rel);
             }
         }
     }
     std::vector<std::thread> threads_;
     std::atomic<std::uint64_t> generation_{0};
+    std::atomic<std::uint64_t> ticket_{0};  // generation << 32 | parts << 16 | next part
     std::atomic<int> pending_{0};
     std::atomic<bool> stop_{false};
-    const std::function<void(int)>* job_ = nullptr;
-    int parts_ = 0;
+    std::atomic<const std::function<void(int)>*> job_{nullptr};
 };
 
 int& thread_count() {

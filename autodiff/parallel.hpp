@@ -1,7 +1,8 @@
 // A fixed pool of kernel threads with a static work partition.
 //
 // parallel_for splits [begin, end) into num_threads() contiguous ranges whose boundaries are multiples of
-// `align`; the calling thread runs the first range. Kernels only partition work whose per-element result
+// `align`; the calling thread runs the first range, and any range no worker has started yet (so a
+// descheduled worker on a loaded machine does not stall it). Kernels only partition work whose per-element result
 // does not depend on the partition (rows of a GEMM, elements of a map, rows of a reduction), so results
 // are bitwise identical with 1 and 2 threads.
 #pragma once

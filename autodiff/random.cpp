@@ -4,6 +4,9 @@
 #include <boost/random/normal_distribution.hpp>
 #include <vector>
 
+#include "autodiff/parallel.hpp"
+#include "autodiff/philox.hpp"
+
 namespace sdeuq {
 
 namespace {
@@ -35,22 +38,38 @@ double Generator::uniform() {
     return (static_cast<double>(hi) * 67108864.0 + static_cast<double>(lo)) * (1.0 / 9007199254740992.0);
 }
 
-void Generator::fill_u32(std::uint32_t* out, std::int64_t n) {
-    std::int64_t i = 0;
-    while (i < n && pos_ < 4) out[i++] = buf_[static_cast<std::size_t>(pos_++)];
+void Generator::blocks_u32(std::uint64_t first, std::int64_t count, std::uint32_t* out) const {
+    std::int64_t b = 0;
+#if SDEUQ_PHILOX_AVX2
+    constexpr int G = 2;  // 8 blocks (32 words) per call, the same words as the scalar loop below
+    if (count >= 4 * G) {
+        const philox::Keys4 keys(seed_);
+        for (; b + 4 * G <= count; b += 4 * G) philox::philox4x32_10_blocks<G>(keys, stream_, first + b, out + 4 * b);
+    }
+#endif
     r123::Philox4x32 rng;
     r123::Philox4x32::key_type k = {{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32)}};
     r123::Philox4x32::ctr_type c = {{0, 0, static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32)}};
-    for (; i + 4 <= n; i += 4) {
-        c[0] = static_cast<std::uint32_t>(block_);
-        c[1] = static_cast<std::uint32_t>(block_ >> 32);
+    for (; b < count; ++b) {
+        c[0] = static_cast<std::uint32_t>(first + b);
+        c[1] = static_cast<std::uint32_t>((first + b) >> 32);
         auto r = rng(c, k);
-        out[i] = r[0];
-        out[i + 1] = r[1];
-        out[i + 2] = r[2];
-        out[i + 3] = r[3];
-        ++block_;
+        for (int i = 0; i < 4; ++i) out[4 * b + i] = r[static_cast<std::size_t>(i)];
     }
+}
+
+void Generator::fill_u32(std::uint32_t* out, std::int64_t n) {
+    std::int64_t i = 0;
+    while (i < n && pos_ < 4) out[i++] = buf_[static_cast<std::size_t>(pos_++)];
+    // Whole blocks: a pure function of the block index, so they may be split over the kernel threads.
+    const std::int64_t blocks = (n - i) / 4;
+    const std::uint64_t first = block_;
+    std::uint32_t* dst = out + i;
+    parallel_for(0, blocks, 8, 2048, [&](std::int64_t lo, std::int64_t hi) {
+        blocks_u32(first + static_cast<std::uint64_t>(lo), hi - lo, dst + 4 * lo);
+    });
+    block_ += static_cast<std::uint64_t>(blocks);
+    i += 4 * blocks;
     while (i < n) out[i++] = (*this)();
 }
 

@@ -33,6 +33,9 @@ public:
     // The next n 32-bit outputs, as n calls of operator() would give them (block-wise, without the
     // per-value call overhead).
     void fill_u32(std::uint32_t* out, std::int64_t n);
+    // The 4 * count words of blocks first .. first + count - 1 (block b gives outputs 4 b .. 4 b + 3 of the
+    // stream); a pure function of the arguments, whatever the generator's position.
+    void blocks_u32(std::uint64_t first, std::int64_t count, std::uint32_t* out) const;
     // Threshold t such that (u32 < t) has probability p (to 2^-32).
     static std::uint64_t u32_threshold(double p);
     double normal();          // N(0, 1), Boost.Random's ziggurat

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <memory>
 
+#include "autodiff/kernels/elementwise.hpp"
+
 namespace sdeuq {
 
 namespace {
@@ -163,7 +165,23 @@ void accumulate(Node* n, const Tensor& g) {
         throw ShapeError(fmt::format("internal: gradient {} for node '{}' of value {}", describe(g), n->op,
                                      describe(n->value)));
     if (!n->grad.defined()) {
-        n->grad = g.clone_arena();
+        if (g.arena() == &n->tape->arena()) {
+            g.check_alive();
+            n->grad = g.unowned();
+            n->grad_shared = true;
+        } else {
+            n->grad = g.clone_arena();
+        }
+        return;
+    }
+    if (n->grad_shared) {
+        Tensor sum = Tensor::arena_empty(g.shape(), g.dtype());
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            kernels::map2(n->grad.data<T>(), g.data<T>(), sum.data<T>(), g.numel(), [](auto a, auto b) { return a + b; });
+        });
+        n->grad = sum;
+        n->grad_shared = false;
         return;
     }
     dispatch(g.dtype(), [&](auto z) {
@@ -200,6 +218,8 @@ void backward(const Var& out, const Tensor& cotangent) {
         Node* n = nodes[static_cast<std::size_t>(i)];
         if (!n->backward || !n->grad.defined()) continue;
         n->backward(n->closure, n->grad);
+        // Its backward may have handed n->grad on to an input unchanged.
+        n->grad_shared = true;
         if (anomaly) {
             for (int k = 0; k < n->n_inputs; ++k) {
                 Node* in = n->inputs[k];

@@ -32,6 +32,8 @@ struct Node {
     const char* op = "";
     Tensor value;
     Tensor grad;  // undefined until a gradient flows in (parameter leaves: a view of Parameter::grad)
+    // grad's storage may be shared with another adjoint (or a value): accumulate into it out of place.
+    bool grad_shared = false;
     BackwardFn backward = nullptr;
     void* closure = nullptr;
     Node** inputs = nullptr;
@@ -140,7 +142,10 @@ inline Var detach(const Var& v) { return Var(v.value()); }
 void backward(const Var& out);
 void backward(const Var& out, const Tensor& cotangent);
 
-// Adds g (already of n's shape) into n's adjoint; null nodes are skipped.
+// Adds g (already of n's shape) into n's adjoint; null nodes are skipped. A first gradient that lives in
+// the tape's arena is adopted without a copy, as storage shared with its other holders (copy on write: a
+// later accumulation into either makes a new tensor), so adjoints passed through unchanged (add, reshape)
+// cost nothing. Adjoints read through Var::grad() may therefore share storage: do not write to them.
 void accumulate(Node* n, const Tensor& g);
 // Same, but g is a freshly computed arena tensor that nobody else holds: it may be adopted as is.
 void accumulate_fresh(Node* n, const Tensor& g);

@@ -98,6 +98,8 @@ public:
     DType dtype() const { return dtype_; }
     std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
     bool on_heap() const { return arena_ == nullptr; }
+    // The arena holding the storage (null for heap tensors and views).
+    const Arena* arena() const { return arena_; }
 
     template <class T> T* data() const {
         check_alive();

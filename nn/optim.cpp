@@ -2,9 +2,12 @@
 #include "nn/optim.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <fmt/format.h>
 #include <numbers>
+
+#include "autodiff/kernels/elementwise.hpp"
 
 namespace sdeuq::nn {
 
@@ -101,20 +104,37 @@ void Adam::update(std::size_t i, Parameter& p, std::int64_t t) {
         const bool l2 = opt_.weight_decay != 0.0 && !opt_.decoupled;
         const bool decoupled = opt_.weight_decay != 0.0 && opt_.decoupled;
         const std::int64_t n = p.value().numel();
-        // Branch-free bodies, one per weight-decay form, so that the compiler vectorises them (sqrt and
-        // division are exactly rounded in SIMD too, so the result is the same as the scalar loop's).
+        // Branch-free bodies, one per weight-decay form, written once for scalars and SIMD batches. GCC
+        // does not vectorise std::sqrt under -fmath-errno, so the vector body is explicit; sqrt and division
+        // are exactly rounded in SIMD too, so every element gets the scalar loop's result.
         auto body = [&](auto l2_on, auto dec_on) {
-            for (std::int64_t k = 0; k < n; ++k) {
-                T wk = w[k];
-                if constexpr (decltype(dec_on)::value) wk = wk * decay;
-                T gk = g[k];
-                if constexpr (decltype(l2_on)::value) gk = gk + wd * wk;
-                const T mk = m[k] * b1 + one_b1 * gk;
-                const T vk = v[k] * b2 + one_b2 * gk * gk;
-                m[k] = mk;
-                v[k] = vk;
-                const T denom = std::sqrt(vk) / c2 + eps;
-                w[k] = wk + neg_step * mk / denom;
+            auto one = [&](auto wk, auto gk, auto mk, auto vk) {
+                using V = decltype(wk);
+                using std::sqrt;
+                if constexpr (decltype(dec_on)::value) wk = wk * V(decay);
+                if constexpr (decltype(l2_on)::value) gk = gk + V(wd) * wk;
+                mk = mk * V(b1) + V(one_b1) * gk;
+                vk = vk * V(b2) + V(one_b2) * gk * gk;
+                const V denom = sqrt(vk) / V(c2) + V(eps);
+                wk = wk + V(neg_step) * mk / denom;
+                return std::array<V, 3>{wk, mk, vk};
+            };
+            std::int64_t k = 0;
+#if SDEUQ_SIMD
+            using B = kernels::vec<T>;
+            for (; k + kernels::vec_size<T> <= n; k += kernels::vec_size<T>) {
+                auto r = one(B::load_unaligned(w + k), B::load_unaligned(g + k), B::load_unaligned(m + k),
+                             B::load_unaligned(v + k));
+                r[0].store_unaligned(w + k);
+                r[1].store_unaligned(m + k);
+                r[2].store_unaligned(v + k);
+            }
+#endif
+            for (; k < n; ++k) {
+                auto r = one(w[k], g[k], m[k], v[k]);
+                w[k] = r[0];
+                m[k] = r[1];
+                v[k] = r[2];
             }
         };
         if (decoupled) body(std::false_type{}, std::true_type{});

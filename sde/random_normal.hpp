@@ -36,6 +36,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "autodiff/philox.hpp"
+
 #if defined(SDEUQ_SIMD) && SDEUQ_SIMD && defined(__AVX2__) && defined(__FMA__)
 #define SDEUQ_RANDOM_NORMAL_AVX2 1
 #include <immintrin.h>
@@ -168,43 +170,9 @@ inline void box_muller(U r0, U r1, U r2, U r3, D& z0, D& z1) {
 }
 
 #if SDEUQ_RANDOM_NORMAL_AVX2
-// Philox4x32-10 on 4 counters, one per 64-bit lane (the 32-bit word in the low half). _mm256_mul_epu32
-// reads only the low halves, so the high halves may hold garbage between rounds; masked at the end.
-struct PhiloxKeys4 {
-    __m256i k0[10], k1[10];
-    explicit PhiloxKeys4(std::uint64_t key) {
-        auto a = static_cast<std::uint32_t>(key), b = static_cast<std::uint32_t>(key >> 32);
-        for (int r = 0; r < 10; ++r, a += 0x9E3779B9u, b += 0xBB67AE85u) {
-            k0[r] = _mm256_set1_epi64x(a);
-            k1[r] = _mm256_set1_epi64x(b);
-        }
-    }
-};
-
-// G independent sets of 4 counters, interleaved so that the multiply latency of one set hides behind the
-// others: c[g] = {c0, c1, c2, c3} of set g, replaced by the Philox output words (zero-extended).
-template <int G>
-inline void philox4x32_10_x4(__m256i (&c)[G][4], const PhiloxKeys4& k) {
-    const __m256i m0 = _mm256_set1_epi64x(0xD2511F53), m1 = _mm256_set1_epi64x(0xCD9E8D57);
-#pragma GCC unroll 10
-    for (int r = 0; r < 10; ++r) {
-#pragma GCC unroll 8
-        for (int g = 0; g < G; ++g) {
-            const __m256i p0 = _mm256_mul_epu32(c[g][0], m0);  // hi0:lo0
-            const __m256i p1 = _mm256_mul_epu32(c[g][2], m1);  // hi1:lo1
-            c[g][0] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[g][1]), k.k0[r]);
-            c[g][2] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[g][3]), k.k1[r]);
-            c[g][1] = p1;
-            c[g][3] = p0;
-        }
-    }
-    const __m256i low = _mm256_set1_epi64x(static_cast<long long>(kLow32));
-#pragma GCC unroll 8
-    for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) c[g][i] = _mm256_and_si256(c[g][i], low);
-    }
-}
+// Philox4x32-10 on 4 counters per vector: the core is shared with Generator's bulk path.
+using PhiloxKeys4 = philox::Keys4;
+using philox::philox4x32_10_x4;
 
 // Pairs block .. block + 4 G ngroups - 1, interleaved z0, z1 into out[0 .. 8 G ngroups).
 template <int G>

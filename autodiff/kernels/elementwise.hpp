@@ -68,6 +68,26 @@ template <class T, class F> void map2_serial(const T* a, const T* b, T* y, std::
 #endif
 }
 
+template <class T, class F> void map3_serial(const T* a, const T* b, const T* c, T* y, std::int64_t n, F f) {
+#if SDEUQ_SIMD
+    constexpr std::int64_t w = vec_size<T>;
+    std::int64_t i = 0;
+    for (; i + w <= n; i += w)
+        f(vec<T>::load_unaligned(a + i), vec<T>::load_unaligned(b + i), vec<T>::load_unaligned(c + i))
+            .store_unaligned(y + i);
+    if (i < n) {
+        alignas(64) T ia[w] = {}, ib[w] = {}, ic[w] = {}, out[w];
+        std::memcpy(ia, a + i, sizeof(T) * static_cast<std::size_t>(n - i));
+        std::memcpy(ib, b + i, sizeof(T) * static_cast<std::size_t>(n - i));
+        std::memcpy(ic, c + i, sizeof(T) * static_cast<std::size_t>(n - i));
+        f(vec<T>::load_aligned(ia), vec<T>::load_aligned(ib), vec<T>::load_aligned(ic)).store_aligned(out);
+        std::memcpy(y + i, out, sizeof(T) * static_cast<std::size_t>(n - i));
+    }
+#else
+    for (std::int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i], c[i]);
+#endif
+}
+
 // b is one value broadcast over a (b_first: f(b, a[i])).
 template <class T, class F> void map2_scalar_serial(const T* a, T b, T* y, std::int64_t n, bool b_first, F f) {
 #if SDEUQ_SIMD
@@ -93,6 +113,11 @@ template <class T, class F> void map1(const T* x, T* y, std::int64_t n, F f) {
 template <class T, class F> void map2(const T* a, const T* b, T* y, std::int64_t n, F f) {
     parallel_for(0, n, 64, parallel_min,
                  [&](std::int64_t lo, std::int64_t hi) { map2_serial(a + lo, b + lo, y + lo, hi - lo, f); });
+}
+template <class T, class F> void map3(const T* a, const T* b, const T* c, T* y, std::int64_t n, F f) {
+    parallel_for(0, n, 64, parallel_min, [&](std::int64_t lo, std::int64_t hi) {
+        map3_serial(a + lo, b + lo, c + lo, y + lo, hi - lo, f);
+    });
 }
 
 // Sum of n contiguous values in a fixed order (w lanes, then lanes left to right).

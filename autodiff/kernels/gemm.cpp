@@ -43,7 +43,7 @@ template <>
 struct Blocking<float> {
     static constexpr int mr = 6;
     static constexpr int nr = 16;
-    static constexpr int64 kc = 384;
+    static constexpr int64 kc = gemm_kc;
     static constexpr int64 mc = 96;
     static constexpr int64 nc = 2048;
 };
@@ -52,7 +52,7 @@ template <>
 struct Blocking<double> {
     static constexpr int mr = 6;
     static constexpr int nr = 8;
-    static constexpr int64 kc = 384;
+    static constexpr int64 kc = gemm_kc;
     static constexpr int64 mc = 96;
     static constexpr int64 nc = 1024;
 };

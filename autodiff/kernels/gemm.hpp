@@ -10,6 +10,10 @@
 
 namespace sdeuq::kernels {
 
+// Depth of one k block. A product of depth k <= gemm_kc is summed in one pass and added to C once, so
+// C = op(A) op(B) + C (beta 1) gives the same bits as computing the product alone and adding it to C.
+constexpr std::int64_t gemm_kc = 384;
+
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
