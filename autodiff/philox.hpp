@@ -57,6 +57,22 @@ inline void philox4x32_10_x4(__m256i (&c)[G][4], const Keys4& k) {
     }
 }
 
+// Counters of 4 G consecutive blocks from blk (lane b of group g: block blk + 4 g + b) of the stream
+// (s_lo, s_hi); returns the block after them.
+template <int G>
+inline __m256i philox_counters(__m256i (&c)[G][4], __m256i blk, __m256i s_lo, __m256i s_hi,
+                               __m256i four) {
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+        c[g][0] = blk;  // lo32(block): _mm256_mul_epu32 ignores the high half
+        c[g][1] = _mm256_srli_epi64(blk, 32);
+        c[g][2] = s_lo;
+        c[g][3] = s_hi;
+        blk = _mm256_add_epi64(blk, four);
+    }
+    return blk;
+}
+
 // The 4 G output blocks block .. block + 4 G - 1 of `stream` (counter {lo32(block), hi32(block),
 // lo32(stream), hi32(stream)}), in block order, 4 words each: out[0 .. 16 G).
 template <int G>
@@ -67,14 +83,7 @@ inline void philox4x32_10_blocks(const Keys4& keys, std::uint64_t stream, std::u
     __m256i blk = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(block)), _mm256_setr_epi64x(0, 1, 2, 3));
     const __m256i four = _mm256_set1_epi64x(4);
     __m256i c[G][4];
-#pragma GCC unroll 8
-    for (int g = 0; g < G; ++g) {
-        c[g][0] = blk;  // lo32(block): _mm256_mul_epu32 ignores the high half
-        c[g][1] = _mm256_srli_epi64(blk, 32);
-        c[g][2] = s_lo;
-        c[g][3] = s_hi;
-        blk = _mm256_add_epi64(blk, four);
-    }
+    blk = philox_counters<G>(c, blk, s_lo, s_hi, four);
     philox4x32_10_x4<G>(c, keys);
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {

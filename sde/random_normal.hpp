@@ -186,14 +186,7 @@ inline void philox_normal_pairs_avx2(std::uint64_t key, std::uint64_t stream, st
     const __m256i four = _mm256_set1_epi64x(4);
     for (std::size_t i = 0; i < ngroups; ++i) {
         __m256i c[G][4];
-#pragma GCC unroll 8
-        for (int g = 0; g < G; ++g) {
-            c[g][0] = blk;  // lo32(block): _mm256_mul_epu32 ignores the high half
-            c[g][1] = _mm256_srli_epi64(blk, 32);
-            c[g][2] = s_lo;
-            c[g][3] = s_hi;
-            blk = _mm256_add_epi64(blk, four);
-        }
+        blk = philox::philox_counters<G>(c, blk, s_lo, s_hi, four);
         philox4x32_10_x4<G>(c, keys);
 #pragma GCC unroll 8
         for (int g = 0; g < G; ++g, out += 8) {
