@@ -30,6 +30,20 @@ namespace sdeuq::sde {
 
 namespace detail {
 
+Tensor stack_outputs(const std::vector<Tensor>& states, const Var& y0) {
+    const std::int64_t T = static_cast<std::int64_t>(states.size());
+    Tensor out = Tensor::arena_empty({T, y0.dim(0), y0.dim(1)}, y0.dtype());
+    for (std::int64_t i = 0; i < T; ++i) time_slice(out, i).copy_from(states[static_cast<std::size_t>(i)]);
+    return out;
+}
+
+std::vector<Var> recorded_inputs(const Var& y0, const std::vector<Parameter*>& params) {
+    std::vector<Var> inputs{y0};
+    for (Parameter* p : params) inputs.push_back(p->var());
+    if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) return {};
+    return inputs;
+}
+
 StepGrid fixed_step_grid(std::span<const double> ts, double dt) {
     if (!(dt > 0.0) || !std::isfinite(dt))
         throw UsageError(fmt::format("sdeint: dt must be positive, got {}", dt));
@@ -349,14 +363,10 @@ Var AdjointEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts,
         grid = detail::grid_from_times(ts, std::move(r.step_times));
     }
 
-    const std::int64_t T = static_cast<std::int64_t>(ts.size());
-    Tensor out = Tensor::arena_empty({T, y0.dim(0), y0.dim(1)}, y0.dtype());
-    for (std::int64_t i = 0; i < T; ++i) time_slice(out, i).copy_from(states[static_cast<std::size_t>(i)]);
-
+    Tensor out = detail::stack_outputs(states, y0);
     std::vector<Parameter*> params = detail::trainable_parameters(sde);
-    std::vector<Var> inputs{y0};
-    for (Parameter* p : params) inputs.push_back(p->var());
-    if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) {
+    std::vector<Var> inputs = detail::recorded_inputs(y0, params);
+    if (inputs.empty()) {
         check_anomaly("sde_adjoint", out);
         return Var(out);
     }

@@ -67,6 +67,11 @@ StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times);
 // at the grid's outputs (heap tensors) and, if final_state is set, the solver's carried state at the end.
 std::vector<Tensor> forward_no_tape(SDE& sde, Solver& solver, const Tensor& y0, const StepGrid& grid,
                                     const BrownianPath& bm, std::vector<Tensor>* final_state);
+// The states at the outputs stacked into one [T, batch, d] arena tensor (the estimators' forward value).
+Tensor stack_outputs(const std::vector<Tensor>& states, const Var& y0);
+// The Vars an estimator's node records over: y0, then a leaf per parameter. Empty when nothing needs a
+// gradient (gradients off, or neither y0 nor a parameter on the current tape).
+std::vector<Var> recorded_inputs(const Var& y0, const std::vector<Parameter*>& params);
 // Row i of a [T, batch, d] tensor, as a view.
 Tensor time_slice(const Tensor& t, std::int64_t i);
 // W(t) - W(s) as a [batch, m] tensor of out's dtype, written into `out` (scratch: `buf`).

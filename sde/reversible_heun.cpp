@@ -180,14 +180,10 @@ Var ReversibleHeunEstimator::solve(SDE& sde, const Var& y0, std::span<const doub
         stats->steps = stats->solver_steps = static_cast<std::int64_t>(grid.times.size()) - 1;
     }
 
-    const std::int64_t T = static_cast<std::int64_t>(ts.size());
-    Tensor out = Tensor::arena_empty({T, y0.dim(0), y0.dim(1)}, y0.dtype());
-    for (std::int64_t i = 0; i < T; ++i) time_slice(out, i).copy_from(states[static_cast<std::size_t>(i)]);
-
+    Tensor out = detail::stack_outputs(states, y0);
     std::vector<Parameter*> params = detail::trainable_parameters(sde);
-    std::vector<Var> inputs{y0};
-    for (Parameter* p : params) inputs.push_back(p->var());
-    if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) {
+    std::vector<Var> inputs = detail::recorded_inputs(y0, params);
+    if (inputs.empty()) {
         check_anomaly("sde_reversible_heun", out);
         return Var(out);
     }
