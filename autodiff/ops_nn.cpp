@@ -8,6 +8,11 @@
 #include <cmath>
 #include <cstring>
 #include <fmt/format.h>
+#include <type_traits>
+
+#if SDEUQ_SIMD && defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
@@ -519,8 +524,24 @@ Var dropout(const Var& x, double p, Generator& gen) {
         const std::int64_t n = x.numel();
         auto* u = static_cast<std::uint32_t*>(current_tape().arena().allocate(sizeof(std::uint32_t) * static_cast<std::size_t>(n)));
         gen.fill_u32(u, n);
-        const std::uint64_t th = Generator::u32_threshold(keep);
-        for (std::int64_t i = 0; i < n; ++i) {
+        // keep < 1 here, so th < 2^32 fits in 32 bits.
+        const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
+        std::int64_t i = 0;
+#if SDEUQ_SIMD && defined(__AVX2__)
+        if constexpr (std::is_same_v<T, float>) {
+            // u < th as unsigned numbers: flip the sign bits and compare signed.
+            const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+            const __m256i thv = _mm256_set1_epi32(static_cast<int>(th ^ 0x80000000u));
+            const __m256 sv = _mm256_set1_ps(scale);
+            for (; i + 8 <= n; i += 8) {
+                const __m256i uv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), flip);
+                const __m256 mv = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thv, uv)), sv);
+                _mm256_storeu_ps(pm + i, mv);
+                _mm256_storeu_ps(py + i, _mm256_mul_ps(_mm256_loadu_ps(px + i), mv));
+            }
+        }
+#endif
+        for (; i < n; ++i) {
             pm[i] = u[i] < th ? scale : T(0);
             py[i] = px[i] * pm[i];
         }

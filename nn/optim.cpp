@@ -8,8 +8,14 @@
 #include <numbers>
 
 #include "autodiff/kernels/elementwise.hpp"
+#include "autodiff/parallel.hpp"
 
 namespace sdeuq::nn {
+
+namespace {
+// Below this many elements an update runs on the calling thread alone.
+constexpr std::int64_t kParallelMin = 8192;
+}  // namespace
 
 Optimizer::Optimizer(std::vector<Parameter*> params, double lr) : params_(std::move(params)), lr_(lr) {
     for (auto* p : params_)
@@ -119,23 +125,28 @@ void Adam::update(std::size_t i, Parameter& p, std::int64_t t) {
                 wk = wk + V(neg_step) * mk / denom;
                 return std::array<V, 3>{wk, mk, vk};
             };
-            std::int64_t k = 0;
+            auto range = [&](std::int64_t lo, std::int64_t hi) {
+                std::int64_t k = lo;
 #if SDEUQ_SIMD
-            using B = kernels::vec<T>;
-            for (; k + kernels::vec_size<T> <= n; k += kernels::vec_size<T>) {
-                auto r = one(B::load_unaligned(w + k), B::load_unaligned(g + k), B::load_unaligned(m + k),
-                             B::load_unaligned(v + k));
-                r[0].store_unaligned(w + k);
-                r[1].store_unaligned(m + k);
-                r[2].store_unaligned(v + k);
-            }
+                using B = kernels::vec<T>;
+                for (; k + kernels::vec_size<T> <= hi; k += kernels::vec_size<T>) {
+                    auto r = one(B::load_unaligned(w + k), B::load_unaligned(g + k), B::load_unaligned(m + k),
+                                 B::load_unaligned(v + k));
+                    r[0].store_unaligned(w + k);
+                    r[1].store_unaligned(m + k);
+                    r[2].store_unaligned(v + k);
+                }
 #endif
-            for (; k < n; ++k) {
-                auto r = one(w[k], g[k], m[k], v[k]);
-                w[k] = r[0];
-                m[k] = r[1];
-                v[k] = r[2];
-            }
+                for (; k < hi; ++k) {
+                    auto r = one(w[k], g[k], m[k], v[k]);
+                    w[k] = r[0];
+                    m[k] = r[1];
+                    v[k] = r[2];
+                }
+            };
+            // Elements are independent: large tensors are split over the kernel threads at multiples of 64
+            // elements, which changes no result.
+            parallel_for(0, n, 64, kParallelMin, range);
         };
         if (decoupled) body(std::false_type{}, std::true_type{});
         else if (l2) body(std::true_type{}, std::false_type{});
