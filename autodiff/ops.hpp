@@ -119,5 +119,8 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps = 1e-
 class Generator;
 // Inverted dropout: the mask (Bernoulli(1-p) / (1-p)) is materialized once from gen.
 Var dropout(const Var& x, double p, Generator& gen);
+// dropout(relu(x), p, gen) in one pass, with the same random draws and the same bits (for finite
+// gradients); the backward is one multiply by the saved mask (zero where x <= 0).
+Var relu_dropout(const Var& x, double p, Generator& gen);
 
 }  // namespace sdeuq

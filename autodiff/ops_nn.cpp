@@ -507,48 +507,82 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
 // Inverted dropout: y = x * mask, mask = Bernoulli(1 - p) / (1 - p), drawn once (as bernoulli() draws:
 // keep when a 32-bit Philox output is below (1 - p) 2^32) straight into the arena; the backward
 // multiplies by the same mask.
-Var dropout(const Var& x, double p, Generator& gen) {
-    const char* op = "dropout";
+namespace {
+
+// The inverted-dropout mask m (scale = 1/keep where a fresh u32 from gen falls below keep * 2^32, else 0)
+// and y = act(x) * m, where act is the identity or relu. With relu, the mask saved for the backward is
+// d = (x > 0) ? m : 0, so one multiply gives the gradient of relu and dropout together.
+template <class T, bool relu_on>
+void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Generator& gen) {
+    const T scale = static_cast<T>(1.0 / keep);
+    auto* u = static_cast<std::uint32_t*>(
+        current_tape().arena().allocate(sizeof(std::uint32_t) * static_cast<std::size_t>(n)));
+    gen.fill_u32(u, n);
+    // keep < 1 here, so th < 2^32 fits in 32 bits.
+    const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
+    std::int64_t i = 0;
+#if SDEUQ_SIMD && defined(__AVX2__)
+    if constexpr (std::is_same_v<T, float>) {
+        // u < th as unsigned numbers: flip the sign bits and compare signed.
+        const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+        const __m256i thv = _mm256_set1_epi32(static_cast<int>(th ^ 0x80000000u));
+        const __m256 sv = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+        for (; i + 8 <= n; i += 8) {
+            const __m256i uv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), flip);
+            const __m256 mv = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thv, uv)), sv);
+            __m256 xv = _mm256_loadu_ps(px + i);
+            if constexpr (relu_on) {
+                const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
+                xv = _mm256_and_ps(pos, xv);
+                _mm256_storeu_ps(pd + i, _mm256_and_ps(pos, mv));
+            } else {
+                _mm256_storeu_ps(pd + i, mv);
+            }
+            _mm256_storeu_ps(py + i, _mm256_mul_ps(xv, mv));
+        }
+    }
+#endif
+    for (; i < n; ++i) {
+        const T m = u[i] < th ? scale : T(0);
+        if constexpr (relu_on) {
+            const bool pos = px[i] > T(0);
+            pd[i] = pos ? m : T(0);
+            py[i] = (pos ? px[i] : T(0)) * m;
+        } else {
+            pd[i] = m;
+            py[i] = px[i] * m;
+        }
+    }
+}
+
+template <bool relu_on>
+Var dropout_op(const char* op, const Var& x, double p, Generator& gen) {
     check_defined(op, x);
     if (!(p >= 0.0 && p < 1.0)) throw ShapeError(fmt::format("{}: p must be in [0, 1), got {}", op, p));
-    if (p == 0.0) return x;
     const double keep = 1.0 - p;
     Tensor mask = Tensor::arena_empty(x.shape(), x.dtype());
     Tensor y = Tensor::arena_empty(x.shape(), x.dtype());
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
-        const T scale = static_cast<T>(1.0 / keep);
-        const T* px = x.value().data<T>();
-        T* pm = mask.data<T>();
-        T* py = y.data<T>();
-        const std::int64_t n = x.numel();
-        auto* u = static_cast<std::uint32_t*>(current_tape().arena().allocate(sizeof(std::uint32_t) * static_cast<std::size_t>(n)));
-        gen.fill_u32(u, n);
-        // keep < 1 here, so th < 2^32 fits in 32 bits.
-        const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
-        std::int64_t i = 0;
-#if SDEUQ_SIMD && defined(__AVX2__)
-        if constexpr (std::is_same_v<T, float>) {
-            // u < th as unsigned numbers: flip the sign bits and compare signed.
-            const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-            const __m256i thv = _mm256_set1_epi32(static_cast<int>(th ^ 0x80000000u));
-            const __m256 sv = _mm256_set1_ps(scale);
-            for (; i + 8 <= n; i += 8) {
-                const __m256i uv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), flip);
-                const __m256 mv = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thv, uv)), sv);
-                _mm256_storeu_ps(pm + i, mv);
-                _mm256_storeu_ps(py + i, _mm256_mul_ps(_mm256_loadu_ps(px + i), mv));
-            }
-        }
-#endif
-        for (; i < n; ++i) {
-            pm[i] = u[i] < th ? scale : T(0);
-            py[i] = px[i] * pm[i];
-        }
+        dropout_kernel<T, relu_on>(x.value().data<T>(), mask.data<T>(), y.data<T>(), x.numel(), keep, gen);
     });
     return record(op, y, {x}, [nx = node_of(x), mask](const Tensor& g) {
         accumulate_fresh(nx, t_mul(g, mask));
     });
+}
+
+}  // namespace
+
+Var dropout(const Var& x, double p, Generator& gen) {
+    check_defined("dropout", x);
+    if (p == 0.0) return x;
+    return dropout_op<false>("dropout", x, p, gen);
+}
+
+Var relu_dropout(const Var& x, double p, Generator& gen) {
+    check_defined("relu_dropout", x);
+    if (p == 0.0) return relu(x);
+    return dropout_op<true>("relu_dropout", x, p, gen);
 }
 
 }  // namespace sdeuq

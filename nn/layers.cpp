@@ -153,6 +153,11 @@ Var Dropout::forward(const Var& x) {
     return dropout(x, p_, *gen_);
 }
 
+Var Dropout::forward_relu(const Var& x) {
+    if ((!is_training() && !mc_) || p_ == 0.0) return relu(x);
+    return relu_dropout(x, p_, *gen_);
+}
+
 void set_mc_dropout(Module& m, bool on) {
     for (auto& [_, sub] : m.named_modules())
         if (auto* d = dynamic_cast<Dropout*>(sub)) d->set_mc(on);
@@ -228,7 +233,9 @@ Var DenseResidual::forward(const Var& x) {
     if (x.rank() < 1 || x.dim(-1) != dim_)
         throw ShapeError(fmt::format("{}: input {} does not match (expected [..., {}])", describe(),
                                      sdeuq::describe(x.value()), dim_));
-    Var h = activate(opt_.act, dense_->forward(x));
+    const Var z = dense_->forward(x);
+    if (dropout_ && opt_.act == Act::relu) return x + dropout_->forward_relu(z);
+    Var h = activate(opt_.act, z);
     if (dropout_) h = dropout_->forward(h);
     return x + h;
 }

@@ -123,6 +123,8 @@ public:
     Dropout(double p, Generator* shared);
     std::string describe() const override;
     Var forward(const Var& x) override;
+    // forward(relu(x)) as one fused op (relu_dropout): the same draws and values.
+    Var forward_relu(const Var& x);
     Generator& generator() { return *gen_; }
     double p() const { return p_; }
     void set_mc(bool on) { mc_ = on; }

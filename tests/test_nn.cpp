@@ -242,6 +242,21 @@ TEST_CASE("Linear, Conv2d, GroupNorm, LayerNorm and activations pass the gradien
     }
 }
 
+TEST_CASE("DenseResidual with relu and dropout (fused relu_dropout) equals the unfused composition", "[nn][dropout]") {
+    Generator g(23, 0);
+    DenseResidual blk(16, g, {.act = Act::relu, .dropout = 0.2, .dtype = DType::f32});
+    Tensor x = rnd({9, 16}, 13).to(DType::f32);
+    const Generator saved = blk.dropout()->generator();
+    reset_tape();
+    const std::vector<double> fused = blk.forward(Var(x)).value().to_vector();
+    Generator replay = saved;
+    const Var z = blk.dense().forward(Var(x));
+    const std::vector<double> plain = (Var(x) + dropout(relu(z), 0.2, replay)).value().to_vector();
+    CHECK(fused == plain);
+    CHECK(blk.dropout()->generator()() == replay());  // both consumed the same draws
+    reset_tape();
+}
+
 TEST_CASE("residual blocks pass the gradient check (dropout with a fixed mask)", "[nn][grad]") {
     Generator g(22, 0);
     SECTION("DenseResidual, tanh, dropout mask re-drawn from the same generator state at every call") {

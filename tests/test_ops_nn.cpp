@@ -380,6 +380,41 @@ TEST_CASE("dropout: inverted mask, p == 0 identity, p range checked", "[ops_nn][
     }, {rnd({6, 7}, 81)});
 }
 
+TEST_CASE("relu_dropout equals dropout(relu(x)) bit for bit, values and gradients", "[ops_nn][dropout]") {
+    // Odd length: the vector body and the scalar tail both run; values on both sides of the kink.
+    Tensor x = rnd({37, 29}, 82, -1.0, 1.0);
+    Tensor gy = rnd({37, 29}, 83, -2.0, 2.0);
+    for (DType dt : {DType::f32, DType::f64}) {
+        auto run = [&](bool fused) {
+            reset_tape();
+            Generator gen(17, 4);
+            Var lx = leaf(x.to(dt));
+            Var y = fused ? relu_dropout(lx, 0.3, gen) : dropout(relu(lx), 0.3, gen);
+            backward(y, gy.to(dt));
+            auto out = std::make_pair(y.value().to_vector(), lx.grad().to_vector());
+            reset_tape();
+            return out;
+        };
+        const auto fused = run(true), plain = run(false);
+        CHECK(fused.first == plain.first);
+        CHECK(fused.second == plain.second);
+        std::int64_t zeros = 0;
+        for (double v : fused.first) zeros += v == 0.0;
+        CHECK(zeros > 300);  // ~ half from relu, ~ 30% of the rest dropped
+        CHECK(zeros < 900);
+    }
+    Generator gen(1);
+    CHECK(relu_dropout(Var(x), 0.0, gen).value().to_vector() == relu(Var(x)).value().to_vector());
+    REQUIRE_THROWS_WITH(relu_dropout(Var(x), 1.5, gen), Contains("relu_dropout") && Contains("[0, 1)"));
+    // Inputs kept away from the kink at 0.
+    Tensor xs = rnd({6, 7}, 84, 0.2, 1.0);
+    for (std::int64_t i = 0; i < xs.numel(); i += 2) xs.set_flat(i, -xs.flat(i));
+    expect_grad("relu_dropout", [](std::span<const Var> v) {
+        Generator g(3);
+        return relu_dropout(v[0], 0.4, g);
+    }, {xs});
+}
+
 TEST_CASE("conv2d and group_norm are bitwise identical with 1 and 4 threads, float32 close to float64",
           "[ops_nn][threads]") {
     Tensor x = rnd({8, 6, 33, 31}, 90), w = rnd({5, 6, 3, 3}, 91), b = rnd({5}, 92), gam = rnd({5}, 93);
