@@ -13,12 +13,6 @@ namespace sdeuq {
 
 namespace {
 
-int norm_axis(const char* op, int axis, int rank) {
-    int a = axis < 0 ? axis + rank : axis;
-    if (a < 0 || a >= rank) throw ShapeError(fmt::format("{}: axis {} out of range for rank {}", op, axis, rank));
-    return a;
-}
-
 struct Split {
     std::int64_t outer = 1, r = 1, inner = 1;
 };
@@ -71,7 +65,7 @@ Tensor expand(const Tensor& g, const Shape& s) {
 }
 
 std::vector<int> norm_axes(const char* op, std::vector<int> axes, int rank) {
-    for (auto& a : axes) a = norm_axis(op, a, rank);
+    for (auto& a : axes) a = detail::norm_axis(op, a, rank);
     std::sort(axes.begin(), axes.end());
     if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) throw ShapeError(fmt::format("{}: repeated axis", op));
     return axes;
@@ -120,7 +114,7 @@ Var mean(const Var& a, std::vector<int> axes, bool keepdims) {
 }
 
 Var max(const Var& a, int axis, bool keepdims) {
-    int ax = norm_axis("max", axis, a.rank());
+    int ax = detail::norm_axis("max", axis, a.rank());
     Split p = split(a.shape(), ax);
     if (p.r == 0) throw ShapeError(fmt::format("max: empty axis {} of {}", axis, describe(a.value())));
     Tensor y = Tensor::arena_empty(reduced_shape(a.shape(), ax, keepdims), a.dtype());
@@ -190,7 +184,7 @@ Tensor log_softmax_tensor(const Tensor& x, int ax) {
 }  // namespace
 
 Var log_softmax(const Var& a, int axis) {
-    int ax = norm_axis("log_softmax", axis, a.rank());
+    int ax = detail::norm_axis("log_softmax", axis, a.rank());
     Tensor y = log_softmax_tensor(a.value(), ax);
     return record("log_softmax", y, {a}, [na = node_of(a), y, ax](const Tensor& g) {
         // dx = g - softmax * sum(g)
@@ -201,7 +195,7 @@ Var log_softmax(const Var& a, int axis) {
 }
 
 Var softmax(const Var& a, int axis) {
-    int ax = norm_axis("softmax", axis, a.rank());
+    int ax = detail::norm_axis("softmax", axis, a.rank());
     Tensor y = t_unary(log_softmax_tensor(a.value(), ax), [](auto v) { using std::exp; return exp(v); });
     return record("softmax", y, {a}, [na = node_of(a), y, ax](const Tensor& g) {
         // dx = y * (g - sum(g y))
@@ -211,7 +205,7 @@ Var softmax(const Var& a, int axis) {
 }
 
 Var logsumexp(const Var& a, int axis, bool keepdims) {
-    int ax = norm_axis("logsumexp", axis, a.rank());
+    int ax = detail::norm_axis("logsumexp", axis, a.rank());
     Tensor ls = log_softmax_tensor(a.value(), ax);  // x - lse
     // lse = x_0 - ls_0 along the axis; take it from the first slice.
     Tensor xf = a.value();

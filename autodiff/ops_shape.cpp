@@ -8,13 +8,13 @@
 
 namespace sdeuq {
 
-namespace {
-
-int norm_axis(const char* op, int axis, int rank) {
-    int a = axis < 0 ? axis + rank : axis;
+int detail::norm_axis(const char* op, int axis, int rank) {
+    const int a = axis < 0 ? axis + rank : axis;
     if (a < 0 || a >= rank) throw ShapeError(fmt::format("{}: axis {} out of range for rank {}", op, axis, rank));
     return a;
 }
+
+namespace {
 
 // y = x permuted: y.shape[i] = x.shape[perm[i]].
 Tensor permute_tensor(const Tensor& x, const std::vector<int>& perm) {
@@ -106,7 +106,7 @@ Var permute(const Var& a, std::vector<int> perm) {
         throw ShapeError(fmt::format("permute: {} axes given for {}", perm.size(), describe(a.value())));
     std::vector<int> seen(static_cast<std::size_t>(r), 0), inv(static_cast<std::size_t>(r));
     for (int i = 0; i < r; ++i) {
-        int p = norm_axis("permute", perm[static_cast<std::size_t>(i)], r);
+        int p = detail::norm_axis("permute", perm[static_cast<std::size_t>(i)], r);
         if (seen[static_cast<std::size_t>(p)]++) throw ShapeError("permute: repeated axis");
         perm[static_cast<std::size_t>(i)] = p;
         inv[static_cast<std::size_t>(p)] = i;
@@ -118,7 +118,7 @@ Var permute(const Var& a, std::vector<int> perm) {
 Var transpose(const Var& a, int d0, int d1) {
     const int r = a.rank();
     if (r < 2) throw ShapeError(fmt::format("transpose: {} has rank < 2", describe(a.value())));
-    int x = norm_axis("transpose", d0, r), y = norm_axis("transpose", d1, r);
+    int x = detail::norm_axis("transpose", d0, r), y = detail::norm_axis("transpose", d1, r);
     std::vector<int> perm(static_cast<std::size_t>(r));
     std::iota(perm.begin(), perm.end(), 0);
     std::swap(perm[static_cast<std::size_t>(x)], perm[static_cast<std::size_t>(y)]);
@@ -126,7 +126,7 @@ Var transpose(const Var& a, int d0, int d1) {
 }
 
 Var slice(const Var& a, int axis, std::int64_t start, std::int64_t stop) {
-    int ax = norm_axis("slice", axis, a.rank());
+    int ax = detail::norm_axis("slice", axis, a.rank());
     if (start < 0 || stop > a.dim(ax) || start > stop)
         throw ShapeError(fmt::format("slice: [{}, {}) out of range for axis {} of {}", start, stop, axis, describe(a.value())));
     Shape s = a.shape();
@@ -143,7 +143,7 @@ Var slice(const Var& a, int axis, std::int64_t start, std::int64_t stop) {
 Var concat(std::span<const Var> xs, int axis) {
     if (xs.empty()) throw ShapeError("concat: no inputs");
     const Shape& s0 = xs[0].shape();
-    int ax = norm_axis("concat", axis, s0.rank());
+    int ax = detail::norm_axis("concat", axis, s0.rank());
     Shape out = s0;
     out[ax] = 0;
     for (auto& x : xs) {
@@ -188,7 +188,7 @@ Var concat(std::span<const Var> xs, int axis) {
 Var stack(std::span<const Var> xs, int axis) {
     if (xs.empty()) throw ShapeError("stack: no inputs");
     const int r = xs[0].rank() + 1;
-    int ax = norm_axis("stack", axis, r);
+    int ax = detail::norm_axis("stack", axis, r);
     std::vector<Var> ex;
     for (auto& x : xs) {
         if (x.shape() != xs[0].shape())

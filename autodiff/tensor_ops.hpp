@@ -16,6 +16,8 @@ void check_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 namespace detail {
 // Strides of `s` aligned to the trailing dims of `out`, 0 where s broadcasts.
 void broadcast_strides(const Shape& s, const Shape& out, std::int64_t* strides);
+// axis in [-rank, rank) as an index in [0, rank); otherwise a ShapeError naming op, axis and rank.
+int norm_axis(const char* op, int axis, int rank);
 }
 
 // y = f(a, b) with broadcasting.
