@@ -252,9 +252,11 @@ bool BrownianPath::multi_cell(const Level& lv) const { return lv.hi - lv.lo > (s
 
 void BrownianPath::acquire_buffer(std::size_t k) const {
     // Storage for path_[k] (k = top_ + 1, so every level beyond k is off the cached path): a stale buffer
-    // of a deeper level if there is one; else, for a multi-cell node when kMaxTopLevels multi-cell levels
-    // already hold data, the one of the highest cached non-root level (path_[base_], evicted: a later
-    // query that needs it restarts from the root); else a new one.
+    // of a deeper level if there is one; else, when kMaxTopLevels multi-cell levels already hold data, the
+    // one of the highest cached non-root level (path_[base_], evicted: a later query that needs it descends
+    // again from the root); else a new one. So at most kMaxTopLevels multi-cell levels below the root are
+    // allocated (after a re-descent from the root, which reuses the stale buffers, there may transiently be
+    // more; the next acquisitions evict them).
     const std::size_t total = static_cast<std::size_t>(arrays_) * static_cast<std::size_t>(size_);
     Level& c = path_[k];
     for (std::size_t j = path_.size() - 1; j > k; --j) {
@@ -264,15 +266,13 @@ void BrownianPath::acquire_buffer(std::size_t k) const {
             return;
         }
     }
-    if (multi_cell(c)) {
-        std::size_t cached = 0;
-        for (std::size_t j = base_; j < k; ++j) cached += multi_cell(path_[j]) ? 1 : 0;
-        if (cached >= kMaxTopLevels && base_ + 1 < k && multi_cell(path_[base_])) {
-            c.data.swap(path_[base_].data);
-            std::vector<double>().swap(path_[base_].data);
-            ++base_;
-            return;
-        }
+    std::size_t cached = 0;
+    for (std::size_t j = base_; j < k; ++j) cached += multi_cell(path_[j]) ? 1 : 0;
+    if (cached >= kMaxTopLevels && base_ + 1 < k && multi_cell(path_[base_])) {
+        c.data.swap(path_[base_].data);
+        std::vector<double>().swap(path_[base_].data);
+        ++base_;
+        return;
     }
     c.data.assign(total, 0.0);
 }

@@ -42,14 +42,14 @@
 // to the first ancestor that contains the new point) that samples one split per new node: O(depth) =
 // O(log2(nc) + log2(cell / tol)) in the worst case, amortized O(1) splits per query for sequential
 // grid-aligned queries forward or backward. The last two point values are cached too.
-// Memory: per cached level 3 size doubles (6 with Levy area). At most kMaxTopLevels = 5 levels of the top
-// tree (nodes spanning several cells) below the root are cached: a deeper top-tree level takes the buffer of
-// the highest cached one, and a query that needs an evicted ancestor descends again from the root (values
-// are pure functions of the ancestors, so nothing changes but the work). So grid-aligned queries (the
-// solvers' fixed steps) keep at most 7 levels (root, 5 top-tree levels, the cell node), whatever the number
-// of cells: the memory of a fixed-step solve does not grow with the number of steps (it did by
-// log2(steps) levels). The price: with L > 5 top-tree levels, a sweep re-samples the evicted levels when it
-// crosses a boundary of the top levels: measured 0.01 extra splits per query at 1024 cells, none up to 64.
+// Memory: per cached level 3 size doubles (6 with Levy area). At most kMaxTopLevels = 6 levels of the top
+// tree (nodes spanning several cells) below the root hold data: when a level needs storage and 6 do, the
+// highest cached one is evicted (its buffer reused), and a query that needs an evicted ancestor descends
+// again from the root (values are pure functions of the ancestors, so only the work changes). Grid-aligned
+// queries (fixed-step solves) thus keep at most 7 buffers whatever the number of cells, where they kept
+// log2(cells) + 1 (at 1024 steps, batch 128 x 32: 0.56 MiB more than at 16 steps; now 0.19 MiB). The
+// price: a sweep re-samples the evicted levels each time it crosses a boundary of the top levels; measured
+// extra splits per query of a forward sweep: none up to 128 cells, 0.10 at 1024, 0.41 at 100000.
 // Levels inside a cell (off-grid queries) are not capped: at most D + 1 of them, set by dt_hint / tol.
 //
 // Thread safety: the const query methods update the internal cache, so one object must not be queried
@@ -151,7 +151,7 @@ private:
     void make_child(std::size_t parent, bool right) const;
     bool multi_cell(const Level& lv) const;
     void acquire_buffer(std::size_t k) const;
-    static constexpr std::size_t kMaxTopLevels = 5;
+    static constexpr std::size_t kMaxTopLevels = 6;
     // Descends the cached path to the node with lo == g (leaf == false) or the leaf [g, g + 1].
     std::size_t descend(std::uint64_t g, bool leaf) const;
     void eval_point(double u, PointSlot& slot) const;
