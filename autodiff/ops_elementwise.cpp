@@ -266,7 +266,7 @@ SDEUQ_UNARY(sqrt, using std::sqrt; return sqrt(x), return decltype(x)(0.5) / y)
 SDEUQ_UNARY(square, return x * x, return decltype(x)(2) * x)
 SDEUQ_UNARY(abs, using std::abs; return abs(x),
             using V = decltype(x); return kernels::select(x > V(0), V(1), kernels::select(x < V(0), V(-1), V(0))))
-SDEUQ_UNARY(tanh, using std::tanh; return tanh(x), return decltype(x)(1) - y * y)
+SDEUQ_UNARY(tanh, return kernels::tanh_v(x), return decltype(x)(1) - y * y)
 SDEUQ_UNARY(sigmoid, using std::exp; using V = decltype(x); return V(1) / (V(1) + exp(-x)), return y * (decltype(x)(1) - y))
 SDEUQ_UNARY(relu, using V = decltype(x); return kernels::select(x > V(0), x, V(0)),
             using V = decltype(x); return kernels::select(x > V(0), V(1), V(0)))

@@ -160,6 +160,7 @@ void BrownianPath::ensure_root() const {
         for (std::size_t i = 0; i < n; ++i) dw[i] = sd * z_[i];
     }
     top_ = 0;
+    base_ = 1;
     root_ready_ = true;
 }
 
@@ -204,13 +205,13 @@ void BrownianPath::make_child(std::size_t parent, bool right) const {
     Level& c = path_[parent + 1];
     const auto n = static_cast<std::size_t>(size_);
     const std::size_t total = static_cast<std::size_t>(arrays_) * n;
-    if (c.data.size() != total) c.data.assign(total, 0.0);
     const std::uint64_t m = split_point(p.lo, p.hi);
     const double h1 = length(p.lo, m), h2 = length(m, p.hi), h = p.h;
     c.lo = right ? m : p.lo;
     c.hi = right ? p.hi : m;
     c.h = right ? h2 : h1;
     c.split = false;
+    if (c.data.size() != total) acquire_buffer(parent + 1);
     const double* wlo = arr(p, kWlo);
     const double* dw = arr(p, kDW);
     const double* w1 = arr(p, kW1);
@@ -247,12 +248,45 @@ void BrownianPath::make_child(std::size_t parent, bool right) const {
     }
 }
 
+bool BrownianPath::multi_cell(const Level& lv) const { return lv.hi - lv.lo > (std::uint64_t{1} << depth_); }
+
+void BrownianPath::acquire_buffer(std::size_t k) const {
+    // Storage for path_[k] (k = top_ + 1, so every level beyond k is off the cached path): a stale buffer
+    // of a deeper level if there is one; else, when kMaxTopLevels multi-cell levels already hold data, the
+    // one of the highest cached non-root level (path_[base_], evicted: a later query that needs it descends
+    // again from the root); else a new one. So at most kMaxTopLevels multi-cell levels below the root are
+    // allocated (after a re-descent from the root, which reuses the stale buffers, there may transiently be
+    // more; the next acquisitions evict them).
+    const std::size_t total = static_cast<std::size_t>(arrays_) * static_cast<std::size_t>(size_);
+    Level& c = path_[k];
+    for (std::size_t j = path_.size() - 1; j > k; --j) {
+        if (path_[j].data.size() == total) {
+            c.data.swap(path_[j].data);
+            std::vector<double>().swap(path_[j].data);
+            return;
+        }
+    }
+    std::size_t cached = 0;
+    for (std::size_t j = base_; j < k; ++j) cached += multi_cell(path_[j]) ? 1 : 0;
+    if (cached >= kMaxTopLevels && base_ + 1 < k && multi_cell(path_[base_])) {
+        c.data.swap(path_[base_].data);
+        std::vector<double>().swap(path_[base_].data);
+        ++base_;
+        return;
+    }
+    c.data.assign(total, 0.0);
+}
+
 std::size_t BrownianPath::descend(std::uint64_t g, bool leaf) const {
     ensure_root();
     const auto contains = [&](const Level& lv) {
         return leaf ? (lv.lo <= g && g + 1 <= lv.hi) : (lv.lo <= g && g < lv.hi);
     };
     while (top_ > 0 && !contains(path_[top_])) --top_;
+    if (top_ < base_) {  // the deepest cached ancestor was evicted: descend again from the root
+        top_ = 0;
+        base_ = 1;
+    }
     for (;;) {
         Level& lv = path_[top_];
         if (lv.lo == g && (!leaf || lv.hi == g + 1)) return top_;
@@ -412,6 +446,7 @@ void BrownianPath::value(double t, std::span<double> W) const {
 void BrownianPath::clear_cache() const {
     root_ready_ = false;
     top_ = 0;
+    base_ = 1;
     for (auto& lv : path_) {
         lv.split = false;
         std::vector<double>().swap(lv.data);
