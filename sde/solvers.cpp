@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "autodiff/ops_fused.hpp"
+
 namespace sdeuq::sde {
 
 void Solver::init(SDE&, double, const Var&, SolverState&) {}
@@ -16,6 +18,16 @@ void Solver::init(SDE&, double, const Var&, SolverState&) {}
 namespace {
 
 bool is_commutative(Noise n) { return n == Noise::diagonal || n == Noise::scalar; }
+
+// y + a x1 + b x2 as one tape node when the three agree in shape (autodiff/ops_fused.hpp: the same bits
+// as the plain ops); otherwise the plain, broadcasting ops, so that a mis-shaped f or g reaches the
+// integrator's shape check (which names the solver and the SDE) rather than failing here.
+Var combine(const Var& y, double a, const Var& x1, double b, const Var& x2) {
+    if (x1.shape() == y.shape() && x2.shape() == y.shape() && x1.dtype() == y.dtype() &&
+        x2.dtype() == y.dtype())
+        return axpy2(y, a, x1, b, x2);
+    return b == 1.0 ? y + x1 * a + x2 : y + x1 * a + x2 * b;
+}
 
 // Euler-Maruyama (KP §10.2): y' = y + f(t, y) h + g(t, y).dW.
 // Converges to the Ito solution: strong order 0.5, 1.0 for additive noise (KP §10.2).
@@ -27,7 +39,7 @@ public:
     }
     double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.0 : 0.5; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
-        return y + sde.f(t, y) * dt + sde.g_prod(t, y, dw);
+        return combine(y, dt, sde.f(t, y), 1.0, sde.g_prod(t, y, dw));
     }
 };
 
@@ -139,9 +151,10 @@ public:
     }
     double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
-        Var y_mid = y + sde.f(t, y) * (0.5 * dt) + sde.g_prod(t, y, dw) * 0.5;
+        // One tape node each for y + a f + b g.dW (combine() above).
+        Var y_mid = combine(y, 0.5 * dt, sde.f(t, y), 0.5, sde.g_prod(t, y, dw));
         const double tm = t + 0.5 * dt;
-        return y + sde.f(tm, y_mid) * dt + sde.g_prod(tm, y_mid, dw);
+        return combine(y, dt, sde.f(tm, y_mid), 1.0, sde.g_prod(tm, y_mid, dw));
     }
 };
 

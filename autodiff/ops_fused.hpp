@@ -1,0 +1,18 @@
+// Fused differentiable ops: one tape node (one arena output, one backward closure) where the plain ops
+// would record several. Forward and backward stand side by side in autodiff/ops_fused.cpp; each has a
+// float64 gradient check in tests/test_ops_fused.cpp.
+#pragma once
+
+#include "autodiff/tape.hpp"
+
+namespace sdeuq {
+
+// y + a * x1 + b * x2 for y, x1, x2 of one shape and dtype (no broadcasting: ShapeError otherwise).
+// Evaluated per element as (y + T(a) * x1) + T(b) * x2 in the dtype T, the order and rounding of
+// `y + x1 * a + x2 * b` written with the plain ops (the products are not contracted into FMAs: the
+// project builds with -ffp-contract=off), so a solver step that
+// switches to it gives the same bits. Backward: dy = G, dx1 = a G, dx2 = b G (a coefficient of exactly 1
+// passes G through without a copy). Used by the SDE solver steps (y + f h + g.dW and its halves).
+Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2);
+
+}  // namespace sdeuq
