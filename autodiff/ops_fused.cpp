@@ -54,4 +54,29 @@ Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2) {
                   });
 }
 
+Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb) {
+    if (!a.value().defined() || !b.value().defined()) throw ShapeError("sum_products2: undefined input");
+    check_same("sum_products2", "ca", a, Var(ca));
+    if (b.dtype() != a.dtype())
+        throw ShapeError(fmt::format("sum_products2: a is {}, b is {} (one dtype needed)", describe(a.value()),
+                                     describe(b.value())));
+    check_same("sum_products2", "cb (against b)", b, Var(cb));
+    Tensor out = Tensor::arena_empty(Shape{}, a.dtype());
+    dispatch(a.dtype(), [&](auto z) {
+        using T = decltype(z);
+        double s = 0.0;
+        auto dot = [&s](const T* x, const T* c, std::int64_t n) {
+            for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * static_cast<double>(c[i]);
+        };
+        dot(a.value().data<T>(), ca.data<T>(), a.numel());
+        dot(b.value().data<T>(), cb.data<T>(), b.numel());
+        out.data<T>()[0] = static_cast<T>(s);
+    });
+    return record("sum_products2", out, {a, b}, [na = node_of(a), nb = node_of(b), ca, cb](const Tensor& g) {
+        const double G = g.item();
+        accumulate_scaled(na, ca, G);  // G == 1: ca itself (copied into the arena if on the heap)
+        accumulate_scaled(nb, cb, G);
+    });
+}
+
 }  // namespace sdeuq

@@ -15,4 +15,11 @@ namespace sdeuq {
 // passes G through without a copy). Used by the SDE solver steps (y + f h + g.dW and its halves).
 Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2);
 
+// sum(a * ca) + sum(b * cb), a rank-0 Var, for constants ca, cb of a's and b's shapes and dtype (no
+// broadcasting). The sums run in double in element order and are rounded once to the dtype. Backward with
+// output adjoint G: da = G ca, db = G cb (for G == 1, ca and cb themselves, bit for bit). It seeds a VJP
+// with several cotangents in one node: the reversible Heun adjoint differentiates
+// <f, A> + <g o dW_j, C> + <g o dW_{j-1}, A_y / 2> with cb = dW_j o C + dW_{j-1} o A_y / 2.
+Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb);
+
 }  // namespace sdeuq

@@ -121,3 +121,28 @@ TEST_CASE("axpy2: float64 gradient check, and the bits of the plain ops", "[ops]
     }
     CHECK_THROWS_AS(axpy2(Var(fy), 1.0, Var(rnd({3, 5}, 4)), 1.0, Var(fy)), ShapeError);
 }
+
+TEST_CASE("sum_products2: float64 gradient check, seeds exactly", "[ops][fused][grad]") {
+    auto rnd = [](const Shape& s, std::uint64_t stream) {
+        Generator g(77, stream);
+        return rand_uniform(s, g, DType::f64, -1.0, 1.0);
+    };
+    const Tensor a = rnd({4, 3}, 1), b = rnd({4, 5}, 2), ca = rnd({4, 3}, 3), cb = rnd({4, 5}, 4);
+    auto r = check_gradients(
+        "sum_products2",
+        [&](std::span<const Var> x) { return sum_products2(tanh(x[0]), ca, x[1] * x[1], cb) * 1.5; }, {a, b});
+    INFO(r.message);
+    CHECK(r.ok);
+    // Value, and backward(total) hands ca, cb on bit for bit.
+    Var va = leaf(a), vb = leaf(b);
+    Var total = sum_products2(va, ca, vb, cb);
+    double ref = 0.0;
+    for (std::int64_t i = 0; i < a.numel(); ++i) ref += a.flat(i) * ca.flat(i);
+    for (std::int64_t i = 0; i < b.numel(); ++i) ref += b.flat(i) * cb.flat(i);
+    CHECK(total.item() == ref);
+    backward(total);
+    for (std::int64_t i = 0; i < a.numel(); ++i) REQUIRE(va.grad().flat(i) == ca.flat(i));
+    for (std::int64_t i = 0; i < b.numel(); ++i) REQUIRE(vb.grad().flat(i) == cb.flat(i));
+    reset_tape();
+    CHECK_THROWS_AS(sum_products2(Var(a), cb, Var(b), cb), ShapeError);
+}
