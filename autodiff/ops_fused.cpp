@@ -2,6 +2,7 @@
 #include "autodiff/ops_fused.hpp"
 
 #include <fmt/format.h>
+#include <string>
 
 #include "autodiff/tensor_ops.hpp"
 
@@ -52,6 +53,52 @@ Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2) {
                       accumulate_scaled(n1, g, a);
                       accumulate_scaled(n2, g, b);
                   });
+}
+
+Var lincomb(std::span<const Var> xs, std::span<const double> coeffs) {
+    constexpr std::size_t kMax = 8;
+    if (xs.empty() || xs.size() > kMax || coeffs.size() != xs.size())
+        throw ShapeError(fmt::format("lincomb: need 1 to {} inputs and as many coefficients, got {} and {}",
+                                     kMax, xs.size(), coeffs.size()));
+    if (!xs[0].value().defined()) throw ShapeError("lincomb: input 0 is undefined");
+    for (std::size_t k = 1; k < xs.size(); ++k) {
+        const std::string name = fmt::format("input {}", k);
+        check_same("lincomb", name.c_str(), xs[0], xs[k]);
+    }
+    Tensor out = Tensor::arena_empty(xs[0].shape(), xs[0].dtype());
+    dispatch(out.dtype(), [&](auto z) {
+        using T = decltype(z);
+        const std::int64_t n = out.numel();
+        T* po = out.data<T>();
+        const T c0 = static_cast<T>(coeffs[0]);
+        const T* p0 = xs[0].value().data<T>();
+        for (std::int64_t i = 0; i < n; ++i) po[i] = c0 * p0[i];
+        for (std::size_t k = 1; k < xs.size(); ++k) {
+            const T c = static_cast<T>(coeffs[k]);
+            const T* p = xs[k].value().data<T>();
+            for (std::int64_t i = 0; i < n; ++i) po[i] = po[i] + c * p[i];
+        }
+    });
+    if (!grad_enabled() || !detail::any_on_tape(xs, current_tape())) {
+        check_anomaly("lincomb", out);
+        return Var(out);
+    }
+    struct Closure {
+        std::size_t n;
+        Node* nodes[kMax];
+        double c[kMax];
+    };
+    auto* cl = current_tape().arena().make_untracked<Closure>();
+    cl->n = xs.size();
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        cl->nodes[k] = node_of(xs[k]);
+        cl->c[k] = coeffs[k];
+    }
+    BackwardFn fn = [](void* c, const Tensor& g) {
+        const auto* cl = static_cast<const Closure*>(c);
+        for (std::size_t k = 0; k < cl->n; ++k) accumulate_scaled(cl->nodes[k], g, cl->c[k]);
+    };
+    return record_n("lincomb", out, xs, fn, cl);
 }
 
 Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb) {

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <initializer_list>
+#include <span>
 
 #include "autodiff/ops_fused.hpp"
 
@@ -27,6 +29,24 @@ Var combine(const Var& y, double a, const Var& x1, double b, const Var& x2) {
         x2.dtype() == y.dtype())
         return axpy2(y, a, x1, b, x2);
     return b == 1.0 ? y + x1 * a + x2 : y + x1 * a + x2 * b;
+}
+
+// sum_i c_i x_i (left to right) as one tape node (lincomb, autodiff/ops_fused.hpp) when the terms agree in
+// shape and dtype; else the plain ops, as combine().
+Var combine_n(std::initializer_list<Var> xs, std::initializer_list<double> cs) {
+    const Var& x0 = *xs.begin();
+    bool same = true;
+    for (const Var& x : xs) same = same && x.shape() == x0.shape() && x.dtype() == x0.dtype();
+    if (same)
+        return lincomb(std::span<const Var>(xs.begin(), xs.size()), std::span<const double>(cs.begin(), cs.size()));
+    auto c = cs.begin();
+    Var out;
+    for (const Var& x : xs) {
+        Var term = *c == 1.0 ? x : x * *c;
+        out = out.value().defined() ? out + term : term;
+        ++c;
+    }
+    return out;
 }
 
 // Euler-Maruyama (KP §10.2): y' = y + f(t, y) h + g(t, y).dW.
@@ -133,10 +153,11 @@ public:
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         Var f0 = sde.f(t, y);
         Var gw0 = sde.g_prod(t, y, dw);
-        Var y_bar = y + f0 * dt + gw0;
+        Var y_bar = combine(y, dt, f0, 1.0, gw0);
         Var f1 = sde.f(t + dt, y_bar);
         Var gw1 = sde.g_prod(t + dt, y_bar, dw);
-        return y + (f0 + f1) * (0.5 * dt) + (gw0 + gw1) * 0.5;
+        // y + f0 h/2 + f1 h/2 + gw0/2 + gw1/2 as one node (rounded term by term, left to right).
+        return combine_n({y, f0, f1, gw0, gw1}, {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
     }
 };
 
@@ -188,10 +209,12 @@ public:
         const Var& f0 = state.vars[1];
         const Var& g0 = state.vars[2];
         Var gw0 = diffusion_product(noise, g0, dw);
-        Var z1 = y * 2.0 - z + f0 * dt + gw0;
+        // One node each (combine_n): z1 has the bits of 2 y - z + f0 h + gw0 written with the plain ops; y1
+        // is rounded term by term, left to right.
+        Var z1 = combine_n({y, z, f0, gw0}, {2.0, -1.0, dt, 1.0});
         Var f1 = sde.f(t + dt, z1);
         Var g1 = sde.g(t + dt, z1);
-        Var y1 = y + (f0 + f1) * (0.5 * dt) + (gw0 + diffusion_product(noise, g1, dw)) * 0.5;
+        Var y1 = combine_n({y, f0, f1, gw0, diffusion_product(noise, g1, dw)}, {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
         state.vars = {z1, f1, g1};
         return y1;
     }

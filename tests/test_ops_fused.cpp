@@ -146,3 +146,41 @@ TEST_CASE("sum_products2: float64 gradient check, seeds exactly", "[ops][fused][
     reset_tape();
     CHECK_THROWS_AS(sum_products2(Var(a), cb, Var(b), cb), ShapeError);
 }
+
+TEST_CASE("lincomb: float64 gradient check, and the bits of the plain ops", "[ops][fused][grad]") {
+    auto rnd = [](const Shape& s, std::uint64_t stream) {
+        Generator g(4321, stream);
+        return rand_uniform(s, g, DType::f64, -1.0, 1.0);
+    };
+    const std::vector<Tensor> in = {rnd({2, 7}, 1), rnd({2, 7}, 2), rnd({2, 7}, 3), rnd({2, 7}, 4)};
+    const std::vector<double> c = {2.0, -1.0, 0.031, 0.5};
+    auto r = check_gradients(
+        "lincomb", [&](std::span<const Var> x) { return lincomb(x, c); }, in);
+    INFO(r.message);
+    CHECK(r.ok);
+    auto r1 = check_gradients(
+        "lincomb one", [](std::span<const Var> x) { return lincomb(x, std::vector<double>{-0.7}); }, {in[0]});
+    INFO(r1.message);
+    CHECK(r1.ok);
+    // Repeated input: the adjoints add up.
+    auto r2 = check_gradients(
+        "lincomb aliased",
+        [](std::span<const Var> x) {
+            const std::vector<Var> v = {x[0], x[1], x[0]};
+            return lincomb(v, std::vector<double>{1.0, 0.25, 1.0});
+        },
+        {in[0], in[1]});
+    INFO(r2.message);
+    CHECK(r2.ok);
+    // float32 bits: 2 y - z + f h + p as the reversible Heun step wrote it with the plain ops.
+    Generator g(8, 9);
+    const Tensor y = randn({64, 32}, g, DType::f32), z = randn({64, 32}, g, DType::f32),
+                 f = randn({64, 32}, g, DType::f32), p = randn({64, 32}, g, DType::f32);
+    NoGradScope no_grad;
+    const double h = 1.0 / 128;
+    const std::vector<Var> xs = {Var(y), Var(z), Var(f), Var(p)};
+    const Tensor fused = lincomb(xs, std::vector<double>{2.0, -1.0, h, 1.0}).value();
+    const Tensor plain = (Var(y) * 2.0 - Var(z) + Var(f) * h + Var(p)).value();
+    REQUIRE(std::memcmp(fused.raw(), plain.raw(), 64 * 32 * sizeof(float)) == 0);
+    CHECK_THROWS_AS(lincomb(xs, std::vector<double>{1.0}), ShapeError);
+}
