@@ -22,6 +22,8 @@
 // buffers allocated once per backward pass.
 #include "sde/adjoint.hpp"
 
+#include "autodiff/ops_fused.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
@@ -234,7 +236,17 @@ struct AdjointBackward {
         std::vector<Var> pv;
         pv.reserve(params.size());
         for (Parameter* p : params) pv.push_back(p->var());
-        Var phi = sde->f(t, yl) * dt + sde->g_prod(t, yl, Var(dw));
+        Var fv = sde->f(t, yl), gw = sde->g_prod(t, yl, Var(dw));
+        // f dt + g.dW as one node (lincomb, autodiff/ops_fused.hpp: the same bits as the plain ops) when
+        // the shapes agree; the plain ops otherwise (and the check below names the mismatch).
+        Var phi;
+        if (fv.shape() == y.shape() && gw.shape() == y.shape() && fv.dtype() == gw.dtype()) {
+            const Var terms[2] = {fv, gw};
+            const double coeffs[2] = {dt, 1.0};
+            phi = lincomb(terms, coeffs);
+        } else {
+            phi = fv * dt + gw;
+        }
         if (phi.shape() != y.shape())
             throw ShapeError(fmt::format("adjoint estimator: f dt + g dW is {}, the state {}",
                                          describe(phi.value()), describe(y)));
