@@ -92,6 +92,10 @@ StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times) 
 }
 
 void brownian_into(const BrownianPath& bm, double s, double t, std::vector<double>& buf, Tensor& out) {
+    if (out.dtype() == DType::f32 && out.numel() == bm.size()) {  // one pass, the same bits
+        bm.increment(s, t, std::span<float>(out.data<float>(), static_cast<std::size_t>(out.numel())));
+        return;
+    }
     buf.resize(static_cast<std::size_t>(bm.size()));
     bm.increment(s, t, buf);
     dispatch(out.dtype(), [&](auto z) {

@@ -406,6 +406,15 @@ void BrownianPath::increment(double s, double t, std::span<double> dW) const {
     for (std::size_t i = 0; i < dW.size(); ++i) dW[i] = pt->w[i] - ps->w[i];
 }
 
+void BrownianPath::increment(double s, double t, std::span<float> dW) const {
+    constexpr const char* call = "BrownianPath::increment";
+    check_time(call, s, t);
+    check_span(call, "dW", dW.size());
+    const PointSlot *ps = nullptr, *pt = nullptr;
+    points(s, t, ps, pt);
+    for (std::size_t i = 0; i < dW.size(); ++i) dW[i] = static_cast<float>(pt->w[i] - ps->w[i]);
+}
+
 void BrownianPath::increment_levy(double s, double t, std::span<double> dW, std::span<double> H) const {
     constexpr const char* call = "BrownianPath::increment_levy";
     if (!options_.levy_area) {

@@ -92,6 +92,9 @@ public:
     // dW = W(t) - W(s), for t0 <= s, t <= t1; s > t gives -(W(s) - W(t)) bit for bit (the reverse-time
     // increment an adjoint solver integrating from t1 back to t0 needs). dW.size() must be size().
     void increment(double s, double t, std::span<double> dW) const;
+    // The same increment rounded to float: static_cast<float> of increment()'s doubles, bit for bit, in
+    // one pass (no double scratch; what the float32 solvers use).
+    void increment(double s, double t, std::span<float> dW) const;
 
     // dW = W(t) - W(s) as increment() and the space-time Levy area
     //   H(s, t) = (1/h) int_s^t (W(s, u) - (u - s)/h W(s, t)) du,  h = t - s,
@@ -186,6 +189,9 @@ class ReversedBrownianPath {
 public:
     explicit ReversedBrownianPath(const BrownianPath& path) : path_(&path) {}
     void increment(double s, double t, std::span<double> dW) const;
+    // The same increment rounded to float: static_cast<float> of increment()'s doubles, bit for bit, in
+    // one pass (no double scratch; what the float32 solvers use).
+    void increment(double s, double t, std::span<float> dW) const;
     void increment_levy(double s, double t, std::span<double> dW, std::span<double> H) const;
     double t0() const { return path_->t0(); }
     double t1() const { return path_->t1(); }

@@ -32,6 +32,11 @@ void increment_between(const BrownianPath& bm, double s, double t, std::int64_t 
             fmt::format("brownian_increment: the path has {} coordinates, but [batch, m] = [{}, {}] "
                         "needs {}",
                         bm.size(), batch, m, n));
+    if (!levy_h && dtype == DType::f32) {  // straight into float (the same bits as through doubles)
+        dw = Tensor::arena_empty(Shape{batch, m}, dtype);
+        bm.increment(s, t, std::span<float>(dw.data<float>(), static_cast<std::size_t>(n)));
+        return;
+    }
     // Scratch in doubles (the path's precision), converted once into the state dtype.
     thread_local std::vector<double> wbuf, hbuf;
     wbuf.resize(static_cast<std::size_t>(n));

@@ -548,3 +548,22 @@ TEST_CASE("brownian: errors", "[brownian]") {
     lv.increment_levy(0.3, 0.3, d, d);  // s == t: zeros
     for (double v : d) CHECK(v == 0.0);
 }
+
+TEST_CASE("brownian: the float increment is the double increment rounded, bit for bit", "[brownian]") {
+    const std::size_t n = 37;
+    BrownianPath a(0.0, 1.0, n, 5, BrownianOptions{1.0 / 64, 0.0, false});
+    BrownianPath b(0.0, 1.0, n, 5, BrownianOptions{1.0 / 64, 0.0, false});
+    Vec wd(n);
+    std::vector<float> wf(n);
+    // Forward and backward sweeps, and a query between grid points.
+    std::vector<std::pair<double, double>> qs;
+    for (int k = 0; k < 64; ++k) qs.emplace_back(k / 64.0, (k + 1) / 64.0);
+    for (int k = 64; k > 0; --k) qs.emplace_back(k / 64.0, (k - 1) / 64.0);
+    qs.emplace_back(0.1234, 0.777);
+    for (auto [s, t] : qs) {
+        a.increment(s, t, std::span<double>(wd));
+        b.increment(s, t, std::span<float>(wf));
+        for (std::size_t i = 0; i < n; ++i) REQUIRE(wf[i] == static_cast<float>(wd[i]));
+    }
+    CHECK_THROWS(b.increment(0.0, 0.5, std::span<float>(wf.data(), n - 1)));
+}
