@@ -173,10 +173,16 @@ void BrownianPath::sample_split(Level& lv) const {
     // Stream = the split tick m, unique to this node (root: stream 0, never an interior tick).
     if (!options_.levy_area) {
         // Brownian bridge: W(lo, m) | W(lo, hi) ~ N(h1/h W, h1 h2 / h).
-        z_.resize(n);
-        philox_normals(seed_, m, 0, z_.data(), n);
+        // The normals in L1-sized blocks, used at once (philox_normals gives the same bits for any
+        // blocking), rather than one pass writing n of them and another reading them back.
+        constexpr std::size_t kBlock = 512;
+        double z[kBlock];
         const double a = h1 / h, sd = std::sqrt(h1 * h2 / h);
-        for (std::size_t i = 0; i < n; ++i) w1[i] = a * dw[i] + sd * z_[i];
+        for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
+            const std::size_t len = std::min(kBlock, n - i0);
+            philox_normals(seed_, m, i0, z, len);
+            for (std::size_t i = 0; i < len; ++i) w1[i0 + i] = a * dw[i0 + i] + sd * z[i];
+        }
     } else {
         // (W1, H1) | (W, H): the conditional Gaussian of brownian.hpp, sampled through the Cholesky factor
         // [[a, 0], [b, c]] of its covariance: W1 = mean + a z1, H1 = mean + b z1 + c z2.
