@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -59,6 +60,8 @@ struct Blocking<double> {
 
 // Below this many multiply-adds the second thread costs more (hand-off, duplicated packing) than it saves.
 constexpr int64 parallel_min_madds = int64(96) * 96 * 96;
+// From this many multiply-adds on, threads share one packed B panel and split the rows of C.
+constexpr int64 shared_b_min_madds = int64(384) * 384 * 384;
 
 // A 64-byte aligned scratch buffer that only grows; one per thread and type, so a steady-state training
 // step performs no heap allocation in GEMM.
@@ -237,62 +240,68 @@ void pack_b(bool trans, const T* b, int64 ldb, int64 p0, int64 kc, int64 j0, int
 }
 
 // How the micro-kernel combines its tile with C. The first KC block applies beta (or ignores C when
-// beta == 0, so NaN in C does not propagate); later blocks accumulate.
+// beta == 0, so NaN in C does not propagate); later blocks accumulate. The bias, when given, is added
+// by the last KC block only, after the tile has been combined with C.
 enum class Update { overwrite, scale, accumulate };
 
 // Scalar epilogue on an MR x NR tile (edge tiles, and the whole epilogue of the scalar build). Uses the
-// same separate multiply and add as the vector epilogue, so edge and interior elements round alike.
+// same separate multiply and adds, in the same order, as the vector epilogue, so edge and interior
+// elements round alike.
 template <class T>
-inline void update_tile(const T* tile, int nr, int rows, int cols, T alpha, T beta, Update mode, T* c,
-                        int64 ldc) {
+inline void update_tile(const T* tile, int nr, int rows, int cols, T alpha, T beta, Update mode, const T* bias,
+                        T* c, int64 ldc) {
     for (int r = 0; r < rows; ++r) {
         T* cr = c + r * ldc;
         const T* t = tile + r * nr;
-        switch (mode) {
-            case Update::overwrite:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j];
-                break;
-            case Update::scale:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + beta * cr[j];
-                break;
-            case Update::accumulate:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + cr[j];
-                break;
+        for (int j = 0; j < cols; ++j) {
+            T v = alpha * t[j];
+            if (mode == Update::scale)
+                v = v + beta * cr[j];
+            else if (mode == Update::accumulate)
+                v = v + cr[j];
+            if (bias) v = v + bias[j];
+            cr[j] = v;
         }
     }
 }
 
-// Where the micro-kernel reads its MR x kc slice of op(A): a packed micro-panel (MR values per k), or,
-// for untransposed A, the MR rows of A in place (saves the packing pass, which dominates small GEMMs).
-// Rows past the edge of an in-place slice alias its last row; their results are never written back.
-template <class T, bool packed>
+// Where the micro-kernel reads its MR x kc slice of op(A):
+//   packed: a packed micro-panel (MR values per k);
+//   rows:   untransposed A in place, MR rows side by side (saves the packing pass, which dominates small
+//           GEMMs); rows past the edge of the slice alias its last row, their results are never written;
+//   cols:   transposed A in place, MR contiguous values per k at stride lda (full tiles only; used when
+//           A is small enough to stay in L2, so the strided reads cost nothing and packing would).
+enum class AForm { packed, rows, cols };
+
+template <class T, AForm form>
 class ASlice {
 public:
     static constexpr int mr = Blocking<T>::mr;
     ASlice(const T* a, int64 lda, int rows) {
-        if constexpr (packed) {
-            (void)lda;
+        if constexpr (form == AForm::rows) {
+            for (int r = 0; r < mr; ++r) rows_[r] = a + std::min(r, rows - 1) * lda;
+        } else {
             (void)rows;
             rows_[0] = a;
-        } else {
-            for (int r = 0; r < mr; ++r) rows_[r] = a + std::min(r, rows - 1) * lda;
+            step_ = form == AForm::packed ? mr : lda;
         }
     }
-    // op(A)[r][p] of the slice; in the packed form p is implicit (advance() steps one k).
+    // op(A)[r][p] of the slice; in the packed and cols forms p is implicit (advance() steps one k).
     T at(int r, int64 p) const {
-        if constexpr (packed) {
+        if constexpr (form == AForm::rows) {
+            return rows_[r][p];
+        } else {
             (void)p;
             return rows_[0][r];
-        } else {
-            return rows_[r][p];
         }
     }
     void advance() {
-        if constexpr (packed) rows_[0] += mr;
+        if constexpr (form != AForm::rows) rows_[0] += step_;
     }
 
 private:
-    const T* rows_[packed ? 1 : mr];
+    const T* rows_[form == AForm::rows ? mr : 1];
+    int64 step_ = 0;
 };
 
 #if SDEUQ_SIMD
@@ -301,9 +310,9 @@ using simd_arch = xsimd::fma3<xsimd::avx2>;
 
 // MR x NR tile = 6 rows x 2 vectors: 12 accumulators + 2 B vectors + 1 broadcast fit the 16 ymm
 // registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy.
-template <class T, bool packed_a>
+template <class T, AForm form>
 void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode) {
+                  int rows, int cols, T alpha, T beta, Update mode, const T* bias) {
     using batch = xsimd::batch<T, simd_arch>;
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
@@ -315,7 +324,7 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
         __builtin_prefetch(c + r * ldc, 1);
         __builtin_prefetch(c + r * ldc + nr - 1, 1);
     }
-    ASlice<T, packed_a> as(a, lda, rows);
+    ASlice<T, form> as(a, lda, rows);
     batch c00(T(0)), c01(T(0)), c10(T(0)), c11(T(0)), c20(T(0)), c21(T(0));
     batch c30(T(0)), c31(T(0)), c40(T(0)), c41(T(0)), c50(T(0)), c51(T(0));
     // Unrolled so that loop overhead does not compete with the loads for issue slots.
@@ -349,6 +358,11 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
     if (rows == mr && cols == nr) {
         const batch va(alpha);
         const batch vb(beta);
+        batch bias0(T(0)), bias1(T(0));
+        if (bias) {
+            bias0 = batch::load_unaligned(bias);
+            bias1 = batch::load_unaligned(bias + w);
+        }
         for (int r = 0; r < mr; ++r) {
             T* cr = c + r * ldc;
             for (int v = 0; v < 2; ++v) {
@@ -360,6 +374,7 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
                     out = t + vb * batch::load_unaligned(cr + v * w);
                 else
                     out = t + batch::load_unaligned(cr + v * w);
+                if (bias) out = out + (v == 0 ? bias0 : bias1);
                 out.store_unaligned(cr + v * w);
             }
         }
@@ -370,17 +385,17 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
         acc[r][0].store_aligned(tile + r * nr);
         acc[r][1].store_aligned(tile + r * nr + w);
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+    update_tile(tile, nr, rows, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #else  // scalar build: same blocking and packing, plain multiply-add (no FMA on the scalar target)
 
-template <class T, bool packed_a>
+template <class T, AForm form>
 void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode) {
+                  int rows, int cols, T alpha, T beta, Update mode, const T* bias) {
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
-    ASlice<T, packed_a> as(a, lda, rows);
+    ASlice<T, form> as(a, lda, rows);
     T tile[mr * nr] = {};
     for (int64 p = 0; p < kc; ++p) {
         for (int r = 0; r < mr; ++r) {
@@ -390,119 +405,206 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
         as.advance();
         b += nr;
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+    update_tile(tile, nr, rows, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #endif
 
-// C[i0:i1, j0:j1] of the full product; single-threaded.
 template <class T>
-void gemm_block(bool ta, bool tb, int64 i0, int64 i1, int64 j0, int64 j1, int64 k, T alpha, const T* a,
-                int64 lda, const T* b, int64 ldb, T beta, T* c, int64 ldc) {
+struct Problem {
+    bool ta, tb;
+    int64 m, n, k;
+    T alpha;
+    const T* a;
+    int64 lda;
+    const T* b;
+    int64 ldb;
+    T beta;
+    T* c;
+    int64 ldc;
+    const T* bias;
+};
+
+// Transposed A is read in place (AForm::cols) when all of it stays in L2 across the jr loop; beyond
+// that the packed micro-panels are worth their pass. Untransposed A is always read in place.
+template <class T>
+AForm a_form(const Problem<T>& g) {
+    if (!g.ta) return AForm::rows;
+    return g.m * g.k * static_cast<int64>(sizeof(T)) <= 256 * 1024 ? AForm::cols : AForm::packed;
+}
+
+template <class T>
+int64 kc_max(const Problem<T>& g) {
+    return std::min<int64>(Blocking<T>::kc, g.k);
+}
+
+// Rows [i0, i1) of C against the packed panel bbuf of op(B) (depth [pc, pc + kc), columns
+// [jc, jc + nc)). abuf holds at least MC x KC values when op(A) needs packing.
+template <class T>
+void compute_panel(const Problem<T>& g, int64 i0, int64 i1, int64 jc, int64 nc, int64 pc, int64 kc,
+                   const T* bbuf, T* abuf) {
     using B = Blocking<T>;
     constexpr int mr = B::mr;
     constexpr int nr = B::nr;
-    const int64 m = i1 - i0;
-    const int64 n = j1 - j0;
-    const int64 kc_max = std::min<int64>(B::kc, k);
-    const int64 mc_max = std::min<int64>(B::mc, (m + mr - 1) / mr * mr);
-    const int64 nc_max = std::min<int64>(B::nc, (n + nr - 1) / nr * nr);
-    // Untransposed A is read in place (see ASlice); transposed A is packed so that the kernel's MR
-    // values per k are contiguous.
-    const bool direct_a = !ta;
-    T* abuf = direct_a ? nullptr : a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max));
-    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max));
-
-    for (int64 jc = j0; jc < j1; jc += B::nc) {
-        const int64 nc = std::min<int64>(B::nc, j1 - jc);
-        for (int64 pc = 0; pc < k; pc += B::kc) {
-            const int64 kc = std::min<int64>(B::kc, k - pc);
-            Update mode = Update::accumulate;
-            if (pc == 0) mode = beta == T(0) ? Update::overwrite : Update::scale;
-            pack_b(tb, b, ldb, pc, kc, jc, nc, bbuf);
-            for (int64 ic = i0; ic < i1; ic += B::mc) {
-                const int64 mc = std::min<int64>(B::mc, i1 - ic);
-                if (!direct_a) pack_a(ta, a, lda, ic, mc, pc, kc, abuf);
-                for (int64 jr = 0; jr < nc; jr += nr) {
-                    const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
-                    const T* bp = bbuf + jr * kc;
-                    for (int64 ir = 0; ir < mc; ir += mr) {
-                        const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
-                        T* ct = c + (ic + ir) * ldc + jc + jr;
-                        if (direct_a)
-                            micro_kernel<T, false>(kc, a + (ic + ir) * lda + pc, lda, bp, ct, ldc, rows, cols,
-                                                   alpha, beta, mode);
-                        else
-                            micro_kernel<T, true>(kc, abuf + ir * kc, 0, bp, ct, ldc, rows, cols, alpha, beta,
-                                                  mode);
-                    }
-                }
+    Update mode = Update::accumulate;
+    if (pc == 0) mode = g.beta == T(0) ? Update::overwrite : Update::scale;
+    const T* bias = g.bias && pc + kc >= g.k ? g.bias : nullptr;
+    const AForm form = a_form(g);
+    for (int64 ic = i0; ic < i1; ic += B::mc) {
+        const int64 mc = std::min<int64>(B::mc, i1 - ic);
+        const int64 full = mc / mr * mr;
+        if (form == AForm::packed)
+            pack_a(g.ta, g.a, g.lda, ic, mc, pc, kc, abuf);
+        else if (form == AForm::cols && full < mc)
+            pack_a(g.ta, g.a, g.lda, ic + full, mc - full, pc, kc, abuf);  // the edge micro-panel only
+        for (int64 jr = 0; jr < nc; jr += nr) {
+            const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
+            const T* bp = bbuf + jr * kc;
+            const T* bj = bias ? bias + jc + jr : nullptr;
+            for (int64 ir = 0; ir < mc; ir += mr) {
+                const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
+                T* ct = g.c + (ic + ir) * g.ldc + jc + jr;
+                if (form == AForm::rows)
+                    micro_kernel<T, AForm::rows>(kc, g.a + (ic + ir) * g.lda + pc, g.lda, bp, ct, g.ldc, rows, cols,
+                                                 g.alpha, g.beta, mode, bj);
+                else if (form == AForm::cols && rows == mr)
+                    micro_kernel<T, AForm::cols>(kc, g.a + pc * g.lda + ic + ir, g.lda, bp, ct, g.ldc, rows, cols,
+                                                 g.alpha, g.beta, mode, bj);
+                else
+                    micro_kernel<T, AForm::packed>(kc, abuf + (form == AForm::packed ? ir * kc : 0), 0, bp, ct,
+                                                   g.ldc, rows, cols, g.alpha, g.beta, mode, bj);
             }
         }
     }
 }
 
-// C = beta * C (k == 0 or alpha == 0); beta == 0 writes zeros without reading C.
 template <class T>
-void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc) {
+T* a_buffer_for(const Problem<T>& g) {
+    if (!g.ta) return nullptr;
+    const int64 mc_max = std::min<int64>(Blocking<T>::mc, (g.m + Blocking<T>::mr - 1) / Blocking<T>::mr * Blocking<T>::mr);
+    return a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max(g)));
+}
+
+// C[i0:i1, j0:j1] of the full product; single-threaded, packs its own B panels.
+template <class T>
+void gemm_block(const Problem<T>& g, int64 i0, int64 i1, int64 j0, int64 j1) {
+    using B = Blocking<T>;
+    constexpr int nr = B::nr;
+    const int64 nc_max = std::min<int64>(B::nc, (j1 - j0 + nr - 1) / nr * nr);
+    T* abuf = a_buffer_for(g);
+    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
+    for (int64 jc = j0; jc < j1; jc += B::nc) {
+        const int64 nc = std::min<int64>(B::nc, j1 - jc);
+        for (int64 pc = 0; pc < g.k; pc += B::kc) {
+            const int64 kc = std::min<int64>(B::kc, g.k - pc);
+            pack_b(g.tb, g.b, g.ldb, pc, kc, jc, nc, bbuf);
+            compute_panel(g, i0, i1, jc, nc, pc, kc, bbuf, abuf);
+        }
+    }
+}
+
+// Large products on several threads: each B panel is packed once, by all threads (disjoint micro-panels),
+// into one buffer that all of them then read while each computes its own rows of C. Saves the duplicated
+// packing and reading of B of a column split, and each thread streams only its own rows of A.
+template <class T>
+void gemm_shared_b(const Problem<T>& g) {
+    using B = Blocking<T>;
+    constexpr int mr = B::mr;
+    constexpr int nr = B::nr;
+    const int64 nc_max = std::min<int64>(B::nc, (g.n + nr - 1) / nr * nr);
+    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
+    for (int64 jc = 0; jc < g.n; jc += B::nc) {
+        const int64 nc = std::min<int64>(B::nc, g.n - jc);
+        for (int64 pc = 0; pc < g.k; pc += B::kc) {
+            const int64 kc = std::min<int64>(B::kc, g.k - pc);
+            parallel_for(0, nc, nr, 0, [&](int64 lo, int64 hi) {
+                pack_b(g.tb, g.b, g.ldb, pc, kc, jc + lo, hi - lo, bbuf + lo * kc);
+            });
+            parallel_for(0, g.m, mr, 0, [&](int64 lo, int64 hi) {
+                compute_panel(g, lo, hi, jc, nc, pc, kc, bbuf, a_buffer_for(g));
+            });
+        }
+    }
+}
+
+// C = beta * C (+ bias) when there is no product (k == 0 or alpha == 0); beta == 0 does not read C.
+template <class T>
+void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc, const T* bias) {
     for (int64 i = 0; i < m; ++i) {
         T* ci = c + i * ldc;
         if (beta == T(0))
             std::fill(ci, ci + n, T(0));
         else if (beta != T(1))
             for (int64 j = 0; j < n; ++j) ci[j] *= beta;
+        if (bias)
+            for (int64 j = 0; j < n; ++j) ci[j] = ci[j] + bias[j];
     }
+}
+
+// Strategy override for experiments (0 auto, 1 split C, 2 shared B).
+int strategy_override() {
+    static const int s = [] {
+        const char* e = std::getenv("SDEUQ_GEMM_STRATEGY");
+        return e ? std::atoi(e) : 0;
+    }();
+    return s;
 }
 
 }  // namespace
 
 template <class T>
 void gemm_reference(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const T* bias) {
     for (std::int64_t i = 0; i < m; ++i)
         for (std::int64_t j = 0; j < n; ++j) {
             T s = 0;
             for (std::int64_t p = 0; p < k; ++p)
                 s += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
-            c[i * ldc + j] = beta == T(0) ? alpha * s : alpha * s + beta * c[i * ldc + j];
+            T v = beta == T(0) ? alpha * s : alpha * s + beta * c[i * ldc + j];
+            if (bias) v = v + bias[j];
+            c[i * ldc + j] = v;
         }
 }
 
 template <class T>
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const T* bias) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == T(0)) {
-        scale_c(m, n, beta, c, ldc);
+        scale_c(m, n, beta, c, ldc, bias);
         return;
     }
     using B = Blocking<T>;
+    const Problem<T> g{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias};
     const bool threaded = num_threads() > 1 && m * n * k >= parallel_min_madds;
     if (!threaded) {
-        gemm_block(ta, tb, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        gemm_block(g, 0, m, 0, n);
+        return;
+    }
+    const int strategy = strategy_override();
+    if (strategy == 2 || (strategy == 0 && m * n * k >= shared_b_min_madds && m >= 4 * B::mc)) {
+        gemm_shared_b(g);
         return;
     }
     // Split the larger of the two output dimensions: each thread then repacks only the smaller operand
     // (A when splitting columns, B when splitting rows), and parts stay aligned to whole micro-tiles.
     if (n >= m) {
-        parallel_for(0, n, B::nr, 0, [&](std::int64_t lo, std::int64_t hi) {
-            gemm_block(ta, tb, 0, m, lo, hi, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        });
+        parallel_for(0, n, B::nr, 0, [&](std::int64_t lo, std::int64_t hi) { gemm_block(g, 0, m, lo, hi); });
     } else {
-        parallel_for(0, m, B::mr, 0, [&](std::int64_t lo, std::int64_t hi) {
-            gemm_block(ta, tb, lo, hi, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        });
+        parallel_for(0, m, B::mr, 0, [&](std::int64_t lo, std::int64_t hi) { gemm_block(g, lo, hi, 0, n); });
     }
 }
 
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t, const float*);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
-                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t,
+                           const double*);
 template void gemm_reference<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                                    std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+                                    std::int64_t, const float*, std::int64_t, float, float*, std::int64_t,
+                                    const float*);
 template void gemm_reference<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double,
                                      const double*, std::int64_t, const double*, std::int64_t, double,
-                                     double*, std::int64_t);
+                                     double*, std::int64_t, const double*);
 
 }  // namespace sdeuq::kernels
