@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -60,8 +59,6 @@ struct Blocking<double> {
 
 // Below this many multiply-adds the second thread costs more (hand-off, duplicated packing) than it saves.
 constexpr int64 parallel_min_madds = int64(96) * 96 * 96;
-// From this many multiply-adds on, threads share one packed B panel and split the rows of C.
-constexpr int64 shared_b_min_madds = int64(384) * 384 * 384;
 
 // A 64-byte aligned scratch buffer that only grows; one per thread and type, so a steady-state training
 // step performs no heap allocation in GEMM.
@@ -309,53 +306,66 @@ private:
 using simd_arch = xsimd::fma3<xsimd::avx2>;
 
 // MR x NR tile = 6 rows x 2 vectors: 12 accumulators + 2 B vectors + 1 broadcast fit the 16 ymm
-// registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy.
-template <class T, AForm form>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode, const T* bias) {
+// registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy. R (the
+// rows written, 1..MR) is a template parameter so that an edge tile of R < MR rows costs R/MR of a
+// full one. b steps by ldb per k: NR for a packed panel, the row stride of B when read in place.
+template <class T, AForm form, int R>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 ldb, T* __restrict c, int64 ldc,
+                  int cols, T alpha, T beta, Update mode, const T* bias) {
     using batch = xsimd::batch<T, simd_arch>;
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
     constexpr int w = static_cast<int>(batch::size);
     static_assert(nr == 2 * w, "micro-kernel expects NR = two vectors");
+    static_assert(R >= 1 && R <= mr);
 
     // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall.
-    for (int r = 0; r < rows; ++r) {
+    for (int r = 0; r < R; ++r) {
         __builtin_prefetch(c + r * ldc, 1);
         __builtin_prefetch(c + r * ldc + nr - 1, 1);
     }
-    ASlice<T, form> as(a, lda, rows);
+    ASlice<T, form> as(a, lda, R);
     batch c00(T(0)), c01(T(0)), c10(T(0)), c11(T(0)), c20(T(0)), c21(T(0));
     batch c30(T(0)), c31(T(0)), c40(T(0)), c41(T(0)), c50(T(0)), c51(T(0));
     // Unrolled so that loop overhead does not compete with the loads for issue slots.
 #pragma GCC unroll 4
     for (int64 p = 0; p < kc; ++p) {
-        const batch b0 = batch::load_aligned(b);
-        const batch b1 = batch::load_aligned(b + w);
+        const batch b0 = batch::load_unaligned(b);
+        const batch b1 = batch::load_unaligned(b + w);
         batch av(as.at(0, p));
         c00 = xsimd::fma(av, b0, c00);
         c01 = xsimd::fma(av, b1, c01);
-        av = batch(as.at(1, p));
-        c10 = xsimd::fma(av, b0, c10);
-        c11 = xsimd::fma(av, b1, c11);
-        av = batch(as.at(2, p));
-        c20 = xsimd::fma(av, b0, c20);
-        c21 = xsimd::fma(av, b1, c21);
-        av = batch(as.at(3, p));
-        c30 = xsimd::fma(av, b0, c30);
-        c31 = xsimd::fma(av, b1, c31);
-        av = batch(as.at(4, p));
-        c40 = xsimd::fma(av, b0, c40);
-        c41 = xsimd::fma(av, b1, c41);
-        av = batch(as.at(5, p));
-        c50 = xsimd::fma(av, b0, c50);
-        c51 = xsimd::fma(av, b1, c51);
+        if constexpr (R > 1) {
+            av = batch(as.at(1, p));
+            c10 = xsimd::fma(av, b0, c10);
+            c11 = xsimd::fma(av, b1, c11);
+        }
+        if constexpr (R > 2) {
+            av = batch(as.at(2, p));
+            c20 = xsimd::fma(av, b0, c20);
+            c21 = xsimd::fma(av, b1, c21);
+        }
+        if constexpr (R > 3) {
+            av = batch(as.at(3, p));
+            c30 = xsimd::fma(av, b0, c30);
+            c31 = xsimd::fma(av, b1, c31);
+        }
+        if constexpr (R > 4) {
+            av = batch(as.at(4, p));
+            c40 = xsimd::fma(av, b0, c40);
+            c41 = xsimd::fma(av, b1, c41);
+        }
+        if constexpr (R > 5) {
+            av = batch(as.at(5, p));
+            c50 = xsimd::fma(av, b0, c50);
+            c51 = xsimd::fma(av, b1, c51);
+        }
         as.advance();
-        b += nr;
+        b += ldb;
     }
     const batch acc[mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
 
-    if (rows == mr && cols == nr) {
+    if (cols == nr) {
         const batch va(alpha);
         const batch vb(beta);
         batch bias0(T(0)), bias1(T(0));
@@ -363,7 +373,7 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
             bias0 = batch::load_unaligned(bias);
             bias1 = batch::load_unaligned(bias + w);
         }
-        for (int r = 0; r < mr; ++r) {
+        for (int r = 0; r < R; ++r) {
             T* cr = c + r * ldc;
             for (int v = 0; v < 2; ++v) {
                 const batch t = va * acc[r][v];
@@ -381,34 +391,49 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
         return;
     }
     alignas(64) T tile[mr * nr];
-    for (int r = 0; r < mr; ++r) {
+    for (int r = 0; r < R; ++r) {
         acc[r][0].store_aligned(tile + r * nr);
         acc[r][1].store_aligned(tile + r * nr + w);
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, bias, c, ldc);
+    update_tile(tile, nr, R, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #else  // scalar build: same blocking and packing, plain multiply-add (no FMA on the scalar target)
 
-template <class T, AForm form>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode, const T* bias) {
+template <class T, AForm form, int R>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 ldb, T* __restrict c, int64 ldc,
+                  int cols, T alpha, T beta, Update mode, const T* bias) {
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
-    ASlice<T, form> as(a, lda, rows);
+    ASlice<T, form> as(a, lda, R);
     T tile[mr * nr] = {};
     for (int64 p = 0; p < kc; ++p) {
-        for (int r = 0; r < mr; ++r) {
+        for (int r = 0; r < R; ++r) {
             const T ar = as.at(r, p);
-            for (int j = 0; j < nr; ++j) tile[r * nr + j] += ar * b[j];
+            for (int j = 0; j < cols; ++j) tile[r * nr + j] += ar * b[j];
         }
         as.advance();
-        b += nr;
+        b += ldb;
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, bias, c, ldc);
+    update_tile(tile, nr, R, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #endif
+
+// The micro-kernel for a tile of `rows` rows.
+template <class T, AForm form>
+inline void run_kernel(int rows, int64 kc, const T* a, int64 lda, const T* b, int64 ldb, T* c, int64 ldc, int cols,
+                       T alpha, T beta, Update mode, const T* bias) {
+    static_assert(Blocking<T>::mr == 6);
+    switch (rows) {
+        case 6: return micro_kernel<T, form, 6>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 5: return micro_kernel<T, form, 5>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 4: return micro_kernel<T, form, 4>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 3: return micro_kernel<T, form, 3>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 2: return micro_kernel<T, form, 2>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        default: return micro_kernel<T, form, 1>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+    }
+}
 
 template <class T>
 struct Problem {
@@ -433,16 +458,26 @@ AForm a_form(const Problem<T>& g) {
     return g.m * g.k * static_cast<int64>(sizeof(T)) <= 256 * 1024 ? AForm::cols : AForm::packed;
 }
 
+// Untransposed B is read in place (NR contiguous values per k at stride ldb) when all of it spans at
+// most 32 KiB, so it stays in L1 across the ir loop without set conflicts: the packing pass is a
+// sizeable part of such small products. Only whole NR-column panels are read in place; a partial
+// last panel is packed (zero-padded).
+template <class T>
+bool b_direct(const Problem<T>& g) {
+    return !g.tb && g.k * g.ldb * static_cast<int64>(sizeof(T)) <= 32 * 1024;
+}
+
 template <class T>
 int64 kc_max(const Problem<T>& g) {
     return std::min<int64>(Blocking<T>::kc, g.k);
 }
 
-// Rows [i0, i1) of C against the packed panel bbuf of op(B) (depth [pc, pc + kc), columns
-// [jc, jc + nc)). abuf holds at least MC x KC values when op(A) needs packing.
+// Rows [i0, i1) x columns [jc, jc + nc) of C at depth [pc, pc + kc). Column panels below `direct_cols`
+// (relative to jc) are read from B in place, the others from bbuf (packed, panel jr at bbuf + jr * kc).
+// abuf holds at least MC x KC values when op(A) is transposed.
 template <class T>
 void compute_panel(const Problem<T>& g, int64 i0, int64 i1, int64 jc, int64 nc, int64 pc, int64 kc,
-                   const T* bbuf, T* abuf) {
+                   int64 direct_cols, const T* bbuf, T* abuf) {
     using B = Blocking<T>;
     constexpr int mr = B::mr;
     constexpr int nr = B::nr;
@@ -459,20 +494,22 @@ void compute_panel(const Problem<T>& g, int64 i0, int64 i1, int64 jc, int64 nc, 
             pack_a(g.ta, g.a, g.lda, ic + full, mc - full, pc, kc, abuf);  // the edge micro-panel only
         for (int64 jr = 0; jr < nc; jr += nr) {
             const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
-            const T* bp = bbuf + jr * kc;
+            const bool direct = jr < direct_cols;
+            const T* bp = direct ? g.b + pc * g.ldb + jc + jr : bbuf + jr * kc;
+            const int64 bstride = direct ? g.ldb : nr;
             const T* bj = bias ? bias + jc + jr : nullptr;
             for (int64 ir = 0; ir < mc; ir += mr) {
                 const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
                 T* ct = g.c + (ic + ir) * g.ldc + jc + jr;
                 if (form == AForm::rows)
-                    micro_kernel<T, AForm::rows>(kc, g.a + (ic + ir) * g.lda + pc, g.lda, bp, ct, g.ldc, rows, cols,
-                                                 g.alpha, g.beta, mode, bj);
+                    run_kernel<T, AForm::rows>(rows, kc, g.a + (ic + ir) * g.lda + pc, g.lda, bp, bstride, ct, g.ldc,
+                                               cols, g.alpha, g.beta, mode, bj);
                 else if (form == AForm::cols && rows == mr)
-                    micro_kernel<T, AForm::cols>(kc, g.a + pc * g.lda + ic + ir, g.lda, bp, ct, g.ldc, rows, cols,
-                                                 g.alpha, g.beta, mode, bj);
+                    run_kernel<T, AForm::cols>(rows, kc, g.a + pc * g.lda + ic + ir, g.lda, bp, bstride, ct, g.ldc,
+                                               cols, g.alpha, g.beta, mode, bj);
                 else
-                    micro_kernel<T, AForm::packed>(kc, abuf + (form == AForm::packed ? ir * kc : 0), 0, bp, ct,
-                                                   g.ldc, rows, cols, g.alpha, g.beta, mode, bj);
+                    run_kernel<T, AForm::packed>(rows, kc, abuf + (form == AForm::packed ? ir * kc : 0), 0, bp,
+                                                 bstride, ct, g.ldc, cols, g.alpha, g.beta, mode, bj);
             }
         }
     }
@@ -480,8 +517,9 @@ void compute_panel(const Problem<T>& g, int64 i0, int64 i1, int64 jc, int64 nc, 
 
 template <class T>
 T* a_buffer_for(const Problem<T>& g) {
+    using B = Blocking<T>;
     if (!g.ta) return nullptr;
-    const int64 mc_max = std::min<int64>(Blocking<T>::mc, (g.m + Blocking<T>::mr - 1) / Blocking<T>::mr * Blocking<T>::mr);
+    const int64 mc_max = std::min<int64>(B::mc, (g.m + B::mr - 1) / B::mr * B::mr);
     return a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max(g)));
 }
 
@@ -491,38 +529,19 @@ void gemm_block(const Problem<T>& g, int64 i0, int64 i1, int64 j0, int64 j1) {
     using B = Blocking<T>;
     constexpr int nr = B::nr;
     const int64 nc_max = std::min<int64>(B::nc, (j1 - j0 + nr - 1) / nr * nr);
+    const bool direct = b_direct(g);
     T* abuf = a_buffer_for(g);
-    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
+    T* bbuf = nullptr;
     for (int64 jc = j0; jc < j1; jc += B::nc) {
         const int64 nc = std::min<int64>(B::nc, j1 - jc);
+        const int64 direct_cols = direct ? nc / nr * nr : 0;
         for (int64 pc = 0; pc < g.k; pc += B::kc) {
             const int64 kc = std::min<int64>(B::kc, g.k - pc);
-            pack_b(g.tb, g.b, g.ldb, pc, kc, jc, nc, bbuf);
-            compute_panel(g, i0, i1, jc, nc, pc, kc, bbuf, abuf);
-        }
-    }
-}
-
-// Large products on several threads: each B panel is packed once, by all threads (disjoint micro-panels),
-// into one buffer that all of them then read while each computes its own rows of C. Saves the duplicated
-// packing and reading of B of a column split, and each thread streams only its own rows of A.
-template <class T>
-void gemm_shared_b(const Problem<T>& g) {
-    using B = Blocking<T>;
-    constexpr int mr = B::mr;
-    constexpr int nr = B::nr;
-    const int64 nc_max = std::min<int64>(B::nc, (g.n + nr - 1) / nr * nr);
-    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
-    for (int64 jc = 0; jc < g.n; jc += B::nc) {
-        const int64 nc = std::min<int64>(B::nc, g.n - jc);
-        for (int64 pc = 0; pc < g.k; pc += B::kc) {
-            const int64 kc = std::min<int64>(B::kc, g.k - pc);
-            parallel_for(0, nc, nr, 0, [&](int64 lo, int64 hi) {
-                pack_b(g.tb, g.b, g.ldb, pc, kc, jc + lo, hi - lo, bbuf + lo * kc);
-            });
-            parallel_for(0, g.m, mr, 0, [&](int64 lo, int64 hi) {
-                compute_panel(g, lo, hi, jc, nc, pc, kc, bbuf, a_buffer_for(g));
-            });
+            if (direct_cols < nc) {
+                if (!bbuf) bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
+                pack_b(g.tb, g.b, g.ldb, pc, kc, jc + direct_cols, nc - direct_cols, bbuf + direct_cols * kc);
+            }
+            compute_panel(g, i0, i1, jc, nc, pc, kc, direct_cols, bbuf, abuf);
         }
     }
 }
@@ -539,15 +558,6 @@ void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc, const T* bias) {
         if (bias)
             for (int64 j = 0; j < n; ++j) ci[j] = ci[j] + bias[j];
     }
-}
-
-// Strategy override for experiments (0 auto, 1 split C, 2 shared B).
-int strategy_override() {
-    static const int s = [] {
-        const char* e = std::getenv("SDEUQ_GEMM_STRATEGY");
-        return e ? std::atoi(e) : 0;
-    }();
-    return s;
 }
 
 }  // namespace
@@ -579,11 +589,6 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T al
     const bool threaded = num_threads() > 1 && m * n * k >= parallel_min_madds;
     if (!threaded) {
         gemm_block(g, 0, m, 0, n);
-        return;
-    }
-    const int strategy = strategy_override();
-    if (strategy == 2 || (strategy == 0 && m * n * k >= shared_b_min_madds && m >= 4 * B::mc)) {
-        gemm_shared_b(g);
         return;
     }
     // Split the larger of the two output dimensions: each thread then repacks only the smaller operand
