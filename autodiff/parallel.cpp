@@ -1,5 +1,6 @@
 #include "autodiff/parallel.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -46,6 +47,21 @@ int default_threads() {
 // included: on a loaded machine a descheduled worker does not hold the caller up, since the caller runs
 // the parts nobody has claimed. A part computes the same thing whoever runs it, so results still do not
 // depend on the thread count or on the timing.
+//
+// The job description, the generation the workers spin on, the ticket and the count of parts still
+// running live on separate cache lines: a worker spinning on the generation does not steal the line
+// the caller is writing the job into, and the caller's wait for the last part does not bounce the line
+// the parts are claimed from.
+struct Job {
+    detail::RangeFn fn = nullptr;
+    const void* ctx = nullptr;
+    std::int64_t begin = 0, end = 0, step = 0;  // part i covers [begin + i * step, begin + (i + 1) * step)
+    void run_part(int i) const {
+        const std::int64_t lo = std::min(end, begin + i * step), hi = std::min(end, begin + (i + 1) * step);
+        if (lo < hi) fn(ctx, lo, hi);
+    }
+};
+
 class Pool {
 public:
     explicit Pool(int workers) {
@@ -59,16 +75,16 @@ public:
     }
     int size() const { return static_cast<int>(threads_.size()) + 1; }
 
-    void run(int parts, const std::function<void(int)>& job) {
-        job_.store(&job, std::memory_order_relaxed);
+    void run(int parts, const Job& job) {
+        job_ = job;
         pending_.store(parts - 1, std::memory_order_relaxed);
         const std::uint64_t gen = ((ticket_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
         ticket_.store(gen << 32 | static_cast<std::uint64_t>(parts) << 16 | 1u, std::memory_order_release);
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
-        job(0);
+        job.run_part(0);
         for (int i; claim(gen, i);) {
-            job(i);
+            job.run_part(i);
             pending_.fetch_sub(1, std::memory_order_acq_rel);
         }
         // Parts claimed by workers: spin briefly, then yield (the worker may be descheduled).
@@ -108,17 +124,18 @@ private:
             if (stop_.load()) return;
             const std::uint64_t gen = ticket_.load(std::memory_order_acquire) >> 32;
             for (int i; claim(gen, i);) {
-                (*job_.load(std::memory_order_relaxed))(i);
+                // The ticket's release store (after job_ was written) is acquired by the claim.
+                job_.run_part(i);
                 pending_.fetch_sub(1, std::memory_order_acq_rel);
             }
         }
     }
     std::vector<std::thread> threads_;
-    std::atomic<std::uint64_t> generation_{0};
-    std::atomic<std::uint64_t> ticket_{0};  // generation << 32 | parts << 16 | next part
-    std::atomic<int> pending_{0};
+    alignas(64) Job job_;
+    alignas(64) std::atomic<std::uint64_t> generation_{0};
+    alignas(64) std::atomic<std::uint64_t> ticket_{0};  // generation << 32 | parts << 16 | next part
+    alignas(64) std::atomic<int> pending_{0};
     std::atomic<bool> stop_{false};
-    std::atomic<const std::function<void(int)>*> job_{nullptr};
 };
 
 int& thread_count() {
@@ -142,6 +159,17 @@ void set_num_threads(int n) {
 
 void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t align,
                          const std::function<void(std::int64_t, std::int64_t)>& fn) {
+    detail::parallel_for_raw(
+        begin, end, align,
+        [](const void* ctx, std::int64_t lo, std::int64_t hi) {
+            (*static_cast<const std::function<void(std::int64_t, std::int64_t)>*>(ctx))(lo, hi);
+        },
+        &fn);
+}
+
+namespace detail {
+
+void parallel_for_raw(std::int64_t begin, std::int64_t end, std::int64_t align, RangeFn fn, const void* ctx) {
     const std::int64_t n = end - begin;
     if (n <= 0) return;
     int parts = num_threads();
@@ -149,20 +177,18 @@ void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t alig
     const std::int64_t blocks = (n + align - 1) / align;
     if (parts > blocks) parts = static_cast<int>(blocks);
     if (parts <= 1 || t_in_pool) {
-        fn(begin, end);
+        fn(ctx, begin, end);
         return;
     }
     auto& p = pool();
     if (!p || p->size() < parts) p = std::make_unique<Pool>(parts - 1);
     const std::int64_t per = (blocks + parts - 1) / parts;
-    std::function<void(int)> job = [&](int i) {
-        std::int64_t lo = begin + std::min<std::int64_t>(n, i * per * align);
-        std::int64_t hi = begin + std::min<std::int64_t>(n, (i + 1) * per * align);
-        if (lo < hi) fn(lo, hi);
-    };
+    const Job job{fn, ctx, begin, end, per * align};
     t_in_pool = true;
     p->run(parts, job);
     t_in_pool = false;
 }
+
+}  // namespace detail
 
 }  // namespace sdeuq
