@@ -1,16 +1,24 @@
 // Packed, cache-blocked GEMM with a register-blocked FMA micro-kernel.
 //
 // Loop nest (per thread, over the part of C it owns):
-//   jc: columns in blocks of NC  -> a kc x nc panel of op(B) is packed (lives in L2/L3)
+//   jc: columns in blocks of NC  -> a kc x nc panel of op(B) is packed (lives in L2/L3); small
+//                                   untransposed B is read in place instead (whole NR panels)
 //   pc: depth in blocks of KC    -> the order of the k-sum is fixed by this loop alone
-//   ic: rows in blocks of MC     -> an mc x kc block of op(A) is packed (lives in L2)
+//   ic: rows in blocks of MC     -> an mc x kc block of transposed A is packed (lives in L2); untransposed
+//                                   A, and transposed A small enough for L2, are read in place
 //   jr: NR-wide micro-panels of B (one stays in L1 while the ir loop streams A through it)
-//   ir: MR-tall micro-panels of A -> micro-kernel computes an MR x NR tile in registers
+//   ir: MR-tall micro-panels of A -> micro-kernel computes an MR x NR tile in registers (an R-row
+//                                   variant for the last R < MR rows)
+//
+// Two threads split the larger output dimension into two halves aligned to whole tiles; each packs only
+// its own B panel (so at large n each thread's panel fits its own L2) and nothing is packed twice when
+// A is read in place.
 //
 // Determinism: every element of C is owned by exactly one thread and its value is produced by the same
 // sequence of operations whatever the partition: the k-sum runs over the same KC blocks from p = 0, each
-// block is a chain of FMAs in one SIMD lane (lanes never mix), and the epilogue is the same mul/add in
-// the vector and the edge-tile path. Hence 1 and 2 threads give bitwise identical C.
+// block is a chain of FMAs in one SIMD lane (lanes never mix; packed or in-place operands hold the same
+// values), and the epilogue (alpha, beta, bias) is the same mul/add sequence in the vector and the
+// edge-tile path. Hence 1 and 2 threads give bitwise identical C.
 #include "autodiff/kernels/gemm.hpp"
 
 #include <algorithm>
