@@ -241,6 +241,14 @@ TEST_CASE("gemm with a bias is bitwise identical with 1 and 2 threads", "[gemm][
             check_thread_invariance<float>(ta, tb, 517, 400, 777, 0.0f, true);
         }
     check_thread_invariance<double>(false, true, 513, 513, 513, 1.0, true);
+    // Small products just above the threading threshold (training-step and SDE shapes, edge sizes).
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            check_thread_invariance<float>(ta, tb, 64, 64, 64, 0.0f, true);
+            check_thread_invariance<float>(ta, tb, 128, 64, 32, 0.0f);
+            check_thread_invariance<float>(ta, tb, 64, 32, 128, 1.0f);
+            check_thread_invariance<double>(ta, tb, 61, 70, 33, 0.0, true);
+        }
     // Small B read in place (whole panels) with a packed partial last panel.
     check_thread_invariance<float>(false, false, 200, 250, 32, 0.0f, true);
     check_thread_invariance<float>(true, false, 200, 250, 32, 1.0f, true);
