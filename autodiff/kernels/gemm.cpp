@@ -329,11 +329,13 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 
     static_assert(nr == 2 * w, "micro-kernel expects NR = two vectors");
     static_assert(R >= 1 && R <= mr);
 
-    // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall.
-    for (int r = 0; r < R; ++r) {
-        __builtin_prefetch(c + r * ldc, 1);
-        __builtin_prefetch(c + r * ldc + nr - 1, 1);
-    }
+    // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall
+    // (not worth it for a short loop, where C was just written and is still in L1).
+    if (kc >= 128)
+        for (int r = 0; r < R; ++r) {
+            __builtin_prefetch(c + r * ldc, 1);
+            __builtin_prefetch(c + r * ldc + nr - 1, 1);
+        }
     ASlice<T, form> as(a, lda, R);
     batch c00(T(0)), c01(T(0)), c10(T(0)), c11(T(0)), c20(T(0)), c21(T(0));
     batch c30(T(0)), c31(T(0)), c40(T(0)), c41(T(0)), c50(T(0)), c51(T(0));
@@ -386,7 +388,7 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 
         for (int r = 0; r < R; ++r) {
             T* cr = c + r * ldc;
             for (int v = 0; v < 2; ++v) {
-                const batch t = va * acc[r][v];
+                const batch t = alpha == T(1) ? acc[r][v] : va * acc[r][v];  // 1 * x == x exactly
                 batch out;
                 if (mode == Update::overwrite)
                     out = t;
