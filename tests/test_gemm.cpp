@@ -9,7 +9,10 @@
 #include <vector>
 
 #include "autodiff/kernels/gemm.hpp"
+#include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
+#include "autodiff/random.hpp"
+#include "autodiff/tape.hpp"
 
 namespace {
 
@@ -253,4 +256,56 @@ TEST_CASE("gemm with a bias is bitwise identical with 1 and 2 threads", "[gemm][
     check_thread_invariance<float>(false, false, 200, 250, 32, 0.0f, true);
     check_thread_invariance<float>(true, false, 200, 250, 32, 1.0f, true);
     check_thread_invariance<double>(false, false, 300, 100, 30, 0.0, true);
+}
+
+namespace {
+
+std::vector<unsigned char> bytes_of(const sdeuq::Tensor& t) {
+    const auto* p = static_cast<const unsigned char*>(t.raw());
+    return std::vector<unsigned char>(p, p + t.nbytes());
+}
+
+// y = linear(x, w, &b) (or matmul + add), backward with a fixed cotangent; the bytes of y and of the
+// gradients of x, w and b.
+std::vector<std::vector<unsigned char>> run_linear(int threads, bool fused, const sdeuq::Tensor& x,
+                                                   const sdeuq::Tensor& w, const sdeuq::Tensor& b) {
+    using namespace sdeuq;
+    ThreadsScope scope(threads);
+    NestedTape tape;
+    Var xv = leaf(x), wv = leaf(w), bv = leaf(b);
+    Var y = fused ? linear(xv, wv, &bv) : add(matmul(x.rank() == 1 ? reshape(xv, Shape{1, x.dim(0)}) : xv, wv, false, true), bv);
+    if (x.rank() == 1) y = reshape(y, Shape{w.dim(0)});
+    Generator g(5, 6);
+    backward(y, rand_uniform(y.shape(), g, y.dtype(), -1.0, 1.0));
+    return {bytes_of(y.value()), bytes_of(xv.grad()), bytes_of(wv.grad()), bytes_of(bv.grad())};
+}
+
+}  // namespace
+
+TEST_CASE("linear with a bias: one fused GEMM, the bits of matmul + add, the same with 1 and 2 threads",
+          "[gemm][bias][linear]") {
+    using namespace sdeuq;
+    struct Case {
+        Shape x, w;
+        DType dt;
+    };
+    const Case cases[] = {{{128, 128}, {128, 128}, DType::f32}, {{37, 70}, {50, 70}, DType::f32},
+                          {{3, 40, 33}, {65, 33}, DType::f32},  {{70}, {20, 70}, DType::f32},
+                          {{129, 64}, {96, 64}, DType::f64},    {{300, 200}, {150, 200}, DType::f32}};
+    for (const Case& c : cases) {
+        INFO("x " << c.x.str() << " w " << c.w.str());
+        Generator g(11, 12);
+        const Tensor x = rand_uniform(c.x, g, c.dt, -1.0, 1.0);
+        const Tensor w = rand_uniform(c.w, g, c.dt, -1.0, 1.0);
+        const Tensor b = rand_uniform(Shape{c.w[0]}, g, c.dt, -1.0, 1.0);
+        const auto fused1 = run_linear(1, true, x, w, b);
+        const auto fused2 = run_linear(2, true, x, w, b);
+        const auto split1 = run_linear(1, false, x, w, b);
+        for (std::size_t i = 0; i < fused1.size(); ++i) {
+            INFO("output " << i << " (y, dx, dw, db)");
+            REQUIRE(fused1[i].size() == split1[i].size());
+            CHECK(fused1[i] == fused2[i]);
+            CHECK(fused1[i] == split1[i]);
+        }
+    }
 }
