@@ -4,6 +4,7 @@
 
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/parallel.hpp"
 #include "autodiff/tensor_ops.hpp"
 
 namespace sdeuq {
@@ -172,13 +173,20 @@ Var linear(const Var& x, const Var& w, const Var* bias) {
                            using T = decltype(z);
                            matmul_backward<T>(nx, nw, xv, wv, d, false, true, g);
                            if (nbias) {
-                               // Column sum of the output gradient, rows in order from zero (as sum_to).
+                               // Column sum of the output gradient, rows in order from zero (as sum_to):
+                               // each column's sum has one order whichever thread owns the column.
                                Tensor gb = Tensor::arena_empty(Shape{d.n}, g.dtype());
                                T* pb = gb.data<T>();
                                const T* pg = g.data<T>();
-                               std::fill(pb, pb + d.n, T(0));
-                               for (std::int64_t i = 0; i < rows; ++i)
-                                   for (std::int64_t j = 0; j < d.n; ++j) pb[j] += pg[i * d.n + j];
+                               const std::int64_t n = d.n;
+                               const std::int64_t min_cols = rows * n >= 16384 ? 0 : n + 1;  // small: inline
+                               parallel_for(0, n, 16, min_cols, [&](std::int64_t lo, std::int64_t hi) {
+                                   std::fill(pb + lo, pb + hi, T(0));
+                                   for (std::int64_t i = 0; i < rows; ++i) {
+                                       const T* gi = pg + i * n;
+                                       for (std::int64_t j = lo; j < hi; ++j) pb[j] += gi[j];
+                                   }
+                               });
                                accumulate_fresh(nbias, gb);
                            }
                        });
