@@ -1,8 +1,10 @@
 // matmul and linear: forward and backward both run on the packed GEMM kernel.
+#include <algorithm>
 #include <fmt/format.h>
 
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/parallel.hpp"
 #include "autodiff/tensor_ops.hpp"
 
 namespace sdeuq {
@@ -72,6 +74,53 @@ void batched_gemm(bool ta, bool tb, std::int64_t batch, std::int64_t m, std::int
     }
 }
 
+// Gradients of y = op(A) op(B) (the part of matmul's and linear's backward that the two share).
+template <class T>
+void matmul_backward(Node* na, Node* nb, const Tensor& av, const Tensor& bv, const MatmulDims& d, bool ta, bool tb,
+                     const Tensor& g) {
+    const T* pg = g.data<T>();
+    // A gradient is written straight into the node's own adjoint (beta 1) when the node already
+    // holds one (a parameter's) and the product is summed in one pass (same bits as adding it).
+    auto target = [](Node* n, bool single_pass, std::int64_t depth) {
+        return n->grad.defined() && !n->grad_shared && single_pass && depth <= kernels::gemm_kc;
+    };
+    if (na) {
+        // d op(A) = G op(B)^T; with ta, dA = op(B) G^T.
+        const bool into = d.k > 0 && d.m > 0 && target(na, d.a_batched || d.batch == 1, d.n);
+        Tensor ga = into ? na->grad : Tensor::arena_empty(av.shape(), av.dtype());
+        if (d.k > 0 && d.m > 0) {
+            if (!ta)
+                batched_gemm<T>(false, !tb, d.batch, d.m, d.k, d.n, pg, true, bv.data<T>(), d.b_batched,
+                                ga.data<T>(), d.a_batched, into);
+            else
+                batched_gemm<T>(tb, true, d.batch, d.k, d.m, d.n, bv.data<T>(), d.b_batched, pg, true,
+                                ga.data<T>(), d.a_batched, into);
+        } else {
+            ga.fill(0.0);
+        }
+        if (!into) accumulate_fresh(na, ga);
+    }
+    if (nb) {
+        // d op(B) = op(A)^T G; with tb, dB = G^T op(A). A shared B sums over the batch: in one GEMM
+        // of depth batch * m when A is batched and not transposed (see batched_gemm).
+        const bool fold = !d.b_batched && d.batch > 1;
+        const bool into =
+            d.k > 0 && d.n > 0 && target(nb, !fold || (d.a_batched && !ta), fold ? d.batch * d.m : d.m);
+        Tensor gb = into ? nb->grad : Tensor::arena_empty(bv.shape(), bv.dtype());
+        if (d.k > 0 && d.n > 0) {
+            if (!tb)
+                batched_gemm<T>(!ta, false, d.batch, d.k, d.n, d.m, av.data<T>(), d.a_batched, pg, true,
+                                gb.data<T>(), d.b_batched, into);
+            else
+                batched_gemm<T>(true, ta, d.batch, d.n, d.k, d.m, pg, true, av.data<T>(), d.a_batched,
+                                gb.data<T>(), d.b_batched, into);
+        } else {
+            gb.fill(0.0);
+        }
+        if (!into) accumulate_fresh(nb, gb);
+    }
+}
+
 }  // namespace
 
 Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
@@ -86,52 +135,13 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
         batched_gemm<T>(ta, tb, d.batch, d.m, d.n, d.k, a.value().data<T>(), d.a_batched, b.value().data<T>(),
                         d.b_batched, y.data<T>(), true, false);
     });
-    return record("matmul", y, {a, b}, [na = node_of(a), nb = node_of(b), av = a.value(), bv = b.value(), d, ta, tb](const Tensor& g) {
-        dispatch(g.dtype(), [&](auto z) {
-            using T = decltype(z);
-            const T* pg = g.data<T>();
-            // A gradient is written straight into the node's own adjoint (beta 1) when the node already
-            // holds one (a parameter's) and the product is summed in one pass (same bits as adding it).
-            auto target = [](Node* n, bool single_pass, std::int64_t depth) {
-                return n->grad.defined() && !n->grad_shared && single_pass && depth <= kernels::gemm_kc;
-            };
-            if (na) {
-                // d op(A) = G op(B)^T; with ta, dA = op(B) G^T.
-                const bool into = d.k > 0 && d.m > 0 && target(na, d.a_batched || d.batch == 1, d.n);
-                Tensor ga = into ? na->grad : Tensor::arena_empty(av.shape(), av.dtype());
-                if (d.k > 0 && d.m > 0) {
-                    if (!ta)
-                        batched_gemm<T>(false, !tb, d.batch, d.m, d.k, d.n, pg, true, bv.data<T>(), d.b_batched,
-                                        ga.data<T>(), d.a_batched, into);
-                    else
-                        batched_gemm<T>(tb, true, d.batch, d.k, d.m, d.n, bv.data<T>(), d.b_batched, pg, true,
-                                        ga.data<T>(), d.a_batched, into);
-                } else {
-                    ga.fill(0.0);
-                }
-                if (!into) accumulate_fresh(na, ga);
-            }
-            if (nb) {
-                // d op(B) = op(A)^T G; with tb, dB = G^T op(A). A shared B sums over the batch: in one GEMM
-                // of depth batch * m when A is batched and not transposed (see batched_gemm).
-                const bool fold = !d.b_batched && d.batch > 1;
-                const bool into = d.k > 0 && d.n > 0 &&
-                                  target(nb, !fold || (d.a_batched && !ta), fold ? d.batch * d.m : d.m);
-                Tensor gb = into ? nb->grad : Tensor::arena_empty(bv.shape(), bv.dtype());
-                if (d.k > 0 && d.n > 0) {
-                    if (!tb)
-                        batched_gemm<T>(!ta, false, d.batch, d.k, d.n, d.m, av.data<T>(), d.a_batched, pg, true,
-                                        gb.data<T>(), d.b_batched, into);
-                    else
-                        batched_gemm<T>(true, ta, d.batch, d.n, d.k, d.m, pg, true, av.data<T>(), d.a_batched,
-                                        gb.data<T>(), d.b_batched, into);
-                } else {
-                    gb.fill(0.0);
-                }
-                if (!into) accumulate_fresh(nb, gb);
-            }
-        });
-    });
+    return record("matmul", y, {a, b},
+                  [na = node_of(a), nb = node_of(b), av = a.value(), bv = b.value(), d, ta, tb](const Tensor& g) {
+                      dispatch(g.dtype(), [&](auto z) {
+                          using T = decltype(z);
+                          matmul_backward<T>(na, nb, av, bv, d, ta, tb, g);
+                      });
+                  });
 }
 
 Var linear(const Var& x, const Var& w, const Var* bias) {
@@ -142,8 +152,46 @@ Var linear(const Var& x, const Var& w, const Var* bias) {
         throw ShapeError(fmt::format("linear: bias {} does not match weight {}", describe(bias->value()),
                                      describe(w.value())));
     Var x2 = x.rank() == 1 ? reshape(x, Shape{1, x.dim(0)}) : x;
-    Var y = matmul(x2, w, false, true);
-    if (bias) y = add(y, *bias);
+    Var y;
+    if (!bias) {
+        y = matmul(x2, w, false, true);
+    } else {
+        // One GEMM with the bias added in its epilogue (same bits as matmul followed by add): x W^T + b.
+        check_same_dtype("linear", x2.value(), bias->value());
+        const MatmulDims d = matmul_dims(x2.value(), w.value(), false, true);
+        Tensor out = Tensor::arena_empty(d.out, x2.dtype());
+        const std::int64_t rows = d.batch * d.m;
+        dispatch(x2.dtype(), [&](auto z) {
+            using T = decltype(z);
+            kernels::gemm<T>(false, true, rows, d.n, d.k, T(1), x2.value().data<T>(), d.k, w.value().data<T>(), d.k,
+                             T(0), out.data<T>(), d.n, bias->value().data<T>());
+        });
+        y = record("linear", out, {x2, w, *bias},
+                   [nx = node_of(x2), nw = node_of(w), nbias = node_of(*bias), xv = x2.value(), wv = w.value(), d,
+                    rows](const Tensor& g) {
+                       dispatch(g.dtype(), [&](auto z) {
+                           using T = decltype(z);
+                           matmul_backward<T>(nx, nw, xv, wv, d, false, true, g);
+                           if (nbias) {
+                               // Column sum of the output gradient, rows in order from zero (as sum_to):
+                               // each column's sum has one order whichever thread owns the column.
+                               Tensor gb = Tensor::arena_empty(Shape{d.n}, g.dtype());
+                               T* pb = gb.data<T>();
+                               const T* pg = g.data<T>();
+                               const std::int64_t n = d.n;
+                               const std::int64_t min_cols = rows * n >= 16384 ? 0 : n + 1;  // small: inline
+                               parallel_for(0, n, 16, min_cols, [&](std::int64_t lo, std::int64_t hi) {
+                                   std::fill(pb + lo, pb + hi, T(0));
+                                   for (std::int64_t i = 0; i < rows; ++i) {
+                                       const T* gi = pg + i * n;
+                                       for (std::int64_t j = lo; j < hi; ++j) pb[j] += gi[j];
+                                   }
+                               });
+                               accumulate_fresh(nbias, gb);
+                           }
+                       });
+                   });
+    }
     return x.rank() == 1 ? reshape(y, Shape{w.dim(0)}) : y;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 namespace sdeuq {
 
@@ -19,6 +20,14 @@ void set_num_threads(int n);
 // fn(lo, hi) for each part. Runs inline when one thread is set or the range is smaller than `min_work`.
 void parallel_for_erased(std::int64_t begin, std::int64_t end, std::int64_t align,
                          const std::function<void(std::int64_t, std::int64_t)>& fn);
+
+namespace detail {
+// The same with the callable passed as a function pointer and its context: no std::function (and no
+// heap allocation) on the hand-off path of short kernels.
+using RangeFn = void (*)(const void* ctx, std::int64_t lo, std::int64_t hi);
+void parallel_for_raw(std::int64_t begin, std::int64_t end, std::int64_t align, RangeFn fn, const void* ctx);
+}  // namespace detail
+
 template <class F>
 inline void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t align, std::int64_t min_work, F&& fn) {
     // Small work runs inline, without type erasure: the common case for the small networks of this field.
@@ -26,7 +35,11 @@ inline void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t alig
         if (end > begin) fn(begin, end);
         return;
     }
-    parallel_for_erased(begin, end, align, std::function<void(std::int64_t, std::int64_t)>(std::forward<F>(fn)));
+    using Fn = std::remove_reference_t<F>;
+    detail::parallel_for_raw(
+        begin, end, align,
+        [](const void* ctx, std::int64_t lo, std::int64_t hi) { (*static_cast<Fn*>(const_cast<void*>(ctx)))(lo, hi); },
+        static_cast<const void*>(&fn));
 }
 
 // RAII thread-count override (benchmarks and tests).

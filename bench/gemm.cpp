@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "autodiff/kernels/gemm.hpp"
+#include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
+#include "autodiff/tape.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -120,9 +122,85 @@ std::string json_number(double v) {
 
 void usage(std::FILE* f) {
     fmt::print(f,
-               "usage: bench_gemm [--json] [--help]\n"
-               "  --json   print one JSON object on stdout instead of the table\n"
-               "  --help   print this message\n");
+               "usage: bench_gemm [--json] [--shapes] [--help]\n"
+               "  --json     print one JSON object on stdout instead of the table\n"
+               "  --shapes   time the shapes of the training benchmark instead: 128^3 in the three transposed\n"
+               "             forms of an MLP layer, two small SDE shapes, and linear forward + backward\n"
+               "  --help     print this message\n");
+}
+
+// The GEMMs of a training step: best-of microseconds per call at 1 and 2 threads.
+void run_shapes() {
+    struct Shape3 {
+        const char* name;
+        bool ta, tb;
+        int m, n, k;
+        float beta;
+    };
+    const Shape3 shapes[] = {
+        {"NT 128^3 (x W^T)", false, true, 128, 128, 128, 0.0f},
+        {"NN 128^3 (dY W)", false, false, 128, 128, 128, 0.0f},
+        {"TN 128^3 (dY^T X, beta 1)", true, false, 128, 128, 128, 1.0f},
+        {"NT m128 n64 k32", false, true, 128, 64, 32, 0.0f},
+        {"TN m64 n32 k128", true, false, 64, 32, 128, 1.0f},
+    };
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    fmt::print("{:<28} {:>10} {:>10}\n", "shape", "1 thr us", "2 thr us");
+    for (const Shape3& s : shapes) {
+        const int lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+        std::vector<float> a(static_cast<std::size_t>(s.m) * s.k), b(static_cast<std::size_t>(s.k) * s.n);
+        std::vector<float> c(static_cast<std::size_t>(s.m) * s.n, 0.0f);
+        for (auto& x : a) x = dist(rng);
+        for (auto& x : b) x = dist(rng);
+        double us[2];
+        for (int t = 1; t <= 2; ++t) {
+            sdeuq::ThreadsScope scope(t);
+            double best = 1e30;
+            for (int rep = 0; rep < 5; ++rep)
+                best = std::min(best, best_seconds_per_call([&] {
+                                    sdeuq::kernels::gemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda,
+                                                                b.data(), ldb, s.beta, c.data(), s.n);
+                                }));
+            us[t - 1] = best * 1e6;
+        }
+        fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", s.name, us[0], us[1]);
+    }
+    // linear(x, W, &b) forward + backward, x [128, 128], W [128, 128], b [128] (all need gradients).
+    sdeuq::Parameter w("w", sdeuq::Tensor::zeros(sdeuq::Shape{128, 128})), bias("b", sdeuq::Tensor::zeros(sdeuq::Shape{128}));
+    sdeuq::Parameter x("x", sdeuq::Tensor::zeros(sdeuq::Shape{128, 128}));
+    for (auto* p : {&w, &bias, &x}) {
+        float* d = p->value().data<float>();
+        for (std::int64_t i = 0; i < p->value().numel(); ++i) d[i] = dist(rng);
+    }
+    const sdeuq::Tensor cot = sdeuq::Tensor::full(sdeuq::Shape{128, 128}, 0.5);
+    double us[2];
+    for (int t = 1; t <= 2; ++t) {
+        sdeuq::ThreadsScope scope(t);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; ++rep)
+            best = std::min(best, best_seconds_per_call([&] {
+                                sdeuq::NestedTape tape;
+                                sdeuq::Var bv = bias.var();
+                                sdeuq::Var y = sdeuq::linear(x.var(), w.var(), &bv);
+                                sdeuq::backward(y, cot);
+                            }));
+        us[t - 1] = best * 1e6;
+    }
+    fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", "linear fwd+bwd 128 (+bias)", us[0], us[1]);
+    // The same layer as matmul followed by a broadcast add (what linear did before the fused epilogue).
+    for (int t = 1; t <= 2; ++t) {
+        sdeuq::ThreadsScope scope(t);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; ++rep)
+            best = std::min(best, best_seconds_per_call([&] {
+                                sdeuq::NestedTape tape;
+                                sdeuq::Var y = sdeuq::add(sdeuq::matmul(x.var(), w.var(), false, true), bias.var());
+                                sdeuq::backward(y, cot);
+                            }));
+        us[t - 1] = best * 1e6;
+    }
+    fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", "matmul + add fwd+bwd 128", us[0], us[1]);
 }
 
 }  // namespace
@@ -133,11 +211,14 @@ int main(int argc, char** argv) {
         const std::string arg = argv[i];
         if (arg == "--json") {
             json = true;
+        } else if (arg == "--shapes") {
+            run_shapes();
+            return 0;
         } else if (arg == "--help" || arg == "-h") {
             usage(stdout);
             return 0;
         } else {
-            fmt::print(stderr, "bench_gemm: unknown argument '{}'; allowed flags: --json, --help\n", arg);
+            fmt::print(stderr, "bench_gemm: unknown argument '{}'; allowed flags: --json, --shapes, --help\n", arg);
             usage(stderr);
             return 2;
         }

@@ -9,7 +9,10 @@
 #include <vector>
 
 #include "autodiff/kernels/gemm.hpp"
+#include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
+#include "autodiff/random.hpp"
+#include "autodiff/tape.hpp"
 
 namespace {
 
@@ -57,15 +60,17 @@ struct Problem {
 
 template <class T>
 void check_against_reference(bool ta, bool tb, int64 m, int64 n, int64 k, T alpha, T beta, int64 pad,
-                             bool nan_c) {
+                             bool nan_c, bool with_bias = false) {
     Problem<T> p(ta, tb, m, n, k, pad, static_cast<std::uint32_t>(m * 1000003 + n * 1009 + k));
+    const std::vector<T> bias_v = random_vector<T>(static_cast<std::size_t>(n), 4242);
+    const T* bias = with_bias ? bias_v.data() : nullptr;
     if (nan_c)
         for (int64 i = 0; i < m; ++i)
             for (int64 j = 0; j < n; ++j) p.c[i * p.ldc + j] = std::numeric_limits<T>::quiet_NaN();
     std::vector<T> expect = p.c, got = p.c;
     gemm_reference<T>(ta, tb, m, n, k, alpha, p.a.data(), p.lda, p.b.data(), p.ldb, beta, expect.data(),
-                      p.ldc);
-    gemm<T>(ta, tb, m, n, k, alpha, p.a.data(), p.lda, p.b.data(), p.ldb, beta, got.data(), p.ldc);
+                      p.ldc, bias);
+    gemm<T>(ta, tb, m, n, k, alpha, p.a.data(), p.lda, p.b.data(), p.ldb, beta, got.data(), p.ldc, bias);
 
     // Error bound relative to the magnitude of the terms summed, not of the result, so that
     // cancellation does not make the check flaky: |err| <= tol * (|alpha| * sum|a||b| + |beta c|).
@@ -79,8 +84,8 @@ void check_against_reference(bool ta, bool tb, int64 m, int64 n, int64 k, T alph
                 const T bv = tb ? p.b[j * p.ldb + q] : p.b[q * p.ldb + j];
                 scale += std::abs(av * bv);
             }
-            scale =
-                std::abs(alpha) * scale + (beta == T(0) ? T(0) : std::abs(beta * p.c[i * p.ldc + j])) + T(1);
+            scale = std::abs(alpha) * scale + (beta == T(0) ? T(0) : std::abs(beta * p.c[i * p.ldc + j])) +
+                    (bias ? std::abs(bias[j]) : T(0)) + T(1);
             const T e = expect[i * p.ldc + j], g = got[i * p.ldc + j];
             if (!(std::abs(e - g) <= tol * scale) && ++bad <= 3)
                 FAIL_CHECK("mismatch at (" << i << ", " << j << "): reference " << e << ", gemm " << g);
@@ -93,7 +98,7 @@ void check_against_reference(bool ta, bool tb, int64 m, int64 n, int64 k, T alph
 }
 
 template <class T>
-void sweep() {
+void sweep(bool with_bias = false) {
     const int64 sizes[] = {1, 7, 33, 129};
     struct Scalars {
         T alpha, beta;
@@ -113,24 +118,39 @@ void sweep() {
                         ++case_index;
                         INFO("ta=" << ta << " tb=" << tb << " m=" << m << " n=" << n << " k=" << k
                                    << " alpha=" << s.alpha << " beta=" << s.beta << " pad=" << pad);
-                        check_against_reference<T>(ta, tb, m, n, k, s.alpha, s.beta, pad, s.nan_c);
+                        check_against_reference<T>(ta, tb, m, n, k, s.alpha, s.beta, pad, s.nan_c, with_bias);
                     }
 }
 
 // gemm with 1 and 2 threads must agree to the last bit.
 template <class T>
-void check_thread_invariance(bool ta, bool tb, int64 m, int64 n, int64 k, T beta) {
+void check_thread_invariance(bool ta, bool tb, int64 m, int64 n, int64 k, T beta, bool with_bias = false) {
     Problem<T> p(ta, tb, m, n, k, 3, 77);
+    const std::vector<T> bias_v = random_vector<T>(static_cast<std::size_t>(n), 99);
+    const T* bias = with_bias ? bias_v.data() : nullptr;
     std::vector<T> c1 = p.c, c2 = p.c;
     {
         sdeuq::ThreadsScope one(1);
-        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c1.data(), p.ldc);
+        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c1.data(), p.ldc, bias);
     }
     {
         sdeuq::ThreadsScope two(2);
-        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c2.data(), p.ldc);
+        gemm<T>(ta, tb, m, n, k, T(0.9), p.a.data(), p.lda, p.b.data(), p.ldb, beta, c2.data(), p.ldc, bias);
     }
     REQUIRE(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+}
+
+// gemm with a bias gives the same bits as gemm followed by a separate add of the bias to every row.
+template <class T>
+void check_bias_is_gemm_then_add(bool ta, bool tb, int64 m, int64 n, int64 k, T beta) {
+    Problem<T> p(ta, tb, m, n, k, 2, 5);
+    const std::vector<T> bias = random_vector<T>(static_cast<std::size_t>(n), 6);
+    std::vector<T> fused = p.c, split = p.c;
+    gemm<T>(ta, tb, m, n, k, T(1.25), p.a.data(), p.lda, p.b.data(), p.ldb, beta, fused.data(), p.ldc, bias.data());
+    gemm<T>(ta, tb, m, n, k, T(1.25), p.a.data(), p.lda, p.b.data(), p.ldb, beta, split.data(), p.ldc);
+    for (int64 i = 0; i < m; ++i)
+        for (int64 j = 0; j < n; ++j) split[i * p.ldc + j] = split[i * p.ldc + j] + bias[j];
+    REQUIRE(std::memcmp(fused.data(), split.data(), fused.size() * sizeof(T)) == 0);
 }
 
 }  // namespace
@@ -178,4 +198,114 @@ TEST_CASE("gemm is bitwise identical with 1 and 2 threads", "[gemm][threads]") {
         }
     check_thread_invariance<float>(false, false, 513, 513, 513, 0.0f);
     check_thread_invariance<double>(true, false, 513, 513, 513, 0.0);
+}
+
+TEST_CASE("gemm with a bias matches the reference for all transposes and edge sizes", "[gemm][bias]") {
+    sweep<float>(true);
+    sweep<double>(true);
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            INFO("ta=" << ta << " tb=" << tb);
+            // Several k blocks: the bias is added once, after the last one.
+            check_against_reference<float>(ta, tb, 200, 70, 900, 1.25f, 0.5f, 2, false, true);
+            check_against_reference<double>(ta, tb, 101, 130, 800, -1.0, 0.0, 1, true, true);
+        }
+}
+
+TEST_CASE("gemm with a bias gives the bits of gemm then a separate add", "[gemm][bias]") {
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            INFO("ta=" << ta << " tb=" << tb);
+            for (int threads : {1, 2}) {
+                sdeuq::ThreadsScope scope(threads);
+                check_bias_is_gemm_then_add<float>(ta, tb, 37, 53, 29, 0.0f);
+                check_bias_is_gemm_then_add<float>(ta, tb, 129, 128, 128, 1.0f);
+                check_bias_is_gemm_then_add<double>(ta, tb, 70, 45, 500, 0.5);
+                check_bias_is_gemm_then_add<float>(ta, tb, 400, 390, 400, 0.0f);
+            }
+        }
+    // k == 0: C = beta C + bias.
+    std::vector<float> c = {1.0f, 2.0f, 3.0f, 4.0f};
+    const float bias[] = {10.0f, 20.0f};
+    const float dummy = 0.0f;
+    gemm<float>(false, false, 2, 2, 0, 1.0f, &dummy, 1, &dummy, 2, 2.0f, c.data(), 2, bias);
+    REQUIRE(c == std::vector<float>{12.0f, 24.0f, 16.0f, 28.0f});
+}
+
+TEST_CASE("gemm with a bias is bitwise identical with 1 and 2 threads", "[gemm][threads][bias]") {
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            INFO("ta=" << ta << " tb=" << tb);
+            check_thread_invariance<float>(ta, tb, 128, 128, 128, 0.0f, true);
+            check_thread_invariance<float>(ta, tb, 128, 128, 128, 1.0f, true);
+            check_thread_invariance<double>(ta, tb, 300, 257, 129, 0.5, true);
+            check_thread_invariance<float>(ta, tb, 257, 100, 500, 1.0f, true);
+            // Large enough for the threads to share the packed B panel (rows of C split).
+            check_thread_invariance<float>(ta, tb, 517, 400, 777, 0.0f, true);
+        }
+    check_thread_invariance<double>(false, true, 513, 513, 513, 1.0, true);
+    // Small products just above the threading threshold (training-step and SDE shapes, edge sizes).
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            check_thread_invariance<float>(ta, tb, 64, 64, 64, 0.0f, true);
+            check_thread_invariance<float>(ta, tb, 128, 64, 32, 0.0f);
+            check_thread_invariance<float>(ta, tb, 64, 32, 128, 1.0f);
+            check_thread_invariance<double>(ta, tb, 61, 70, 33, 0.0, true);
+        }
+    // Small B read in place (whole panels) with a packed partial last panel.
+    check_thread_invariance<float>(false, false, 200, 250, 32, 0.0f, true);
+    check_thread_invariance<float>(true, false, 200, 250, 32, 1.0f, true);
+    check_thread_invariance<double>(false, false, 300, 100, 30, 0.0, true);
+}
+
+namespace {
+
+std::vector<unsigned char> bytes_of(const sdeuq::Tensor& t) {
+    const auto* p = static_cast<const unsigned char*>(t.raw());
+    return std::vector<unsigned char>(p, p + t.nbytes());
+}
+
+// y = linear(x, w, &b) (or matmul + add), backward with a fixed cotangent; the bytes of y and of the
+// gradients of x, w and b.
+std::vector<std::vector<unsigned char>> run_linear(int threads, bool fused, const sdeuq::Tensor& x,
+                                                   const sdeuq::Tensor& w, const sdeuq::Tensor& b) {
+    using namespace sdeuq;
+    ThreadsScope scope(threads);
+    NestedTape tape;
+    Var xv = leaf(x), wv = leaf(w), bv = leaf(b);
+    Var y = fused ? linear(xv, wv, &bv) : add(matmul(x.rank() == 1 ? reshape(xv, Shape{1, x.dim(0)}) : xv, wv, false, true), bv);
+    if (x.rank() == 1) y = reshape(y, Shape{w.dim(0)});
+    Generator g(5, 6);
+    backward(y, rand_uniform(y.shape(), g, y.dtype(), -1.0, 1.0));
+    return {bytes_of(y.value()), bytes_of(xv.grad()), bytes_of(wv.grad()), bytes_of(bv.grad())};
+}
+
+}  // namespace
+
+TEST_CASE("linear with a bias: one fused GEMM, the bits of matmul + add, the same with 1 and 2 threads",
+          "[gemm][bias][linear]") {
+    using namespace sdeuq;
+    struct Case {
+        Shape x, w;
+        DType dt;
+    };
+    const Case cases[] = {{{128, 128}, {128, 128}, DType::f32}, {{37, 70}, {50, 70}, DType::f32},
+                          {{3, 40, 33}, {65, 33}, DType::f32},  {{70}, {20, 70}, DType::f32},
+                          {{129, 64}, {96, 64}, DType::f64},    {{300, 200}, {150, 200}, DType::f32}};
+    for (const Case& c : cases) {
+        INFO("x " << c.x.str() << " w " << c.w.str());
+        Generator g(11, 12);
+        const Tensor x = rand_uniform(c.x, g, c.dt, -1.0, 1.0);
+        const Tensor w = rand_uniform(c.w, g, c.dt, -1.0, 1.0);
+        const Tensor b = rand_uniform(Shape{c.w[0]}, g, c.dt, -1.0, 1.0);
+        const auto fused1 = run_linear(1, true, x, w, b);
+        const auto fused2 = run_linear(2, true, x, w, b);
+        const auto split1 = run_linear(1, false, x, w, b);
+        for (std::size_t i = 0; i < fused1.size(); ++i) {
+            INFO("output " << i << " (y, dx, dw, db)");
+            REQUIRE(fused1[i].size() == split1[i].size());
+            CHECK(fused1[i] == fused2[i]);
+            CHECK(fused1[i] == split1[i]);
+        }
+    }
 }

@@ -1,16 +1,24 @@
 // Packed, cache-blocked GEMM with a register-blocked FMA micro-kernel.
 //
 // Loop nest (per thread, over the part of C it owns):
-//   jc: columns in blocks of NC  -> a kc x nc panel of op(B) is packed (lives in L2/L3)
+//   jc: columns in blocks of NC  -> a kc x nc panel of op(B) is packed (lives in L2/L3); small
+//                                   untransposed B is read in place instead (whole NR panels)
 //   pc: depth in blocks of KC    -> the order of the k-sum is fixed by this loop alone
-//   ic: rows in blocks of MC     -> an mc x kc block of op(A) is packed (lives in L2)
+//   ic: rows in blocks of MC     -> an mc x kc block of transposed A is packed (lives in L2); untransposed
+//                                   A, and transposed A small enough for L2, are read in place
 //   jr: NR-wide micro-panels of B (one stays in L1 while the ir loop streams A through it)
-//   ir: MR-tall micro-panels of A -> micro-kernel computes an MR x NR tile in registers
+//   ir: MR-tall micro-panels of A -> micro-kernel computes an MR x NR tile in registers (an R-row
+//                                   variant for the last R < MR rows)
+//
+// Two threads split the larger output dimension into two halves aligned to whole tiles; each packs only
+// its own B panel (so at large n each thread's panel fits its own L2) and nothing is packed twice when
+// A is read in place.
 //
 // Determinism: every element of C is owned by exactly one thread and its value is produced by the same
 // sequence of operations whatever the partition: the k-sum runs over the same KC blocks from p = 0, each
-// block is a chain of FMAs in one SIMD lane (lanes never mix), and the epilogue is the same mul/add in
-// the vector and the edge-tile path. Hence 1 and 2 threads give bitwise identical C.
+// block is a chain of FMAs in one SIMD lane (lanes never mix; packed or in-place operands hold the same
+// values), and the epilogue (alpha, beta, bias) is the same mul/add sequence in the vector and the
+// edge-tile path. Hence 1 and 2 threads give bitwise identical C.
 #include "autodiff/kernels/gemm.hpp"
 
 #include <algorithm>
@@ -57,8 +65,10 @@ struct Blocking<double> {
     static constexpr int64 nc = 1024;
 };
 
-// Below this many multiply-adds the second thread costs more (hand-off, duplicated packing) than it saves.
-constexpr int64 parallel_min_madds = int64(96) * 96 * 96;
+// Below this many multiply-adds the second thread costs more than it saves: the hand-off costs about
+// 1 us, and with in-place operands the halves of a small product pack little or nothing twice (measured:
+// 64^3 takes 4.8 us on one thread, 2.8 us on two).
+constexpr int64 parallel_min_madds = int64(64) * 64 * 32;
 
 // A 64-byte aligned scratch buffer that only grows; one per thread and type, so a steady-state training
 // step performs no heap allocation in GEMM.
@@ -237,62 +247,68 @@ void pack_b(bool trans, const T* b, int64 ldb, int64 p0, int64 kc, int64 j0, int
 }
 
 // How the micro-kernel combines its tile with C. The first KC block applies beta (or ignores C when
-// beta == 0, so NaN in C does not propagate); later blocks accumulate.
+// beta == 0, so NaN in C does not propagate); later blocks accumulate. The bias, when given, is added
+// by the last KC block only, after the tile has been combined with C.
 enum class Update { overwrite, scale, accumulate };
 
 // Scalar epilogue on an MR x NR tile (edge tiles, and the whole epilogue of the scalar build). Uses the
-// same separate multiply and add as the vector epilogue, so edge and interior elements round alike.
+// same separate multiply and adds, in the same order, as the vector epilogue, so edge and interior
+// elements round alike.
 template <class T>
-inline void update_tile(const T* tile, int nr, int rows, int cols, T alpha, T beta, Update mode, T* c,
-                        int64 ldc) {
+inline void update_tile(const T* tile, int nr, int rows, int cols, T alpha, T beta, Update mode, const T* bias,
+                        T* c, int64 ldc) {
     for (int r = 0; r < rows; ++r) {
         T* cr = c + r * ldc;
         const T* t = tile + r * nr;
-        switch (mode) {
-            case Update::overwrite:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j];
-                break;
-            case Update::scale:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + beta * cr[j];
-                break;
-            case Update::accumulate:
-                for (int j = 0; j < cols; ++j) cr[j] = alpha * t[j] + cr[j];
-                break;
+        for (int j = 0; j < cols; ++j) {
+            T v = alpha * t[j];
+            if (mode == Update::scale)
+                v = v + beta * cr[j];
+            else if (mode == Update::accumulate)
+                v = v + cr[j];
+            if (bias) v = v + bias[j];
+            cr[j] = v;
         }
     }
 }
 
-// Where the micro-kernel reads its MR x kc slice of op(A): a packed micro-panel (MR values per k), or,
-// for untransposed A, the MR rows of A in place (saves the packing pass, which dominates small GEMMs).
-// Rows past the edge of an in-place slice alias its last row; their results are never written back.
-template <class T, bool packed>
+// Where the micro-kernel reads its MR x kc slice of op(A):
+//   packed: a packed micro-panel (MR values per k);
+//   rows:   untransposed A in place, MR rows side by side (saves the packing pass, which dominates small
+//           GEMMs); rows past the edge of the slice alias its last row, their results are never written;
+//   cols:   transposed A in place, MR contiguous values per k at stride lda (full tiles only; used when
+//           A is small enough to stay in L2, so the strided reads cost nothing and packing would).
+enum class AForm { packed, rows, cols };
+
+template <class T, AForm form>
 class ASlice {
 public:
     static constexpr int mr = Blocking<T>::mr;
     ASlice(const T* a, int64 lda, int rows) {
-        if constexpr (packed) {
-            (void)lda;
+        if constexpr (form == AForm::rows) {
+            for (int r = 0; r < mr; ++r) rows_[r] = a + std::min(r, rows - 1) * lda;
+        } else {
             (void)rows;
             rows_[0] = a;
-        } else {
-            for (int r = 0; r < mr; ++r) rows_[r] = a + std::min(r, rows - 1) * lda;
+            step_ = form == AForm::packed ? mr : lda;
         }
     }
-    // op(A)[r][p] of the slice; in the packed form p is implicit (advance() steps one k).
+    // op(A)[r][p] of the slice; in the packed and cols forms p is implicit (advance() steps one k).
     T at(int r, int64 p) const {
-        if constexpr (packed) {
+        if constexpr (form == AForm::rows) {
+            return rows_[r][p];
+        } else {
             (void)p;
             return rows_[0][r];
-        } else {
-            return rows_[r][p];
         }
     }
     void advance() {
-        if constexpr (packed) rows_[0] += mr;
+        if constexpr (form != AForm::rows) rows_[0] += step_;
     }
 
 private:
-    const T* rows_[packed ? 1 : mr];
+    const T* rows_[form == AForm::rows ? mr : 1];
+    int64 step_ = 0;
 };
 
 #if SDEUQ_SIMD
@@ -300,59 +316,79 @@ private:
 using simd_arch = xsimd::fma3<xsimd::avx2>;
 
 // MR x NR tile = 6 rows x 2 vectors: 12 accumulators + 2 B vectors + 1 broadcast fit the 16 ymm
-// registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy.
-template <class T, bool packed_a>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode) {
+// registers; per k it does 12 FMAs against 8 loads, which keeps both FMA pipes of Zen 4 busy. R (the
+// rows written, 1..MR) is a template parameter so that an edge tile of R < MR rows costs R/MR of a
+// full one. b steps by ldb per k: NR for a packed panel, the row stride of B when read in place.
+template <class T, AForm form, int R>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 ldb, T* __restrict c, int64 ldc,
+                  int cols, T alpha, T beta, Update mode, const T* bias) {
     using batch = xsimd::batch<T, simd_arch>;
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
     constexpr int w = static_cast<int>(batch::size);
     static_assert(nr == 2 * w, "micro-kernel expects NR = two vectors");
+    static_assert(R >= 1 && R <= mr);
 
-    // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall.
-    for (int r = 0; r < rows; ++r) {
-        __builtin_prefetch(c + r * ldc, 1);
-        __builtin_prefetch(c + r * ldc + nr - 1, 1);
-    }
-    ASlice<T, packed_a> as(a, lda, rows);
+    // The C tile is needed only after the k loop; start fetching it now so the epilogue does not stall
+    // (not worth it for a short loop, where C was just written and is still in L1).
+    if (kc >= 128)
+        for (int r = 0; r < R; ++r) {
+            __builtin_prefetch(c + r * ldc, 1);
+            __builtin_prefetch(c + r * ldc + nr - 1, 1);
+        }
+    ASlice<T, form> as(a, lda, R);
     batch c00(T(0)), c01(T(0)), c10(T(0)), c11(T(0)), c20(T(0)), c21(T(0));
     batch c30(T(0)), c31(T(0)), c40(T(0)), c41(T(0)), c50(T(0)), c51(T(0));
     // Unrolled so that loop overhead does not compete with the loads for issue slots.
 #pragma GCC unroll 4
     for (int64 p = 0; p < kc; ++p) {
-        const batch b0 = batch::load_aligned(b);
-        const batch b1 = batch::load_aligned(b + w);
+        const batch b0 = batch::load_unaligned(b);
+        const batch b1 = batch::load_unaligned(b + w);
         batch av(as.at(0, p));
         c00 = xsimd::fma(av, b0, c00);
         c01 = xsimd::fma(av, b1, c01);
-        av = batch(as.at(1, p));
-        c10 = xsimd::fma(av, b0, c10);
-        c11 = xsimd::fma(av, b1, c11);
-        av = batch(as.at(2, p));
-        c20 = xsimd::fma(av, b0, c20);
-        c21 = xsimd::fma(av, b1, c21);
-        av = batch(as.at(3, p));
-        c30 = xsimd::fma(av, b0, c30);
-        c31 = xsimd::fma(av, b1, c31);
-        av = batch(as.at(4, p));
-        c40 = xsimd::fma(av, b0, c40);
-        c41 = xsimd::fma(av, b1, c41);
-        av = batch(as.at(5, p));
-        c50 = xsimd::fma(av, b0, c50);
-        c51 = xsimd::fma(av, b1, c51);
+        if constexpr (R > 1) {
+            av = batch(as.at(1, p));
+            c10 = xsimd::fma(av, b0, c10);
+            c11 = xsimd::fma(av, b1, c11);
+        }
+        if constexpr (R > 2) {
+            av = batch(as.at(2, p));
+            c20 = xsimd::fma(av, b0, c20);
+            c21 = xsimd::fma(av, b1, c21);
+        }
+        if constexpr (R > 3) {
+            av = batch(as.at(3, p));
+            c30 = xsimd::fma(av, b0, c30);
+            c31 = xsimd::fma(av, b1, c31);
+        }
+        if constexpr (R > 4) {
+            av = batch(as.at(4, p));
+            c40 = xsimd::fma(av, b0, c40);
+            c41 = xsimd::fma(av, b1, c41);
+        }
+        if constexpr (R > 5) {
+            av = batch(as.at(5, p));
+            c50 = xsimd::fma(av, b0, c50);
+            c51 = xsimd::fma(av, b1, c51);
+        }
         as.advance();
-        b += nr;
+        b += ldb;
     }
     const batch acc[mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
 
-    if (rows == mr && cols == nr) {
+    if (cols == nr) {
         const batch va(alpha);
         const batch vb(beta);
-        for (int r = 0; r < mr; ++r) {
+        batch bias0(T(0)), bias1(T(0));
+        if (bias) {
+            bias0 = batch::load_unaligned(bias);
+            bias1 = batch::load_unaligned(bias + w);
+        }
+        for (int r = 0; r < R; ++r) {
             T* cr = c + r * ldc;
             for (int v = 0; v < 2; ++v) {
-                const batch t = va * acc[r][v];
+                const batch t = alpha == T(1) ? acc[r][v] : va * acc[r][v];  // 1 * x == x exactly
                 batch out;
                 if (mode == Update::overwrite)
                     out = t;
@@ -360,97 +396,179 @@ void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __r
                     out = t + vb * batch::load_unaligned(cr + v * w);
                 else
                     out = t + batch::load_unaligned(cr + v * w);
+                if (bias) out = out + (v == 0 ? bias0 : bias1);
                 out.store_unaligned(cr + v * w);
             }
         }
         return;
     }
     alignas(64) T tile[mr * nr];
-    for (int r = 0; r < mr; ++r) {
+    for (int r = 0; r < R; ++r) {
         acc[r][0].store_aligned(tile + r * nr);
         acc[r][1].store_aligned(tile + r * nr + w);
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+    update_tile(tile, nr, R, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #else  // scalar build: same blocking and packing, plain multiply-add (no FMA on the scalar target)
 
-template <class T, bool packed_a>
-void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, T* __restrict c, int64 ldc,
-                  int rows, int cols, T alpha, T beta, Update mode) {
+template <class T, AForm form, int R>
+void micro_kernel(int64 kc, const T* a, int64 lda, const T* __restrict b, int64 ldb, T* __restrict c, int64 ldc,
+                  int cols, T alpha, T beta, Update mode, const T* bias) {
     constexpr int mr = Blocking<T>::mr;
     constexpr int nr = Blocking<T>::nr;
-    ASlice<T, packed_a> as(a, lda, rows);
+    ASlice<T, form> as(a, lda, R);
     T tile[mr * nr] = {};
     for (int64 p = 0; p < kc; ++p) {
-        for (int r = 0; r < mr; ++r) {
+        for (int r = 0; r < R; ++r) {
             const T ar = as.at(r, p);
-            for (int j = 0; j < nr; ++j) tile[r * nr + j] += ar * b[j];
+            for (int j = 0; j < cols; ++j) tile[r * nr + j] += ar * b[j];
         }
         as.advance();
-        b += nr;
+        b += ldb;
     }
-    update_tile(tile, nr, rows, cols, alpha, beta, mode, c, ldc);
+    update_tile(tile, nr, R, cols, alpha, beta, mode, bias, c, ldc);
 }
 
 #endif
 
-// C[i0:i1, j0:j1] of the full product; single-threaded.
+// The micro-kernel for a tile of `rows` rows.
+template <class T, AForm form>
+inline void run_kernel(int rows, int64 kc, const T* a, int64 lda, const T* b, int64 ldb, T* c, int64 ldc, int cols,
+                       T alpha, T beta, Update mode, const T* bias) {
+    static_assert(Blocking<T>::mr == 6);
+    switch (rows) {
+        case 6: return micro_kernel<T, form, 6>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 5: return micro_kernel<T, form, 5>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 4: return micro_kernel<T, form, 4>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 3: return micro_kernel<T, form, 3>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        case 2: return micro_kernel<T, form, 2>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+        default: return micro_kernel<T, form, 1>(kc, a, lda, b, ldb, c, ldc, cols, alpha, beta, mode, bias);
+    }
+}
+
 template <class T>
-void gemm_block(bool ta, bool tb, int64 i0, int64 i1, int64 j0, int64 j1, int64 k, T alpha, const T* a,
-                int64 lda, const T* b, int64 ldb, T beta, T* c, int64 ldc) {
+struct Problem {
+    bool ta, tb;
+    int64 m, n, k;
+    T alpha;
+    const T* a;
+    int64 lda;
+    const T* b;
+    int64 ldb;
+    T beta;
+    T* c;
+    int64 ldc;
+    const T* bias;
+};
+
+// Transposed A is read in place (AForm::cols) when all of it stays in L2 across the jr loop; beyond
+// that the packed micro-panels are worth their pass. Untransposed A is always read in place.
+template <class T>
+AForm a_form(const Problem<T>& g) {
+    if (!g.ta) return AForm::rows;
+    return g.m * g.k * static_cast<int64>(sizeof(T)) <= 256 * 1024 ? AForm::cols : AForm::packed;
+}
+
+// Untransposed B is read in place (NR contiguous values per k at stride ldb) when all of it spans at
+// most 32 KiB, so it stays in L1 across the ir loop without set conflicts: the packing pass is a
+// sizeable part of such small products. Only whole NR-column panels are read in place; a partial
+// last panel is packed (zero-padded).
+template <class T>
+bool b_direct(const Problem<T>& g) {
+    return !g.tb && g.k * g.ldb * static_cast<int64>(sizeof(T)) <= 32 * 1024;
+}
+
+template <class T>
+int64 kc_max(const Problem<T>& g) {
+    return std::min<int64>(Blocking<T>::kc, g.k);
+}
+
+// Rows [i0, i1) x columns [jc, jc + nc) of C at depth [pc, pc + kc). Column panels below `direct_cols`
+// (relative to jc) are read from B in place, the others from bbuf (packed, panel jr at bbuf + jr * kc).
+// abuf holds at least MC x KC values when op(A) is transposed.
+template <class T>
+void compute_panel(const Problem<T>& g, int64 i0, int64 i1, int64 jc, int64 nc, int64 pc, int64 kc,
+                   int64 direct_cols, const T* bbuf, T* abuf) {
     using B = Blocking<T>;
     constexpr int mr = B::mr;
     constexpr int nr = B::nr;
-    const int64 m = i1 - i0;
-    const int64 n = j1 - j0;
-    const int64 kc_max = std::min<int64>(B::kc, k);
-    const int64 mc_max = std::min<int64>(B::mc, (m + mr - 1) / mr * mr);
-    const int64 nc_max = std::min<int64>(B::nc, (n + nr - 1) / nr * nr);
-    // Untransposed A is read in place (see ASlice); transposed A is packed so that the kernel's MR
-    // values per k are contiguous.
-    const bool direct_a = !ta;
-    T* abuf = direct_a ? nullptr : a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max));
-    T* bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max));
-
-    for (int64 jc = j0; jc < j1; jc += B::nc) {
-        const int64 nc = std::min<int64>(B::nc, j1 - jc);
-        for (int64 pc = 0; pc < k; pc += B::kc) {
-            const int64 kc = std::min<int64>(B::kc, k - pc);
-            Update mode = Update::accumulate;
-            if (pc == 0) mode = beta == T(0) ? Update::overwrite : Update::scale;
-            pack_b(tb, b, ldb, pc, kc, jc, nc, bbuf);
-            for (int64 ic = i0; ic < i1; ic += B::mc) {
-                const int64 mc = std::min<int64>(B::mc, i1 - ic);
-                if (!direct_a) pack_a(ta, a, lda, ic, mc, pc, kc, abuf);
-                for (int64 jr = 0; jr < nc; jr += nr) {
-                    const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
-                    const T* bp = bbuf + jr * kc;
-                    for (int64 ir = 0; ir < mc; ir += mr) {
-                        const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
-                        T* ct = c + (ic + ir) * ldc + jc + jr;
-                        if (direct_a)
-                            micro_kernel<T, false>(kc, a + (ic + ir) * lda + pc, lda, bp, ct, ldc, rows, cols,
-                                                   alpha, beta, mode);
-                        else
-                            micro_kernel<T, true>(kc, abuf + ir * kc, 0, bp, ct, ldc, rows, cols, alpha, beta,
-                                                  mode);
-                    }
-                }
+    Update mode = Update::accumulate;
+    if (pc == 0) mode = g.beta == T(0) ? Update::overwrite : Update::scale;
+    const T* bias = g.bias && pc + kc >= g.k ? g.bias : nullptr;
+    const AForm form = a_form(g);
+    for (int64 ic = i0; ic < i1; ic += B::mc) {
+        const int64 mc = std::min<int64>(B::mc, i1 - ic);
+        const int64 full = mc / mr * mr;
+        if (form == AForm::packed)
+            pack_a(g.ta, g.a, g.lda, ic, mc, pc, kc, abuf);
+        else if (form == AForm::cols && full < mc)
+            pack_a(g.ta, g.a, g.lda, ic + full, mc - full, pc, kc, abuf);  // the edge micro-panel only
+        for (int64 jr = 0; jr < nc; jr += nr) {
+            const int cols = static_cast<int>(std::min<int64>(nr, nc - jr));
+            const bool direct = jr < direct_cols;
+            const T* bp = direct ? g.b + pc * g.ldb + jc + jr : bbuf + jr * kc;
+            const int64 bstride = direct ? g.ldb : nr;
+            const T* bj = bias ? bias + jc + jr : nullptr;
+            for (int64 ir = 0; ir < mc; ir += mr) {
+                const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
+                T* ct = g.c + (ic + ir) * g.ldc + jc + jr;
+                if (form == AForm::rows)
+                    run_kernel<T, AForm::rows>(rows, kc, g.a + (ic + ir) * g.lda + pc, g.lda, bp, bstride, ct, g.ldc,
+                                               cols, g.alpha, g.beta, mode, bj);
+                else if (form == AForm::cols && rows == mr)
+                    run_kernel<T, AForm::cols>(rows, kc, g.a + pc * g.lda + ic + ir, g.lda, bp, bstride, ct, g.ldc,
+                                               cols, g.alpha, g.beta, mode, bj);
+                else
+                    run_kernel<T, AForm::packed>(rows, kc, abuf + (form == AForm::packed ? ir * kc : 0), 0, bp,
+                                                 bstride, ct, g.ldc, cols, g.alpha, g.beta, mode, bj);
             }
         }
     }
 }
 
-// C = beta * C (k == 0 or alpha == 0); beta == 0 writes zeros without reading C.
 template <class T>
-void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc) {
+T* a_buffer_for(const Problem<T>& g) {
+    using B = Blocking<T>;
+    if (!g.ta) return nullptr;
+    const int64 mc_max = std::min<int64>(B::mc, (g.m + B::mr - 1) / B::mr * B::mr);
+    return a_buffer<T>(static_cast<std::size_t>(mc_max * kc_max(g)));
+}
+
+// C[i0:i1, j0:j1] of the full product; single-threaded, packs its own B panels.
+template <class T>
+void gemm_block(const Problem<T>& g, int64 i0, int64 i1, int64 j0, int64 j1) {
+    using B = Blocking<T>;
+    constexpr int nr = B::nr;
+    const int64 nc_max = std::min<int64>(B::nc, (j1 - j0 + nr - 1) / nr * nr);
+    const bool direct = b_direct(g);
+    T* abuf = a_buffer_for(g);
+    T* bbuf = nullptr;
+    for (int64 jc = j0; jc < j1; jc += B::nc) {
+        const int64 nc = std::min<int64>(B::nc, j1 - jc);
+        const int64 direct_cols = direct ? nc / nr * nr : 0;
+        for (int64 pc = 0; pc < g.k; pc += B::kc) {
+            const int64 kc = std::min<int64>(B::kc, g.k - pc);
+            if (direct_cols < nc) {
+                if (!bbuf) bbuf = b_buffer<T>(static_cast<std::size_t>(nc_max * kc_max(g)));
+                pack_b(g.tb, g.b, g.ldb, pc, kc, jc + direct_cols, nc - direct_cols, bbuf + direct_cols * kc);
+            }
+            compute_panel(g, i0, i1, jc, nc, pc, kc, direct_cols, bbuf, abuf);
+        }
+    }
+}
+
+// C = beta * C (+ bias) when there is no product (k == 0 or alpha == 0); beta == 0 does not read C.
+template <class T>
+void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc, const T* bias) {
     for (int64 i = 0; i < m; ++i) {
         T* ci = c + i * ldc;
         if (beta == T(0))
             std::fill(ci, ci + n, T(0));
         else if (beta != T(1))
             for (int64 j = 0; j < n; ++j) ci[j] *= beta;
+        if (bias)
+            for (int64 j = 0; j < n; ++j) ci[j] = ci[j] + bias[j];
     }
 }
 
@@ -458,51 +576,52 @@ void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc) {
 
 template <class T>
 void gemm_reference(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const T* bias) {
     for (std::int64_t i = 0; i < m; ++i)
         for (std::int64_t j = 0; j < n; ++j) {
             T s = 0;
             for (std::int64_t p = 0; p < k; ++p)
                 s += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
-            c[i * ldc + j] = beta == T(0) ? alpha * s : alpha * s + beta * c[i * ldc + j];
+            T v = beta == T(0) ? alpha * s : alpha * s + beta * c[i * ldc + j];
+            if (bias) v = v + bias[j];
+            c[i * ldc + j] = v;
         }
 }
 
 template <class T>
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const T* bias) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == T(0)) {
-        scale_c(m, n, beta, c, ldc);
+        scale_c(m, n, beta, c, ldc, bias);
         return;
     }
     using B = Blocking<T>;
+    const Problem<T> g{ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias};
     const bool threaded = num_threads() > 1 && m * n * k >= parallel_min_madds;
     if (!threaded) {
-        gemm_block(ta, tb, 0, m, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        gemm_block(g, 0, m, 0, n);
         return;
     }
     // Split the larger of the two output dimensions: each thread then repacks only the smaller operand
     // (A when splitting columns, B when splitting rows), and parts stay aligned to whole micro-tiles.
     if (n >= m) {
-        parallel_for(0, n, B::nr, 0, [&](std::int64_t lo, std::int64_t hi) {
-            gemm_block(ta, tb, 0, m, lo, hi, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        });
+        parallel_for(0, n, B::nr, 0, [&](std::int64_t lo, std::int64_t hi) { gemm_block(g, 0, m, lo, hi); });
     } else {
-        parallel_for(0, m, B::mr, 0, [&](std::int64_t lo, std::int64_t hi) {
-            gemm_block(ta, tb, lo, hi, 0, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        });
+        parallel_for(0, m, B::mr, 0, [&](std::int64_t lo, std::int64_t hi) { gemm_block(g, lo, hi, 0, n); });
     }
 }
 
 template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t, const float*);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
-                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t);
+                           std::int64_t, const double*, std::int64_t, double, double*, std::int64_t,
+                           const double*);
 template void gemm_reference<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                                    std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
+                                    std::int64_t, const float*, std::int64_t, float, float*, std::int64_t,
+                                    const float*);
 template void gemm_reference<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double,
                                      const double*, std::int64_t, const double*, std::int64_t, double,
-                                     double*, std::int64_t);
+                                     double*, std::int64_t, const double*);
 
 }  // namespace sdeuq::kernels

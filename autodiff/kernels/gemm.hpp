@@ -14,13 +14,19 @@ namespace sdeuq::kernels {
 // C = op(A) op(B) + C (beta 1) gives the same bits as computing the product alone and adding it to C.
 constexpr std::int64_t gemm_kc = 384;
 
+//
+// bias (optional, n values): C = (alpha * op(A) op(B) + beta * C) + bias[j] on every row, the bias added
+// once after the full k-sum, in the same order on every tile (so it gives the same bits as a GEMM
+// followed by a separate broadcast add of the bias).
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc,
+          const T* bias = nullptr);
 
-// The plain triple loop (reference for tests).
+// The plain triple loop (reference for tests), with the same optional bias.
 template <class T>
 void gemm_reference(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+                    std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc,
+                    const T* bias = nullptr);
 
 }  // namespace sdeuq::kernels
