@@ -88,13 +88,14 @@ void matmul_backward(Node* na, Node* nb, const Tensor& av, const Tensor& bv, con
         // d op(A) = G op(B)^T; with ta, dA = op(B) G^T.
         const bool into = d.k > 0 && d.m > 0 && target(na, d.a_batched || d.batch == 1, d.n);
         Tensor ga = into ? na->grad : Tensor::arena_empty(av.shape(), av.dtype());
+        const bool acc = into && !take_zero(na);  // a zeroed parameter gradient is overwritten (beta 0)
         if (d.k > 0 && d.m > 0) {
             if (!ta)
                 batched_gemm<T>(false, !tb, d.batch, d.m, d.k, d.n, pg, true, bv.data<T>(), d.b_batched,
-                                ga.data<T>(), d.a_batched, into);
+                                ga.data<T>(), d.a_batched, acc);
             else
                 batched_gemm<T>(tb, true, d.batch, d.k, d.m, d.n, bv.data<T>(), d.b_batched, pg, true,
-                                ga.data<T>(), d.a_batched, into);
+                                ga.data<T>(), d.a_batched, acc);
         } else {
             ga.fill(0.0);
         }
@@ -107,13 +108,14 @@ void matmul_backward(Node* na, Node* nb, const Tensor& av, const Tensor& bv, con
         const bool into =
             d.k > 0 && d.n > 0 && target(nb, !fold || (d.a_batched && !ta), fold ? d.batch * d.m : d.m);
         Tensor gb = into ? nb->grad : Tensor::arena_empty(bv.shape(), bv.dtype());
+        const bool acc = into && !take_zero(nb);
         if (d.k > 0 && d.n > 0) {
             if (!tb)
                 batched_gemm<T>(!ta, false, d.batch, d.k, d.n, d.m, av.data<T>(), d.a_batched, pg, true,
-                                gb.data<T>(), d.b_batched, into);
+                                gb.data<T>(), d.b_batched, acc);
             else
                 batched_gemm<T>(true, ta, d.batch, d.n, d.k, d.m, pg, true, av.data<T>(), d.a_batched,
-                                gb.data<T>(), d.b_batched, into);
+                                gb.data<T>(), d.b_batched, acc);
         } else {
             gb.fill(0.0);
         }

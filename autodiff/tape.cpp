@@ -184,6 +184,14 @@ void accumulate(Node* n, const Tensor& g) {
         n->grad_shared = false;
         return;
     }
+    if (take_zero(n)) {
+        // 0 + g, as the zero-filled gradient would have given (-0 becomes +0).
+        dispatch(g.dtype(), [&](auto z) {
+            using T = decltype(z);
+            kernels::map1(g.data<T>(), n->grad.data<T>(), g.numel(), [](auto v) { return v + decltype(v)(0); });
+        });
+        return;
+    }
     dispatch(g.dtype(), [&](auto z) {
         using T = decltype(z);
         add_into(n->grad.data<T>(), g.data<T>(), g.numel());
@@ -238,14 +246,21 @@ Parameter::Parameter(std::string name, Tensor value, bool trainable)
     grad_ = Tensor::zeros(value_.shape(), value_.dtype());
 }
 
-void Parameter::zero_grad() { grad_.fill(0.0); }
+void Parameter::materialize_grad() const {
+    if (!zero_pending_) return;
+    grad_.fill(0.0);
+    zero_pending_ = false;
+}
 
 Var Parameter::var() {
     if (!grad_enabled() || !trainable_) return Var(value_);
     Tape& t = current_tape();
     if (cached_ && cached_tape_ == &t && cached_generation_ == t.generation()) return Var(value_, cached_);
     Node* n = t.push("parameter", value_, {});
-    if (t.accumulates_into_parameters()) n->grad = grad_.unowned();
+    if (t.accumulates_into_parameters()) {
+        n->grad = grad_.unowned();
+        n->zero_pending = &zero_pending_;
+    }
     cached_ = n;
     cached_tape_ = &t;
     cached_generation_ = t.generation();

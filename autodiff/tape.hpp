@@ -34,6 +34,9 @@ struct Node {
     Tensor grad;  // undefined until a gradient flows in (parameter leaves: a view of Parameter::grad)
     // grad's storage may be shared with another adjoint (or a value): accumulate into it out of place.
     bool grad_shared = false;
+    // Parameter leaves: while *zero_pending is set, grad's storage holds stale values that stand for zeros
+    // (Parameter::zero_grad only sets the flag); the first gradient written overwrites it (take_zero).
+    bool* zero_pending = nullptr;
     BackwardFn backward = nullptr;
     void* closure = nullptr;
     Node** inputs = nullptr;
@@ -41,6 +44,13 @@ struct Node {
     std::int64_t index = 0;
     Tape* tape = nullptr;
 };
+
+// True (once) when n's gradient storage must be overwritten rather than added to: see Node::zero_pending.
+inline bool take_zero(Node* n) {
+    if (!n->zero_pending || !*n->zero_pending) return false;
+    *n->zero_pending = false;
+    return true;
+}
 
 // A differentiable value: a tensor, plus the tape node that produced it (null for constants).
 class Var {
@@ -158,18 +168,28 @@ public:
     const std::string& name() const { return name_; }
     Tensor& value() { return value_; }
     const Tensor& value() const { return value_; }
-    Tensor& grad() { return grad_; }
-    const Tensor& grad() const { return grad_; }
+    Tensor& grad() {
+        materialize_grad();
+        return grad_;
+    }
+    const Tensor& grad() const {
+        materialize_grad();
+        return grad_;
+    }
     bool trainable() const { return trainable_; }
     void set_trainable(bool t) { trainable_ = t; }
-    void zero_grad();
+    // Logically zeroes the gradient without touching its memory: the next backward overwrites it, and
+    // grad() writes the zeros if no gradient came in before it is read.
+    void zero_grad() { zero_pending_ = true; }
     // A leaf on the current tape (one per tape and generation); a constant when gradients are off.
     Var var();
 
 private:
     std::string name_;
     Tensor value_;
-    Tensor grad_;
+    void materialize_grad() const;
+    mutable Tensor grad_;
+    mutable bool zero_pending_ = false;
     bool trainable_ = true;
     Node* cached_ = nullptr;
     Tape* cached_tape_ = nullptr;

@@ -1,5 +1,6 @@
 // The tape itself: nested VJPs, no-grad, detach, parameters, anomaly mode, arena misuse, threads.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "autodiff/gradcheck.hpp"
@@ -88,6 +89,35 @@ TEST_CASE("gradients accumulate over uses and across steps into parameters", "[t
     CHECK(p.grad().flat(0) == 14.0);
     p.zero_grad();
     CHECK(p.grad().flat(1) == 0.0);
+}
+
+TEST_CASE("zero_grad is lazy: the next gradient overwrites, an unused parameter reads zeros", "[tape]") {
+    // Weight gradients reach the parameter through the GEMM (written in place) and the bias gradient
+    // through accumulate; the parameter c gets none.
+    Generator gen(4, 1);
+    Tensor xv = randn({5, 3}, gen, DType::f64), w0 = randn({4, 3}, gen, DType::f64), b0 = randn({4}, gen, DType::f64);
+    Parameter w("w", w0), b("b", b0), c("c", Tensor::full({2}, 1.0, DType::f64));
+    auto step = [&] {
+        Var bv = b.var();
+        backward(sum(square(linear(Var(xv), w.var(), &bv))));
+        reset_tape();
+    };
+    step();
+    const std::vector<double> gw = w.grad().to_vector(), gb = b.grad().to_vector();
+    for (double v : gw) REQUIRE(std::isfinite(v));
+    step();  // without zero_grad: accumulates
+    for (std::size_t i = 0; i < gw.size(); ++i) CHECK(w.grad().to_vector()[i] == 2 * gw[i]);
+    for (auto* p : {&w, &b, &c}) {
+        p->grad().fill(std::nan(""));  // stale contents must not leak through
+        p->zero_grad();
+    }
+    step();
+    CHECK(w.grad().to_vector() == gw);
+    CHECK(b.grad().to_vector() == gb);
+    CHECK(c.grad().to_vector() == std::vector<double>{0.0, 0.0});
+    // Read before any backward: zeros.
+    w.zero_grad();
+    CHECK(w.grad().to_vector() == std::vector<double>(12, 0.0));
 }
 
 TEST_CASE("anomaly mode names the first op that produced NaN or Inf", "[tape][anomaly]") {
