@@ -5,6 +5,7 @@
 //   bench_gemm --json     one JSON object on stdout:
 //                         {"peak_gflops": x, "results": [{"n", "threads", "gflops", "openblas_gflops"}]}
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -108,6 +109,20 @@ double best_seconds_per_call(F&& fn) {
     return best;
 }
 
+// Best microseconds per call of fn with 1 and 2 kernel threads (best of 5 measurements each).
+template <class F>
+std::array<double, 2> best_us_1t_2t(F&& fn) {
+    std::array<double, 2> us{};
+    for (int t = 1; t <= 2; ++t) {
+        sdeuq::ThreadsScope scope(t);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; ++rep) best = std::min(best, best_seconds_per_call(fn));
+        us[static_cast<std::size_t>(t - 1)] = best * 1e6;
+    }
+    return us;
+}
+
+
 struct Result {
     int n;
     int threads;
@@ -153,17 +168,10 @@ void run_shapes() {
         std::vector<float> c(static_cast<std::size_t>(s.m) * s.n, 0.0f);
         for (auto& x : a) x = dist(rng);
         for (auto& x : b) x = dist(rng);
-        double us[2];
-        for (int t = 1; t <= 2; ++t) {
-            sdeuq::ThreadsScope scope(t);
-            double best = 1e30;
-            for (int rep = 0; rep < 5; ++rep)
-                best = std::min(best, best_seconds_per_call([&] {
-                                    sdeuq::kernels::gemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda,
-                                                                b.data(), ldb, s.beta, c.data(), s.n);
-                                }));
-            us[t - 1] = best * 1e6;
-        }
+        const auto us = best_us_1t_2t([&] {
+            sdeuq::kernels::gemm<float>(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, b.data(), ldb, s.beta,
+                                        c.data(), s.n);
+        });
         fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", s.name, us[0], us[1]);
     }
     // linear(x, W, &b) forward + backward, x [128, 128], W [128, 128], b [128] (all need gradients).
@@ -174,33 +182,20 @@ void run_shapes() {
         for (std::int64_t i = 0; i < p->value().numel(); ++i) d[i] = dist(rng);
     }
     const sdeuq::Tensor cot = sdeuq::Tensor::full(sdeuq::Shape{128, 128}, 0.5);
-    double us[2];
-    for (int t = 1; t <= 2; ++t) {
-        sdeuq::ThreadsScope scope(t);
-        double best = 1e30;
-        for (int rep = 0; rep < 5; ++rep)
-            best = std::min(best, best_seconds_per_call([&] {
-                                sdeuq::NestedTape tape;
-                                sdeuq::Var bv = bias.var();
-                                sdeuq::Var y = sdeuq::linear(x.var(), w.var(), &bv);
-                                sdeuq::backward(y, cot);
-                            }));
-        us[t - 1] = best * 1e6;
-    }
+    const auto us = best_us_1t_2t([&] {
+        sdeuq::NestedTape tape;
+        sdeuq::Var bv = bias.var();
+        sdeuq::Var y = sdeuq::linear(x.var(), w.var(), &bv);
+        sdeuq::backward(y, cot);
+    });
     fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", "linear fwd+bwd 128 (+bias)", us[0], us[1]);
     // The same layer as matmul followed by a broadcast add (what linear did before the fused epilogue).
-    for (int t = 1; t <= 2; ++t) {
-        sdeuq::ThreadsScope scope(t);
-        double best = 1e30;
-        for (int rep = 0; rep < 5; ++rep)
-            best = std::min(best, best_seconds_per_call([&] {
-                                sdeuq::NestedTape tape;
-                                sdeuq::Var y = sdeuq::add(sdeuq::matmul(x.var(), w.var(), false, true), bias.var());
-                                sdeuq::backward(y, cot);
-                            }));
-        us[t - 1] = best * 1e6;
-    }
-    fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", "matmul + add fwd+bwd 128", us[0], us[1]);
+    const auto us_plain = best_us_1t_2t([&] {
+        sdeuq::NestedTape tape;
+        sdeuq::Var y = sdeuq::add(sdeuq::matmul(x.var(), w.var(), false, true), bias.var());
+        sdeuq::backward(y, cot);
+    });
+    fmt::print("{:<28} {:>10.2f} {:>10.2f}\n", "matmul + add fwd+bwd 128", us_plain[0], us_plain[1]);
 }
 
 }  // namespace

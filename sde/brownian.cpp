@@ -403,23 +403,20 @@ void BrownianPath::points(double s, double t, const PointSlot*& ps, const PointS
     pt = &slots_[it];
 }
 
-void BrownianPath::increment(double s, double t, std::span<double> dW) const {
+template <class T>
+void BrownianPath::increment_into(double s, double t, std::span<T> dW) const {
     constexpr const char* call = "BrownianPath::increment";
     check_time(call, s, t);
     check_span(call, "dW", dW.size());
     const PointSlot *ps = nullptr, *pt = nullptr;
     points(s, t, ps, pt);
-    for (std::size_t i = 0; i < dW.size(); ++i) dW[i] = pt->w[i] - ps->w[i];
+    // The difference in double, rounded once to T.
+    for (std::size_t i = 0; i < dW.size(); ++i) dW[i] = static_cast<T>(pt->w[i] - ps->w[i]);
 }
 
-void BrownianPath::increment(double s, double t, std::span<float> dW) const {
-    constexpr const char* call = "BrownianPath::increment";
-    check_time(call, s, t);
-    check_span(call, "dW", dW.size());
-    const PointSlot *ps = nullptr, *pt = nullptr;
-    points(s, t, ps, pt);
-    for (std::size_t i = 0; i < dW.size(); ++i) dW[i] = static_cast<float>(pt->w[i] - ps->w[i]);
-}
+void BrownianPath::increment(double s, double t, std::span<double> dW) const { increment_into(s, t, dW); }
+
+void BrownianPath::increment(double s, double t, std::span<float> dW) const { increment_into(s, t, dW); }
 
 void BrownianPath::increment_levy(double s, double t, std::span<double> dW, std::span<double> H) const {
     constexpr const char* call = "BrownianPath::increment_levy";

@@ -160,6 +160,7 @@ private:
     void eval_point(double u, PointSlot& slot) const;
     // Slots holding W(s), W(t) (evaluated if not cached).
     void points(double s, double t, const PointSlot*& ps, const PointSlot*& pt) const;
+    template <class T> void increment_into(double s, double t, std::span<T> dW) const;
 
     double* arr(Level& lv, int which) const { return lv.data.data() + which * size_; }
 
