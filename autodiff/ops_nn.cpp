@@ -505,21 +505,13 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
 
 // ---------------------------------------------------------------- dropout
 // Inverted dropout: y = x * mask, mask = Bernoulli(1 - p) / (1 - p), drawn once (as bernoulli() draws:
-// keep when a 32-bit Philox output is below (1 - p) 2^32) straight into the arena; the backward
+// keep when a 32-bit Philox output is below (1 - p) 2^32) into the arena; the backward
 // multiplies by the same mask.
 namespace {
 
-// The inverted-dropout mask m (scale = 1/keep where a fresh u32 from gen falls below keep * 2^32, else 0)
-// and y = act(x) * m, where act is the identity or relu. With relu, the mask saved for the backward is
-// d = (x > 0) ? m : 0, so one multiply gives the gradient of relu and dropout together.
+// Mask and output for n elements from their n random words u (see dropout_kernel).
 template <class T, bool relu_on>
-void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Generator& gen) {
-    const T scale = static_cast<T>(1.0 / keep);
-    auto* u = static_cast<std::uint32_t*>(
-        current_tape().arena().allocate(sizeof(std::uint32_t) * static_cast<std::size_t>(n)));
-    gen.fill_u32(u, n);
-    // keep < 1 here, so th < 2^32 fits in 32 bits.
-    const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
+void dropout_range(const std::uint32_t* u, const T* px, T* pd, T* py, std::int64_t n, std::uint32_t th, T scale) {
     std::int64_t i = 0;
 #if SDEUQ_SIMD && defined(__AVX2__)
     if constexpr (std::is_same_v<T, float>) {
@@ -553,6 +545,20 @@ void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Gene
             py[i] = px[i] * m;
         }
     }
+}
+
+// The inverted-dropout mask m (scale = 1/keep where a fresh u32 from gen falls below keep * 2^32, else 0)
+// and y = act(x) * m, where act is the identity or relu. With relu, the mask saved for the backward is
+// d = (x > 0) ? m : 0, so one multiply gives the gradient of relu and dropout together. The random words
+// are consumed chunk by chunk as they are generated (they never go to memory), over the kernel threads.
+template <class T, bool relu_on>
+void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Generator& gen) {
+    const T scale = static_cast<T>(1.0 / keep);
+    // keep < 1 here, so th < 2^32 fits in 32 bits.
+    const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
+    gen.for_u32_chunks(n, [&](std::int64_t i0, const std::uint32_t* u, std::int64_t count) {
+        dropout_range<T, relu_on>(u, px + i0, pd + i0, py + i0, count, th, scale);
+    });
 }
 
 template <bool relu_on>

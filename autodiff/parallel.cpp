@@ -145,9 +145,13 @@ int& thread_count() {
     return n;
 }
 
+// Never destroyed: at exit, static destructors run in the reverse order of construction, and libstdc++'s
+// table behind atomic wait/notify is built after the pool (at the first wait), so it would be gone before
+// the pool's destructor could wake a sleeping worker to join it (a hang at exit). The workers simply end
+// with the process. A pool replaced by a larger one while the program runs is joined as usual.
 std::unique_ptr<Pool>& pool() {
-    static std::unique_ptr<Pool> p;
-    return p;
+    static auto* p = new std::unique_ptr<Pool>();
+    return *p;
 }
 
 }  // namespace

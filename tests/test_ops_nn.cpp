@@ -380,6 +380,30 @@ TEST_CASE("dropout: inverted mask, p == 0 identity, p range checked", "[ops_nn][
     }, {rnd({6, 7}, 81)});
 }
 
+TEST_CASE("dropout draws the generator's words in order (as bernoulli does), whatever the thread count", "[ops_nn][dropout]") {
+    // 3 words already taken from the generator's current block (the head path), an odd length (the
+    // tail path), and enough blocks for the threaded, chunked generation.
+    for (std::int64_t n : {std::int64_t(7), std::int64_t(5001), std::int64_t(40003)}) {
+        for (int threads : {1, 2}) {
+            ThreadsScope ts(threads);
+            Generator gen(11, 3);
+            for (int k = 0; k < 3; ++k) gen();
+            Generator copy = gen;
+            Tensor x = Tensor::full({n}, 1.0, DType::f32);
+            reset_tape();
+            const std::vector<double> y = dropout(Var(x), 0.3, gen).value().to_vector();
+            const std::vector<double> keep = bernoulli({n}, 0.7, copy, DType::f32).to_vector();
+            reset_tape();
+            std::int64_t bad = 0;
+            for (std::int64_t i = 0; i < n; ++i)
+                bad += (y[static_cast<std::size_t>(i)] != 0.0) != (keep[static_cast<std::size_t>(i)] != 0.0);
+            INFO("n = " << n << ", threads = " << threads);
+            CHECK(bad == 0);
+            CHECK(gen() == copy());  // both consumed exactly n words
+        }
+    }
+}
+
 TEST_CASE("relu_dropout equals dropout(relu(x)) bit for bit, values and gradients", "[ops_nn][dropout]") {
     // Odd length: the vector body and the scalar tail both run; values on both sides of the kink.
     Tensor x = rnd({37, 29}, 82, -1.0, 1.0);
