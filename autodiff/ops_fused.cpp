@@ -1,6 +1,7 @@
 // Fused ops (see autodiff/ops_fused.hpp): forward and backward side by side.
 #include "autodiff/ops_fused.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 #include <string>
 
@@ -29,32 +30,6 @@ void accumulate_scaled(Node* n, const Tensor& g, double c) {
 
 }  // namespace
 
-Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2) {
-    if (!y.value().defined()) throw ShapeError("axpy2: y is undefined");
-    check_same("axpy2", "x1", y, x1);
-    check_same("axpy2", "x2", y, x2);
-    Tensor out = Tensor::arena_empty(y.shape(), y.dtype());
-    dispatch(y.dtype(), [&](auto z) {
-        using T = decltype(z);
-        const T ca = static_cast<T>(a), cb = static_cast<T>(b);
-        const T* py = y.value().data<T>();
-        const T* p1 = x1.value().data<T>();
-        const T* p2 = x2.value().data<T>();
-        T* po = out.data<T>();
-        const std::int64_t n = out.numel();
-        for (std::int64_t i = 0; i < n; ++i) {
-            const T s = py[i] + p1[i] * ca;  // rounded here, as the separate ops round
-            po[i] = s + p2[i] * cb;
-        }
-    });
-    return record("axpy2", out, {y, x1, x2},
-                  [ny = node_of(y), n1 = node_of(x1), n2 = node_of(x2), a, b](const Tensor& g) {
-                      if (ny) accumulate(ny, g);
-                      accumulate_scaled(n1, g, a);
-                      accumulate_scaled(n2, g, b);
-                  });
-}
-
 Var lincomb(std::span<const Var> xs, std::span<const double> coeffs) {
     constexpr std::size_t kMax = 8;
     if (xs.empty() || xs.size() > kMax || coeffs.size() != xs.size())
@@ -70,13 +45,18 @@ Var lincomb(std::span<const Var> xs, std::span<const double> coeffs) {
         using T = decltype(z);
         const std::int64_t n = out.numel();
         T* po = out.data<T>();
-        const T c0 = static_cast<T>(coeffs[0]);
-        const T* p0 = xs[0].value().data<T>();
-        for (std::int64_t i = 0; i < n; ++i) po[i] = c0 * p0[i];
-        for (std::size_t k = 1; k < xs.size(); ++k) {
-            const T c = static_cast<T>(coeffs[k]);
-            const T* p = xs[k].value().data<T>();
-            for (std::int64_t i = 0; i < n; ++i) po[i] = po[i] + c * p[i];
+        // Term by term over blocks of the output small enough to stay in L1 between the terms.
+        constexpr std::int64_t block = 1024;
+        for (std::int64_t lo = 0; lo < n; lo += block) {
+            const std::int64_t hi = std::min(n, lo + block);
+            const T c0 = static_cast<T>(coeffs[0]);
+            const T* p0 = xs[0].value().data<T>();
+            for (std::int64_t i = lo; i < hi; ++i) po[i] = c0 * p0[i];
+            for (std::size_t k = 1; k < xs.size(); ++k) {
+                const T c = static_cast<T>(coeffs[k]);
+                const T* p = xs[k].value().data<T>();
+                for (std::int64_t i = lo; i < hi; ++i) po[i] = po[i] + c * p[i];
+            }
         }
     });
     if (!grad_enabled() || !detail::any_on_tape(xs, current_tape())) {

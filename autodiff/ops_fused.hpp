@@ -9,19 +9,13 @@
 
 namespace sdeuq {
 
-// y + a * x1 + b * x2 for y, x1, x2 of one shape and dtype (no broadcasting: ShapeError otherwise).
-// Evaluated per element as (y + T(a) * x1) + T(b) * x2 in the dtype T, the order and rounding of
-// `y + x1 * a + x2 * b` written with the plain ops (the products are not contracted into FMAs: the
-// project builds with -ffp-contract=off), so a solver step that
-// switches to it gives the same bits. Backward: dy = G, dx1 = a G, dx2 = b G (a coefficient of exactly 1
-// passes G through without a copy). Used by the SDE solver steps (y + f h + g.dW and its halves).
-Var axpy2(const Var& y, double a, const Var& x1, double b, const Var& x2);
-
 // c_0 x_0 + c_1 x_1 + ... + c_{k-1} x_{k-1} for 1 <= k <= 8 inputs of one shape and dtype, one node.
 // Evaluated per element left to right in the dtype T, each product T(c_i) * x_i rounded before it is
 // added: ((T(c_0) x_0 + T(c_1) x_1) + T(c_2) x_2) + ..., which is bit for bit `x_0 + x_1 * c_1 - x_2`
 // and the like written with the plain ops whenever those apply their scalars to single inputs (c = 1 and
-// c = -1 are exact). Backward: dx_i = c_i G (c_i = 1 passes G through without a copy).
+// c = -1 are exact; the products are not contracted into FMAs: the project builds with -ffp-contract=off).
+// Backward: dx_i = c_i G (c_i = 1 passes G through without a copy). Used by the SDE solver steps
+// (y + f h + g.dW and their halves) and the adjoint's f dt + g.dW.
 Var lincomb(std::span<const Var> xs, std::span<const double> coeffs);
 
 // sum(a * ca) + sum(b * cb), a rank-0 Var, for constants ca, cb of a's and b's shapes and dtype (no

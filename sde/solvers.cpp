@@ -21,18 +21,10 @@ namespace {
 
 bool is_commutative(Noise n) { return n == Noise::diagonal || n == Noise::scalar; }
 
-// y + a x1 + b x2 as one tape node when the three agree in shape (autodiff/ops_fused.hpp: the same bits
-// as the plain ops); otherwise the plain, broadcasting ops, so that a mis-shaped f or g reaches the
-// integrator's shape check (which names the solver and the SDE) rather than failing here.
-Var combine(const Var& y, double a, const Var& x1, double b, const Var& x2) {
-    if (x1.shape() == y.shape() && x2.shape() == y.shape() && x1.dtype() == y.dtype() &&
-        x2.dtype() == y.dtype())
-        return axpy2(y, a, x1, b, x2);
-    return b == 1.0 ? y + x1 * a + x2 : y + x1 * a + x2 * b;
-}
-
-// sum_i c_i x_i (left to right) as one tape node (lincomb, autodiff/ops_fused.hpp) when the terms agree in
-// shape and dtype; else the plain ops, as combine().
+// sum_i c_i x_i (left to right) as one tape node (lincomb, autodiff/ops_fused.hpp: the same bits as the
+// plain ops) when the terms agree in shape and dtype; otherwise the plain, broadcasting ops, so that a
+// mis-shaped f or g reaches the integrator's shape check (which names the solver and the SDE) rather than
+// failing here.
 Var combine_n(std::initializer_list<Var> xs, std::initializer_list<double> cs) {
     const Var& x0 = *xs.begin();
     bool same = true;
@@ -59,7 +51,7 @@ public:
     }
     double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.0 : 0.5; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
-        return combine(y, dt, sde.f(t, y), 1.0, sde.g_prod(t, y, dw));
+        return combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, dt, 1.0});
     }
 };
 
@@ -153,7 +145,7 @@ public:
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         Var f0 = sde.f(t, y);
         Var gw0 = sde.g_prod(t, y, dw);
-        Var y_bar = combine(y, dt, f0, 1.0, gw0);
+        Var y_bar = combine_n({y, f0, gw0}, {1.0, dt, 1.0});
         Var f1 = sde.f(t + dt, y_bar);
         Var gw1 = sde.g_prod(t + dt, y_bar, dw);
         // y + f0 h/2 + f1 h/2 + gw0/2 + gw1/2 as one node (rounded term by term, left to right).
@@ -172,10 +164,10 @@ public:
     }
     double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
-        // One tape node each for y + a f + b g.dW (combine() above).
-        Var y_mid = combine(y, 0.5 * dt, sde.f(t, y), 0.5, sde.g_prod(t, y, dw));
+        // One tape node each for y + a f + b g.dW (combine_n() above).
+        Var y_mid = combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, 0.5 * dt, 0.5});
         const double tm = t + 0.5 * dt;
-        return combine(y, dt, sde.f(tm, y_mid), 1.0, sde.g_prod(tm, y_mid, dw));
+        return combine_n({y, sde.f(tm, y_mid), sde.g_prod(tm, y_mid, dw)}, {1.0, dt, 1.0});
     }
 };
 
