@@ -1,5 +1,7 @@
 #include "autodiff/random.hpp"
 
+#include <cstring>
+
 #include <Random123/philox.h>
 #include <boost/random/normal_distribution.hpp>
 #include <vector>
@@ -59,18 +61,9 @@ void Generator::blocks_u32(std::uint64_t first, std::int64_t count, std::uint32_
 }
 
 void Generator::fill_u32(std::uint32_t* out, std::int64_t n) {
-    std::int64_t i = 0;
-    while (i < n && pos_ < 4) out[i++] = buf_[static_cast<std::size_t>(pos_++)];
-    // Whole blocks: a pure function of the block index, so they may be split over the kernel threads.
-    const std::int64_t blocks = (n - i) / 4;
-    const std::uint64_t first = block_;
-    std::uint32_t* dst = out + i;
-    parallel_for(0, blocks, 8, 2048, [&](std::int64_t lo, std::int64_t hi) {
-        blocks_u32(first + static_cast<std::uint64_t>(lo), hi - lo, dst + 4 * lo);
+    for_u32_chunks(n, [out](std::int64_t i0, const std::uint32_t* words, std::int64_t count) {
+        std::memcpy(out + i0, words, static_cast<std::size_t>(count) * sizeof(std::uint32_t));
     });
-    block_ += static_cast<std::uint64_t>(blocks);
-    i += 4 * blocks;
-    while (i < n) out[i++] = (*this)();
 }
 
 std::uint64_t Generator::u32_threshold(double p) {

@@ -35,7 +35,7 @@ public:
     // The next n 32-bit outputs, as n calls of operator() would give them (block-wise, without the
     // per-value call overhead).
     void fill_u32(std::uint32_t* out, std::int64_t n);
-    // The same n words as fill_u32, handed out in chunks instead of stored: fn(i0, words, count) receives
+    // The next n words (as fill_u32 stores them), handed out in chunks: fn(i0, words, count) receives
     // outputs i0 .. i0 + count - 1. Whole blocks are generated in L1-sized chunks, split over the kernel
     // threads (so fn may run concurrently on disjoint ranges and must only touch its own positions).
     template <class F>
