@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "autodiff/kernels/elementwise.hpp"
+#include "autodiff/profile.hpp"
 
 namespace sdeuq {
 
@@ -58,6 +59,8 @@ Node* Tape::push(const char* op, const Tensor& value, std::span<Node* const> inp
         n->n_inputs = static_cast<int>(inputs.size());
     }
     nodes_.push_back(n);
+    if (detail::t_profiling) [[unlikely]]
+        detail::profile_forward(op);
     return n;
 }
 
@@ -76,6 +79,7 @@ void reset_tape() {
     auto& s = state();
     if (s.depth != 0) throw UsageError("reset_tape: called inside a nested tape scope");
     s.stack[0]->reset();
+    if (detail::t_profiling) detail::profile_mark();
 }
 
 NestedTape::NestedTape() {
@@ -225,7 +229,13 @@ void backward(const Var& out, const Tensor& cotangent) {
     for (std::int64_t i = root->index; i >= 0; --i) {
         Node* n = nodes[static_cast<std::size_t>(i)];
         if (!n->backward || !n->grad.defined()) continue;
-        n->backward(n->closure, n->grad);
+        if (detail::t_profiling) [[unlikely]] {
+            const std::int64_t t0 = detail::profile_now_ns();
+            n->backward(n->closure, n->grad);
+            detail::profile_backward(n->op, detail::profile_now_ns() - t0);
+        } else {
+            n->backward(n->closure, n->grad);
+        }
         // Its backward may have handed n->grad on to an input unchanged.
         n->grad_shared = true;
         if (anomaly) {
@@ -238,6 +248,7 @@ void backward(const Var& out, const Tensor& cotangent) {
             }
         }
     }
+    if (detail::t_profiling) detail::profile_mark();
 }
 
 Parameter::Parameter(std::string name, Tensor value, bool trainable)

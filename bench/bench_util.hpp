@@ -31,14 +31,17 @@ template <class F> double best_of(int reps, F&& fn) {
 struct Flags {
     bool json = false;
     bool quick = false;
+    bool profile = false;  // print the per-op profile (autodiff/profile.hpp) instead of the timing table
 };
-inline Flags parse_flags(int argc, char** argv, const char* name) {
+inline Flags parse_flags(int argc, char** argv, const char* name, bool allow_profile = false) {
     Flags f;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--json")) f.json = true;
         else if (!std::strcmp(argv[i], "--quick")) f.quick = true;
+        else if (!std::strcmp(argv[i], "--profile") && allow_profile) f.profile = true;
         else {
-            std::fprintf(stderr, "%s: unknown flag '%s' (allowed: --json, --quick)\n", name, argv[i]);
+            std::fprintf(stderr, "%s: unknown flag '%s' (allowed: --json, --quick%s)\n", name, argv[i],
+                         allow_profile ? ", --profile" : "");
             std::exit(2);
         }
     }

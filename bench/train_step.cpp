@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "autodiff/parallel.hpp"
+#include "autodiff/profile.hpp"
 #include "bench/bench_util.hpp"
 #include "nn/models.hpp"
 #include "nn/optim.hpp"
@@ -23,7 +24,7 @@ struct StepTime {
     double total = 0, zero = 0, forward = 0, backward = 0, update = 0;
 };
 
-StepTime us_per_step(int threads, int steps) {
+StepTime us_per_step(int threads, int steps, bool profile = false) {
     ThreadsScope ts(threads);
     Generator gen(0, 1);
     nn::ResNetConfig cfg;
@@ -52,6 +53,12 @@ StepTime us_per_step(int threads, int steps) {
         acc.update += t4 - t3;
     };
     for (int i = 0; i < 50; ++i) step();
+    if (profile) {
+        ProfileScope prof;
+        for (int i = 0; i < steps; ++i) step();
+        std::printf("%s", profile_table(fmt::format("{} threads, {} steps, totals in us", threads, steps)).c_str());
+        return {};
+    }
     StepTime best{1e300};
     for (int b = 0; b < 5; ++b) {
         acc = {};
@@ -82,8 +89,13 @@ double torch_peer(bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    auto flags = bench::parse_flags(argc, argv, "bench_train_step");
+    auto flags = bench::parse_flags(argc, argv, "bench_train_step", true);
     const int steps = flags.quick ? 100 : 400;
+    if (flags.profile) {  // where a step's time goes, op by op (not a timing run)
+        us_per_step(1, steps, true);
+        us_per_step(2, steps, true);
+        return 0;
+    }
     const StepTime s1 = us_per_step(1, steps), s2 = us_per_step(2, steps);
     const double t1 = s1.total, t2 = s2.total;
     const double torch = torch_peer(flags.quick);

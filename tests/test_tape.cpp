@@ -6,6 +6,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
+#include "autodiff/profile.hpp"
 #include "autodiff/random.hpp"
 
 using namespace sdeuq;
@@ -128,6 +129,40 @@ TEST_CASE("anomaly mode names the first op that produced NaN or Inf", "[tape][an
     Var z = leaf(Tensor::from_vector({0.0, 1.0}, {2}, DType::f64));
     Var s = sum(sqrt(z));  // finite forward, infinite derivative at 0
     REQUIRE_THROWS_WITH(backward(s), Catch::Contains("backward of op 'sqrt'"));
+    reset_tape();
+}
+
+TEST_CASE("the op profiler counts each recorded op's forward and backward calls, only while on", "[tape][profile]") {
+    Var x = leaf(rnd({4, 3}, 12));
+    Var w = leaf(rnd({3, 3}, 13));
+    {
+        ProfileScope prof;
+        for (int i = 0; i < 3; ++i) {
+            Var y = sum(tanh(matmul(x, w)));
+            backward(y);
+        }
+        const auto rows = profile_results();
+        auto find = [&](const std::string& op) {
+            for (const auto& r : rows)
+                if (r.op == op) return r;
+            FAIL("op '" << op << "' missing from the profile");
+            return OpProfile{};
+        };
+        for (const char* op : {"matmul", "tanh", "sum"}) {
+            const OpProfile r = find(op);
+            CHECK(r.forward_calls == 3);
+            CHECK(r.backward_calls == 3);
+            CHECK(r.forward_us >= 0);
+            CHECK(r.backward_us >= 0);
+        }
+        CHECK_THAT(profile_table(), Catch::Contains("matmul") && Catch::Contains("tanh"));
+    }
+    CHECK_FALSE(profiling());
+    const auto before = profile_results();
+    Var y = sum(exp(x));
+    backward(y);
+    CHECK(profile_results().size() == before.size());  // off: nothing more is counted
+    for (const auto& r : profile_results()) CHECK(r.op != "exp");
     reset_tape();
 }
 
