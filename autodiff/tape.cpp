@@ -247,6 +247,9 @@ void backward(const Var& out, const Tensor& cotangent) {
                                                    n->op, k, describe(in->value)));
             }
         }
+        // Spent: a later backward on the same tape (another loss, or a graph that shares this node) must
+        // not run this node's backward again with the gradient of this sweep. Leaves keep theirs.
+        n->grad = Tensor();
     }
     if (detail::t_profiling) detail::profile_mark();
 }

@@ -132,6 +132,22 @@ TEST_CASE("anomaly mode names the first op that produced NaN or Inf", "[tape][an
     reset_tape();
 }
 
+TEST_CASE("a second backward on the same tape runs only its own graph (earlier sweeps are spent)", "[tape]") {
+    // Separate graphs: gradients accumulate as in PyTorch, each graph's backward runs once.
+    Parameter w("w", Tensor::from_vector({2.0}, {1}, DType::f64));
+    Var x = leaf(Tensor::from_vector({3.0}, {1}, DType::f64));
+    for (int i = 0; i < 3; ++i) backward(sum(w.var() * x));
+    CHECK(w.grad().flat(0) == 9.0);
+    CHECK(x.grad().flat(0) == 6.0);
+    // A shared intermediate: d/dx of sum(h) then of sum(h * h), h = exp(x), gives e^x + 2 e^(2x).
+    Var u = leaf(Tensor::from_vector({0.5}, {1}, DType::f64));
+    Var h = exp(u);
+    backward(sum(h));
+    backward(sum(h * h));
+    CHECK(u.grad().flat(0) == Approx(std::exp(0.5) + 2 * std::exp(1.0)).epsilon(1e-14));
+    reset_tape();
+}
+
 TEST_CASE("the op profiler counts each recorded op's forward and backward calls, only while on", "[tape][profile]") {
     Var x = leaf(rnd({4, 3}, 12));
     Var w = leaf(rnd({3, 3}, 13));
