@@ -23,6 +23,9 @@ struct ProfileState {
     // Keyed by the op's name pointer (string literals); merged by text in profile_results().
     std::unordered_map<const char*, Stats> by_op;
     std::int64_t last_mark = 0;
+    // Every nanosecond charged to any op so far: a backward that runs nested tapes (the adjoints) is
+    // charged only what its nested ops were not, so that the rows add up to the time profiled.
+    std::int64_t charged = 0;
 };
 
 ProfileState& pstate() {
@@ -45,15 +48,28 @@ void profile_forward(const char* op) {
     Stats& st = s.by_op[op];
     ++st.fwd_calls;
     st.fwd_ns += now - s.last_mark;
+    s.charged += now - s.last_mark;
     s.last_mark = now;
 }
 
 void profile_mark() { pstate().last_mark = profile_now_ns(); }
 
-void profile_backward(const char* op, std::int64_t ns) {
-    Stats& st = pstate().by_op[op];
+BackwardTimer profile_backward_begin() {
+    auto& s = pstate();
+    const std::int64_t now = profile_now_ns();
+    s.last_mark = now;  // nested ops recorded inside this backward are charged from here
+    return {now, s.charged};
+}
+
+void profile_backward_end(const char* op, const BackwardTimer& t) {
+    auto& s = pstate();
+    const std::int64_t now = profile_now_ns();
+    const std::int64_t own = (now - t.start_ns) - (s.charged - t.charged_before);
+    Stats& st = s.by_op[op];
     ++st.bwd_calls;
-    st.bwd_ns += ns;
+    st.bwd_ns += own;
+    s.charged += own;
+    s.last_mark = now;
 }
 
 }  // namespace detail
@@ -67,6 +83,7 @@ bool profiling() { return detail::t_profiling; }
 
 void profile_reset() {
     pstate().by_op.clear();
+    pstate().charged = 0;
     detail::profile_mark();
 }
 

@@ -3,11 +3,13 @@
 //   { sdeuq::ProfileScope prof;  ...training steps...  }  then  std::puts(sdeuq::profile_table().c_str());
 //
 // Backward time is exact: the reverse sweep times each node's backward closure. Forward time is
-// attributed when an op records its node: the time since the previous mark (the previous recorded node,
-// the end of a backward sweep, a tape reset or profile_reset()) is charged to the op. Work that records
-// no node (constants, ops under NoGradScope, user code between ops) is therefore charged to the next
-// recorded op; "parameter" and "leaf" rows hold such gaps. The cost when profiling is off is one
-// thread-local flag test per node.
+// attributed when an op records its node, or, with gradients off, returns its unrecorded result: the time
+// since the previous mark (the previous op, the start or end of a backward call, a tape reset or
+// profile_reset()) is charged to the op. Work between ops that is no op (user code, Brownian queries,
+// the solver loop) is therefore charged to the next op; "parameter" and "leaf" rows hold such gaps.
+// Times are exclusive: a backward that runs nested tapes (the stochastic adjoint, reversible Heun) is
+// charged only the time that its nested ops are not, so the rows add up to the time profiled. The cost
+// when profiling is off is one thread-local flag test per op.
 #pragma once
 
 #include <cstdint>
@@ -48,7 +50,11 @@ extern thread_local bool t_profiling;
 void profile_forward(const char* op);
 void profile_mark();
 std::int64_t profile_now_ns();
-void profile_backward(const char* op, std::int64_t ns);
+struct BackwardTimer {
+    std::int64_t start_ns, charged_before;
+};
+BackwardTimer profile_backward_begin();
+void profile_backward_end(const char* op, const BackwardTimer& t);
 }  // namespace detail
 
 }  // namespace sdeuq

@@ -116,9 +116,18 @@ bool all_finite(const Tensor& t) {
     });
 }
 
-void check_anomaly(const char* op, const Tensor& out) {
+namespace {
+void anomaly_check(const char* op, const Tensor& out) {
     if (t_anomaly && !all_finite(out))
         throw AnomalyError(fmt::format("anomaly: op '{}' produced NaN or Inf in its output {}", op, describe(out)));
+}
+}  // namespace
+
+void check_anomaly(const char* op, const Tensor& out) {
+    // The exit of an op that records nothing (no-grad scopes, constant inputs): profiled as a forward call.
+    if (detail::t_profiling) [[unlikely]]
+        detail::profile_forward(op);
+    anomaly_check(op, out);
 }
 
 Tensor Var::grad() const {
@@ -140,7 +149,7 @@ bool any_on_tape(std::span<const Var> inputs, Tape& t) {
 }  // namespace detail
 
 Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure) {
-    check_anomaly(op, out);
+    anomaly_check(op, out);
     Tape& t = current_tape();
     Node* buf[16];
     std::vector<Node*> big;
@@ -230,9 +239,9 @@ void backward(const Var& out, const Tensor& cotangent) {
         Node* n = nodes[static_cast<std::size_t>(i)];
         if (!n->backward || !n->grad.defined()) continue;
         if (detail::t_profiling) [[unlikely]] {
-            const std::int64_t t0 = detail::profile_now_ns();
+            const detail::BackwardTimer timer = detail::profile_backward_begin();
             n->backward(n->closure, n->grad);
-            detail::profile_backward(n->op, detail::profile_now_ns() - t0);
+            detail::profile_backward_end(n->op, timer);
         } else {
             n->backward(n->closure, n->grad);
         }

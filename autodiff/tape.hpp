@@ -202,7 +202,7 @@ private:
 template <class F>
 Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn);
 Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure);
-// Anomaly check of a forward result (used by ops that record nothing, too).
+// The exit of an op that records nothing: the anomaly check, and a forward call for the profiler.
 void check_anomaly(const char* op, const Tensor& out);
 
 namespace detail {

@@ -3,9 +3,8 @@
 //
 //   bench_sde_grad          readable table and the ratios against the torchsde reference figures
 //   bench_sde_grad --only METHOD STEPS   one configuration in-process (for profilers)
-//   bench_sde_grad --breakdown STEPS     backprop only: forward and backward CPU time per step, nodes per
-//                           step, and the backward's wall time by op (a reverse sweep equivalent to
-//                           backward(), timed node by node; best of 5 runs)
+//   bench_sde_grad --profile METHOD STEPS  forward and backward CPU time per step, tape nodes per step,
+//                           and the op profile (autodiff/profile.hpp) of the best of 5 runs
 //   bench_sde_grad --json   {"results": [{"method", "steps", "us_per_step", "cpu_us_per_step", "peak_mib",
 //                           "arena_mib"}]}
 //
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "autodiff/parallel.hpp"
+#include "autodiff/profile.hpp"
 #include "autodiff/random.hpp"
 #include "sde/adjoint.hpp"
 
@@ -155,67 +155,43 @@ Result run(const std::string& method, int steps) {
     return res;
 }
 
-// --breakdown: where a backprop step's time goes (forward, backward, and the backward by op).
-void breakdown(int steps) {
+// --profile METHOD STEPS: where a step's time goes, op by op (autodiff/profile.hpp), forward and backward
+// of the estimator together (the adjoint's and reversible Heun's nested VJPs included), best of 5 runs.
+void profile(const std::string& method, int steps) {
     ThreadsScope threads(1);
     NeuralSDE sde;
     Generator gen(2, 9);
     Tensor y0 = randn({kBatch, kState}, gen, DType::f32, 0.0, 0.5);
     SolveOptions opt;
     opt.dt = 1.0 / steps;
-    opt.solver = "midpoint";
-    opt.estimator = "backprop";
+    opt.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
+    opt.estimator = method;
     BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false});
     std::vector<double> ts{0.0, 1.0};
-    struct OpTime {
-        std::string op;
-        double seconds = 0;
-        long count = 0;
-    };
     double best_f = 1e300, best_b = 1e300, nodes = 0;
-    std::vector<OpTime> best_ops;
+    std::string best_table;
     for (int rep = 0; rep < 6; ++rep) {  // the first is a warm-up
+        ProfileScope prof;
         const double c0 = thread_cpu_seconds();
         Var ys = sdeint(sde, leaf(y0), ts, bm, opt);
         Var yT = slice(ys, 0, 1, 2);
         Var loss = sum(yT * yT);
         const double c1 = thread_cpu_seconds();
-        // backward(loss), node by node (tape.cpp's loop without the anomaly checks).
-        std::vector<OpTime> ops;
-        Node* root = node_of(loss);
-        accumulate(root, Tensor::full(loss.shape(), 1.0, loss.dtype()));
-        const auto& all = current_tape().nodes();
-        for (std::int64_t i = root->index; i >= 0; --i) {
-            Node* n = all[static_cast<std::size_t>(i)];
-            if (!n->backward || !n->grad.defined()) continue;
-            // steady_clock (vDSO, ~20 ns) per node: the thread CPU clock is a system call, ~1 us.
-            const auto a = std::chrono::steady_clock::now();
-            n->backward(n->closure, n->grad);
-            n->grad_shared = true;
-            const auto b = std::chrono::steady_clock::now();
-            auto it = std::find_if(ops.begin(), ops.end(), [&](const OpTime& o) { return o.op == n->op; });
-            if (it == ops.end()) it = ops.insert(ops.end(), OpTime{n->op});
-            it->seconds += std::chrono::duration<double>(b - a).count();
-            ++it->count;
-        }
-        const double c2 = thread_cpu_seconds();
         nodes = static_cast<double>(current_tape().size()) / steps;
+        backward(loss);
+        const double c2 = thread_cpu_seconds();
         reset_tape();
         if (rep == 0) continue;
         best_f = std::min(best_f, c1 - c0);
-        if (c2 - c1 < best_b) {
+        if (c2 - c0 < best_f + best_b) {
             best_b = c2 - c1;
-            best_ops = ops;
+            best_table = profile_table(fmt::format("{}, {} steps, one run, totals in us", method, steps));
         }
     }
     const double us = 1e6 / steps;
-    fmt::print("backprop, {} steps: forward {:.1f} + backward {:.1f} = {:.1f} CPU us/step, {:.1f} tape nodes/step\n",
-               steps, best_f * us, best_b * us, (best_f + best_b) * us, nodes);
-    fmt::print("backward by op (wall us/step of the best backward):\n");
-    std::sort(best_ops.begin(), best_ops.end(), [](auto& a, auto& b) { return a.seconds > b.seconds; });
-    for (auto& o : best_ops)
-        fmt::print("  {:<16} {:7.2f}   {:5.1f} nodes/step\n", o.op, o.seconds * us,
-                   static_cast<double>(o.count) / steps);
+    fmt::print("{}, {} steps: forward {:.1f} + backward {:.1f} = {:.1f} CPU us/step, {:.1f} root-tape nodes/step "
+               "(profiled run; the profiler adds ~0.1 us per node)\n{}",
+               method, steps, best_f * us, best_b * us, (best_f + best_b) * us, nodes, best_table);
 }
 
 Result run_forked(const std::string& method, int steps) {
@@ -259,8 +235,8 @@ int main(int argc, char** argv) {
     std::vector<int> steps{16, 128, 1024};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--breakdown" && i + 1 < argc) {
-            breakdown(std::atoi(argv[i + 1]));
+        if (a == "--profile" && i + 2 < argc) {
+            profile(argv[i + 1], std::atoi(argv[i + 2]));
             return 0;
         }
         if (a == "--json") {
