@@ -142,6 +142,7 @@ void BrownianPath::ensure_root() const {
     root.h = t1_ - t0_;
     root.split = false;
     root.data.assign(static_cast<std::size_t>(arrays_) * n, 0.0);
+    for (std::uint32_t a = 0; a < 6; ++a) root.src[a] = Ref{0, a};
     const double sd = std::sqrt(root.h);
     double* dw = arr(root, kDW);
     if (options_.levy_area) {
@@ -168,7 +169,7 @@ void BrownianPath::sample_split(Level& lv) const {
     const auto n = static_cast<std::size_t>(size_);
     const std::uint64_t m = split_point(lv.lo, lv.hi);
     const double h1 = length(lv.lo, m), h2 = length(m, lv.hi), h = lv.h;
-    const double* dw = arr(lv, kDW);
+    const double* dw = view(lv, kDW);
     double* w1 = arr(lv, kW1);
     // Stream = the split tick m, unique to this node (root: stream 0, never an interior tick).
     if (!options_.levy_area) {
@@ -194,7 +195,7 @@ void BrownianPath::sample_split(Level& lv) const {
         const double var_h = h1 / 12.0 * (1.0 - p * p * p);
         const double a = std::sqrt(var_w), b = cov / a, c = std::sqrt(std::max(0.0, var_h - b * b));
         const double c_ww = p, c_wh = 6.0 * p * q, c_hh = p * p;
-        const double* hh = arr(lv, kH);
+        const double* hh = view(lv, kH);
         double* h1v = arr(lv, kH1);
         for (std::size_t i = 0; i < n; ++i) {
             const double z1 = z_[2 * i], z2 = z_[2 * i + 1];
@@ -213,27 +214,35 @@ void BrownianPath::make_child(std::size_t parent, bool right) const {
     const std::size_t total = static_cast<std::size_t>(arrays_) * n;
     const std::uint64_t m = split_point(p.lo, p.hi);
     const double h1 = length(p.lo, m), h2 = length(m, p.hi), h = p.h;
+    const auto pk = static_cast<std::uint32_t>(parent), ck = pk + 1;
     c.lo = right ? m : p.lo;
     c.hi = right ? p.hi : m;
     c.h = right ? h2 : h1;
     c.split = false;
+    // A left child still gets its own buffer: it writes its W1, H1 there once split.
     if (c.data.size() != total) acquire_buffer(parent + 1);
-    const double* wlo = arr(p, kWlo);
-    const double* dw = arr(p, kDW);
+    c.src[kW1] = Ref{ck, kW1};
+    c.src[kH1] = Ref{ck, kH1};
+    if (!right) {
+        // Left child: the parent's values, referred to where they are (no copy). The parent stays on the
+        // cached path as long as the child does; acquire_buffer copies them before evicting their owner.
+        c.src[kWlo] = p.src[kWlo];
+        c.src[kDW] = Ref{pk, kW1};
+        c.src[kJlo] = p.src[kJlo];
+        c.src[kH] = Ref{pk, kH1};
+        return;
+    }
+    c.src[kWlo] = Ref{ck, kWlo};
+    c.src[kDW] = Ref{ck, kDW};
+    c.src[kJlo] = Ref{ck, kJlo};
+    c.src[kH] = Ref{ck, kH};
+    const double* wlo = view(p, kWlo);
+    const double* dw = view(p, kDW);
     const double* w1 = arr(p, kW1);
     double* cwlo = arr(c, kWlo);
     double* cdw = arr(c, kDW);
-    if (!right) {
-        std::copy(wlo, wlo + n, cwlo);
-        std::copy(w1, w1 + n, cdw);
-        if (options_.levy_area) {
-            std::copy(arr(p, kJlo), arr(p, kJlo) + n, arr(c, kJlo));
-            std::copy(arr(p, kH1), arr(p, kH1) + n, arr(c, kH));
-        }
-        return;
-    }
     // Right child. W(m) = W(lo) + W1 is computed here only, so it is canonical: every node with lo = m
-    // inherits these bits (left children copy their parent's lo values).
+    // inherits these bits (left children share their parent's lo values).
     for (std::size_t i = 0; i < n; ++i) {
         cwlo[i] = wlo[i] + w1[i];
         cdw[i] = dw[i] - w1[i];
@@ -241,8 +250,8 @@ void BrownianPath::make_child(std::size_t parent, bool right) const {
     if (options_.levy_area) {
         // J(m) = J(lo) + int_lo^m W(t0, r) dr = J(lo) + h1 (W(lo) + W1 / 2 + H1), from I1 = h1 (H1 + W1 / 2).
         // H2 solves H = (h1 H1 + h2 H2) / h + (h2 W1 - h1 W2) / (2 h).
-        const double* jlo = arr(p, kJlo);
-        const double* hh = arr(p, kH);
+        const double* jlo = view(p, kJlo);
+        const double* hh = view(p, kH);
         const double* h1v = arr(p, kH1);
         double* cjlo = arr(c, kJlo);
         double* ch = arr(c, kH);
@@ -262,7 +271,9 @@ void BrownianPath::acquire_buffer(std::size_t k) const {
     // one of the highest cached non-root level (path_[base_], evicted: a later query that needs it descends
     // again from the root); else a new one. So at most kMaxTopLevels multi-cell levels below the root are
     // allocated (after a re-descent from the root, which reuses the stale buffers, there may transiently be
-    // more; the next acquisitions evict them).
+    // more; the next acquisitions evict them). Levels refer only to arrays of their ancestors (see Level), so
+    // no cached level refers to a stale buffer; an evicted one is first copied into the levels below that
+    // refer to it.
     const std::size_t total = static_cast<std::size_t>(arrays_) * static_cast<std::size_t>(size_);
     Level& c = path_[k];
     for (std::size_t j = path_.size() - 1; j > k; --j) {
@@ -275,6 +286,28 @@ void BrownianPath::acquire_buffer(std::size_t k) const {
     std::size_t cached = 0;
     for (std::size_t j = base_; j < k; ++j) cached += multi_cell(path_[j]) ? 1 : 0;
     if (cached >= kMaxTopLevels && base_ + 1 < k && multi_cell(path_[base_])) {
+        // The first cached level below that refers to an array of path_[base_] gets its own copy, in its
+        // own slot for that array, and deeper levels referring to the same array refer to that copy.
+        const auto e = static_cast<std::uint32_t>(base_);
+        constexpr int kShared[4] = {kWlo, kDW, kJlo, kH};
+        const int shared = options_.levy_area ? 4 : 2;
+        Ref moved[6];
+        bool done[6] = {};
+        for (std::size_t j = base_ + 1; j < k; ++j) {
+            Level& lv = path_[j];
+            for (int i = 0; i < shared; ++i) {
+                const int a = kShared[i];
+                Ref& r = lv.src[a];
+                if (r.level != e) continue;
+                if (!done[r.array]) {
+                    const double* from = view(lv, a);
+                    std::copy(from, from + size_, arr(lv, a));
+                    done[r.array] = true;
+                    moved[r.array] = Ref{static_cast<std::uint32_t>(j), static_cast<std::uint32_t>(a)};
+                }
+                r = moved[r.array];
+            }
+        }
         c.data.swap(path_[base_].data);
         std::vector<double>().swap(path_[base_].data);
         ++base_;
@@ -336,12 +369,12 @@ void BrownianPath::eval_point(double u, PointSlot& slot) const {
         if (g == nticks_) {
             ensure_root();
             Level& root = path_[0];
-            const double* wlo = arr(root, kWlo);
-            const double* dw = arr(root, kDW);
+            const double* wlo = view(root, kWlo);
+            const double* dw = view(root, kDW);
             for (std::size_t i = 0; i < n; ++i) slot.w[i] = wlo[i] + dw[i];
             if (levy) {
-                const double* jlo = arr(root, kJlo);
-                const double* hh = arr(root, kH);
+                const double* jlo = view(root, kJlo);
+                const double* hh = view(root, kH);
                 for (std::size_t i = 0; i < n; ++i) {
                     slot.j[i] = (jlo[i] + root.h * ((wlo[i] + 0.5 * dw[i]) + hh[i])) + off * slot.w[i];
                 }
@@ -349,10 +382,10 @@ void BrownianPath::eval_point(double u, PointSlot& slot) const {
             return;
         }
         Level& lv = path_[descend(g, false)];
-        const double* wlo = arr(lv, kWlo);
+        const double* wlo = view(lv, kWlo);
         std::copy(wlo, wlo + n, slot.w.begin());
         if (levy) {
-            const double* jlo = arr(lv, kJlo);
+            const double* jlo = view(lv, kJlo);
             for (std::size_t i = 0; i < n; ++i) slot.j[i] = jlo[i] + off * wlo[i];
         }
         return;
@@ -362,14 +395,14 @@ void BrownianPath::eval_point(double u, PointSlot& slot) const {
     //   W(lo, u) = r W + 6 r (1 - r) H,  int_lo^u W(lo, v) dv = h_leaf (r^2 / 2 W + (3 r^2 - 2 r^3) H)
     // (Foster et al. 2020, the polynomial part of the Brownian bridge given its space-time Levy area).
     Level& lv = path_[descend(g0, true)];
-    const double* wlo = arr(lv, kWlo);
-    const double* dw = arr(lv, kDW);
+    const double* wlo = view(lv, kWlo);
+    const double* dw = view(lv, kDW);
     if (!levy) {
         for (std::size_t i = 0; i < n; ++i) slot.w[i] = wlo[i] + r * dw[i];
         return;
     }
-    const double* jlo = arr(lv, kJlo);
-    const double* hh = arr(lv, kH);
+    const double* jlo = view(lv, kJlo);
+    const double* hh = view(lv, kH);
     const double cw = 6.0 * r * (1.0 - r);
     const double iw = 0.5 * r * r, ih = r * r * (3.0 - 2.0 * r);
     for (std::size_t i = 0; i < n; ++i) {

@@ -41,7 +41,8 @@
 // Cost: a query evaluates two point values, each a descent from the cached root-to-node path (popped
 // to the first ancestor that contains the new point) that samples one split per new node: O(depth) =
 // O(log2(nc) + log2(cell / tol)) in the worst case, amortized O(1) splits per query for sequential
-// grid-aligned queries forward or backward. The last two point values are cached too.
+// grid-aligned queries forward or backward. A new right child or split writes its size-long arrays; a
+// new left child writes nothing (it refers to its parent's arrays). The last two point values are cached.
 // Memory: per cached level 3 size doubles (6 with Levy area). At most kMaxTopLevels = 6 levels of the top
 // tree (nodes spanning several cells) below the root hold data: when a level needs storage and 6 do, the
 // highest cached one is evicted (its buffer reused), and a query that needs an evicted ancestor descends
@@ -130,12 +131,20 @@ public:
 private:
     // One node on the cached root-to-node path: ticks [lo, hi], length h, and per coordinate the
     // arrays (each size_ long) Wlo = W(t0, lo), dW = W(lo, hi), and with Levy area Jlo = J(lo),
-    // H = H(lo, hi); once split: W1 = W(lo, m), H1 = H(lo, m).
+    // H = H(lo, hi); once split: W1 = W(lo, m), H1 = H(lo, m). A left child's Wlo, Jlo are its parent's
+    // and its dW, H its parent's W1, H1, so it refers to them instead of copying them: src[a] says where
+    // array a is, in the buffer of this level or of an ancestor (level index and array index, not a
+    // pointer, so that copies of the object refer to their own buffers). W1 and H1 are always its own.
+    struct Ref {
+        std::uint32_t level = 0;
+        std::uint32_t array = 0;
+    };
     struct Level {
         std::uint64_t lo = 0, hi = 0;
         double h = 0.0;
         bool split = false;
-        std::vector<double> data;
+        Ref src[6];
+        std::vector<double> data;  // this level's own arrays (arrays_ x size_), whether used or not
     };
     struct PointSlot {
         bool valid = false;
@@ -163,6 +172,11 @@ private:
     template <class T> void increment_into(double s, double t, std::span<T> dW) const;
 
     double* arr(Level& lv, int which) const { return lv.data.data() + which * size_; }
+    // Array `which` of lv where it is (its own buffer or an ancestor's).
+    const double* view(const Level& lv, int which) const {
+        const Ref r = lv.src[which];
+        return path_[r.level].data.data() + static_cast<std::int64_t>(r.array) * size_;
+    }
 
     double t0_, t1_;
     std::int64_t size_;

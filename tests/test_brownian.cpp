@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -328,6 +329,53 @@ TEST_CASE("brownian: values do not depend on the order of the queries", "[browni
             // A different seed gives a different path.
             const BrownianPath e(0.0, 1.0, 33, 43, o);
             CHECK_FALSE(bitwise_equal(inc(e, 0.0, 0.5), inc(a, 0.0, 0.5)));
+        }
+    }
+}
+
+TEST_CASE("brownian: the cache is transparent with many cells (evicted levels) and in copies", "[brownian]") {
+    // 1024 cells: the top tree is 10 levels deep, so sweeps evict cached levels (left children share
+    // their ancestors' arrays, which must survive the eviction of their owner). Every query is checked
+    // against a path that answers only that query.
+    for (bool levy : {false, true}) {
+        const BrownianOptions o = opts(1.0 / 1024, levy);
+        const auto query = [&](const BrownianPath& bm, double s, double t) {
+            Vec out(static_cast<std::size_t>(bm.size()));
+            if (levy) {
+                Vec hh(out.size());
+                bm.increment_levy(s, t, out, hh);
+                out.insert(out.end(), hh.begin(), hh.end());
+            } else {
+                bm.increment(s, t, out);
+            }
+            return out;
+        };
+        const auto fresh = [&](double s, double t) { return query(BrownianPath(0.0, 1.0, 5, 9, o), s, t); };
+        std::vector<std::pair<double, double>> q;
+        for (int k = 0; k < 1024; k += 3) q.emplace_back(k / 1024.0, (k + 1) / 1024.0);  // forward
+        for (int k = 1024; k > 600; k -= 5) q.emplace_back(k / 1024.0, (k - 1) / 1024.0);  // backward
+        std::mt19937_64 rng(5);
+        std::uniform_real_distribution<double> unif(0.0, 1.0);
+        for (int k = 0; k < 40; ++k) q.emplace_back(unif(rng), unif(rng));  // off the grid
+        std::vector<Vec> ref;
+        for (auto [s, t] : q) ref.push_back(fresh(s, t));
+        const BrownianPath a(0.0, 1.0, 5, 9, o);
+        for (std::size_t i = 0; i < q.size(); ++i) {
+            REQUIRE(bitwise_equal(query(a, q[i].first, q[i].second), ref[i]));
+        }
+        // Copies of a warm cache answer for themselves, also once the original is gone.
+        auto b = std::make_unique<BrownianPath>(0.0, 1.0, 5, 9, o);
+        const std::size_t half = q.size() / 2;
+        for (std::size_t i = 0; i < half; ++i) query(*b, q[i].first, q[i].second);
+        const BrownianPath c(*b);
+        BrownianPath d(0.0, 2.0, 3, 1, opts(0.5, levy));
+        query(d, 0.0, 1.5);
+        d = c;
+        b.reset();
+        for (std::size_t i = half; i < q.size(); ++i) {
+            REQUIRE(bitwise_equal(query(c, q[i].first, q[i].second), ref[i]));
+            const Vec r = query(d, q[i].second, q[i].first);  // reversed: -dW, the same H
+            for (std::size_t j = 0; j < r.size(); ++j) REQUIRE(r[j] == (j < 5 ? -ref[i][j] : ref[i][j]));
         }
     }
 }
