@@ -81,6 +81,19 @@ Var lincomb(std::span<const Var> xs, std::span<const double> coeffs) {
     return record_n("lincomb", out, xs, fn, cl);
 }
 
+namespace {
+// sum x[i] c[i] in double, in 8 interleaved partial sums (they vectorise; a serial sum does not).
+template <class T>
+double dot8(const T* __restrict x, const T* __restrict c, std::int64_t n) {
+    double p[8] = {};
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) p[k] += static_cast<double>(x[i + k]) * static_cast<double>(c[i + k]);
+    for (int k = 0; i < n; ++i, ++k) p[k] += static_cast<double>(x[i]) * static_cast<double>(c[i]);
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+}  // namespace
+
 Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb) {
     if (!a.value().defined() || !b.value().defined()) throw ShapeError("sum_products2: undefined input");
     check_same("sum_products2", "ca", a, Var(ca));
@@ -91,12 +104,8 @@ Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb
     Tensor out = Tensor::arena_empty(Shape{}, a.dtype());
     dispatch(a.dtype(), [&](auto z) {
         using T = decltype(z);
-        double s = 0.0;
-        auto dot = [&s](const T* x, const T* c, std::int64_t n) {
-            for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * static_cast<double>(c[i]);
-        };
-        dot(a.value().data<T>(), ca.data<T>(), a.numel());
-        dot(b.value().data<T>(), cb.data<T>(), b.numel());
+        const double s = dot8(a.value().data<T>(), ca.data<T>(), a.numel()) +
+                         dot8(b.value().data<T>(), cb.data<T>(), b.numel());
         out.data<T>()[0] = static_cast<T>(s);
     });
     return record("sum_products2", out, {a, b}, [na = node_of(a), nb = node_of(b), ca, cb](const Tensor& g) {

@@ -19,7 +19,9 @@ namespace sdeuq {
 Var lincomb(std::span<const Var> xs, std::span<const double> coeffs);
 
 // sum(a * ca) + sum(b * cb), a rank-0 Var, for constants ca, cb of a's and b's shapes and dtype (no
-// broadcasting). The sums run in double in element order and are rounded once to the dtype. Backward with
+// broadcasting). The sums run in double, over each of the two in 8 interleaved partial sums (element i
+// into partial i % 8, added as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)); a serial sum is one
+// dependent add per element), sum(a * ca) + sum(b * cb) rounded once to the dtype. Backward with
 // output adjoint G: da = G ca, db = G cb (for G == 1, ca and cb themselves, bit for bit). It seeds a VJP
 // with several cotangents in one node: the reversible Heun adjoint differentiates
 // <f, A> + <g o dW_j, C> + <g o dW_{j-1}, A_y / 2> with cb = dW_j o C + dW_{j-1} o A_y / 2.

@@ -136,10 +136,17 @@ TEST_CASE("sum_products2: float64 gradient check, seeds exactly", "[ops][fused][
     // Value, and backward(total) hands ca, cb on bit for bit.
     Var va = leaf(a), vb = leaf(b);
     Var total = sum_products2(va, ca, vb, cb);
-    double ref = 0.0;
-    for (std::int64_t i = 0; i < a.numel(); ++i) ref += a.flat(i) * ca.flat(i);
-    for (std::int64_t i = 0; i < b.numel(); ++i) ref += b.flat(i) * cb.flat(i);
-    CHECK(total.item() == ref);
+    // The value: 8 partial sums per operand (element i into i % 8), added pairwise.
+    auto dot8 = [](const Tensor& x, const Tensor& c) {
+        double p[8] = {};
+        for (std::int64_t i = 0; i < x.numel(); ++i) p[i % 8] += x.flat(i) * c.flat(i);
+        return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    };
+    CHECK(total.item() == dot8(a, ca) + dot8(b, cb));
+    double serial = 0.0;
+    for (std::int64_t i = 0; i < a.numel(); ++i) serial += a.flat(i) * ca.flat(i);
+    for (std::int64_t i = 0; i < b.numel(); ++i) serial += b.flat(i) * cb.flat(i);
+    CHECK(total.item() == Approx(serial).epsilon(1e-14));
     backward(total);
     for (std::int64_t i = 0; i < a.numel(); ++i) REQUIRE(va.grad().flat(i) == ca.flat(i));
     for (std::int64_t i = 0; i < b.numel(); ++i) REQUIRE(vb.grad().flat(i) == cb.flat(i));
