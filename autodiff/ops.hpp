@@ -73,6 +73,12 @@ Var masked(const Var& a, const Tensor& mask);
 Var matmul(const Var& a, const Var& b, bool trans_a = false, bool trans_b = false);
 // x [.., in] @ w^T + b with w [out, in] (the Linear layer's layout), bias optional.
 Var linear(const Var& x, const Var& w, const Var* bias = nullptr);
+// act(linear(x, w, bias)) as one node ("linear_tanh", ...): the activation runs in place on the GEMM's
+// output while it is in cache, and the backward takes its derivative from the output (tanh: 1 - y^2,
+// sigmoid: y (1 - y), relu: y > 0), so one tensor is kept instead of two and one node recorded instead
+// of two. The same bits as act(linear(...)), values and gradients (tests/test_ops_fused.cpp).
+enum class LinearAct { none, tanh, sigmoid, relu };
+Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act);
 
 // ---- shape ----
 Var reshape(const Var& a, const Shape& s);  // one dim may be -1 (pass as Shape via reshape_infer)

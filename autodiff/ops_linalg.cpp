@@ -1,7 +1,9 @@
 // matmul and linear: forward and backward both run on the packed GEMM kernel.
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 
+#include "autodiff/kernels/elementwise.hpp"
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
@@ -146,33 +148,101 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
                   });
 }
 
-Var linear(const Var& x, const Var& w, const Var* bias) {
+namespace {
+
+// The activation of a fused linear, in place on y (the lambdas of ops_elementwise.cpp's tanh, sigmoid and
+// relu, so the same bits), and its backward g * act'(y) from the output.
+template <class T>
+void apply_act(LinearAct act, T* y, std::int64_t n) {
+    switch (act) {
+        case LinearAct::tanh: kernels::map1(y, y, n, [](auto x) { return kernels::tanh_v(x); }); break;
+        case LinearAct::sigmoid:
+            kernels::map1(y, y, n, [](auto x) {
+                using std::exp;
+                using V = decltype(x);
+                return V(1) / (V(1) + exp(-x));
+            });
+            break;
+        case LinearAct::relu:
+            kernels::map1(y, y, n, [](auto x) {
+                using V = decltype(x);
+                return kernels::select(x > V(0), x, V(0));
+            });
+            break;
+        case LinearAct::none: break;
+    }
+}
+
+template <class T>
+Tensor act_backward(LinearAct act, const Tensor& g, const Tensor& y) {
+    Tensor out = Tensor::arena_empty(y.shape(), y.dtype());
+    const T *pg = g.data<T>(), *py = y.data<T>();
+    T* po = out.data<T>();
+    const std::int64_t n = y.numel();
+    switch (act) {
+        case LinearAct::tanh:
+            kernels::map2(pg, py, po, n, [](auto gg, auto v) { return gg * (decltype(v)(1) - v * v); });
+            break;
+        case LinearAct::sigmoid:
+            kernels::map2(pg, py, po, n, [](auto gg, auto v) { return gg * (v * (decltype(v)(1) - v)); });
+            break;
+        case LinearAct::relu:
+            kernels::map2(pg, py, po, n, [](auto gg, auto v) {
+                using V = decltype(v);
+                return gg * kernels::select(v > V(0), V(1), V(0));
+            });
+            break;
+        case LinearAct::none: return g;
+    }
+    return out;
+}
+
+const char* linear_op_name(LinearAct act) {
+    switch (act) {
+        case LinearAct::tanh: return "linear_tanh";
+        case LinearAct::sigmoid: return "linear_sigmoid";
+        case LinearAct::relu: return "linear_relu";
+        case LinearAct::none: break;
+    }
+    return "linear";
+}
+
+}  // namespace
+
+Var linear(const Var& x, const Var& w, const Var* bias) { return linear(x, w, bias, LinearAct::none); }
+
+Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act) {
+    const char* op = linear_op_name(act);
     if (w.rank() != 2 || x.rank() < 1 || x.dim(-1) != w.dim(1))
-        throw ShapeError(fmt::format("linear: input {} does not match weight {} (expected [..., {}] and [out, in])",
+        throw ShapeError(fmt::format("{}: input {} does not match weight {} (expected [..., {}] and [out, in])", op,
                                      describe(x.value()), describe(w.value()), w.rank() == 2 ? w.dim(1) : -1));
     if (bias && (bias->rank() != 1 || bias->dim(0) != w.dim(0)))
-        throw ShapeError(fmt::format("linear: bias {} does not match weight {}", describe(bias->value()),
+        throw ShapeError(fmt::format("{}: bias {} does not match weight {}", op, describe(bias->value()),
                                      describe(w.value())));
     Var x2 = x.rank() == 1 ? reshape(x, Shape{1, x.dim(0)}) : x;
     Var y;
-    if (!bias) {
+    if (!bias && act == LinearAct::none) {
         y = matmul(x2, w, false, true);
     } else {
-        // One GEMM with the bias added in its epilogue (same bits as matmul followed by add): x W^T + b.
-        check_same_dtype("linear", x2.value(), bias->value());
+        // One GEMM with the bias added in its epilogue (same bits as matmul followed by add): x W^T + b,
+        // then the activation in place.
+        if (bias) check_same_dtype(op, x2.value(), bias->value());
         const MatmulDims d = matmul_dims(x2.value(), w.value(), false, true);
         Tensor out = Tensor::arena_empty(d.out, x2.dtype());
         const std::int64_t rows = d.batch * d.m;
         dispatch(x2.dtype(), [&](auto z) {
             using T = decltype(z);
             kernels::gemm<T>(false, true, rows, d.n, d.k, T(1), x2.value().data<T>(), d.k, w.value().data<T>(), d.k,
-                             T(0), out.data<T>(), d.n, bias->value().data<T>());
+                             T(0), out.data<T>(), d.n, bias ? bias->value().data<T>() : nullptr);
+            apply_act<T>(act, out.data<T>(), out.numel());
         });
-        y = record("linear", out, {x2, w, *bias},
-                   [nx = node_of(x2), nw = node_of(w), nbias = node_of(*bias), xv = x2.value(), wv = w.value(), d,
-                    rows](const Tensor& g) {
-                       dispatch(g.dtype(), [&](auto z) {
+        const Var b = bias ? *bias : Var();
+        y = record(op, out, {x2, w, b},
+                   [nx = node_of(x2), nw = node_of(w), nbias = bias ? node_of(*bias) : nullptr, xv = x2.value(),
+                    wv = w.value(), yv = out, d, rows, act](const Tensor& g_out) {
+                       dispatch(g_out.dtype(), [&](auto z) {
                            using T = decltype(z);
+                           const Tensor g = act_backward<T>(act, g_out, yv);  // dL/d(x W^T + b)
                            matmul_backward<T>(nx, nw, xv, wv, d, false, true, g);
                            if (nbias) {
                                // Column sum of the output gradient, rows in order from zero (as sum_to):

@@ -9,7 +9,8 @@
 //                           "arena_mib"}]}
 //
 // The SDE (Stratonovich, diagonal noise, float32): state 32, batch 128, drift MLP 32-64-32 (tanh hidden
-// layer, linear output), diffusion MLP 32-64-32 (tanh hidden, sigmoid output); t in [0, 1] with 16, 128 and
+// layer, linear output), diffusion MLP 32-64-32 (tanh hidden, sigmoid output), the activations fused into
+// their linear layers (linear(..., LinearAct), the same bits as the separate ops); t in [0, 1] with 16, 128 and
 // 1024 fixed steps; solver midpoint (backprop, adjoint forward and backward) or reversible Heun. One
 // kernel thread.
 //
@@ -65,11 +66,11 @@ public:
     Calculus calculus() const override { return Calculus::stratonovich; }
     Var f(double, const Var& y) override {
         Var b1 = b1_.var(), b2 = b2_.var();
-        return linear(tanh(linear(y, w1_.var(), &b1)), w2_.var(), &b2);
+        return linear(linear(y, w1_.var(), &b1, LinearAct::tanh), w2_.var(), &b2);
     }
     Var g(double, const Var& y) override {
         Var c1 = c1_.var(), c2 = c2_.var();
-        return sigmoid(linear(tanh(linear(y, v1_.var(), &c1)), v2_.var(), &c2));
+        return linear(linear(y, v1_.var(), &c1, LinearAct::tanh), v2_.var(), &c2, LinearAct::sigmoid);
     }
     std::vector<Parameter*> parameters() override { return {&w1_, &b1_, &w2_, &b2_, &v1_, &c1_, &v2_, &c2_}; }
 

@@ -11,6 +11,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/ops_fused.hpp"
+#include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
 
 using namespace sdeuq;
@@ -190,4 +191,74 @@ TEST_CASE("lincomb: float64 gradient check, and the bits of the plain ops", "[op
     const Tensor plain = (Var(y) * 2.0 - Var(z) + Var(f) * h + Var(p)).value();
     REQUIRE(std::memcmp(fused.raw(), plain.raw(), 64 * 32 * sizeof(float)) == 0);
     CHECK_THROWS_AS(lincomb(xs, std::vector<double>{1.0}), ShapeError);
+}
+
+TEST_CASE("linear with a fused activation: float64 gradient check", "[ops][fused][grad]") {
+    auto rnd = [](const Shape& s, std::uint64_t stream) {
+        Generator g(99, stream);
+        return rand_uniform(s, g, DType::f64, -1.0, 1.0);
+    };
+    for (LinearAct act : {LinearAct::tanh, LinearAct::sigmoid, LinearAct::relu}) {
+        for (const Shape& xs : {Shape{5, 3}, Shape{2, 4, 3}, Shape{3}}) {
+            for (bool with_bias : {true, false}) {
+                // relu: inputs kept away from the kink (|x W^T + b| >= 0.05 is checked below).
+                const Tensor x = rnd(xs, 1), w = rnd({4, 3}, 2), b = rnd({4}, 3);
+                const auto f = [&](std::span<const Var> in) {
+                    Var bv = in[2];
+                    return linear(in[0], in[1], with_bias ? &bv : nullptr, act);
+                };
+                if (act == LinearAct::relu) {
+                    NoGradScope ng;
+                    Var bv(b);
+                    const Tensor z = linear(Var(x), Var(w), with_bias ? &bv : nullptr).value();
+                    bool near_kink = false;
+                    for (std::int64_t i = 0; i < z.numel(); ++i) near_kink |= std::abs(z.flat(i)) < 0.05;
+                    if (near_kink) continue;
+                }
+                auto r = check_gradients("linear act", f, {x, w, b});
+                INFO(r.message << " act " << static_cast<int>(act) << " x " << xs.str() << " bias " << with_bias);
+                CHECK(r.ok);
+            }
+        }
+    }
+}
+
+TEST_CASE("linear with a fused activation gives the bits of act(linear(...)), 1 and 2 threads", "[ops][fused]") {
+    for (DType dt : {DType::f32, DType::f64}) {
+        for (int threads : {1, 2}) {
+            ThreadsScope ts(threads);
+            Generator g(7, 7);
+            const Tensor x = randn({128, 32}, g, dt), w = randn({64, 32}, g, dt), b = randn({64}, g, dt);
+            const Tensor cot = randn({128, 64}, g, dt);
+            for (LinearAct act : {LinearAct::tanh, LinearAct::sigmoid, LinearAct::relu}) {
+                auto run = [&](bool fused) {
+                    Var xv = leaf(x);
+                    Parameter wp("w", w.clone()), bp("b", b.clone());
+                    Var bv = bp.var();
+                    Var y;
+                    if (fused) {
+                        y = linear(xv, wp.var(), &bv, act);
+                    } else {
+                        Var z = linear(xv, wp.var(), &bv);
+                        y = act == LinearAct::tanh ? tanh(z) : act == LinearAct::sigmoid ? sigmoid(z) : relu(z);
+                    }
+                    backward(sum(y * Var(cot)));
+                    std::vector<Tensor> out = {y.value().clone(), xv.grad().clone(), wp.grad().clone(),
+                                               bp.grad().clone()};
+                    reset_tape();
+                    return out;
+                };
+                const auto a = run(true), r = run(false);
+                for (std::size_t k = 0; k < a.size(); ++k) {
+                    INFO("act " << static_cast<int>(act) << " output " << k << " threads " << threads);
+                    REQUIRE(a[k].numel() == r[k].numel());
+                    REQUIRE(std::memcmp(a[k].raw(), r[k].raw(), a[k].nbytes()) == 0);
+                }
+            }
+        }
+    }
+    Var x = leaf(Tensor::zeros({2, 3}, DType::f64));
+    REQUIRE_THROWS_WITH(linear(x, Var(Tensor::zeros({4, 5}, DType::f64)), nullptr, LinearAct::tanh),
+                        Catch::Contains("linear_tanh") && Catch::Contains("[2, 3]"));
+    reset_tape();
 }
