@@ -46,13 +46,17 @@ std::string Linear::describe() const {
     return fmt::format("Linear(in={}, out={}{})", in_, out_, bias_ ? "" : ", bias=false");
 }
 
-Var Linear::forward_with_weight(const Var& x, const Var& w) {
+Var Linear::forward_with_weight(const Var& x, const Var& w) { return forward_fused(x, w, LinearAct::none); }
+
+Var Linear::forward_activated(const Var& x, LinearAct act) { return forward_fused(x, weight_->var(), act); }
+
+Var Linear::forward_fused(const Var& x, const Var& w, LinearAct act) {
     if (x.rank() < 1 || x.dim(-1) != in_ || x.dtype() != dtype_)
         throw ShapeError(fmt::format("{}: input {} does not match (expected [..., {}], {})", describe(),
                                      sdeuq::describe(x.value()), in_, dtype_name(dtype_)));
-    if (!bias_) return linear(x, w);
+    if (!bias_) return linear(x, w, nullptr, act);
     Var b = bias_->var();
-    return linear(x, w, &b);
+    return linear(x, w, &b, act);
 }
 
 // ---------------------------------------------------------------- Conv2d

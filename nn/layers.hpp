@@ -44,10 +44,14 @@ public:
     Parameter& weight() override { return *weight_; }
     Parameter* bias() override { return bias_; }
     Var forward_with_weight(const Var& x, const Var& w) override;
+    // act(forward(x)) as one fused op (linear(..., LinearAct)); Sequential uses it for a Linear followed by
+    // a tanh, sigmoid or relu Activation. The same bits as the two layers.
+    Var forward_activated(const Var& x, LinearAct act);
     std::int64_t in_features() const { return in_; }
     std::int64_t out_features() const { return out_; }
 
 private:
+    Var forward_fused(const Var& x, const Var& w, LinearAct act);
     std::int64_t in_, out_;
     DType dtype_;
     Parameter* weight_ = nullptr;
@@ -149,6 +153,7 @@ public:
     explicit Activation(Act a) : act_(a) {}
     std::string describe() const override { return act_name(act_); }
     Var forward(const Var& x) override { return activate(act_, x); }
+    Act act() const { return act_; }
 
 private:
     Act act_;

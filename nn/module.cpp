@@ -1,5 +1,7 @@
 #include "nn/module.hpp"
 
+#include "nn/layers.hpp"
+
 #include <fmt/format.h>
 
 namespace sdeuq::nn {
@@ -136,9 +138,35 @@ std::string Sequential::describe() const {
     return fmt::format("Sequential(n={})", layers_.size());
 }
 
+namespace {
+// The activation a Linear followed by this module fuses with (LinearAct::none: it does not fuse).
+LinearAct fusable(const Module& m) {
+    const auto* a = dynamic_cast<const Activation*>(&m);
+    if (!a) return LinearAct::none;
+    switch (a->act()) {
+        case Act::tanh: return LinearAct::tanh;
+        case Act::sigmoid: return LinearAct::sigmoid;
+        case Act::relu: return LinearAct::relu;
+        default: return LinearAct::none;
+    }
+}
+}  // namespace
+
 Var Sequential::forward(const Var& x) {
     Var h = x;
-    for (auto& m : layers_) h = m->forward(h);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+        // Linear then tanh / sigmoid / relu: one fused op (the same bits, one tensor kept instead of two).
+        if (i + 1 < layers_.size()) {
+            auto* lin = dynamic_cast<Linear*>(layers_[i].get());
+            const LinearAct act = fusable(*layers_[i + 1]);
+            if (lin && act != LinearAct::none) {
+                h = lin->forward_activated(h, act);
+                ++i;
+                continue;
+            }
+        }
+        h = layers_[i]->forward(h);
+    }
     return h;
 }
 

@@ -2,6 +2,7 @@
 // gradient checker in float64.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "autodiff/gradcheck.hpp"
@@ -343,5 +344,51 @@ TEST_CASE("the models produce the documented shapes", "[nn][models]") {
     auto pred = res.predict(Var(xs));
     CHECK(pred.logits.shape() == Shape{5, 2});
     CHECK(pred.variance.shape() == Shape{5});
+    reset_tape();
+}
+
+TEST_CASE("Sequential fuses Linear + tanh/sigmoid/relu: the same bits as the layers one by one", "[nn][fused]") {
+    for (DType dt : {DType::f32, DType::f64}) {
+        Generator g(31, 2);
+        Sequential net;
+        net.emplace<Linear>(6, 8, g, LinearOptions{.dtype = dt});
+        net.emplace<Activation>(Act::tanh);
+        net.emplace<Linear>(8, 8, g, LinearOptions{.bias = false, .dtype = dt});
+        net.emplace<Activation>(Act::sigmoid);
+        net.emplace<Linear>(8, 5, g, LinearOptions{.dtype = dt});
+        net.emplace<Activation>(Act::relu);
+        net.emplace<Linear>(5, 3, g, LinearOptions{.dtype = dt});
+        net.emplace<Activation>(Act::silu);  // not fused
+        const Tensor x = randn({7, 6}, g, dt);
+        auto run = [&](bool fused) {
+            for (auto* p : net.parameters()) p->zero_grad();
+            Var xv = leaf(x);
+            Var y = xv;
+            if (fused) {
+                y = net.forward(xv);
+            } else {
+                for (std::size_t i = 0; i < net.size(); ++i) y = net[i].forward(y);
+            }
+            backward(sum(y * y));
+            std::vector<Tensor> out = {y.value().clone(), xv.grad().clone()};
+            for (auto* p : net.parameters()) out.push_back(p->grad().clone());
+            reset_tape();
+            return out;
+        };
+        const auto a = run(true), b = run(false);
+        REQUIRE(a.size() == b.size());
+        for (std::size_t k = 0; k < a.size(); ++k) {
+            INFO("tensor " << k << " dtype " << dtype_name(dt));
+            REQUIRE(std::memcmp(a[k].raw(), b[k].raw(), a[k].nbytes()) == 0);
+        }
+    }
+    // The fused node is what the tape records.
+    Generator g(1, 1);
+    Sequential net;
+    net.emplace<Linear>(2, 3, g);
+    net.emplace<Activation>(Act::tanh);
+    Var y = net.forward(leaf(Tensor::zeros({1, 2})));
+    REQUIRE(y.node() != nullptr);
+    CHECK(std::string(y.node()->op) == "linear_tanh");
     reset_tape();
 }
