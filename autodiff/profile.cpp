@@ -10,7 +10,7 @@
 namespace sdeuq {
 
 namespace detail {
-thread_local bool t_profiling = false;
+thread_local bool t_profiling __attribute__((tls_model("initial-exec"))) = false;
 }
 
 namespace {

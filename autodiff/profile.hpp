@@ -45,7 +45,8 @@ private:
 };
 
 namespace detail {
-extern thread_local bool t_profiling;
+// Read on every op's path: initial-exec TLS, one load (no __tls_get_addr call in the -fPIC library).
+extern thread_local bool t_profiling __attribute__((tls_model("initial-exec")));
 // Called by the tape: charge the time since the last mark to op's forward, or time one backward call.
 void profile_forward(const char* op);
 void profile_mark();
