@@ -12,7 +12,8 @@
 // layer, linear output), diffusion MLP 32-64-32 (tanh hidden, sigmoid output), the activations fused into
 // their linear layers (linear(..., LinearAct), the same bits as the separate ops); t in [0, 1] with 16, 128 and
 // 1024 fixed steps; solver midpoint (backprop, adjoint forward and backward) or reversible Heun. One
-// kernel thread.
+// kernel thread. The Brownian path draws its normals in float32 (BrownianOptions::float_normals, as
+// torchsde samples in the state's dtype): the SDE is float32, and the double generator cost ~2x more.
 //
 // Memory, two measures, each configuration run in its own forked child so that runs do not share
 // arenas or allocator caches:
@@ -130,7 +131,7 @@ Result run(const std::string& method, int steps) {
     opt.dt = 1.0 / steps;
     opt.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
     opt.estimator = method;
-    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false});
+    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false, true});
     std::vector<double> ts{0.0, 1.0};
     auto once = [&]() {
         Var y0v = leaf(y0);
@@ -167,7 +168,7 @@ void profile(const std::string& method, int steps) {
     opt.dt = 1.0 / steps;
     opt.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
     opt.estimator = method;
-    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false});
+    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false, true});
     std::vector<double> ts{0.0, 1.0};
     double best_f = 1e300, best_b = 1e300, nodes = 0;
     std::string best_table;

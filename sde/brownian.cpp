@@ -28,6 +28,24 @@ constexpr double kSnap = 0x1p-10;
 
 constexpr std::int64_t kMaxCells = std::int64_t{1} << 40;
 
+// out[j] = normal first + j of `stream` under `seed`, j < n: philox_normals, or with Options::float_normals
+// philox_normals_f32 widened to double (exact) through an L1-sized float buffer. Both give the same bits
+// for any blocking, so the callers' blocks (and this one) do not change the values.
+void draw_normals(bool float_normals, std::uint64_t seed, std::uint64_t stream, std::uint64_t first,
+                  double* out, std::size_t n) {
+    if (!float_normals) {
+        philox_normals(seed, stream, first, out, n);
+        return;
+    }
+    constexpr std::size_t kChunk = 512;
+    float zf[kChunk];
+    for (std::size_t j = 0; j < n; j += kChunk) {
+        const std::size_t len = std::min(kChunk, n - j);
+        philox_normals_f32(seed, stream, first + j, zf, len);
+        for (std::size_t i = 0; i < len; ++i) out[j + i] = static_cast<double>(zf[i]);
+    }
+}
+
 }  // namespace
 
 BrownianPath::BrownianPath(double t0, double t1, std::int64_t size, std::uint64_t seed, Options options)
@@ -148,7 +166,7 @@ void BrownianPath::ensure_root() const {
     if (options_.levy_area) {
         // Root: W ~ N(0, T), H ~ N(0, T / 12) independent; normals 2i, 2i + 1 of stream 0.
         z_.resize(2 * n);
-        philox_normals(seed_, 0, 0, z_.data(), 2 * n);
+        draw_normals(options_.float_normals, seed_, 0, 0, z_.data(), 2 * n);
         const double sh = std::sqrt(root.h / 12.0);
         double* hh = arr(root, kH);
         for (std::size_t i = 0; i < n; ++i) {
@@ -157,7 +175,7 @@ void BrownianPath::ensure_root() const {
         }
     } else {
         z_.resize(n);
-        philox_normals(seed_, 0, 0, z_.data(), n);
+        draw_normals(options_.float_normals, seed_, 0, 0, z_.data(), n);
         for (std::size_t i = 0; i < n; ++i) dw[i] = sd * z_[i];
     }
     top_ = 0;
@@ -174,21 +192,21 @@ void BrownianPath::sample_split(Level& lv) const {
     // Stream = the split tick m, unique to this node (root: stream 0, never an interior tick).
     if (!options_.levy_area) {
         // Brownian bridge: W(lo, m) | W(lo, hi) ~ N(h1/h W, h1 h2 / h).
-        // The normals in L1-sized blocks, used at once (philox_normals gives the same bits for any
-        // blocking), rather than one pass writing n of them and another reading them back.
+        // The normals in L1-sized blocks, used at once (philox_normals and philox_normals_f32 give the
+        // same bits for any blocking), rather than one pass writing n of them and another reading them back.
         constexpr std::size_t kBlock = 512;
         double z[kBlock];
         const double a = h1 / h, sd = std::sqrt(h1 * h2 / h);
         for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
             const std::size_t len = std::min(kBlock, n - i0);
-            philox_normals(seed_, m, i0, z, len);
+            draw_normals(options_.float_normals, seed_, m, i0, z, len);
             for (std::size_t i = 0; i < len; ++i) w1[i0 + i] = a * dw[i0 + i] + sd * z[i];
         }
     } else {
         // (W1, H1) | (W, H): the conditional Gaussian of brownian.hpp, sampled through the Cholesky factor
         // [[a, 0], [b, c]] of its covariance: W1 = mean + a z1, H1 = mean + b z1 + c z2.
         z_.resize(2 * n);
-        philox_normals(seed_, m, 0, z_.data(), 2 * n);
+        draw_normals(options_.float_normals, seed_, m, 0, z_.data(), 2 * n);
         const double p = h1 / h, q = h2 / h;
         const double var_w = h1 * q * (1.0 - 3.0 * p * q);
         const double cov = -0.5 * h1 * p * p * q;

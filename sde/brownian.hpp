@@ -3,7 +3,8 @@
 // BrownianPath holds `size` independent scalar Brownian motions W_i on [t0, t1] (batch x noise dimension
 // flattened) and answers W(t) - W(s) for any s, t, in any order, with the same bits every time. Nothing
 // is stored but a small cache: every value is regenerated from (seed, coordinate, tree node) by the
-// counter-based normal generator of sde/random_normal.hpp (Philox4x32-10 + Box-Muller).
+// counter-based normal generator of sde/random_normal.hpp (Philox4x32-10 + Box-Muller; in double, or in float
+// with Options::float_normals).
 //
 // Construction of the path (one fixed binary tree of intervals, the same for all coordinates):
 //   * Base grid: cells [b_k, b_{k+1}], b_k = t0 + k * cell for k < nc, b_nc = t1, cell = dt_hint (the
@@ -72,6 +73,13 @@ struct BrownianOptions {
     double tol = 0.0;
     // Also sample the space-time Levy area (increment_levy). It changes the sampled path.
     bool levy_area = false;
+    // Draw the tree's normals with the float32 generator (philox_normals_f32 of sde/random_normal.hpp,
+    // 24-bit uniforms, |z| <= 5.77, ~2x cheaper per normal), widened exactly to double; the bridge and
+    // Levy-area arithmetic of the tree stays double, as do the point values and increments. Meant for
+    // float32 solves, as torchsde draws its Brownian samples in the state's dtype. It is a different
+    // sample of the path than with the double normals (same law, same structure: order independence,
+    // per-coordinate determinism); the default keeps every existing path bit for bit.
+    bool float_normals = false;
 };
 
 class ReversedBrownianPath;

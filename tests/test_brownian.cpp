@@ -1,5 +1,8 @@
 // Tests of sde/brownian.hpp: distribution (Kolmogorov-Smirnov, moments, independence), consistency
-// under refinement, order independence, per-coordinate determinism, Levy area, errors, cost counters.
+// under refinement, order independence, per-coordinate determinism, Levy area, errors, cost counters; the
+// structural and distribution tests run for both normal generators (GENERATE over Options::float_normals).
+// And of sde/random_normal.hpp's double and float generators: bulk == scalar bit for bit, accuracy
+// against the exact Box-Muller transform of the same uniforms, distribution.
 #include <catch2/catch.hpp>
 
 #include <Random123/philox.h>
@@ -67,12 +70,18 @@ bool bitwise_equal(const Vec& a, const Vec& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
 }
 
-BrownianOptions opts(double dt_hint, bool levy = false) {
+BrownianOptions opts(double dt_hint, bool levy = false, bool float_normals = false) {
     BrownianOptions o;
     o.dt_hint = dt_hint;
     o.levy_area = levy;
+    o.float_normals = float_normals;
     return o;
 }
+
+// The structural and distribution tests run for both generators (a different sample, the same law).
+#define FOR_BOTH_GENERATORS                                    \
+    const bool f32 = GENERATE(false, true);                    \
+    INFO("float_normals " << f32)
 
 constexpr std::int64_t kSamples = 20000;
 constexpr double kCorrTol = 0.035;  // ~5 standard deviations (1 / sqrt(20000) = 0.0071) of a null correlation
@@ -206,6 +215,191 @@ TEST_CASE("random_normal: within 1e-12 relative of the exact Box-Muller transfor
     CHECK(worst < 1e-14);  // the kernels are good to a few ulp; 1e-12 is the contract
 }
 
+TEST_CASE("random_normal_f32: index addressing, moments, KS, blocks", "[brownian]") {
+    using namespace sdeuq::sde;
+    std::vector<float> a(1003), b(1000);
+    philox_normals_f32(7, 3, 0, a.data(), a.size());
+    philox_normals_f32(7, 3, 3, b.data(), b.size());  // start inside a block: the same numbers shifted
+    for (std::size_t i = 0; i < b.size(); ++i) REQUIRE(b[i] == a[i + 3]);
+    for (std::size_t i = 0; i < a.size(); i += 97) REQUIRE(philox_normal_f32(7, 3, i) == a[i]);
+    std::vector<float> zf(200000);
+    philox_normals_f32(11, 0, 0, zf.data(), zf.size());
+    const Vec z(zf.begin(), zf.end());
+    CHECK(std::abs(mean(z)) < 0.015);
+    CHECK(std::abs(cov(z, z) - 1.0) < 0.015);
+    CHECK(ks_normal(z) < ks_critical(z.size()));
+    // The largest |z| the 24-bit uniforms allow: sqrt(-2 ln 2^-24) (u1 = 2^-24).
+    const double zmax = std::sqrt(48.0 * std::log(2.0));
+    for (double v : z) REQUIRE(std::abs(v) <= zmax * (1.0 + 1e-6));
+    // The four normals of one Philox call (two Box-Muller pairs) and the normals of neighbouring calls
+    // are uncorrelated; so are z^2 of the two members of a pair (a cheap check of the radius sharing).
+    Vec part[4], sq0, sq1;
+    for (std::size_t i = 0; i + 3 < z.size(); i += 4) {
+        for (int j = 0; j < 4; ++j) part[j].push_back(z[i + static_cast<std::size_t>(j)]);
+        sq0.push_back(z[i] * z[i]);
+        sq1.push_back(z[i + 1] * z[i + 1]);
+    }
+    for (int j = 0; j < 4; ++j) {
+        for (int k = j + 1; k < 4; ++k) CHECK(std::abs(corr(part[j], part[k])) < kCorrTol);
+    }
+    CHECK(std::abs(corr(sq0, sq1)) < kCorrTol);
+    const Vec next(part[0].begin() + 1, part[0].end()), prev(part[3].begin(), part[3].end() - 1);
+    CHECK(std::abs(corr(next, prev)) < kCorrTol);
+    // A different sequence from the double generator's.
+    CHECK(static_cast<double>(philox_normal_f32(11, 0, 0)) != philox_normal(11, 0, 0));
+}
+
+TEST_CASE("random_normal_f32: bulk path (AVX2) == single-value path bit for bit, any offset and length",
+          "[brownian]") {
+    // The bulk path runs the vector kernel on groups of 32 normals (8 Philox blocks) and the scalar kernel
+    // on a partial first block and the rest; normal j must depend on (key, stream, j) only.
+    using namespace sdeuq::sde;
+    using FVec = std::vector<float>;
+    const auto same = [](const FVec& x, const FVec& y) {
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+    };
+    std::mt19937_64 rng(2025);
+    for (int trial = 0; trial < 60; ++trial) {
+        const std::uint64_t key = rng(), stream = rng() >> (rng() % 64);
+        std::uint64_t first = rng() >> (rng() % 64);
+        if (trial < 8) first = static_cast<std::uint64_t>(trial);  // every offset mod 4 (and mod 8)
+        if (first > ~std::uint64_t{0} - 4096) first -= 4096;      // first + n must not wrap
+        const std::size_t n = trial % 5 == 0 ? rng() % 40 : 1 + rng() % 3000;
+        FVec single(n);
+        for (std::size_t j = 0; j < n; ++j) single[j] = philox_normal_f32(key, stream, first + j);
+        FVec whole(n);
+        philox_normals_f32(key, stream, first, whole.data(), n);
+        INFO("trial " << trial << " first " << first << " n " << n);
+        REQUIRE(same(whole, single));
+        FVec chunked(n, 0.0f);  // random chunk lengths, mostly short ones (every tail case), some long ones
+        for (std::size_t j = 0; j < n;) {
+            const std::size_t len = std::min<std::size_t>(n - j, rng() % 2 ? rng() % 40 : rng() % 300);
+            philox_normals_f32(key, stream, first + j, chunked.data() + j, len);
+            j += len;
+        }
+        REQUIRE(same(chunked, single));
+    }
+    // Block indices crossing 2^32 (the counter's low word wraps inside a vector group).
+    const std::uint64_t first = (std::uint64_t{1} << 34) - 37;
+    FVec bulk(128);
+    philox_normals_f32(3, 5, first, bulk.data(), bulk.size());
+    for (std::size_t j = 0; j < bulk.size(); ++j) {
+        const float v = philox_normal_f32(3, 5, first + j);
+        REQUIRE(std::memcmp(&v, &bulk[j], sizeof v) == 0);
+    }
+}
+
+namespace {
+
+// Box-Muller of the 24-bit uniforms of two Philox words in double (libm's log, sin, cos; the angle
+// reduced exactly in quarter turns as in the kernel): the reference for the float kernel, good to ~1e-16.
+std::pair<double, double> box_muller_f32_reference(std::uint32_t w1, std::uint32_t w2) {
+    const double u1 = static_cast<double>((w1 >> 8) + 1) * 0x1p-24;
+    const double t = static_cast<double>(w2 >> 8) * 0x1p-22;  // 4 u2, exact
+    const double q = std::nearbyint(t), x = (t - q) * 1.57079632679489661923;
+    const double c = std::cos(x), s = std::sin(x);
+    double cq = c, sq = s;
+    switch (static_cast<int>(q) & 3) {
+        case 1: cq = -s; sq = c; break;
+        case 2: cq = -c; sq = -s; break;
+        case 3: cq = s; sq = -c; break;
+        default: break;
+    }
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    return {radius * cq, radius * sq};
+}
+
+}  // namespace
+
+TEST_CASE("random_normal_f32: within a few float ulp of the exact Box-Muller transform", "[brownian]") {
+    using namespace sdeuq::sde;
+    double worst = 0.0, worst_ulp = 0.0;
+    const auto check = [&](std::uint32_t w1, std::uint32_t w2) {
+        const auto [e0, e1] = box_muller_f32_reference(w1, w2);
+        float z0 = 0.0f, z1 = 0.0f;
+        normal_detail::box_muller_f32<float, std::uint32_t>(w1, w2, z0, z1);
+        for (const auto& [got, want] : {std::pair{z0, e0}, std::pair{z1, e1}}) {
+            // An exact zero (u1 = 1, or the angle a multiple of pi/2) must be reproduced exactly; else
+            // the error relative to the value and in float ulp of the value (the reference rounded to
+            // float counts 1/2 ulp).
+            INFO("words " << w1 << " " << w2 << ": " << got << " vs " << want);
+            if (std::abs(want) < 1e-300) {
+                REQUIRE(got == 0.0f);
+                continue;
+            }
+            const double err = std::abs(static_cast<double>(got) - want);
+            const auto fw = static_cast<float>(std::abs(want));
+            const double ulp = static_cast<double>(std::nextafter(fw, INFINITY) - fw);
+            REQUIRE(err <= 1e-6 * std::abs(want));
+            worst = std::max(worst, err / std::abs(want));
+            worst_ulp = std::max(worst_ulp, err / ulp);
+        }
+    };
+    // Philox outputs, as the generator produces them.
+    r123::Philox4x32 gen;
+    for (std::uint32_t i = 0; i < 100000; ++i) {
+        const r123::Philox4x32::ctr_type r = gen({{i, 0, 17, 0}}, {{12345, 678}});
+        check(r[0], r[1]);
+        check(r[2], r[3]);
+    }
+    // The radius and the angle depend on one word each: sweep each word's 2^24 uniforms with a stride
+    // (an exhaustive sweep, run once by hand, found 0.98 ulp for the radius), the other word fixed.
+    for (std::uint32_t k = 0; k < (1u << 24); k += 61) {
+        check(k << 8, 0x12345600u);
+        check(0x9abcde00u, k << 8);
+    }
+    // Edges: u1 = 1 (radius 0), u1 = 2^-24 (the largest radius), u1 next to 1 and 1/2; angles on and next
+    // to multiples of pi/4, where cos or sin vanish or the quadrant changes, and u2 next to 1.
+    const std::uint32_t u1_words[] = {0xffffffffu, 0xfffffeffu, 0xfffffdffu, 0, 0xffu, 0x7fffff00u,
+                                      0x80000000u, 0x7ffffeffu, 0x12345678u};
+    const std::uint32_t u2_words[] = {0,           1u << 8,          1u << 29,    1u << 30,
+                                      (1u << 30) - 256, (1u << 30) + 256, 1u << 31, (1u << 31) - 256,
+                                      3u << 30,    (3u << 30) + 256, 7u << 29,    0xffffffffu,
+                                      0xffffff00u, 0xfffffe00u};  // 0, 1/8, 1/4, 1/2, 3/4, 7/8, -> 1
+    for (std::uint32_t a : u1_words) {
+        for (std::uint32_t b : u2_words) check(a, b);
+    }
+    // The largest |z|: sqrt(-2 ln 2^-24) = 5.768 at u1 = 2^-24, angle 0.
+    float z0 = 0.0f, z1 = 0.0f;
+    normal_detail::box_muller_f32<float, std::uint32_t>(0, 0, z0, z1);
+    CHECK(std::abs(z0 - std::sqrt(48.0 * std::log(2.0))) < 1e-6);
+    CHECK(z1 == 0.0f);
+    INFO("worst relative error " << worst << ", " << worst_ulp << " float ulp");
+    CHECK(worst_ulp < 3.0);  // measured 2.5 ulp over 2^25 random pairs; 1e-6 relative is the contract
+}
+
+TEST_CASE("brownian: float_normals draws the tree's normals with philox_normals_f32", "[brownian]") {
+    // The root and the first split, written out: W(t1) = sqrt(T) z_i (stream 0), and W(T/2) =
+    // W(t1)/2 + sqrt(T/4) z'_i with z' of stream = the split tick (the middle of nc 2^D ticks); with
+    // Levy area, the root's (W, H) are normals 2i, 2i + 1. The default draws philox_normal (unchanged).
+    using namespace sdeuq::sde;
+    for (bool f32 : {false, true}) {
+        INFO("float_normals " << f32);
+        const auto normal = [&](std::uint64_t stream, std::uint64_t i) {
+            return f32 ? static_cast<double>(philox_normal_f32(9, stream, i)) : philox_normal(9, stream, i);
+        };
+        const std::int64_t n = 37;
+        const BrownianPath bm(0.0, 4.0, n, 9, opts(0.0, false, f32));
+        const Vec w1 = inc(bm, 0.0, 4.0), wm = inc(bm, 0.0, 2.0);
+        const std::uint64_t mid = std::uint64_t{1} << (bm.cell_depth() - 1);
+        for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+            REQUIRE(w1[i] == 2.0 * normal(0, i));
+            REQUIRE(wm[i] == 0.5 * w1[i] + 1.0 * normal(mid, i));
+        }
+        const BrownianPath lv(0.0, 4.0, n, 9, opts(0.0, true, f32));
+        Vec w(static_cast<std::size_t>(n)), hh(w.size());
+        lv.increment_levy(0.0, 4.0, w, hh);
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            REQUIRE(w[i] == 2.0 * normal(0, 2 * i));
+            // H comes back through J(t1) = 4 (W / 2 + H): exact up to round-off.
+            REQUIRE(std::abs(hh[i] - std::sqrt(4.0 / 12.0) * normal(0, 2 * i + 1)) < 1e-14);
+        }
+    }
+    // A different sample than the default (the same law: the tests above run for both).
+    const BrownianPath a(0.0, 1.0, 8, 3, opts(0.01)), b(0.0, 1.0, 8, 3, opts(0.01, false, true));
+    CHECK_FALSE(bitwise_equal(inc(a, 0.2, 0.3), inc(b, 0.2, 0.3)));
+}
+
 TEST_CASE("brownian: increments are N(0, h) (Kolmogorov-Smirnov)", "[brownian]") {
     struct Case {
         double dt_hint, s, t;
@@ -216,9 +410,10 @@ TEST_CASE("brownian: increments are N(0, h) (Kolmogorov-Smirnov)", "[brownian]")
         {0.01, 0.123, 0.2345},   {0.01, 0.5051, 0.5079},     {0.01, 0.0, 1.0},     // not cell-aligned; all
         {0x1p-7, 0.5, 0.5 + 0x1p-7}, {0.03, 0.96, 1.0},                            // short last cell
     };
+    FOR_BOTH_GENERATORS;
     std::uint64_t seed = 100;
     for (const auto& c : cases) {
-        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint));
+        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint, false, f32));
         const double h = c.t - c.s;
         const Vec z = scaled(inc(bm, c.s, c.t), 1.0 / std::sqrt(h));
         INFO("dt_hint " << c.dt_hint << " [" << c.s << ", " << c.t << "]");
@@ -229,8 +424,9 @@ TEST_CASE("brownian: increments are N(0, h) (Kolmogorov-Smirnov)", "[brownian]")
 }
 
 TEST_CASE("brownian: increments over disjoint intervals are independent", "[brownian]") {
+    FOR_BOTH_GENERATORS;
     for (double dt_hint : {0.0, 0.01}) {
-        const BrownianPath bm(0.0, 1.0, kSamples, 5, opts(dt_hint));
+        const BrownianPath bm(0.0, 1.0, kSamples, 5, opts(dt_hint, false, f32));
         const double pts[] = {0.0, 0.01, 0.0137, 0.02, 0.5, 0.5 + 1e-4, 0.77, 1.0};
         std::vector<Vec> d;
         for (int i = 0; i + 1 < 8; ++i) d.push_back(inc(bm, pts[i], pts[i + 1]));
@@ -239,7 +435,8 @@ TEST_CASE("brownian: increments over disjoint intervals are independent", "[brow
             CHECK(std::abs(cov(d[i], d[i]) / h - 1.0) < 0.05);
             for (std::size_t j = i + 1; j < d.size(); ++j) CHECK(std::abs(corr(d[i], d[j])) < kCorrTol);
         }
-        // Coordinates are independent too: coordinates 2j and 2j + 1 share a Philox block.
+        // Coordinates are independent too: coordinates 2j and 2j + 1 share a Philox block (4j .. 4j + 3
+        // with float normals).
         const Vec w = inc(bm, 0.0, 1.0);
         Vec even, odd;
         for (std::size_t i = 0; i + 1 < w.size(); i += 2) {
@@ -251,11 +448,12 @@ TEST_CASE("brownian: increments over disjoint intervals are independent", "[brow
 }
 
 TEST_CASE("brownian: W(a, c) = W(a, b) + W(b, c)", "[brownian]") {
+    FOR_BOTH_GENERATORS;
     std::mt19937_64 rng(1);
     std::uniform_real_distribution<double> unif(0.0, 2.0);
     for (double dt_hint : {0.0, 0.01, 0.3}) {
         for (bool levy : {false, true}) {
-            const BrownianPath bm(0.0, 2.0, 64, 9, opts(dt_hint, levy));
+            const BrownianPath bm(0.0, 2.0, 64, 9, opts(dt_hint, levy, f32));
             for (int rep = 0; rep < 300; ++rep) {
                 double p[3] = {unif(rng), unif(rng), unif(rng)};
                 if (rep % 5 == 0) p[1] = p[0] + 1e-9 * (rep % 3);  // within one leaf
@@ -271,9 +469,10 @@ TEST_CASE("brownian: W(a, c) = W(a, b) + W(b, c)", "[brownian]") {
 }
 
 TEST_CASE("brownian: values do not depend on the order of the queries", "[brownian]") {
+    FOR_BOTH_GENERATORS;
     for (bool levy : {false, true}) {
         for (double dt_hint : {0.0, 0.01}) {
-            const BrownianOptions o = opts(dt_hint, levy);
+            const BrownianOptions o = opts(dt_hint, levy, f32);
             std::vector<std::pair<double, double>> q;
             for (int k = 0; k < 100; ++k) q.emplace_back(0.01 * k, 0.01 * (k + 1));  // solver grid
             std::mt19937_64 rng(3);
@@ -337,8 +536,9 @@ TEST_CASE("brownian: the cache is transparent with many cells (evicted levels) a
     // 1024 cells: the top tree is 10 levels deep, so sweeps evict cached levels (left children share
     // their ancestors' arrays, which must survive the eviction of their owner). Every query is checked
     // against a path that answers only that query.
+    FOR_BOTH_GENERATORS;
     for (bool levy : {false, true}) {
-        const BrownianOptions o = opts(1.0 / 1024, levy);
+        const BrownianOptions o = opts(1.0 / 1024, levy, f32);
         const auto query = [&](const BrownianPath& bm, double s, double t) {
             Vec out(static_cast<std::size_t>(bm.size()));
             if (levy) {
@@ -368,7 +568,7 @@ TEST_CASE("brownian: the cache is transparent with many cells (evicted levels) a
         const std::size_t half = q.size() / 2;
         for (std::size_t i = 0; i < half; ++i) query(*b, q[i].first, q[i].second);
         const BrownianPath c(*b);
-        BrownianPath d(0.0, 2.0, 3, 1, opts(0.5, levy));
+        BrownianPath d(0.0, 2.0, 3, 1, opts(0.5, levy, f32));
         query(d, 0.0, 1.5);
         d = c;
         b.reset();
@@ -381,9 +581,10 @@ TEST_CASE("brownian: the cache is transparent with many cells (evicted levels) a
 }
 
 TEST_CASE("brownian: coordinate i does not depend on size", "[brownian]") {
+    FOR_BOTH_GENERATORS;
     for (bool levy : {false, true}) {
-        const BrownianPath small(0.0, 1.0, 3, 77, opts(0.01, levy));
-        const BrownianPath large(0.0, 1.0, 1001, 77, opts(0.01, levy));
+        const BrownianPath small(0.0, 1.0, 3, 77, opts(0.01, levy, f32));
+        const BrownianPath large(0.0, 1.0, 1001, 77, opts(0.01, levy, f32));
         for (auto [s, t] : {std::pair{0.0, 1.0}, {0.2, 0.21}, {0.333, 0.3335}, {0.9, 0.1}}) {
             const Vec a = inc(small, s, t), b = inc(large, s, t);
             for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == b[i]);
@@ -446,9 +647,10 @@ TEST_CASE("brownian: space-time Levy area", "[brownian]") {
     };
     const std::vector<Case> cases = {{0.0, 0.0, 1.0},  {0.0, 0.0, 0.5},    {0.0, 0.3, 0.31},
                                      {0.01, 0.2, 0.21}, {0.01, 0.123, 0.2345}, {0.01, 0.7001, 0.7003}};
+    FOR_BOTH_GENERATORS;
     std::uint64_t seed = 500;
     for (const auto& c : cases) {
-        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint, true));
+        const BrownianPath bm(0.0, 1.0, kSamples, seed++, opts(c.dt_hint, true, f32));
         const double h = c.t - c.s;
         Vec w(kSamples), hh(kSamples);
         bm.increment_levy(c.s, c.t, w, hh);
@@ -467,12 +669,13 @@ TEST_CASE("brownian: Levy area halves are independent with the right moments", "
     // The children of a split are sampled from the conditional law of brownian.hpp; if it were wrong the
     // halves would not be independent N(0, h_i) x N(0, h_i / 12). Equal halves (dyadic tree) and the
     // unequal split 1 : 2 of the root of a 3-cell grid.
+    FOR_BOTH_GENERATORS;
     struct Case {
         double t1, dt_hint, a, b, c;
     };
     for (const auto& k : {Case{1.0, 0.0, 0.0, 0.5, 1.0}, Case{1.0, 0.0, 0.25, 0.375, 0.5},
                           Case{0.3, 0.1, 0.0, 0.1, 0.3}, Case{0.3, 0.1, 0.1, 0.2, 0.3}}) {
-        const BrownianPath bm(0.0, k.t1, kSamples, 21, opts(k.dt_hint, true));
+        const BrownianPath bm(0.0, k.t1, kSamples, 21, opts(k.dt_hint, true, f32));
         Vec w1(kSamples), h1(kSamples), w2(kSamples), h2(kSamples);
         bm.increment_levy(k.a, k.b, w1, h1);
         bm.increment_levy(k.b, k.c, w2, h2);
@@ -490,10 +693,11 @@ TEST_CASE("brownian: Levy area halves are independent with the right moments", "
 }
 
 TEST_CASE("brownian: (W, H) are additive over a split interval", "[brownian]") {
+    FOR_BOTH_GENERATORS;
     std::mt19937_64 rng(8);
     std::uniform_real_distribution<double> unif(0.0, 1.0);
     for (double dt_hint : {0.0, 0.01}) {
-        const BrownianPath bm(0.0, 1.0, 16, 2, opts(dt_hint, true));
+        const BrownianPath bm(0.0, 1.0, 16, 2, opts(dt_hint, true, f32));
         Vec wac(16), hac(16), wab(16), hab(16), wbc(16), hbc(16);
         for (int rep = 0; rep < 300; ++rep) {
             double p[3] = {unif(rng), unif(rng), unif(rng)};
