@@ -276,10 +276,12 @@ inline void box_muller_f32(U w1, U w2, F& z0, F& z1) {
 using PhiloxKeys4 = philox::Keys4;
 using philox::philox4x32_10_x4;
 
-// Pairs block .. block + 4 G ngroups - 1, interleaved z0, z1 into out[0 .. 8 G ngroups).
-template <int G>
-inline void philox_normal_pairs_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block,
-                                     double* out, std::size_t ngroups) {
+// Philox4x32-10 on blocks block .. block + 4 G ngroups - 1 of `stream`, G x 4 counters at a time; emit(c)
+// receives each vector of 4 blocks (words r0..r3 of block l zero-extended in 64-bit lane l of c[0..3]),
+// in block order.
+template <int G, class Emit>
+inline void philox_blocks_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block, std::size_t ngroups,
+                               Emit&& emit) {
     const PhiloxKeys4 keys(key);
     const __m256i s_lo = _mm256_set1_epi64x(static_cast<long long>(stream & kLow32));
     const __m256i s_hi = _mm256_set1_epi64x(static_cast<long long>(stream >> 32));
@@ -291,44 +293,41 @@ inline void philox_normal_pairs_avx2(std::uint64_t key, std::uint64_t stream, st
         blk = philox::philox_counters<G>(c, blk, s_lo, s_hi, four);
         philox4x32_10_x4<G>(c, keys);
 #pragma GCC unroll 8
-        for (int g = 0; g < G; ++g, out += 8) {
-            f64x4 z0, z1;
-            box_muller<f64x4, u64x4>(u64x4(c[g][0]), u64x4(c[g][1]), u64x4(c[g][2]), u64x4(c[g][3]), z0, z1);
-            const __m256d lo = _mm256_unpacklo_pd(z0, z1), hi = _mm256_unpackhi_pd(z0, z1);  // a0 b0 a2 b2
-            _mm256_storeu_pd(out, _mm256_permute2f128_pd(lo, hi, 0x20));
-            _mm256_storeu_pd(out + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
-        }
+        for (int g = 0; g < G; ++g) emit(c[g]);
     }
+}
+
+// Pairs block .. block + 4 G ngroups - 1, interleaved z0, z1 into out[0 .. 8 G ngroups).
+template <int G>
+inline void philox_normal_pairs_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block,
+                                     double* out, std::size_t ngroups) {
+    philox_blocks_avx2<G>(key, stream, block, ngroups, [&out](const __m256i* c) {
+        f64x4 z0, z1;
+        box_muller<f64x4, u64x4>(u64x4(c[0]), u64x4(c[1]), u64x4(c[2]), u64x4(c[3]), z0, z1);
+        const __m256d lo = _mm256_unpacklo_pd(z0, z1), hi = _mm256_unpackhi_pd(z0, z1);  // a0 b0 a2 b2
+        _mm256_storeu_pd(out, _mm256_permute2f128_pd(lo, hi, 0x20));
+        _mm256_storeu_pd(out + 4, _mm256_permute2f128_pd(lo, hi, 0x31));
+        out += 8;
+    });
 }
 
 // Float normals 4 block .. 4 (block + 4 G ngroups) - 1 into out[0 .. 16 G ngroups).
 template <int G>
 inline void philox_normals_f32_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block, float* out,
                                     std::size_t ngroups) {
-    const PhiloxKeys4 keys(key);
-    const __m256i s_lo = _mm256_set1_epi64x(static_cast<long long>(stream & kLow32));
-    const __m256i s_hi = _mm256_set1_epi64x(static_cast<long long>(stream >> 32));
-    __m256i blk = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<long long>(block)),
-                                   _mm256_setr_epi64x(0, 1, 2, 3));
-    const __m256i four = _mm256_set1_epi64x(4);
-    for (std::size_t i = 0; i < ngroups; ++i) {
-        __m256i c[G][4];
-        blk = philox::philox_counters<G>(c, blk, s_lo, s_hi, four);
-        philox4x32_10_x4<G>(c, keys);
-#pragma GCC unroll 8
-        for (int g = 0; g < G; ++g, out += 16) {
-            // 32-bit lanes 2 l, 2 l + 1 = pairs 0, 1 of block l: (r0, r1) and (r2, r3). The words are
-            // zero-extended in their 64-bit lanes, so word 2 or 3 shifted up fills the high half.
-            const __m256i w1 = _mm256_or_si256(c[g][0], _mm256_slli_epi64(c[g][2], 32));
-            const __m256i w2 = _mm256_or_si256(c[g][1], _mm256_slli_epi64(c[g][3], 32));
-            f32x8 z0, z1;
-            box_muller_f32<f32x8, u32x8>(u32x8(w1), u32x8(w2), z0, z1);
-            // Pair k (lane k) gives normals 2 k, 2 k + 1: interleave.
-            const __m256 lo = _mm256_unpacklo_ps(z0, z1), hi = _mm256_unpackhi_ps(z0, z1);  // pairs 0 1 4 5
-            _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
-            _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-        }
-    }
+    philox_blocks_avx2<G>(key, stream, block, ngroups, [&out](const __m256i* c) {
+        // 32-bit lanes 2 l, 2 l + 1 = pairs 0, 1 of block l: (r0, r1) and (r2, r3). The words are
+        // zero-extended in their 64-bit lanes, so word 2 or 3 shifted up fills the high half.
+        const __m256i w1 = _mm256_or_si256(c[0], _mm256_slli_epi64(c[2], 32));
+        const __m256i w2 = _mm256_or_si256(c[1], _mm256_slli_epi64(c[3], 32));
+        f32x8 z0, z1;
+        box_muller_f32<f32x8, u32x8>(u32x8(w1), u32x8(w2), z0, z1);
+        // Pair k (lane k) gives normals 2 k, 2 k + 1: interleave.
+        const __m256 lo = _mm256_unpacklo_ps(z0, z1), hi = _mm256_unpackhi_ps(z0, z1);  // pairs 0 1 4 5
+        _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        out += 16;
+    });
 }
 #endif
 
