@@ -333,14 +333,21 @@ inline void philox_normals_f32_avx2(std::uint64_t key, std::uint64_t stream, std
 
 }  // namespace normal_detail
 
-// The pair of normals number `block` of `stream` under `key` (normals 2 block and 2 block + 1).
-inline NormalPair philox_normal_pair(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
+namespace normal_detail {
+// Philox4x32-10 (Random123) of counter {lo32(block), hi32(block), lo32(stream), hi32(stream)} under key
+// {lo32(key), hi32(key)}: the four words of one block, for both Box-Muller variants.
+inline r123::Philox4x32::ctr_type philox_block(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
     using Philox = r123::Philox4x32;  // 10 rounds
-    Philox gen;
     Philox::ctr_type c = {{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
                            static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)}};
     Philox::key_type k = {{static_cast<std::uint32_t>(key), static_cast<std::uint32_t>(key >> 32)}};
-    const Philox::ctr_type r = gen(c, k);
+    return Philox()(c, k);
+}
+}  // namespace normal_detail
+
+// The pair of normals number `block` of `stream` under `key` (normals 2 block and 2 block + 1).
+inline NormalPair philox_normal_pair(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
+    const r123::Philox4x32::ctr_type r = normal_detail::philox_block(key, stream, block);
     NormalPair p;
     normal_detail::box_muller<double, std::uint64_t>(r[0], r[1], r[2], r[3], p.z0, p.z1);
     return p;
@@ -383,12 +390,7 @@ struct NormalQuadF32 {
 
 // Float normals 4 block .. 4 block + 3 of `stream` under `key`: one Philox call, two Box-Muller pairs.
 inline NormalQuadF32 philox_normal_quad_f32(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
-    using Philox = r123::Philox4x32;  // 10 rounds
-    Philox gen;
-    Philox::ctr_type c = {{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
-                           static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)}};
-    Philox::key_type k = {{static_cast<std::uint32_t>(key), static_cast<std::uint32_t>(key >> 32)}};
-    const Philox::ctr_type r = gen(c, k);
+    const r123::Philox4x32::ctr_type r = normal_detail::philox_block(key, stream, block);
     NormalQuadF32 out;
     normal_detail::box_muller_f32<float, std::uint32_t>(r[0], r[1], out.z[0], out.z[1]);
     normal_detail::box_muller_f32<float, std::uint32_t>(r[2], r[3], out.z[2], out.z[3]);
