@@ -175,6 +175,7 @@ void apply_act(LinearAct act, T* y, std::int64_t n) {
 
 template <class T>
 Tensor act_backward(LinearAct act, const Tensor& g, const Tensor& y) {
+    if (act == LinearAct::none) return g;
     Tensor out = Tensor::arena_empty(y.shape(), y.dtype());
     const T *pg = g.data<T>(), *py = y.data<T>();
     T* po = out.data<T>();
@@ -192,7 +193,7 @@ Tensor act_backward(LinearAct act, const Tensor& g, const Tensor& y) {
                 return gg * kernels::select(v > V(0), V(1), V(0));
             });
             break;
-        case LinearAct::none: return g;
+        case LinearAct::none: break;
     }
     return out;
 }
