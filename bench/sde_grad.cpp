@@ -4,7 +4,7 @@
 //   bench_sde_grad          readable table and the ratios against the torchsde reference figures
 //   bench_sde_grad --only METHOD STEPS   one configuration in-process (for profilers)
 //   bench_sde_grad --profile METHOD STEPS  forward and backward CPU time per step, tape nodes per step,
-//                           and the op profile (autodiff/profile.hpp) of the best of 5 runs
+//                           and the op profile (autodiff/profile.hpp) of the fastest of 5 profiled runs
 //   bench_sde_grad --json   {"results": [{"method", "steps", "us_per_step", "cpu_us_per_step", "peak_mib",
 //                           "arena_mib"}]}
 //
@@ -119,25 +119,45 @@ std::size_t arena_bytes() {
     return total;
 }
 
+// One benchmark configuration: the SDE, y0, the path and the solve options for METHOD with STEPS steps.
+struct Config {
+    NeuralSDE sde;
+    Tensor y0;
+    SolveOptions opt;
+    BrownianPath bm;
+    std::vector<double> ts{0.0, 1.0};
+
+    Config(const std::string& method, int steps)
+        : y0([] {
+              Generator gen(2, 9);
+              return randn({kBatch, kState}, gen, DType::f32, 0.0, 0.5);
+          }()),
+          opt(options(method, steps)),
+          bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false, true}) {}
+
+    static SolveOptions options(const std::string& method, int steps) {
+        SolveOptions o;
+        o.dt = 1.0 / steps;
+        o.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
+        o.estimator = method;
+        return o;
+    }
+    // sum(y_T^2) of one solve, recorded on the current tape.
+    Var loss() {
+        Var ys = sdeint(sde, leaf(y0), ts, bm, opt);
+        Var yT = slice(ys, 0, 1, 2);
+        return sum(yT * yT);
+    }
+};
+
 // Runs in the forked child.
 Result run(const std::string& method, int steps) {
     ThreadsScope threads(1);
     reset_peak_rss();
     const long rss0 = status_kib("VmRSS:");
-    NeuralSDE sde;
-    Generator gen(2, 9);
-    Tensor y0 = randn({kBatch, kState}, gen, DType::f32, 0.0, 0.5);
-    SolveOptions opt;
-    opt.dt = 1.0 / steps;
-    opt.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
-    opt.estimator = method;
-    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false, true});
-    std::vector<double> ts{0.0, 1.0};
+    Config cfg(method, steps);
     auto once = [&]() {
-        Var y0v = leaf(y0);
-        Var ys = sdeint(sde, y0v, ts, bm, opt);
-        Var yT = slice(ys, 0, 1, 2);
-        backward(sum(yT * yT));
+        backward(cfg.loss());
         reset_tape();
     };
     once();  // warm-up
@@ -158,41 +178,30 @@ Result run(const std::string& method, int steps) {
 }
 
 // --profile METHOD STEPS: where a step's time goes, op by op (autodiff/profile.hpp), forward and backward
-// of the estimator together (the adjoint's and reversible Heun's nested VJPs included), best of 5 runs.
+// of the estimator together (the adjoint's and reversible Heun's nested VJPs included). Of 5 profiled
+// runs (after a warm-up), the one with the least total CPU time is shown: its forward, backward and table.
 void profile(const std::string& method, int steps) {
     ThreadsScope threads(1);
-    NeuralSDE sde;
-    Generator gen(2, 9);
-    Tensor y0 = randn({kBatch, kState}, gen, DType::f32, 0.0, 0.5);
-    SolveOptions opt;
-    opt.dt = 1.0 / steps;
-    opt.solver = method == "reversible_heun" ? "reversible_heun" : "midpoint";
-    opt.estimator = method;
-    BrownianPath bm(0.0, 1.0, kBatch * kState, 17, BrownianOptions{opt.dt, 0.0, false, true});
-    std::vector<double> ts{0.0, 1.0};
-    double best_f = 1e300, best_b = 1e300, nodes = 0;
+    Config cfg(method, steps);
+    double best_f = 0, best_b = 0, nodes = 0;
     std::string best_table;
     for (int rep = 0; rep < 6; ++rep) {  // the first is a warm-up
         ProfileScope prof;
         const double c0 = thread_cpu_seconds();
-        Var ys = sdeint(sde, leaf(y0), ts, bm, opt);
-        Var yT = slice(ys, 0, 1, 2);
-        Var loss = sum(yT * yT);
+        Var loss = cfg.loss();
         const double c1 = thread_cpu_seconds();
         nodes = static_cast<double>(current_tape().size()) / steps;
         backward(loss);
         const double c2 = thread_cpu_seconds();
         reset_tape();
-        if (rep == 0) continue;
-        best_f = std::min(best_f, c1 - c0);
-        if (c2 - c0 < best_f + best_b) {
-            best_b = c2 - c1;
-            best_table = profile_table(fmt::format("{}, {} steps, one run, totals in us", method, steps));
-        }
+        if (rep == 0 || (rep > 1 && c2 - c0 >= best_f + best_b)) continue;
+        best_f = c1 - c0;
+        best_b = c2 - c1;
+        best_table = profile_table(fmt::format("{}, {} steps, one run, totals in us", method, steps));
     }
     const double us = 1e6 / steps;
     fmt::print("{}, {} steps: forward {:.1f} + backward {:.1f} = {:.1f} CPU us/step, {:.1f} root-tape nodes/step "
-               "(profiled run; the profiler adds ~0.1 us per node)\n{}",
+               "(a profiled run)\n{}",
                method, steps, best_f * us, best_b * us, (best_f + best_b) * us, nodes, best_table);
 }
 
