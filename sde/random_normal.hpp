@@ -271,6 +271,16 @@ inline void box_muller_f32(U w1, U w2, F& z0, F& z1) {
     z1 = radius * sin_q;
 }
 
+// Philox4x32-10 (Random123) of counter {lo32(block), hi32(block), lo32(stream), hi32(stream)} under key
+// {lo32(key), hi32(key)}: the four words of one block, for both Box-Muller variants.
+inline r123::Philox4x32::ctr_type philox_block(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
+    using Philox = r123::Philox4x32;  // 10 rounds
+    Philox::ctr_type c = {{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+                           static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)}};
+    Philox::key_type k = {{static_cast<std::uint32_t>(key), static_cast<std::uint32_t>(key >> 32)}};
+    return Philox()(c, k);
+}
+
 #if SDEUQ_RANDOM_NORMAL_AVX2
 // Philox4x32-10 on 4 counters per vector: the core is shared with Generator's bulk path.
 using PhiloxKeys4 = philox::Keys4;
@@ -280,8 +290,8 @@ using philox::philox4x32_10_x4;
 // receives each vector of 4 blocks (words r0..r3 of block l zero-extended in 64-bit lane l of c[0..3]),
 // in block order.
 template <int G, class Emit>
-inline void philox_blocks_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block, std::size_t ngroups,
-                               Emit&& emit) {
+inline void philox_blocks_avx2(std::uint64_t key, std::uint64_t stream, std::uint64_t block,
+                               std::size_t ngroups, Emit&& emit) {
     const PhiloxKeys4 keys(key);
     const __m256i s_lo = _mm256_set1_epi64x(static_cast<long long>(stream & kLow32));
     const __m256i s_hi = _mm256_set1_epi64x(static_cast<long long>(stream >> 32));
@@ -331,18 +341,6 @@ inline void philox_normals_f32_avx2(std::uint64_t key, std::uint64_t stream, std
 }
 #endif
 
-}  // namespace normal_detail
-
-namespace normal_detail {
-// Philox4x32-10 (Random123) of counter {lo32(block), hi32(block), lo32(stream), hi32(stream)} under key
-// {lo32(key), hi32(key)}: the four words of one block, for both Box-Muller variants.
-inline r123::Philox4x32::ctr_type philox_block(std::uint64_t key, std::uint64_t stream, std::uint64_t block) {
-    using Philox = r123::Philox4x32;  // 10 rounds
-    Philox::ctr_type c = {{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
-                           static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)}};
-    Philox::key_type k = {{static_cast<std::uint32_t>(key), static_cast<std::uint32_t>(key >> 32)}};
-    return Philox()(c, k);
-}
 }  // namespace normal_detail
 
 // The pair of normals number `block` of `stream` under `key` (normals 2 block and 2 block + 1).

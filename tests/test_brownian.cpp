@@ -70,6 +70,54 @@ bool bitwise_equal(const Vec& a, const Vec& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
 }
 
+// A bulk normal generator bulk(key, stream, first, out, n) against its single-value twin single(key,
+// stream, j), bit for bit: random keys, streams, starts and lengths, whole and in random chunks (mostly
+// short: every tail case). The first `offset_trials` trials start at 0, 1, 2, ... (every offset within a
+// block); every `short_every`-th trial (0: none) is shorter than 40, possibly empty. Then `wrap_n` values
+// from `wrap_first`, where the counter's low word wraps inside a vector group.
+struct BulkCheck {
+    std::uint64_t seed;
+    int trials, offset_trials, short_every;
+    std::size_t short_chunk, long_chunk;
+    std::uint64_t wrap_first;
+    std::size_t wrap_n;
+};
+template <class T, class Single, class Bulk>
+void check_bulk_equals_single(const BulkCheck& c, Single single_fn, Bulk bulk_fn) {
+    using V = std::vector<T>;
+    const auto same = [](const V& x, const V& y) {
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(T)) == 0;
+    };
+    std::mt19937_64 rng(c.seed);
+    for (int trial = 0; trial < c.trials; ++trial) {
+        const std::uint64_t key = rng(), stream = rng() >> (rng() % 64);
+        std::uint64_t first = rng() >> (rng() % 64);
+        if (trial < c.offset_trials) first = static_cast<std::uint64_t>(trial);
+        if (first > ~std::uint64_t{0} - 4096) first -= 4096;  // first + n must not wrap
+        const std::size_t n = c.short_every && trial % c.short_every == 0 ? rng() % 40 : 1 + rng() % 3000;
+        V single(n);
+        for (std::size_t j = 0; j < n; ++j) single[j] = single_fn(key, stream, first + j);
+        V whole(n);
+        bulk_fn(key, stream, first, whole.data(), n);
+        INFO("trial " << trial << " first " << first << " n " << n);
+        REQUIRE(same(whole, single));
+        V chunked(n, T(0));
+        for (std::size_t j = 0; j < n;) {
+            const std::size_t cap = rng() % 2 ? rng() % c.short_chunk : rng() % c.long_chunk;
+            const std::size_t len = std::min<std::size_t>(n - j, cap);
+            bulk_fn(key, stream, first + j, chunked.data() + j, len);
+            j += len;
+        }
+        REQUIRE(same(chunked, single));
+    }
+    V bulk(c.wrap_n);
+    bulk_fn(3, 5, c.wrap_first, bulk.data(), bulk.size());
+    for (std::size_t j = 0; j < bulk.size(); ++j) {
+        const T v = single_fn(3, 5, c.wrap_first + j);
+        REQUIRE(std::memcmp(&v, &bulk[j], sizeof v) == 0);
+    }
+}
+
 BrownianOptions opts(double dt_hint, bool levy = false, bool float_normals = false) {
     BrownianOptions o;
     o.dt_hint = dt_hint;
@@ -106,34 +154,8 @@ TEST_CASE("random_normal: bulk path == single-value path bit for bit, for any ch
     // The bulk path runs the vector kernel on groups of 16 and the scalar kernel on the rest; normal j
     // must depend on (key, stream, j) only, whatever chunk it falls in.
     using namespace sdeuq::sde;
-    std::mt19937_64 rng(2024);
-    for (int trial = 0; trial < 40; ++trial) {
-        const std::uint64_t key = rng(), stream = rng() >> (rng() % 64);
-        std::uint64_t first = rng() >> (rng() % 64);
-        if (first > ~std::uint64_t{0} - 4096) first -= 4096;  // first + n must not wrap
-        const std::size_t n = 1 + rng() % 3000;
-        Vec single(n);
-        for (std::size_t j = 0; j < n; ++j) single[j] = philox_normal(key, stream, first + j);
-        Vec whole(n);
-        philox_normals(key, stream, first, whole.data(), n);
-        INFO("trial " << trial << " first " << first << " n " << n);
-        REQUIRE(bitwise_equal(whole, single));
-        Vec chunked(n, 0.0);  // random chunk lengths, mostly short ones (every tail case), some long ones
-        for (std::size_t j = 0; j < n;) {
-            const std::size_t len = std::min<std::size_t>(n - j, rng() % 2 ? rng() % 20 : rng() % 200);
-            philox_normals(key, stream, first + j, chunked.data() + j, len);
-            j += len;
-        }
-        REQUIRE(bitwise_equal(chunked, single));
-    }
-    // Pair indices crossing 2^32 (the counter's low word wraps inside a vector group).
-    const std::uint64_t first = (std::uint64_t{1} << 33) - 21;
-    Vec bulk(64);
-    philox_normals(3, 5, first, bulk.data(), bulk.size());
-    for (std::size_t j = 0; j < bulk.size(); ++j) {
-        const double v = philox_normal(3, 5, first + j);
-        REQUIRE(std::memcmp(&v, &bulk[j], sizeof v) == 0);
-    }
+    check_bulk_equals_single<double>({2024, 40, 0, 0, 20, 200, (std::uint64_t{1} << 33) - 21, 64},
+                                     philox_normal, philox_normals);
     // Unchanged uniforms: normal 0 of stream 0 under key 0, same as the libm version to ~1e-15.
     const double z0 = philox_normal(0, 0, 0), z1 = philox_normal(0, 0, 1);
     {
@@ -254,39 +276,8 @@ TEST_CASE("random_normal_f32: bulk path (AVX2) == single-value path bit for bit,
     // The bulk path runs the vector kernel on groups of 32 normals (8 Philox blocks) and the scalar kernel
     // on a partial first block and the rest; normal j must depend on (key, stream, j) only.
     using namespace sdeuq::sde;
-    using FVec = std::vector<float>;
-    const auto same = [](const FVec& x, const FVec& y) {
-        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-    };
-    std::mt19937_64 rng(2025);
-    for (int trial = 0; trial < 60; ++trial) {
-        const std::uint64_t key = rng(), stream = rng() >> (rng() % 64);
-        std::uint64_t first = rng() >> (rng() % 64);
-        if (trial < 8) first = static_cast<std::uint64_t>(trial);  // every offset mod 4 (and mod 8)
-        if (first > ~std::uint64_t{0} - 4096) first -= 4096;      // first + n must not wrap
-        const std::size_t n = trial % 5 == 0 ? rng() % 40 : 1 + rng() % 3000;
-        FVec single(n);
-        for (std::size_t j = 0; j < n; ++j) single[j] = philox_normal_f32(key, stream, first + j);
-        FVec whole(n);
-        philox_normals_f32(key, stream, first, whole.data(), n);
-        INFO("trial " << trial << " first " << first << " n " << n);
-        REQUIRE(same(whole, single));
-        FVec chunked(n, 0.0f);  // random chunk lengths, mostly short ones (every tail case), some long ones
-        for (std::size_t j = 0; j < n;) {
-            const std::size_t len = std::min<std::size_t>(n - j, rng() % 2 ? rng() % 40 : rng() % 300);
-            philox_normals_f32(key, stream, first + j, chunked.data() + j, len);
-            j += len;
-        }
-        REQUIRE(same(chunked, single));
-    }
-    // Block indices crossing 2^32 (the counter's low word wraps inside a vector group).
-    const std::uint64_t first = (std::uint64_t{1} << 34) - 37;
-    FVec bulk(128);
-    philox_normals_f32(3, 5, first, bulk.data(), bulk.size());
-    for (std::size_t j = 0; j < bulk.size(); ++j) {
-        const float v = philox_normal_f32(3, 5, first + j);
-        REQUIRE(std::memcmp(&v, &bulk[j], sizeof v) == 0);
-    }
+    check_bulk_equals_single<float>({2025, 60, 8, 5, 40, 300, (std::uint64_t{1} << 34) - 37, 128},
+                                    philox_normal_f32, philox_normals_f32);
 }
 
 namespace {
