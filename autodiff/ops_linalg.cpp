@@ -215,8 +215,8 @@ Var linear(const Var& x, const Var& w, const Var* bias) { return linear(x, w, bi
 Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act) {
     const char* op = linear_op_name(act);
     if (w.rank() != 2 || x.rank() < 1 || x.dim(-1) != w.dim(1))
-        throw ShapeError(fmt::format("{}: input {} does not match weight {} (expected [..., {}] and [out, in])", op,
-                                     describe(x.value()), describe(w.value()), w.rank() == 2 ? w.dim(1) : -1));
+        throw ShapeError(fmt::format("{}: input {} does not match weight {} (expected [..., {}] and [out, in])",
+                                     op, describe(x.value()), describe(w.value()), w.rank() == 2 ? w.dim(1) : -1));
     if (bias && (bias->rank() != 1 || bias->dim(0) != w.dim(0)))
         throw ShapeError(fmt::format("{}: bias {} does not match weight {}", op, describe(bias->value()),
                                      describe(w.value())));
@@ -239,8 +239,8 @@ Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act) {
         });
         const Var b = bias ? *bias : Var();
         y = record(op, out, {x2, w, b},
-                   [nx = node_of(x2), nw = node_of(w), nbias = bias ? node_of(*bias) : nullptr, xv = x2.value(),
-                    wv = w.value(), yv = out, d, rows, act](const Tensor& g_out) {
+                   [nx = node_of(x2), nw = node_of(w), nbias = bias ? node_of(*bias) : nullptr,
+                    xv = x2.value(), wv = w.value(), yv = out, d, rows, act](const Tensor& g_out) {
                        dispatch(g_out.dtype(), [&](auto z) {
                            using T = decltype(z);
                            const Tensor g = act_backward<T>(act, g_out, yv);  // dL/d(x W^T + b)

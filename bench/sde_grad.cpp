@@ -10,8 +10,8 @@
 //
 // The SDE (Stratonovich, diagonal noise, float32): state 32, batch 128, drift MLP 32-64-32 (tanh hidden
 // layer, linear output), diffusion MLP 32-64-32 (tanh hidden, sigmoid output), the activations fused into
-// their linear layers (linear(..., LinearAct), the same bits as the separate ops); t in [0, 1] with 16, 128 and
-// 1024 fixed steps; solver midpoint (backprop, adjoint forward and backward) or reversible Heun. One
+// their linear layers (linear(..., LinearAct), the same bits as the separate ops); t in [0, 1] with 16,
+// 128 and 1024 fixed steps; solver midpoint (backprop, adjoint forward and backward) or reversible Heun. One
 // kernel thread. The Brownian path draws its normals in float32 (BrownianOptions::float_normals, as
 // torchsde samples in the state's dtype): the SDE is float32, and the double generator cost ~2x more.
 //
@@ -200,8 +200,8 @@ void profile(const std::string& method, int steps) {
         best_table = profile_table(fmt::format("{}, {} steps, one run, totals in us", method, steps));
     }
     const double us = 1e6 / steps;
-    fmt::print("{}, {} steps: forward {:.1f} + backward {:.1f} = {:.1f} CPU us/step, {:.1f} root-tape nodes/step "
-               "(a profiled run)\n{}",
+    fmt::print("{}, {} steps: forward {:.1f} + backward {:.1f} = {:.1f} CPU us/step, {:.1f} root-tape "
+               "nodes/step (a profiled run)\n{}",
                method, steps, best_f * us, best_b * us, (best_f + best_b) * us, nodes, best_table);
 }
 
