@@ -66,12 +66,39 @@ void apply_common(const CommonArgs& args) {
     fs::create_directories(args.out);
 }
 
+namespace {
+std::string& command_storage() {
+    static std::string c;
+    return c;
+}
+}  // namespace
+
+void record_command(int argc, char** argv) {
+    std::string c = argc > 0 ? fs::path(argv[0]).filename().string() : "";
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--out" || a == "--threads" || a == "--data") {
+            ++i;  // and its value
+            continue;
+        }
+        if (a == "--no-resume" || a.rfind("--out=", 0) == 0 || a.rfind("--threads=", 0) == 0 ||
+            a.rfind("--data=", 0) == 0)
+            continue;
+        c += " " + a;
+    }
+    command_storage() = c;
+}
+
+std::string recorded_command() { return command_storage(); }
+
 std::string mode_name(const CommonArgs& args) { return args.quick ? "quick" : "full"; }
 
 nlohmann::json provenance(const std::string& experiment, const CommonArgs& args, const nlohmann::json& config) {
     const std::string src = SDEUQ_SOURCE_DIR;
     std::string commit = run_command("git -C '" + src + "' rev-parse HEAD 2>/dev/null");
-    std::string dirty = run_command("git -C '" + src + "' status --porcelain --untracked-files=no 2>/dev/null");
+    // Tracked files outside reports/ only: results and reports are written by runs (scripts/check-reports).
+    std::string dirty = run_command("git -C '" + src + "' status --porcelain --untracked-files=no -- . " +
+                                    "':(exclude)reports' 2>/dev/null");
     nlohmann::json p;
     p["experiment"] = experiment;
     p["commit"] = commit.empty() ? "unknown" : commit;
@@ -79,6 +106,7 @@ nlohmann::json provenance(const std::string& experiment, const CommonArgs& args,
     p["seed"] = args.seed;
     p["mode"] = mode_name(args);
     p["config"] = config;
+    p["command"] = recorded_command();
     p["compiler"] = std::string(__VERSION__);
     p["cxx_flags"] = SDEUQ_CXX_FLAGS;
     return p;
