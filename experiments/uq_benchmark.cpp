@@ -15,10 +15,11 @@
 //
 // One run is one seed; scripts/sweep uq_benchmark --seeds 0-4 runs the seeds and aggregates them (mean, std,
 // n) for reports/uq_benchmark.md. Training checkpoints every epoch under OUT/checkpoints and resumes.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fmt/format.h>
 
 #include "experiments/common.hpp"
 #include "nn/data.hpp"
@@ -67,39 +68,52 @@ std::vector<double> negated(const std::vector<double>& v) {
     return o;
 }
 
-json finite_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+json finite_or_null(double v) {
+    return std::isfinite(v) ? json(v) : json(nullptr);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"uq_benchmark: every registered classifier with uncertainty on MNIST and Fashion-MNIST, "
-                 "OOD the other set and noise"};
+    CLI::App app{
+        "uq_benchmark: every registered classifier with uncertainty on MNIST and Fashion-MNIST, "
+        "OOD the other set and noise"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/uq_benchmark");
     nn::UqSettings s;
-    std::size_t train_subset = 2000, eval_subset = 1000;
+    std::size_t train_subset = 3000, eval_subset = 1000;
     std::string methods_arg;
     std::vector<std::string> option_args;
-    s.epochs = 2;
+    // Quick mode: a few minutes for 2 seeds on 2 cores (3000 training images, 3 epochs of batch 64).
+    s.epochs = 3;
+    s.batch = 64;
+    s.lr = 3e-3;
     s.width = 16;
     s.groups = 4;
     s.blocks = 1;
     s.ensemble = 3;
     s.mc_samples = 5;
-    auto* o_epochs = app.add_option("--epochs", s.epochs, "training epochs (quick 2, full 20)")
+    auto* o_batch = app.add_option("--batch", s.batch, "minibatch size (quick 64, full 128)")
+                        ->check(CLI::Range(1, 100000));
+    auto* o_epochs = app.add_option("--epochs", s.epochs, "training epochs (quick 3, full 20)")
                          ->check(CLI::Range(1, 1000));
-    auto* o_width = app.add_option("--width", s.width, "conv channels (quick 16, full 64)")->check(CLI::Range(1, 512));
-    auto* o_groups = app.add_option("--groups", s.groups, "GroupNorm groups, must divide --width (quick 4, full 32)")
-                         ->check(CLI::Range(1, 512));
+    auto* o_width =
+        app.add_option("--width", s.width, "conv channels (quick 16, full 64)")->check(CLI::Range(1, 512));
+    auto* o_groups =
+        app.add_option("--groups", s.groups, "GroupNorm groups, must divide --width (quick 4, full 32)")
+            ->check(CLI::Range(1, 512));
     auto* o_blocks = app.add_option("--blocks", s.blocks, "residual conv blocks (quick 1, full 2)")
                          ->check(CLI::Range(0, 32));
     auto* o_ens = app.add_option("--ensemble", s.ensemble, "deep ensemble members (quick 3, full 5)")
                       ->check(CLI::Range(1, 50));
     auto* o_mc = app.add_option("--mc-samples", s.mc_samples, "MC dropout masks (quick 5, full 10)")
                      ->check(CLI::Range(1, 1000));
-    auto* o_train = app.add_option("--train-subset", train_subset, "training images per set (0 = all; quick 2000)");
-    auto* o_eval = app.add_option("--eval-subset", eval_subset, "test and OOD images per set (0 = all; quick 1000)");
-    auto* o_lr = app.add_option("--lr", s.lr, "Adam learning rate (quick 2e-3, full 1e-3)")->check(CLI::PositiveNumber);
+    auto* o_train =
+        app.add_option("--train-subset", train_subset, "training images per set (0 = all; quick 3000)");
+    auto* o_eval =
+        app.add_option("--eval-subset", eval_subset, "test and OOD images per set (0 = all; quick 1000)");
+    auto* o_lr = app.add_option("--lr", s.lr, "Adam learning rate (quick 3e-3, full 1e-3)")
+                     ->check(CLI::PositiveNumber);
     app.add_option("--dropout", s.dropout, "MC dropout rate")->check(CLI::Range(0.0, 0.95));
     app.add_option("--methods", methods_arg, "comma-separated methods (default: every registered one)");
     app.add_option("--option", option_args, "method option METHOD.KEY=VALUE (repeatable)");
@@ -114,6 +128,7 @@ int main(int argc, char** argv) {
         if (!o_train->count()) train_subset = 0;
         if (!o_eval->count()) eval_subset = 0;
         if (!o_lr->count()) s.lr = 1e-3;
+        if (!o_batch->count()) s.batch = 128;
     }
     if (s.width % s.groups != 0) {
         std::fprintf(stderr, "uq_benchmark: --groups %d must divide --width %lld\n", s.groups,
@@ -173,18 +188,31 @@ int main(int argc, char** argv) {
 
     json method_list = json::array();
     for (auto& m : methods)
-        method_list.push_back({{"name", m.name}, {"title", m.title}, {"description", m.description},
-                               {"ood_score", m.ood_score}, {"options", method_options[m.name]}});
-    json config = {{"epochs", s.epochs},       {"batch", s.batch},       {"lr", s.lr},
-                   {"optimizer", "adam"},      {"width", s.width},       {"groups", s.groups},
-                   {"residual_blocks", s.blocks}, {"dropout", s.dropout}, {"mc_samples", s.mc_samples},
-                   {"ensemble", s.ensemble},   {"train_subset", train_subset}, {"eval_subset", eval_subset},
-                   {"ece_bins", 15},           {"methods", method_list},
+        method_list.push_back({{"name", m.name},
+                               {"title", m.title},
+                               {"description", m.description},
+                               {"ood_score", m.ood_score},
+                               {"options", method_options[m.name]}});
+    json config = {{"epochs", s.epochs},
+                   {"batch", s.batch},
+                   {"lr", s.lr},
+                   {"optimizer", "adam"},
+                   {"width", s.width},
+                   {"groups", s.groups},
+                   {"residual_blocks", s.blocks},
+                   {"dropout", s.dropout},
+                   {"mc_samples", s.mc_samples},
+                   {"ensemble", s.ensemble},
+                   {"train_subset", train_subset},
+                   {"eval_subset", eval_subset},
+                   {"ece_bins", 15},
+                   {"methods", method_list},
                    {"ood_sets", {"the other data set's test images", "uniform noise U(0,1) images"}}};
 
     std::int64_t total = 0;
     for (auto& m : methods)
-        total += static_cast<std::int64_t>(sets.size()) * s.epochs * (m.name == "deep_ensemble" ? s.ensemble : 1);
+        total +=
+            static_cast<std::int64_t>(sets.size()) * s.epochs * (m.name == "deep_ensemble" ? s.ensemble : 1);
     experiment::Progress bar("uq_benchmark", total);
     std::int64_t done = 0;
     json results, timings;
@@ -216,12 +244,15 @@ int main(int argc, char** argv) {
                 t["train_seconds"] = experiment::wall_seconds() - t0;
                 const double t1 = experiment::wall_seconds();
                 nn::UqPrediction p_in = method->predict(te);
-                t["predict_seconds_per_1000"] = (experiment::wall_seconds() - t1) / static_cast<double>(te.n) * 1000;
+                t["predict_seconds_per_1000"] =
+                    (experiment::wall_seconds() - t1) / static_cast<double>(te.n) * 1000;
                 const std::size_t c = tr.num_classes;
                 auto add_common_scores = [&](nn::UqPrediction& p, std::size_t n) {
                     if (p.probs.size() != n * c)
-                        throw std::runtime_error(fmt::format("{}: predict returned {} probabilities for {} images "
-                                                             "x {} classes", info.name, p.probs.size(), n, c));
+                        throw std::runtime_error(
+                            fmt::format("{}: predict returned {} probabilities for {} images "
+                                        "x {} classes",
+                                        info.name, p.probs.size(), n, c));
                     auto mp = metrics::max_prob(std::span<const double>(p.probs), c);
                     for (double& v : mp) v = 1.0 - v;
                     p.scores["max_prob"] = mp;
@@ -247,10 +278,12 @@ int main(int argc, char** argv) {
                     auto pred = metrics::argmax(pin, c);
                     std::vector<double> right, wrong;
                     const auto& u = p_in.scores[info.ood_score];
-                    for (std::size_t i = 0; i < te.n; ++i) (pred[i] == te.labels[i] ? right : wrong).push_back(-u[i]);
+                    for (std::size_t i = 0; i < te.n; ++i)
+                        (pred[i] == te.labels[i] ? right : wrong).push_back(-u[i]);
                     r["misclassification_auroc"] =
-                        right.empty() || wrong.empty() ? json(nullptr)
-                                                       : finite_or_null(metrics::ood_metrics(right, wrong).auroc);
+                        right.empty() || wrong.empty()
+                            ? json(nullptr)
+                            : finite_or_null(metrics::ood_metrics(right, wrong).auroc);
                 }
                 json ood;
                 for (auto& [oname, ods] : oods) {
@@ -264,13 +297,14 @@ int main(int argc, char** argv) {
                               {"tnr_at_95_tpr", om.tnr_at_95_tpr}};
                     for (auto& [k, v] : p_in.scores)
                         if (p_out.scores.count(k))
-                            o["auroc_by_score"][k] = metrics::ood_metrics(negated(v), negated(p_out.scores[k])).auroc;
+                            o["auroc_by_score"][k] =
+                                metrics::ood_metrics(negated(v), negated(p_out.scores[k])).auroc;
                     ood[oname] = o;
                 }
                 r["ood"] = ood;
             } catch (const std::exception& e) {
-                std::fprintf(stderr, "\nuq_benchmark: %s on %s failed: %s\n", info.name.c_str(), in.name.c_str(),
-                             e.what());
+                std::fprintf(stderr, "\nuq_benchmark: %s on %s failed: %s\n", info.name.c_str(),
+                             in.name.c_str(), e.what());
                 return 1;
             }
             results[in.name][info.name] = r;
@@ -283,17 +317,18 @@ int main(int argc, char** argv) {
     for (auto& [set, res] : results.items())
         for (auto& [method, r] : res.items())
             for (auto& [oname, o] : r["ood"].items())
-                rows.push_back({set, method, experiment::num(r["accuracy"].get<double>()),
-                                experiment::num(r["nll"].get<double>()), experiment::num(r["brier"].get<double>()),
-                                experiment::num(r["ece"].get<double>()), oname,
-                                experiment::num(o["auroc"].get<double>()), experiment::num(o["aupr_in"].get<double>()),
-                                experiment::num(o["aupr_out"].get<double>()),
-                                experiment::num(o["tnr_at_95_tpr"].get<double>())});
+                rows.push_back(
+                    {set, method, experiment::num(r["accuracy"].get<double>()),
+                     experiment::num(r["nll"].get<double>()), experiment::num(r["brier"].get<double>()),
+                     experiment::num(r["ece"].get<double>()), oname,
+                     experiment::num(o["auroc"].get<double>()), experiment::num(o["aupr_in"].get<double>()),
+                     experiment::num(o["aupr_out"].get<double>()),
+                     experiment::num(o["tnr_at_95_tpr"].get<double>())});
     json out = {{"provenance", experiment::provenance("uq_benchmark", args, config)}, {"results", results}};
     experiment::write_json(args.out + "/results.json", out);
     experiment::write_csv(args.out + "/results.csv",
-                          {"in_distribution", "method", "accuracy", "nll", "brier", "ece", "ood_set", "ood_auroc",
-                           "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"},
+                          {"in_distribution", "method", "accuracy", "nll", "brier", "ece", "ood_set",
+                           "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"},
                           rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;

@@ -191,6 +191,20 @@ def flatten(prefix, v, out):
 
 
 def render_generic(name, res_dir, out_dir, rel):
+    agg_path = os.path.join(res_dir, "aggregate.json")
+    if os.path.exists(agg_path):  # a sweep: mean ± std (n) per grid point
+        agg = read_json(agg_path)
+        parts = []
+        for point in agg["points"]:
+            rows = [[k, pm(v["mean"], v["std"]), v["n"]] for k, v in sorted(point["metrics"].items())]
+            setting = ", ".join(f"{k} = {v}" for k, v in point["set"].items()) or "(no --set)"
+            parts.append(f"#### {setting}\n\n" + table(["quantity", "mean ± std", "n"], rows[:400]))
+        prov = agg["provenance"]
+        head = (f"Mode **{prov.get('mode')}**, seeds **{prov.get('seeds')}**, commit `{prov.get('commit')}`"
+                f"{' (with uncommitted changes)' if prov.get('dirty') else ''}. Numbers from "
+                f"`{rel}/aggregate.json`.")
+        tab = "\n\n".join(parts)
+        return f"# {name}\n\n{head}\n\n{tab}\n", f"### {name} ([report]({name}.md))\n\n{tab}\n"
     r = read_json(os.path.join(res_dir, "results.json"))
     prov = r.get("provenance", {})
     rows = []
@@ -298,12 +312,15 @@ def main():
                     f.write(md)
                 summaries.append(summ)
             continue
-        if not os.path.exists(os.path.join(d, "results.json")):
+        # A sweep (scripts/sweep) leaves aggregate.json; a single run results.json.
+        main_file = next((f for f in ("aggregate.json", "results.json")
+                          if os.path.exists(os.path.join(d, f))), None)
+        if main_file is None:
             continue
         fn = RENDERERS.get(name)
         md, summ = fn(d, a.out, rel) if fn else render_generic(name, d, a.out, rel)
-        md += cite_block(read_json(os.path.join(d, "results.json")).get("provenance", {}),
-                         f"{rel}/results.json", name)
+        md += cite_block(read_json(os.path.join(d, main_file)).get("provenance", {}), f"{rel}/{main_file}",
+                         name)
         with open(os.path.join(a.out, f"{name}.md"), "w") as f:
             f.write(md)
         summaries.append(summ)

@@ -72,6 +72,7 @@ git rm -q reports/old.md && git commit -qm "no stale report"
 printf '{"value": 0.5}\n' > reports/results/exp/results.json && git commit -qam "no provenance"
 expect_fail "a result without provenance" "no provenance commit"
 printf '{"provenance": {"commit": "%s", "dirty": false}, "value": 0.5}\n' \
-    0123456789abcdef0123456789abcdef01234567 > reports/results/exp/results.json && git commit -qam "unknown commit"
+    0123456789abcdef0123456789abcdef01234567 > reports/results/exp/results.json
+git commit -qam "unknown commit"
 expect_fail "a commit not in the repository" "is not in this repository"
 echo "check_reports: all failure modes detected"

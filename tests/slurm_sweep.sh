@@ -10,7 +10,8 @@ set -euo pipefail
 src="$1"
 for prog in munged slurmctld slurmd sbatch scontrol sinfo; do
     command -v "$prog" >/dev/null || PATH="$PATH:/usr/sbin"
-    command -v "$prog" >/dev/null || { echo "FAILED: $prog not found (install: bash scripts/setup --tests)"; exit 1; }
+    command -v "$prog" >/dev/null \
+        || { echo "FAILED: $prog not found (install: bash scripts/setup --tests)"; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "FAILED: the single-node Slurm test runs slurmd, which needs root"; exit 1; }
 
@@ -96,7 +97,8 @@ echo "slurm: node $node idle (ports $base, $((base + 1)))"
 
 # A 2-seed quick sweep (sde_convergence with few paths: the test is about the machinery, and cheap).
 args=(sde_convergence --seeds 0-1 --quick --set paths=20 --set k-max=6 --set k-ref=8)
-if ! timeout 240 python3 "$src/scripts/sweep" "${args[@]}" --backend slurm --time 5 --out "$tmp/slurm-out"; then
+if ! timeout 240 python3 "$src/scripts/sweep" "${args[@]}" --backend slurm --time 5 \
+        --out "$tmp/slurm-out"; then
     echo "FAILED: the Slurm sweep failed"
     tail -n 20 "$tmp/slurm-out/logs/"* "$tmp/slurmctld.log" "$tmp/slurmd.log" 2>/dev/null
     exit 1

@@ -15,13 +15,14 @@ python3 - "$tmp/out" <<'PY'
 import json, os, statistics, sys
 out = sys.argv[1]
 agg = json.load(open(os.path.join(out, "aggregate.json")))
-assert agg["provenance"]["command"].startswith("scripts/sweep sde_convergence --seeds 0-2 --quick"), agg["provenance"]
+prov = agg["provenance"]
+assert prov["command"].startswith("scripts/sweep sde_convergence --seeds 0-2 --quick"), prov
 assert len(agg["points"]) == 2
 checked = 0
 for point in agg["points"]:
     kmax = point["set"]["k-max"]
-    runs = [json.load(open(os.path.join(out, "runs", f"seed{s}_paths=20_k-max={kmax}_k-ref=8", "results.json")))
-            for s in (0, 1, 2)]
+    runs = [json.load(open(os.path.join(out, "runs", f"seed{s}_paths=20_k-max={kmax}_k-ref=8",
+                                        "results.json"))) for s in (0, 1, 2)]
     for i in range(len(runs[0]["runs"])):
         vals = [r["runs"][i]["slope"] for r in runs]
         m = point["metrics"][f"runs.{i}.slope"]
@@ -45,6 +46,7 @@ for bad in "--seeds 3-1" "--seeds x" "--set noequals" "--set seed=1"; do
     if python3 "$src/scripts/sweep" sde_convergence $bad --out "$tmp/bad" 2> "$tmp/err.log"; then
         echo "FAILED: sweep accepted $bad"; exit 1
     fi
-    grep -q "^sweep: " "$tmp/err.log" || { echo "FAILED: no named error for $bad"; cat "$tmp/err.log"; exit 1; }
+    grep -q "^sweep: " "$tmp/err.log" \
+        || { echo "FAILED: no named error for $bad"; cat "$tmp/err.log"; exit 1; }
 done
 echo "sweep: resumed sweep byte-identical; bad flags rejected"

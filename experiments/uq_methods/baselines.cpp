@@ -32,7 +32,8 @@ ConvNetConfig conv_config(const UqSettings& s, double dropout) {
 // What a checkpoint must agree with to be resumed from.
 std::string config_key(const UqSettings& s, const std::string& method) {
     return fmt::format("{}|seed={}|epochs={}|batch={}|lr={}|width={}|blocks={}|groups={}|dropout={}|ens={}",
-                       method, s.seed, s.epochs, s.batch, s.lr, s.width, s.blocks, s.groups, s.dropout, s.ensemble);
+                       method, s.seed, s.epochs, s.batch, s.lr, s.width, s.blocks, s.groups, s.dropout,
+                       s.ensemble);
 }
 
 class Deterministic : public UqMethod {
@@ -41,8 +42,9 @@ public:
     void fit(const data::Dataset& train) override {
         Generator gen(s_.seed, 1);
         net_ = std::make_unique<MnistConvNet>(conv_config(s_, 0.0), gen);
-        train_classifier(*net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed,
-                         "deterministic", config_key(s_, "deterministic"));
+        train_classifier(
+            *net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed, "deterministic",
+            config_key(s_, "deterministic"));
     }
     UqPrediction predict(const data::Dataset& images) override {
         net_->eval();
@@ -61,20 +63,23 @@ public:
     void fit(const data::Dataset& train) override {
         Generator gen(s_.seed, 1);
         net_ = std::make_unique<MnistConvNet>(conv_config(s_, s_.dropout), gen);
-        train_classifier(*net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed,
-                         "mc_dropout", config_key(s_, "mc_dropout"));
+        train_classifier(
+            *net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed, "mc_dropout",
+            config_key(s_, "mc_dropout"));
     }
     UqPrediction predict(const data::Dataset& images) override {
         net_->eval();
         set_mc_dropout(*net_, true);
         std::vector<std::vector<double>> samples;
         for (int k = 0; k < s_.mc_samples; ++k)
-            samples.push_back(predict_probs(images, s_.num_classes, [this](const Var& x) { return net_->forward(x); }));
+            samples.push_back(
+                predict_probs(images, s_.num_classes, [this](const Var& x) { return net_->forward(x); }));
         set_mc_dropout(*net_, false);
         UqPrediction p;
         p.probs.assign(samples[0].size(), 0.0);
         for (auto& sm : samples)
-            for (std::size_t i = 0; i < sm.size(); ++i) p.probs[i] += sm[i] / static_cast<double>(samples.size());
+            for (std::size_t i = 0; i < sm.size(); ++i)
+                p.probs[i] += sm[i] / static_cast<double>(samples.size());
         p.scores["mutual_information"] = mutual_information(samples, s_.num_classes);
         return p;
     }
@@ -93,12 +98,14 @@ public:
         for (int k = 0; k < s_.ensemble; ++k) {
             // Member seeds forked from the method's seed (data::splitmix64), so that members differ in
             // initialisation and minibatch order.
-            const std::uint64_t seed = data::splitmix64(s_.seed ^ data::splitmix64(static_cast<std::uint64_t>(k) + 1));
+            const std::uint64_t seed =
+                data::splitmix64(s_.seed ^ data::splitmix64(static_cast<std::uint64_t>(k) + 1));
             Generator gen(seed, 1);
             members_.push_back(std::make_unique<MnistConvNet>(conv_config(s_, 0.0), gen));
             MnistConvNet* m = members_.back().get();
-            train_classifier(*m, [m](const Var& x) { return m->forward(x); }, train, s_, seed,
-                             fmt::format("member{}", k), config_key(s_, fmt::format("deep_ensemble{}", k)));
+            train_classifier(
+                *m, [m](const Var& x) { return m->forward(x); }, train, s_, seed, fmt::format("member{}", k),
+                config_key(s_, fmt::format("deep_ensemble{}", k)));
         }
     }
     UqPrediction predict(const data::Dataset& images) override {
@@ -106,12 +113,14 @@ public:
         for (auto& m : members_) {
             m->eval();
             MnistConvNet* mp = m.get();
-            samples.push_back(predict_probs(images, s_.num_classes, [mp](const Var& x) { return mp->forward(x); }));
+            samples.push_back(
+                predict_probs(images, s_.num_classes, [mp](const Var& x) { return mp->forward(x); }));
         }
         UqPrediction p;
         p.probs.assign(samples[0].size(), 0.0);
         for (auto& sm : samples)
-            for (std::size_t i = 0; i < sm.size(); ++i) p.probs[i] += sm[i] / static_cast<double>(samples.size());
+            for (std::size_t i = 0; i < sm.size(); ++i)
+                p.probs[i] += sm[i] / static_cast<double>(samples.size());
         p.scores["mutual_information"] = mutual_information(samples, s_.num_classes);
         return p;
     }
@@ -143,16 +152,19 @@ public:
         cfg_.gp.ridge = s.option("ridge", 1.0);
         mean_field_ = s.option("mean_field_factor", std::numbers::pi / 8.0);
         if (!(cfg_.spec_norm_bound > 0) || cfg_.gp.num_inducing < 1 || !(cfg_.gp.kernel_scale > 0))
-            throw std::invalid_argument("sngp: spec_norm_bound and kernel_scale must be > 0, num_inducing >= 1");
+            throw std::invalid_argument(
+                "sngp: spec_norm_bound and kernel_scale must be > 0, num_inducing >= 1");
     }
     void fit(const data::Dataset& train) override {
         Generator gen(s_.seed, 1);
         net_ = std::make_unique<MnistConvNet>(cfg_, gen);
-        const std::string key = config_key(s_, "sngp") +
-                                fmt::format("|c={}|ks={}|ni={}|m={}", cfg_.spec_norm_bound, cfg_.gp.kernel_scale,
-                                            cfg_.gp.normalize_input, cfg_.gp.num_inducing);
-        train_classifier(*net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed, "sngp", key,
-                         [this](int) { net_->reset_precision(); });
+        const std::string key =
+            config_key(s_, "sngp") + fmt::format("|c={}|ks={}|ni={}|m={}", cfg_.spec_norm_bound,
+                                                 cfg_.gp.kernel_scale, cfg_.gp.normalize_input,
+                                                 cfg_.gp.num_inducing);
+        train_classifier(
+            *net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed, "sngp", key,
+            [this](int) { net_->reset_precision(); });
     }
     UqPrediction predict(const data::Dataset& images) override {
         net_->eval();
@@ -172,7 +184,8 @@ public:
             Var pr = softmax(mean_field_logits(g.logits, g.variance, mean_field_), -1);
             for (std::size_t i = 0; i < (hi - lo) * c; ++i)
                 p.probs[lo * c + i] = pr.value().flat(static_cast<std::int64_t>(i));
-            for (std::size_t i = 0; i < hi - lo; ++i) var[lo + i] = g.variance.flat(static_cast<std::int64_t>(i));
+            for (std::size_t i = 0; i < hi - lo; ++i)
+                var[lo + i] = g.variance.flat(static_cast<std::int64_t>(i));
             reset_tape();
         }
         return p;
