@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/sweep with the local back end: the aggregate (mean, sample std, n) equals an independent
 # computation from the runs' results.json; an interrupted sweep resumes (finished runs are skipped, a
-# missing run is run again) and gives a byte-identical aggregate.json; bad flags are named errors.
+# missing run is run again) and gives a byte-identical aggregate.json; a run of another commit is redone;
+# bad flags are named errors.
 #   tests/sweep.sh SOURCE_ROOT
 set -euo pipefail
 src="$1"
@@ -40,6 +41,12 @@ rm "$tmp/out/runs/seed1_paths=20_k-max=6_k-ref=8/results.json"
 python3 "$src/scripts/sweep" "${args[@]}" > "$tmp/second.log"
 grep -q "5 finished, 1 to run" "$tmp/second.log" || { echo "FAILED: resume"; cat "$tmp/second.log"; exit 1; }
 cmp "$tmp/first.json" "$tmp/out/aggregate.json" || { echo "FAILED: the resumed aggregate differs"; exit 1; }
+# A run made by another commit is stale: redone, never aggregated with the others.
+stale="$tmp/out/runs/seed2_paths=20_k-max=5_k-ref=8/results.json"
+sed -i 's/"commit": "[0-9a-f]*"/"commit": "0000000000000000000000000000000000000000"/' "$stale"
+python3 "$src/scripts/sweep" "${args[@]}" > "$tmp/third.log"
+grep -q "5 finished, 1 to run" "$tmp/third.log" || { echo "FAILED: stale run"; cat "$tmp/third.log"; exit 1; }
+cmp "$tmp/first.json" "$tmp/out/aggregate.json" || { echo "FAILED: the redone aggregate differs"; exit 1; }
 # Bad input: named errors, exit 2.
 for bad in "--seeds 3-1" "--seeds x" "--set noequals" "--set seed=1"; do
     # shellcheck disable=SC2086
