@@ -11,6 +11,10 @@
 //   misclassification AUROC: the same score separating correct (positive) from wrong test predictions;
 //   parameter count. Training seconds and prediction seconds per 1000 images go to run.json (they vary
 //   from run to run; results.json is byte-identical for a seed and configuration with 1 or 2 threads).
+// Corrupted test images (nn/corruptions.hpp: 9 corruptions at severities 1-5, in memory from the suite's
+// seed; --corrupted-images per corruption and severity): per severity, the mean over the corruptions of the
+// accuracy, NLL and ECE, and of the AUROC of the OOD score separating clean (positive) from corrupted test
+// images (the same first images of the test set).
 // The scores "max_prob" (1 - max_c p_c) and "entropy" (-sum_c p_c log p_c) are added for every method.
 //
 // One run is one seed; scripts/sweep uq_benchmark --seeds 0-4 runs the seeds and aggregates them (mean, std,
@@ -25,6 +29,14 @@
 #include "nn/data.hpp"
 #include "nn/metrics.hpp"
 #include "nn/uq_method.hpp"
+// The corruption suite (nn/corruptions.hpp) comes from the learned-confidence work; where it is part of the
+// build, the corrupted test sets join the benchmark (--corrupted-images).
+#if __has_include("nn/corruptions.hpp")
+#include "nn/corruptions.hpp"
+#define SDEUQ_HAVE_CORRUPTIONS 1
+#else
+#define SDEUQ_HAVE_CORRUPTIONS 0
+#endif
 
 using namespace sdeuq;
 using nlohmann::json;
@@ -81,7 +93,7 @@ int main(int argc, char** argv) {
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/uq_benchmark");
     nn::UqSettings s;
-    std::size_t train_subset = 3000, eval_subset = 1000;
+    std::size_t train_subset = 3000, eval_subset = 1000, corrupted_images = 100;
     std::string methods_arg;
     std::vector<std::string> option_args;
     // Quick mode: a few minutes for 2 seeds on 2 cores (3000 training images, 3 epochs of batch 64).
@@ -93,6 +105,8 @@ int main(int argc, char** argv) {
     s.blocks = 1;
     s.ensemble = 3;
     s.mc_samples = 5;
+    auto* o_corr = app.add_option("--corrupted-images", corrupted_images,
+                                  "test images per corruption and severity (0 = none; quick 100, full 1000)");
     auto* o_batch = app.add_option("--batch", s.batch, "minibatch size (quick 64, full 128)")
                         ->check(CLI::Range(1, 100000));
     auto* o_epochs = app.add_option("--epochs", s.epochs, "training epochs (quick 3, full 20)")
@@ -127,6 +141,7 @@ int main(int argc, char** argv) {
         if (!o_mc->count()) s.mc_samples = 10;
         if (!o_train->count()) train_subset = 0;
         if (!o_eval->count()) eval_subset = 0;
+        if (!o_corr->count()) corrupted_images = 1000;
         if (!o_lr->count()) s.lr = 1e-3;
         if (!o_batch->count()) s.batch = 128;
     }
@@ -208,6 +223,8 @@ int main(int argc, char** argv) {
                    {"ece_bins", 15},
                    {"methods", method_list},
                    {"ood_sets", {"the other data set's test images", "uniform noise U(0,1) images"}}};
+    if (!SDEUQ_HAVE_CORRUPTIONS) corrupted_images = 0;
+    config["corrupted_images"] = corrupted_images;
 
     std::int64_t total = 0;
     for (auto& m : methods)
@@ -220,6 +237,22 @@ int main(int argc, char** argv) {
         const auto& in = sets[d];
         const auto& other = sets[1 - d];
         data::Dataset tr = subset(in.train, train_subset), te = subset(in.test, eval_subset);
+        // Corrupted copies of the first test images (before normalisation), severity-major.
+        std::vector<std::vector<std::pair<std::string, data::Dataset>>> corrupted;
+        data::Dataset clean_c = subset(in.test, corrupted_images);
+#if SDEUQ_HAVE_CORRUPTIONS
+        if (corrupted_images > 0)
+            for (int sev = 1; sev <= data::num_severities; ++sev) {
+                corrupted.emplace_back();
+                for (const auto& cname : data::corruption_names()) {
+                    data::Dataset cd = data::corrupt(clean_c, in.name == "mnist" ? "mnist" : "fashion-mnist",
+                                                     cname, sev, data::corruption_suite_seed);
+                    data::normalize(cd, in.stats);
+                    corrupted.back().emplace_back(cname, std::move(cd));
+                }
+            }
+#endif
+        data::normalize(clean_c, in.stats);
         std::vector<std::pair<std::string, data::Dataset>> oods;
         oods.emplace_back(other.name, subset(other.test, eval_subset));
         oods.emplace_back("noise", noise_images(te.n, te, data::splitmix64(args.seed * 31 + d)));
@@ -302,6 +335,33 @@ int main(int argc, char** argv) {
                     ood[oname] = o;
                 }
                 r["ood"] = ood;
+                if (!corrupted.empty()) {
+                    nn::UqPrediction p_clean = method->predict(clean_c);
+                    add_common_scores(p_clean, clean_c.n);
+                    const auto c = tr.num_classes;
+                    json cor;
+                    for (std::size_t sev = 0; sev < corrupted.size(); ++sev) {
+                        double acc = 0, nll = 0, ece = 0, auroc = 0;
+                        const double k = static_cast<double>(corrupted[sev].size());
+                        for (auto& [cname, cd] : corrupted[sev]) {
+                            nn::UqPrediction pc = method->predict(cd);
+                            add_common_scores(pc, cd.n);
+                            std::span<const double> pp(pc.probs);
+                            acc += metrics::accuracy(pp, cd.labels, c) / k;
+                            nll += metrics::nll(pp, cd.labels, c) / k;
+                            ece += metrics::ece(pp, cd.labels, c, 15) / k;
+                            auroc += metrics::ood_metrics(negated(p_clean.scores[info.ood_score]),
+                                                          negated(pc.scores[info.ood_score]))
+                                         .auroc /
+                                     k;
+                        }
+                        cor[fmt::format("severity_{}", sev + 1)] = {
+                            {"accuracy", acc}, {"nll", nll}, {"ece", ece}, {"auroc_vs_clean", auroc}};
+                    }
+                    cor["clean_accuracy"] =
+                        metrics::accuracy(std::span<const double>(p_clean.probs), clean_c.labels, c);
+                    r["corrupted"] = cor;
+                }
             } catch (const std::exception& e) {
                 std::fprintf(stderr, "\nuq_benchmark: %s on %s failed: %s\n", info.name.c_str(),
                              in.name.c_str(), e.what());
