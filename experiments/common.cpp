@@ -61,24 +61,71 @@ void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& defaul
     app.add_flag("!--no-resume", args.resume, "ignore an existing checkpoint and start over");
 }
 
+namespace {
+// The commit and dirty flag of the source tree, read once: at the start of the run (apply_common), so
+// that a commit or an edit made while a long run is going does not end up in its provenance.
+struct GitState {
+    std::string commit;
+    bool dirty = false;
+};
+const GitState& git_state() {
+    static const GitState s = [] {
+        const std::string src = SDEUQ_SOURCE_DIR;
+        GitState g;
+        g.commit = run_command("git -C '" + src + "' rev-parse HEAD 2>/dev/null");
+        // Tracked files outside reports/ only: runs write results and reports (scripts/check-reports).
+        g.dirty = !run_command("git -C '" + src + "' status --porcelain --untracked-files=no -- . " +
+                               "':(exclude)reports' 2>/dev/null")
+                       .empty();
+        return g;
+    }();
+    return s;
+}
+}  // namespace
+
 void apply_common(const CommonArgs& args) {
+    git_state();
     if (args.threads > 0) set_num_threads(args.threads);
     fs::create_directories(args.out);
 }
 
+namespace {
+std::string& command_storage() {
+    static std::string c;
+    return c;
+}
+}  // namespace
+
+void record_command(int argc, char** argv) {
+    std::string c = argc > 0 ? fs::path(argv[0]).filename().string() : "";
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--out" || a == "--threads" || a == "--data") {
+            ++i;  // and its value
+            continue;
+        }
+        if (a == "--no-resume" || a.rfind("--out=", 0) == 0 || a.rfind("--threads=", 0) == 0 ||
+            a.rfind("--data=", 0) == 0)
+            continue;
+        c += " " + a;
+    }
+    command_storage() = c;
+}
+
+std::string recorded_command() { return command_storage(); }
+
 std::string mode_name(const CommonArgs& args) { return args.quick ? "quick" : "full"; }
 
 nlohmann::json provenance(const std::string& experiment, const CommonArgs& args, const nlohmann::json& config) {
-    const std::string src = SDEUQ_SOURCE_DIR;
-    std::string commit = run_command("git -C '" + src + "' rev-parse HEAD 2>/dev/null");
-    std::string dirty = run_command("git -C '" + src + "' status --porcelain --untracked-files=no 2>/dev/null");
+    const GitState& git = git_state();
     nlohmann::json p;
     p["experiment"] = experiment;
-    p["commit"] = commit.empty() ? "unknown" : commit;
-    p["dirty"] = !dirty.empty();
+    p["commit"] = git.commit.empty() ? "unknown" : git.commit;
+    p["dirty"] = git.dirty;
     p["seed"] = args.seed;
     p["mode"] = mode_name(args);
     p["config"] = config;
+    p["command"] = recorded_command();
     p["compiler"] = std::string(__VERSION__);
     p["cxx_flags"] = SDEUQ_CXX_FLAGS;
     return p;

@@ -29,12 +29,23 @@ void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& defaul
 // Applies --threads, creates the output directory. Call after parsing.
 void apply_common(const CommonArgs& args);
 // Parses argv with CLI11; prints errors (naming the flag and its allowed values) and exits non-zero.
-#define SDEUQ_PARSE(app, argc, argv) CLI11_PARSE(app, argc, argv)
+// Also records the command line for provenance() (see record_command).
+#define SDEUQ_PARSE(app, argc, argv)                        \
+    ::sdeuq::experiment::record_command((argc), (argv));    \
+    CLI11_PARSE(app, argc, argv)
+
+// Records the command that reproduces the results: the program's name and its arguments without the ones
+// that do not change them (--out, --threads, --data, --no-resume), so that runs with 1 and 2 threads into
+// different directories record the same command. provenance() writes it as "command".
+void record_command(int argc, char** argv);
+std::string recorded_command();
 
 std::string mode_name(const CommonArgs& args);
 
-// The reproducible provenance: commit (and whether the tree was dirty), compiler, flags, seed, mode
-// and the full configuration.
+// The reproducible provenance: commit (and whether the tree was dirty), compiler, flags, seed, mode, the
+// command and the full configuration. "dirty" looks at tracked files outside reports/ only: result files
+// and rendered reports (which a run itself rewrites) do not make a tree dirty (scripts/check-reports
+// compares the source the same way).
 nlohmann::json provenance(const std::string& experiment, const CommonArgs& args, const nlohmann::json& config);
 // The run record: threads, CPU model, start date; add timings to it.
 nlohmann::json run_info(const CommonArgs& args);

@@ -8,21 +8,20 @@
 // particular SDE (which can be higher: commuting general noise, H-cancellation on ExpAdditive).
 //
 //   sde_convergence [--seed N] [--quick | --full] [--threads N] [--out DIR]
+//                   [--paths N] [--k-max K] [--k-ref K]
 //
-// Writes DIR/results.json and DIR/results.csv (byte-identical for the same seed and flags: no timings, no
-// dates in them) and DIR/timings.json, each atomically (a temporary file, then rename).
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
+// Built on experiments/common: the shared flags and provenance, and atomic writes of DIR/results.json and
+// DIR/results.csv (byte-identical for the same seed and flags with any --threads: no timings, threads,
+// CPU or dates in them) and DIR/run.json (threads, CPU, date, timings).
+#include "experiments/common.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,9 +39,6 @@ namespace {
 
 struct Config {
     std::uint64_t seed = 0;
-    bool full = false;
-    int threads = 1;
-    std::string out = "results/sde_convergence";
     std::int64_t paths = 200;
     int k_min = 3, k_max = 8;  // dt = 2^-k
     int k_ref = 14;            // reference step for SDEs without a closed form
@@ -268,58 +264,6 @@ std::vector<RunResult> run_case(const SdeCase& c, std::size_t index, const Confi
     return out;
 }
 
-// Output of a command (first line, trimmed), "" on failure.
-std::string command_output(const std::string& cmd) {
-    std::string s;
-    if (FILE* p = popen(cmd.c_str(), "r")) {
-        char buf[256];
-        while (std::fgets(buf, sizeof buf, p)) s += buf;
-        pclose(p);
-    }
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-    return s;
-}
-
-std::string source_dir() {
-#ifdef SDEUQ_SOURCE_DIR
-    return SDEUQ_SOURCE_DIR;
-#else
-    return ".";
-#endif
-}
-
-std::string compiler() {
-#if defined(__clang__)
-    return std::string("clang ") + __VERSION__;
-#elif defined(__GNUC__)
-    return std::string("gcc ") + __VERSION__;
-#else
-    return __VERSION__;
-#endif
-}
-
-std::string cpu_model() {
-    std::ifstream f("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("model name", 0) == 0) {
-            auto pos = line.find(':');
-            return pos == std::string::npos ? line : line.substr(pos + 2);
-        }
-    return "unknown";
-}
-
-void write_atomic(const std::filesystem::path& path, const std::string& text) {
-    const std::filesystem::path tmp = path.string() + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        if (!f) throw std::runtime_error("cannot write " + tmp.string());
-        f << text;
-        if (!f.flush()) throw std::runtime_error("error writing " + tmp.string());
-    }
-    std::filesystem::rename(tmp, path);
-}
-
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 }  // namespace
@@ -328,24 +272,30 @@ int main(int argc, char** argv) {
     Config cfg;
     CLI::App app{
         "Strong convergence orders of the SDE solvers (sde/solvers.hpp) on SDEs with known solutions"};
-    bool quick = false;
-    app.add_option("--seed", cfg.seed, "seed of the Brownian paths");
-    app.add_flag("--quick", quick, "200 paths, dt = 2^-3..2^-8, reference dt 2^-14 (default)");
-    app.add_flag("--full", cfg.full, "1000 paths, dt = 2^-3..2^-11, reference dt 2^-16");
-    app.add_option("--threads", cfg.threads, "worker threads (one SDE each at a time)")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--out", cfg.out, "output directory");
-    CLI11_PARSE(app, argc, argv);
-    if (quick && cfg.full) {
-        std::fprintf(stderr, "sde_convergence: --quick and --full exclude each other\n");
+    experiment::CommonArgs args;
+    experiment::add_common_flags(app, args, "reports/results/sde_convergence");
+    auto* o_paths = app.add_option("--paths", cfg.paths, "Brownian paths (quick 200, full 1000)")
+                        ->check(CLI::Range(2, 1000000));
+    auto* o_kmax = app.add_option("--k-max", cfg.k_max, "smallest step 2^-k_max (quick 8, full 11)")
+                       ->check(CLI::Range(5, 20));
+    auto* o_kref = app.add_option("--k-ref", cfg.k_ref, "reference step 2^-k_ref (quick 14, full 16)")
+                       ->check(CLI::Range(5, 24));
+    SDEUQ_PARSE(app, argc, argv);
+    if (!args.quick) {
+        if (!o_paths->count()) cfg.paths = 1000;
+        if (!o_kmax->count()) cfg.k_max = 11;
+        if (!o_kref->count()) cfg.k_ref = 16;
+    }
+    if (cfg.k_ref <= cfg.k_max) {
+        std::fprintf(stderr, "sde_convergence: --k-ref %d must exceed --k-max %d\n", cfg.k_ref, cfg.k_max);
         return 2;
     }
-    if (cfg.full) {
-        cfg.paths = 1000;
-        cfg.k_max = 11;
-        cfg.k_ref = 16;
-    }
-    // Kernel threads off: the parallelism is over SDEs, each worker with its own tape (thread-local).
+    cfg.seed = args.seed;
+    // --threads is the number of workers, one SDE each at a time; the kernels run on 1 thread (each worker
+    // has its own thread-local tape). Every SDE has its own Brownian seed, so the results do not depend on
+    // the number of workers.
+    const int workers = args.threads > 0 ? args.threads : 1;
+    experiment::apply_common(args);
     set_num_threads(1);
 
     const auto cases = make_cases();
@@ -364,7 +314,7 @@ int main(int argc, char** argv) {
         }
     };
     std::vector<std::thread> pool;
-    for (int t = 1; t < cfg.threads; ++t) pool.emplace_back(worker);
+    for (int t = 1; t < workers; ++t) pool.emplace_back(worker);
     worker();
     for (auto& t : pool) t.join();
     const double total_seconds = seconds_since(t_all);
@@ -375,21 +325,8 @@ int main(int argc, char** argv) {
             return 1;
         }
 
-    const std::string src = source_dir();
-    const std::string commit = command_output("git -C '" + src + "' rev-parse HEAD 2>/dev/null");
-    const std::string status = command_output("git -C '" + src + "' status --porcelain 2>/dev/null");
-
-    json provenance = {
-        {"program", "experiments/sde_convergence.cpp"},
-        {"git_commit", commit.empty() ? "unknown" : commit},
-        {"git_dirty", !status.empty()},
-        {"compiler", compiler()},
-        {"cpu", cpu_model()},
-        {"threads", cfg.threads},
-    };
     json config = {
-        {"seed", cfg.seed},
-        {"mode", cfg.full ? "full" : "quick"},
+        {"program", "experiments/sde_convergence.cpp"},
         {"paths", cfg.paths},
         {"T", 1.0},
         {"dt", {{"form", "2^-k"}, {"k_min", cfg.k_min}, {"k_max", cfg.k_max}}},
@@ -400,10 +337,11 @@ int main(int argc, char** argv) {
          "slope_fine: the same over the 4 smallest dt"},
     };
     json runs = json::array();
-    std::ostringstream csv;
-    csv.precision(17);
-    csv << "sde,noise,calculus,solver,theory_order,expected_order,slope,slope_se,slope_fine,dt,error\n";
-    json timings = {{"total_seconds", total_seconds}, {"threads", cfg.threads}, {"cases", json::array()}};
+    std::vector<std::vector<std::string>> csv_rows;
+    auto cell = [](double v) {
+        return std::isfinite(v) ? experiment::num(v) : std::string(std::isnan(v) ? "nan" : "inf");
+    };
+    json timings = {{"total_seconds", total_seconds}, {"workers", workers}, {"cases", json::array()}};
     for (std::size_t i = 0; i < cases.size(); ++i) {
         json sde_timing = {
             {"sde", cases[i].name}, {"reference_seconds", ref_seconds[i]}, {"runs", json::array()}};
@@ -426,9 +364,9 @@ int main(int argc, char** argv) {
                             {"slope_fine", number_or_null(r.slope_fine)},
                             {"slope_fine_se", number_or_null(r.slope_fine_se)}});
             for (std::size_t k = 0; k < r.dts.size(); ++k)
-                csv << r.sde << ',' << r.noise << ',' << r.calculus << ',' << r.solver << ',' << r.theory
-                    << ',' << r.expected << ',' << r.slope << ',' << r.slope_se << ',' << r.slope_fine << ','
-                    << r.dts[k] << ',' << r.errors[k] << '\n';
+                csv_rows.push_back({r.sde, r.noise, r.calculus, r.solver, cell(r.theory), cell(r.expected),
+                                    cell(r.slope), cell(r.slope_se), cell(r.slope_fine), cell(r.dts[k]),
+                                    cell(r.errors[k])});
             sde_timing["runs"].push_back({{"solver", r.solver}, {"seconds", r.seconds}});
             std::printf(
                 "%-30s %-16s slope %6.3f +- %.3f  4 finest %6.3f +- %.3f  (theory %.1f, expected here "
@@ -438,14 +376,17 @@ int main(int argc, char** argv) {
         }
         timings["cases"].push_back(sde_timing);
     }
-    json results_json = {{"provenance", provenance}, {"config", config}, {"runs", runs}};
-
-    const std::filesystem::path dir(cfg.out);
-    std::filesystem::create_directories(dir);
-    write_atomic(dir / "results.json", results_json.dump(2) + "\n");
-    write_atomic(dir / "results.csv", csv.str());
-    write_atomic(dir / "timings.json", timings.dump(2) + "\n");
-    std::printf("wrote %s/results.json, results.csv, timings.json (%.1f s)\n", cfg.out.c_str(),
-                total_seconds);
+    json results_json = {{"provenance", experiment::provenance("sde_convergence", args, config)},
+                         {"runs", runs}};
+    experiment::write_json(args.out + "/results.json", results_json);
+    experiment::write_csv(args.out + "/results.csv",
+                          {"sde", "noise", "calculus", "solver", "theory_order", "expected_order", "slope",
+                           "slope_se", "slope_fine", "dt", "error"},
+                          csv_rows);
+    json run = experiment::run_info(args);
+    run["threads"] = workers;  // the workers (the kernels run on one thread each)
+    run["timings"] = timings;
+    experiment::write_json(args.out + "/run.json", run);
+    std::printf("wrote %s/results.json, results.csv, run.json (%.1f s)\n", args.out.c_str(), total_seconds);
     return 0;
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "nn/spectral_norm.hpp"
+
 namespace sdeuq::nn {
 
 // ---------------------------------------------------------------- residual MLP (SNGP tutorial)
@@ -76,7 +78,13 @@ MnistConvNet::MnistConvNet(const ConvNetConfig& cfg, Generator& gen) : cfg_(cfg)
         co.stride = stride;
         co.padding = pad;
         co.dtype = cfg.dtype;
-        return std::make_shared<Conv2d>(in, w, k, gen, co);
+        std::shared_ptr<WeightedLayer> c = std::make_shared<Conv2d>(in, w, k, gen, co);
+        if (cfg.sngp) {
+            SpectralNormOptions so;
+            so.norm_multiplier = cfg.spec_norm_bound;
+            c = std::make_shared<SpectralNorm>(std::move(c), gen, so);
+        }
+        return c;
     };
     auto gn = [&] {
         return std::make_shared<GroupNorm>(groups, w, 1e-5, true, cfg.dtype);
@@ -94,6 +102,8 @@ MnistConvNet::MnistConvNet(const ConvNetConfig& cfg, Generator& gen) : cfg_(cfg)
     ro.dropout = cfg.dropout;
     ro.dtype = cfg.dtype;
     ro.groups = cfg.groups;
+    ro.spectral_norm = cfg.sngp;
+    ro.norm_multiplier = cfg.spec_norm_bound;
     for (int i = 0; i < cfg.num_blocks; ++i)
         blocks_->push_back(std::make_shared<ConvResidualBlock>(w, gen, ro));
     head_ = register_module("head", std::make_shared<Sequential>());
@@ -104,14 +114,21 @@ MnistConvNet::MnistConvNet(const ConvNetConfig& cfg, Generator& gen) : cfg_(cfg)
         const std::uint64_t hi = gen(), lo = gen();
         head_->push_back(std::make_shared<Dropout>(cfg.dropout, Generator(gen.seed(), (hi << 32) | lo)));
     }
-    LinearOptions lo;
-    lo.dtype = cfg.dtype;
-    head_->push_back(std::make_shared<Linear>(w, cfg.num_classes, gen, lo));
+    if (cfg.sngp) {
+        GpOptions go = cfg.gp;
+        go.dtype = cfg.dtype;
+        gp_ = register_module("gp", std::make_shared<RandomFeatureGP>(w, cfg.num_classes, gen, go));
+    } else {
+        LinearOptions lo;
+        lo.dtype = cfg.dtype;
+        head_->push_back(std::make_shared<Linear>(w, cfg.num_classes, gen, lo));
+    }
 }
 
 std::string MnistConvNet::describe() const {
-    return fmt::format("MnistConvNet(in={}, width={}, blocks={}, classes={}, dropout={})", cfg_.in_channels,
-                       cfg_.width, cfg_.num_blocks, cfg_.num_classes, cfg_.dropout);
+    return fmt::format("MnistConvNet(in={}, width={}, blocks={}, classes={}, dropout={}{})", cfg_.in_channels,
+                       cfg_.width, cfg_.num_blocks, cfg_.num_classes, cfg_.dropout,
+                       cfg_.sngp ? fmt::format(", sngp c={}", cfg_.spec_norm_bound) : "");
 }
 
 Var MnistConvNet::downsample(const Var& x) {
@@ -122,7 +139,21 @@ Var MnistConvNet::downsample(const Var& x) {
 }
 
 Var MnistConvNet::head(const Var& h) {
-    return head_->forward(blocks_->forward(h));
+    Var z = head_->forward(blocks_->forward(h));
+    return gp_ ? gp_->forward(z) : z;
+}
+
+GpPrediction MnistConvNet::predict(const Var& x) {
+    if (!gp_) {
+        GpPrediction out;
+        out.logits = forward(x);
+        return out;
+    }
+    return gp_->predict(head_->forward(blocks_->forward(downsample(x))));
+}
+
+void MnistConvNet::reset_precision() {
+    if (gp_) gp_->reset_precision();
 }
 
 Var MnistConvNet::forward(const Var& x) {

@@ -60,6 +60,11 @@ private:
 //   GN, ReLU, global average pool, [dropout], Linear(w -> classes).
 // GroupNorm uses min(32, w) groups as SDE-Net's norm(). dropout > 0 adds dropout inside each residual block
 // and before the final Linear (for MC dropout: set_mc_dropout(model, true)).
+//
+// sngp: SNGP for images (Liu et al. 2020, Section 3 and Algorithm 1): every convolution (downsampling and
+// residual) is wrapped in SpectralNorm with bound spec_norm_bound (the kernel as the matrix
+// [out, in*kh*kw], nn/spectral_norm.hpp), and the final Linear is replaced by a RandomFeatureGP head on the
+// pooled features; predict() then returns the GP's logits and predictive variance.
 struct ConvNetConfig {
     std::int64_t in_channels = 1;
     std::int64_t width = 64;
@@ -68,6 +73,9 @@ struct ConvNetConfig {
     double dropout = 0.0;
     int groups = 32;
     DType dtype = DType::f32;
+    bool sngp = false;
+    double spec_norm_bound = 6.0;
+    GpOptions gp = {};
 };
 
 class MnistConvNet : public Module {
@@ -77,13 +85,19 @@ public:
     Var forward(const Var& x) override;
     // [N, width, H', W'] after the downsampling block.
     Var downsample(const Var& x);
-    // Residual blocks then head.
+    // Residual blocks then head: logits (in training mode an SNGP head also accumulates its precision).
     Var head(const Var& h);
+    // Logits and, for SNGP, the GP's predictive variance (a deterministic net leaves it undefined).
+    GpPrediction predict(const Var& x);
+    // Start of an epoch: restart the GP precision (no-op without SNGP).
+    void reset_precision();
+    RandomFeatureGP* gp() { return gp_.get(); }
     const ConvNetConfig& config() const { return cfg_; }
 
 private:
     ConvNetConfig cfg_;
     std::shared_ptr<Sequential> down_, blocks_, head_;
+    std::shared_ptr<RandomFeatureGP> gp_;
 };
 
 }  // namespace sdeuq::nn

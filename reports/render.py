@@ -27,6 +27,9 @@ FIG_META_PNG = {"Software": None}
 
 
 def fmt(v, digits=4):
+    """A number as a table shows it: integers (also integer-valued floats such as step counts) without
+    decimals, otherwise about `digits` significant figures (at most `digits` decimals; 1067.31 -> 1067.3,
+    40.0 -> 40, 0.98765 -> 0.9877), scientific notation below 1e-3 and from 1e5 on."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -34,10 +37,41 @@ def fmt(v, digits=4):
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        if v.is_integer() and abs(v) < 1e5:
+            return str(int(v))
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.{digits - 1}e}"
-        return f"{v:.{digits}f}"
+        decimals = digits if abs(v) < 10 else max(1, min(digits, digits - len(str(int(abs(v))))))
+        return f"{v:.{decimals}f}"
     return str(v)
+
+
+def pm(mean, std, digits=4):
+    """mean ± std with the same number of decimals for both (std of a single run: the mean alone)."""
+    if mean is None:
+        return "–"
+    if std is None:
+        return fmt(mean, digits)
+    m = fmt(float(mean), digits)
+    decimals = len(m.split(".")[1]) if "." in m and "e" not in m else None
+    if decimals is None:
+        return f"{m} ± {fmt(float(std), digits)}"
+    return f"{m} ± {std:.{decimals}f}"
+
+
+def cite_block(prov, src, experiment):
+    """How to cite a report: the software (CITATION.cff) and the commit, command, seed and mode of its
+    results."""
+    commit = prov.get("commit", "unknown")
+    command = prov.get("command") or f"build/experiments/{experiment} --{prov.get('mode', 'quick')} " \
+        f"--seed {prov.get('seed', 0)}"
+    seeds = prov.get("seeds")
+    seed_text = f"seeds {seeds}" if seeds is not None else f"seed {prov.get('seed', '?')}"
+    return (f"\n## How to cite\n\nsdeuq (see `CITATION.cff` at the repository root), commit `{commit}`; "
+            f"results `{src}` from `{command}` ({seed_text}, mode {prov.get('mode', '?')}); regenerate the "
+            f"report with `python3 reports/render.py`.\n")
 
 
 def table(header, rows):
@@ -157,6 +191,20 @@ def flatten(prefix, v, out):
 
 
 def render_generic(name, res_dir, out_dir, rel):
+    agg_path = os.path.join(res_dir, "aggregate.json")
+    if os.path.exists(agg_path):  # a sweep: mean ± std (n) per grid point
+        agg = read_json(agg_path)
+        parts = []
+        for point in agg["points"]:
+            rows = [[k, pm(v["mean"], v["std"]), v["n"]] for k, v in sorted(point["metrics"].items())]
+            setting = ", ".join(f"{k} = {v}" for k, v in point["set"].items()) or "(no --set)"
+            parts.append(f"#### {setting}\n\n" + table(["quantity", "mean ± std", "n"], rows[:400]))
+        prov = agg["provenance"]
+        head = (f"Mode **{prov.get('mode')}**, seeds **{prov.get('seeds')}**, commit `{prov.get('commit')}`"
+                f"{' (with uncommitted changes)' if prov.get('dirty') else ''}. Numbers from "
+                f"`{rel}/aggregate.json`.")
+        tab = "\n\n".join(parts)
+        return f"# {name}\n\n{head}\n\n{tab}\n", f"### {name} ([report]({name}.md))\n\n{tab}\n"
     r = read_json(os.path.join(res_dir, "results.json"))
     prov = r.get("provenance", {})
     rows = []
@@ -257,14 +305,22 @@ def main():
             r = render_bench(d, rel)
             if r:
                 md, summ = r
+                pp = os.path.join(d, "provenance.json")
+                md += cite_block(read_json(pp) if os.path.exists(pp) else {}, f"{rel}/provenance.json",
+                                 "bench")
                 with open(os.path.join(a.out, "bench.md"), "w") as f:
                     f.write(md)
                 summaries.append(summ)
             continue
-        if not os.path.exists(os.path.join(d, "results.json")):
+        # A sweep (scripts/sweep) leaves aggregate.json; a single run results.json.
+        main_file = next((f for f in ("aggregate.json", "results.json")
+                          if os.path.exists(os.path.join(d, f))), None)
+        if main_file is None:
             continue
         fn = RENDERERS.get(name)
         md, summ = fn(d, a.out, rel) if fn else render_generic(name, d, a.out, rel)
+        md += cite_block(read_json(os.path.join(d, main_file)).get("provenance", {}), f"{rel}/{main_file}",
+                         name)
         with open(os.path.join(a.out, f"{name}.md"), "w") as f:
             f.write(md)
         summaries.append(summ)

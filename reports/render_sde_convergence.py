@@ -106,11 +106,11 @@ def render(res_dir, out_dir, rel):
                  "measured slope ± s.e.", "4 finest dt ± s.e."], rows)
 
     timing = ""
-    tpath = os.path.join(res_dir, "timings.json")
+    tpath = os.path.join(res_dir, "run.json")
     if os.path.exists(tpath):
-        t = read_json(tpath)
-        timing = (f"\nTimings (not part of the reproducible results; `{rel}/timings.json`): "
-                  f"{fmt(t.get('total_seconds'))} s in all with {t.get('threads', '?')} worker threads.\n")
+        t = read_json(tpath).get("timings", {})
+        timing = (f"\nTimings (not part of the reproducible results; `{rel}/run.json`): "
+                  f"{fmt(t.get('total_seconds'))} s in all with {t.get('workers', '?')} worker threads.\n")
     dt = cfg.get("dt", {})
     dt_text = ""
     if dt:

@@ -7,6 +7,7 @@
 
 #include "autodiff/gradcheck.hpp"
 #include "nn/models.hpp"
+#include "nn/uq_method.hpp"
 #include "nn/spectral_norm.hpp"
 
 using namespace sdeuq;
@@ -391,4 +392,18 @@ TEST_CASE("Sequential fuses Linear + tanh/sigmoid/relu: the same bits as the lay
     REQUIRE(y.node() != nullptr);
     CHECK(std::string(y.node()->op) == "linear_tanh");
     reset_tape();
+}
+
+TEST_CASE("mutual_information (BALD) of sampled predictions against hand-computed values", "[nn][uq]") {
+    // Input 0: two confident samples that disagree: H(mean) = ln 2, mean H = 0.
+    // Input 1: identical samples: 0. Input 2: (0.9, 0.1) and (0.5, 0.5): H(0.7, 0.3) - (H(0.9, 0.1) +
+    // H(0.5, 0.5)) / 2 = 0.6108643020548935 - (0.3250829733914482 + 0.6931471805599453) / 2.
+    const std::vector<std::vector<double>> samples = {{1.0, 0.0, 0.3, 0.7, 0.9, 0.1},
+                                                      {0.0, 1.0, 0.3, 0.7, 0.5, 0.5}};
+    const auto mi = sdeuq::nn::mutual_information(samples, 2);
+    REQUIRE(mi.size() == 3);
+    CHECK(mi[0] == Approx(std::log(2.0)).epsilon(1e-14));
+    CHECK(mi[1] == Approx(0.0).margin(1e-15));
+    CHECK(mi[2] == Approx(0.6108643020548935 - (0.3250829733914482 + 0.6931471805599453) / 2).epsilon(1e-12));
+    CHECK_THROWS_AS(sdeuq::nn::mutual_information({}, 2), std::invalid_argument);
 }

@@ -351,3 +351,56 @@ TEST_CASE("SNGP ResNet at the tutorial's sizes: variance is small on the data an
     CHECK(adjusted.shape() == Shape{4, 2});
     reset_tape();
 }
+
+TEST_CASE("SNGP conv net: every convolution spectrally bounded, a GP head with a positive variance, "
+          "gradients checked", "[sngp][conv]") {
+    Generator g(41, 0);
+    ConvNetConfig cfg;
+    cfg.width = 4;
+    cfg.groups = 2;
+    cfg.num_blocks = 1;
+    cfg.dtype = DType::f64;
+    cfg.sngp = true;
+    cfg.spec_norm_bound = 0.7;
+    cfg.gp.num_inducing = 16;
+    MnistConvNet net(cfg, g);
+    // Kernels large enough that the bound binds.
+    for (auto& [name, m] : net.named_modules())
+        if (auto* sn = dynamic_cast<SpectralNorm*>(m)) {
+            Tensor& w = sn->weight().value();
+            w.copy_from(randn(w.shape(), g, DType::f64, 0.0, 1.0));
+        }
+    Tensor x = rnd({3, 1, 12, 12}, 7);
+    net.train();
+    for (int k = 0; k < 60; ++k) {  // power iterations converge; the GP precision accumulates
+        net.reset_precision();
+        CHECK(net.forward(Var(x)).shape() == Shape{3, 10});
+        reset_tape();
+    }
+    int bounded = 0;
+    for (auto& [name, m] : net.named_modules())
+        if (auto* sn = dynamic_cast<SpectralNorm*>(m)) {
+            INFO(name);
+            CHECK(top_singular_value(to_mat(sn->effective_weight())) <= 0.7 * (1 + 1e-6));
+            ++bounded;
+        }
+    CHECK(bounded == 5);  // 3 downsampling convolutions, 2 in the residual block
+    // The precision is ridge I + the batch's phi^T phi: its trace exceeds ridge * M.
+    const Tensor& p = net.gp()->precision();
+    double trace = 0;
+    for (std::int64_t i = 0; i < 16; ++i) trace += p.flat(i * 16 + i);
+    CHECK(trace > 16.0);
+    net.eval();
+    GpPrediction pred = net.predict(Var(x));
+    REQUIRE(pred.variance.numel() == 3);
+    for (std::int64_t i = 0; i < 3; ++i) CHECK(pred.variance.flat(i) > 0.0);
+    CHECK(pred.logits.shape() == Shape{3, 10});
+    reset_tape();
+    GradcheckOptions opt;
+    opt.params = net.trainable_parameters();
+    auto r = check_gradients(
+        "SNGP conv net", [&](std::span<const Var> in) { return net.forward(in[0]); },
+        {rnd({2, 1, 10, 10}, 8)}, opt);
+    INFO(r.message);
+    CHECK(r.ok);
+}
