@@ -50,7 +50,10 @@ Var ResNetClassifier::embed(const Var& x) {
 }
 
 Var ResNetClassifier::forward(const Var& x) {
-    Var h = embed(x);
+    return classify(embed(x));
+}
+
+Var ResNetClassifier::classify(const Var& h) {
     return gp_ ? gp_->forward(h) : output_->forward(h);
 }
 
@@ -123,6 +126,16 @@ Var MnistConvNet::downsample(const Var& x) {
 
 Var MnistConvNet::head(const Var& h) {
     return head_->forward(blocks_->forward(h));
+}
+
+Var MnistConvNet::features(const Var& x) {
+    Var h = blocks_->forward(downsample(x));
+    for (std::size_t i = 0; i + 1 < head_->size(); ++i) h = (*head_)[i].forward(h);
+    return h;
+}
+
+Var MnistConvNet::classify(const Var& f) {
+    return (*head_)[head_->size() - 1].forward(f);
 }
 
 Var MnistConvNet::forward(const Var& x) {
