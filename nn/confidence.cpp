@@ -1,14 +1,15 @@
 #include "nn/confidence.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <type_traits>
 
-#include <fmt/format.h>
-
 namespace sdeuq::nn {
 
-ConfidenceClassifier::ConfidenceClassifier(std::shared_ptr<FeatureClassifier> base, Generator& gen, DType dtype)
+ConfidenceClassifier::ConfidenceClassifier(std::shared_ptr<FeatureClassifier> base, Generator& gen,
+                                           DType dtype)
     : base_(register_module("base", std::move(base))) {
     LinearOptions lo;
     lo.dtype = dtype;
@@ -28,13 +29,15 @@ Var ConfidenceClassifier::forward(const Var& x) {
     return base_->classify(base_->features(x));
 }
 
-ConfidenceLoss confidence_loss(const Var& logits, const Var& confidence_logit, std::span<const std::int32_t> labels,
-                               std::span<const std::uint8_t> hints, double lambda, const ConfidenceLossOptions& opt) {
+ConfidenceLoss confidence_loss(const Var& logits, const Var& confidence_logit,
+                               std::span<const std::int32_t> labels, std::span<const std::uint8_t> hints,
+                               double lambda, const ConfidenceLossOptions& opt) {
     if (logits.rank() != 2 || confidence_logit.rank() != 2 || confidence_logit.dim(1) != 1 ||
-        confidence_logit.dim(0) != logits.dim(0) || static_cast<std::size_t>(logits.dim(0)) != labels.size() ||
-        hints.size() != labels.size())
+        confidence_logit.dim(0) != logits.dim(0) ||
+        static_cast<std::size_t>(logits.dim(0)) != labels.size() || hints.size() != labels.size())
         throw std::invalid_argument(fmt::format(
-            "confidence_loss: logits {} and confidence logits {} must be [N, C] and [N, 1], with {} labels and "
+            "confidence_loss: logits {} and confidence logits {} must be [N, C] and [N, 1], with {} labels "
+            "and "
             "{} hints",
             describe(logits.value()), describe(confidence_logit.value()), labels.size(), hints.size()));
     const std::int64_t n = logits.dim(0), k = logits.dim(1);
@@ -119,8 +122,10 @@ Tensor odin_perturb(Module& model, const Tensor& x, double temperature, double e
     for (std::int64_t i = 0; i < n; ++i) {
         std::int64_t best = 0;
         for (std::int64_t j = 1; j < k; ++j) {
-            const double a = lv.dtype() == DType::f32 ? lv.data<float>()[i * k + j] : lv.data<double>()[i * k + j];
-            const double bb = lv.dtype() == DType::f32 ? lv.data<float>()[i * k + best] : lv.data<double>()[i * k + best];
+            const double a =
+                lv.dtype() == DType::f32 ? lv.data<float>()[i * k + j] : lv.data<double>()[i * k + j];
+            const double bb =
+                lv.dtype() == DType::f32 ? lv.data<float>()[i * k + best] : lv.data<double>()[i * k + best];
             if (a > bb) best = j;
         }
         pred[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(best);
@@ -139,7 +144,8 @@ std::vector<double> max_softmax_scores(Module& model, const Tensor& x, double te
     for (std::int64_t i = 0; i < n; ++i) {
         double m = 0;
         for (std::int64_t j = 0; j < k; ++j)
-            m = std::max(m, pv.dtype() == DType::f32 ? double(pv.data<float>()[i * k + j]) : pv.data<double>()[i * k + j]);
+            m = std::max(m, pv.dtype() == DType::f32 ? double(pv.data<float>()[i * k + j])
+                                                     : pv.data<double>()[i * k + j]);
         out[static_cast<std::size_t>(i)] = m;
     }
     return out;

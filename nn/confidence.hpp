@@ -56,9 +56,9 @@ struct ConfidenceLoss {
 
 // `hints[i]` is b_i: 1 keeps the sample's c, 0 gives it c = 1 (no hint). Throws std::invalid_argument naming
 // the sizes when logits, confidence logits, labels and hints disagree.
-ConfidenceLoss confidence_loss(const Var& logits, const Var& confidence_logit, std::span<const std::int32_t> labels,
-                               std::span<const std::uint8_t> hints, double lambda,
-                               const ConfidenceLossOptions& opt = {});
+ConfidenceLoss confidence_loss(const Var& logits, const Var& confidence_logit,
+                               std::span<const std::int32_t> labels, std::span<const std::uint8_t> hints,
+                               double lambda, const ConfidenceLossOptions& opt = {});
 
 // Per-sample hints b ~ Bernoulli(prob) (1 = keep), drawn from gen's uniform().
 std::vector<std::uint8_t> draw_hints(std::size_t n, double prob, Generator& gen);

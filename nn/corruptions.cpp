@@ -1,14 +1,14 @@
 #include "nn/corruptions.hpp"
 
+#include <fmt/format.h>
+#include <zlib.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <numbers>
 #include <stdexcept>
-
-#include <fmt/format.h>
-#include <zlib.h>
 
 namespace sdeuq::data {
 
@@ -49,11 +49,13 @@ std::size_t spec_index(const std::string& name) {
 
 void check_severity(int severity, int lo) {
     if (severity < lo || severity > num_severities)
-        throw std::invalid_argument(
-            fmt::format("corruption severity {} is out of range (allowed: {}..{})", severity, lo, num_severities));
+        throw std::invalid_argument(fmt::format("corruption severity {} is out of range (allowed: {}..{})",
+                                                severity, lo, num_severities));
 }
 
-float clip01(double v) { return static_cast<float>(std::clamp(v, 0.0, 1.0)); }
+float clip01(double v) {
+    return static_cast<float>(std::clamp(v, 0.0, 1.0));
+}
 
 // Bilinear sample of `in` at (y, x) with zero outside the image (the MNIST background).
 double bilinear(std::span<const float> in, std::size_t h, std::size_t w, double y, double x) {
@@ -122,9 +124,10 @@ void corrupt_image(std::span<const float> in, std::span<float> out, std::size_t 
     check_severity(severity, 0);
     const std::size_t n = h * w;
     if (in.size() != n || out.size() != n)
-        throw std::invalid_argument(fmt::format("corrupt_image({}): image of {} values and output of {} for a "
-                                                "{}x{} image",
-                                                corruption, in.size(), out.size(), h, w));
+        throw std::invalid_argument(
+            fmt::format("corrupt_image({}): image of {} values and output of {} for a "
+                        "{}x{} image",
+                        corruption, in.size(), out.size(), h, w));
     if (severity == 0) {
         std::copy(in.begin(), in.end(), out.begin());
         return;
@@ -147,8 +150,8 @@ void corrupt_image(std::span<const float> in, std::span<float> out, std::size_t 
         const int radius = static_cast<int>(std::ceil(3 * p));
         std::vector<double> ker(static_cast<std::size_t>(2 * radius + 1));
         double s = 0;
-        for (int j = -radius; j <= radius; ++j) s += ker[static_cast<std::size_t>(j + radius)] =
-                                                      std::exp(-0.5 * j * j / (p * p));
+        for (int j = -radius; j <= radius; ++j)
+            s += ker[static_cast<std::size_t>(j + radius)] = std::exp(-0.5 * j * j / (p * p));
         for (auto& v : ker) v /= s;
         std::vector<double> tmp(n);
         auto clampi = [](long v, std::size_t m) {
@@ -185,7 +188,8 @@ void corrupt_image(std::span<const float> in, std::span<float> out, std::size_t 
             for (std::size_t c = 0; c < w; ++c) {
                 const long sr = long(r) - d[0] * t, sc = long(c) - d[1] * t;
                 const bool inside = sr >= 0 && sc >= 0 && sr < long(h) && sc < long(w);
-                out[r * w + c] = inside ? in[static_cast<std::size_t>(sr) * w + static_cast<std::size_t>(sc)] : 0.0f;
+                out[r * w + c] =
+                    inside ? in[static_cast<std::size_t>(sr) * w + static_cast<std::size_t>(sc)] : 0.0f;
             }
     } else if (name == "contrast") {
         double m = 0;
@@ -202,9 +206,10 @@ Dataset corrupt(const Dataset& clean, const std::string& dataset_tag, const std:
     const std::size_t k = spec_index(corruption);
     check_severity(severity, 0);
     if (clean.shape.size() != 3 || clean.shape[0] != 1)
-        throw std::invalid_argument(fmt::format("corrupt({}): expects grey-scale images of shape [1, H, W], "
-                                                "got {} dimensions",
-                                                corruption, clean.shape.size()));
+        throw std::invalid_argument(
+            fmt::format("corrupt({}): expects grey-scale images of shape [1, H, W], "
+                        "got {} dimensions",
+                        corruption, clean.shape.size()));
     const std::size_t h = clean.shape[1], w = clean.shape[2], ss = h * w;
     Dataset out = clean;
     const std::uint64_t base = stream_seed(seed, dataset_tag, k, severity);
@@ -245,13 +250,13 @@ Dataset load_corruption(const fs::path& data_dir, const std::string& base, const
 void write_idx(const fs::path& path, const std::vector<std::size_t>& dims, std::span<const std::uint8_t> data,
                bool gzip) {
     if (dims.empty() || dims.size() > 4)
-        throw std::invalid_argument(fmt::format("write_idx({}): {} dimensions (allowed 1..4)", path.string(),
-                                                dims.size()));
+        throw std::invalid_argument(
+            fmt::format("write_idx({}): {} dimensions (allowed 1..4)", path.string(), dims.size()));
     std::size_t total = 1;
     for (auto d : dims) total *= d;
     if (total != data.size())
-        throw std::invalid_argument(fmt::format("write_idx({}): dims hold {} values, data has {}", path.string(),
-                                                total, data.size()));
+        throw std::invalid_argument(fmt::format("write_idx({}): dims hold {} values, data has {}",
+                                                path.string(), total, data.size()));
     std::vector<std::uint8_t> bytes = {0, 0, 0x08, static_cast<std::uint8_t>(dims.size())};
     for (auto d : dims)
         for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<std::uint8_t>((d >> s) & 0xff));

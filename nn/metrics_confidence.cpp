@@ -1,12 +1,12 @@
 #include "nn/metrics_confidence.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace sdeuq::metrics {
 
@@ -16,7 +16,8 @@ void check(std::span<const double> s, const char* what) {
     if (s.empty()) throw std::invalid_argument(fmt::format("confidence_ood_metrics: no {} scores", what));
     for (std::size_t i = 0; i < s.size(); ++i)
         if (!std::isfinite(s[i]))
-            throw std::invalid_argument(fmt::format("confidence_ood_metrics: {} score {} is {}", what, i, s[i]));
+            throw std::invalid_argument(
+                fmt::format("confidence_ood_metrics: {} score {} is {}", what, i, s[i]));
 }
 
 // Counts of sorted values >= d, > d, < d.
@@ -51,11 +52,13 @@ double average_precision(std::span<const double> pos, std::span<const double> ne
     return ap;
 }
 
-ConfidenceOodMetrics confidence_ood_metrics(std::span<const double> in_scores, std::span<const double> out_scores,
+ConfidenceOodMetrics confidence_ood_metrics(std::span<const double> in_scores,
+                                            std::span<const double> out_scores,
                                             const ConfidenceOodOptions& opt) {
     check(in_scores, "in-distribution");
     check(out_scores, "out-of-distribution");
-    if (opt.grid < 1) throw std::invalid_argument(fmt::format("confidence_ood_metrics: grid {} < 1", opt.grid));
+    if (opt.grid < 1)
+        throw std::invalid_argument(fmt::format("confidence_ood_metrics: grid {} < 1", opt.grid));
     std::vector<double> in(in_scores.begin(), in_scores.end()), out(out_scores.begin(), out_scores.end());
     std::sort(in.begin(), in.end());
     std::sort(out.begin(), out.end());

@@ -29,7 +29,8 @@ struct ConfidenceOodMetrics {
 };
 
 // Throws std::invalid_argument when a set is empty or a score is not finite.
-ConfidenceOodMetrics confidence_ood_metrics(std::span<const double> in_scores, std::span<const double> out_scores,
+ConfidenceOodMetrics confidence_ood_metrics(std::span<const double> in_scores,
+                                            std::span<const double> out_scores,
                                             const ConfidenceOodOptions& opt = {});
 
 // sklearn.metrics.average_precision_score for binary labels (1 = positive): sum over distinct thresholds,

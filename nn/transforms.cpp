@@ -1,19 +1,20 @@
 #include "nn/transforms.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace sdeuq::nn {
 
 namespace {
 
-void check(std::span<float> images, std::size_t n, std::size_t c, std::size_t h, std::size_t w, const char* op) {
+void check(std::span<float> images, std::size_t n, std::size_t c, std::size_t h, std::size_t w,
+           const char* op) {
     if (images.size() != n * c * h * w)
-        throw std::invalid_argument(fmt::format("{}: {} values for a batch of [{}, {}, {}, {}]", op, images.size(),
-                                                n, c, h, w));
+        throw std::invalid_argument(
+            fmt::format("{}: {} values for a batch of [{}, {}, {}, {}]", op, images.size(), n, c, h, w));
 }
 
 // Uniform integer in [0, m) from 53 random bits (m is small here; the bias is below 2^-40).
@@ -41,7 +42,8 @@ void random_crop_pad(std::span<float> images, std::size_t n, std::size_t c, std:
                     const std::int64_t sr = std::int64_t(r) + dy, sq = std::int64_t(q) + dx;
                     const bool in = sr >= 0 && sq >= 0 && sr < std::int64_t(h) && sq < std::int64_t(w);
                     img[(ch * h + r) * w + q] =
-                        in ? src[(ch * h + static_cast<std::size_t>(sr)) * w + static_cast<std::size_t>(sq)] : fill;
+                        in ? src[(ch * h + static_cast<std::size_t>(sr)) * w + static_cast<std::size_t>(sq)]
+                           : fill;
                 }
     }
 }
@@ -50,18 +52,22 @@ void cutout(std::span<float> images, std::size_t n, std::size_t c, std::size_t h
             double prob, Generator& gen, float fill) {
     check(images, n, c, h, w, "cutout");
     if (size < 0 || !(prob >= 0 && prob <= 1))
-        throw std::invalid_argument(fmt::format("cutout: size {} must be >= 0 and probability {} in [0, 1]", size, prob));
+        throw std::invalid_argument(
+            fmt::format("cutout: size {} must be >= 0 and probability {} in [0, 1]", size, prob));
     for (std::size_t i = 0; i < n; ++i) {
         // Draw all three numbers for every image so one image's outcome does not shift the next one's draws.
         const bool apply = gen.uniform() < prob;
         const std::int64_t cy = uniform_int(gen, std::int64_t(h)), cx = uniform_int(gen, std::int64_t(w));
         if (!apply) continue;
-        const std::int64_t y0 = std::max<std::int64_t>(0, cy - size / 2), y1 = std::min<std::int64_t>(h, cy + size - size / 2);
-        const std::int64_t x0 = std::max<std::int64_t>(0, cx - size / 2), x1 = std::min<std::int64_t>(w, cx + size - size / 2);
+        const std::int64_t y0 = std::max<std::int64_t>(0, cy - size / 2),
+                           y1 = std::min<std::int64_t>(h, cy + size - size / 2);
+        const std::int64_t x0 = std::max<std::int64_t>(0, cx - size / 2),
+                           x1 = std::min<std::int64_t>(w, cx + size - size / 2);
         float* img = images.data() + i * c * h * w;
         for (std::size_t ch = 0; ch < c; ++ch)
             for (std::int64_t r = y0; r < y1; ++r)
-                for (std::int64_t q = x0; q < x1; ++q) img[(ch * h + std::size_t(r)) * w + std::size_t(q)] = fill;
+                for (std::int64_t q = x0; q < x1; ++q)
+                    img[(ch * h + std::size_t(r)) * w + std::size_t(q)] = fill;
     }
 }
 

@@ -2,9 +2,8 @@
 // preprocessing and ODIN steps against hand-computed values; a float64 gradient check through the branch
 // and p'; the seeded transforms (nn/transforms.hpp) and the reference's OOD metrics
 // (nn/metrics_confidence.hpp) against hand-computed values and a brute-force transcription of the reference.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <numeric>
 #include <set>
@@ -40,11 +39,14 @@ private:
     std::shared_ptr<Linear> out_;
 };
 
-void set(Parameter& p, std::vector<double> v) { p.value().copy_from(Tensor::from_vector(v, p.value().shape(), DType::f64)); }
+void set(Parameter& p, std::vector<double> v) {
+    p.value().copy_from(Tensor::from_vector(v, p.value().shape(), DType::f64));
+}
 
 }  // namespace
 
-TEST_CASE("confidence loss: hints, p' = c p + (1 - c) y and the losses equal hand-computed values", "[confidence]") {
+TEST_CASE("confidence loss: hints, p' = c p + (1 - c) y and the losses equal hand-computed values",
+          "[confidence]") {
     // Sample 0: p = (1/3, 1/3, 1/3), c = sigmoid(0) = 1/2, label 1, hint kept: p'_1 = 1/2 * 1/3 + 1/2 = 2/3.
     // Sample 1: p = (1/2, 1/4, 1/4), c = sigmoid(log 3) = 3/4, label 0, no hint (c := 1): p'_0 = 1/2.
     Tensor logits = Tensor::from_vector({0, 0, 0, std::log(2.0), 0, 0}, {2, 3}, DType::f64);
@@ -53,7 +55,7 @@ TEST_CASE("confidence loss: hints, p' = c p + (1 - c) y and the losses equal han
     const std::vector<std::uint8_t> b = {1, 0};
     auto l = confidence_loss(Var(logits), Var(cl), y, b, 0.1);
     const double task = (-std::log(2.0 / 3.0) - std::log(0.5)) / 2;  // = log(3) / 2
-    const double conf = (-std::log(0.5) - std::log(0.75)) / 2;      // un-hinted c for both samples
+    const double conf = (-std::log(0.5) - std::log(0.75)) / 2;       // un-hinted c for both samples
     CHECK(l.task.item() == Approx(task).epsilon(1e-14));
     CHECK(l.task.item() == Approx(std::log(3.0) / 2).epsilon(1e-14));
     CHECK(l.confidence.item() == Approx(conf).epsilon(1e-14));
@@ -62,8 +64,8 @@ TEST_CASE("confidence loss: hints, p' = c p + (1 - c) y and the losses equal han
     auto l2 = confidence_loss(Var(logits), Var(cl), y, std::vector<std::uint8_t>{1, 1}, 0.1);
     CHECK(l2.task.item() == Approx((-std::log(2.0 / 3.0) - std::log(5.0 / 8.0)) / 2).epsilon(1e-14));
     // Clamping: c = sigmoid(-100) ~ 4e-44 is clamped to 1e-12, so -log c = 12 log 10.
-    auto l3 = confidence_loss(Var(logits), Var(Tensor::from_vector({-100, -100}, {2, 1}, DType::f64)), y,
-                              b, 0.0);
+    auto l3 =
+        confidence_loss(Var(logits), Var(Tensor::from_vector({-100, -100}, {2, 1}, DType::f64)), y, b, 0.0);
     CHECK(l3.confidence.item() == Approx(12 * std::log(10.0)).epsilon(1e-9));
     CHECK_THROWS_WITH(confidence_loss(Var(logits), Var(cl), y, std::vector<std::uint8_t>{1}, 0.1),
                       Catch::Matchers::Contains("1 hints"));
@@ -96,7 +98,8 @@ TEST_CASE("confidence input preprocessing and ODIN steps equal the hand-computed
     const std::vector<double> want = {0.21, 0.39, 0.6, -0.99, -0.01, 1.0};
     for (std::size_t i = 0; i < want.size(); ++i) CHECK(xp[i] == Approx(want[i]).epsilon(1e-15));
     // The step raises c.
-    auto c0 = confidence_scores(model, x), c1 = confidence_scores(model, Tensor::from_vector(xp, {2, 3}, DType::f64));
+    auto c0 = confidence_scores(model, x),
+         c1 = confidence_scores(model, Tensor::from_vector(xp, {2, 3}, DType::f64));
     CHECK(c1[0] > c0[0]);
     CHECK(c1[1] > c0[1]);
     // ODIN with W = [[1, 0, 0], [0, 1, 0]], b = 0, x = (1, 0, 0): logits (1, 0), predicted class 0;
@@ -116,7 +119,8 @@ TEST_CASE("confidence input preprocessing and ODIN steps equal the hand-computed
         for (double g : p->grad().to_vector()) CHECK(g == 0.0);
 }
 
-TEST_CASE("confidence loss passes the float64 gradient check through the branch and p'", "[confidence][grad]") {
+TEST_CASE("confidence loss passes the float64 gradient check through the branch and p'",
+          "[confidence][grad]") {
     const std::vector<std::int32_t> y = {2, 0, 1, 2};
     const std::vector<std::uint8_t> b = {1, 0, 1, 1};
     auto rnd = [](Shape s, std::uint64_t seed) {
@@ -128,14 +132,13 @@ TEST_CASE("confidence loss passes the float64 gradient check through the branch 
     // Inputs: features [4, 5] and the branch weight [1, 5] and bias [1]; logits from a fixed linear map of
     // the features, so the check runs through both heads, the hint mix and the clamps (inside the kinks).
     Tensor wl = rnd({3, 5}, 2);
-    auto r = check_gradients(
-        "confidence_loss",
-        [&](std::span<const Var> in) {
-            Var logits = matmul(in[0], Var(wl), false, true);
-            Var cl = linear(in[0], in[1], &in[2]);
-            return confidence_loss(logits, cl, y, b, 0.37).total;
-        },
-        {rnd({4, 5}, 1), rnd({1, 5}, 3), rnd({1}, 4)});
+    auto r = check_gradients("confidence_loss",
+                             [&](std::span<const Var> in) {
+                                 Var logits = matmul(in[0], Var(wl), false, true);
+                                 Var cl = linear(in[0], in[1], &in[2]);
+                                 return confidence_loss(logits, cl, y, b, 0.37).total;
+                             },
+                             {rnd({4, 5}, 1), rnd({1, 5}, 3), rnd({1}, 4)});
     INFO(r.message);
     CHECK(r.ok);
     // And through the wrapper's own parameters.
@@ -183,8 +186,10 @@ TEST_CASE("transforms: random crop with padding and Cutout are seeded and keep s
         auto run = [&](std::uint64_t seed) {
             std::vector<float> out = img;
             Generator g(seed);
-            if (which == 0) random_crop_pad(out, n, c, h, w, 2, g);
-            else cutout(out, n, c, h, w, 4, 0.5, g);
+            if (which == 0)
+                random_crop_pad(out, n, c, h, w, 2, g);
+            else
+                cutout(out, n, c, h, w, 4, 0.5, g);
             return out;
         };
         const auto a = run(1);
@@ -207,7 +212,8 @@ TEST_CASE("transforms: random crop with padding and Cutout are seeded and keep s
                         for (std::size_t q = 0; q < w; ++q) {
                             const long sr = long(r) + dy, sq = long(q) + dx;
                             const bool in = sr >= 0 && sq >= 0 && sr < long(h) && sq < long(w);
-                            const float want = in ? img[((i * c + ch) * h + std::size_t(sr)) * w + std::size_t(sq)] : 0.0f;
+                            const float want =
+                                in ? img[((i * c + ch) * h + std::size_t(sr)) * w + std::size_t(sq)] : 0.0f;
                             ok = ok && cr[((i * c + ch) * h + r) * w + q] == want;
                         }
                 found = ok;
@@ -250,17 +256,25 @@ TEST_CASE("confidence OOD metrics: hand-computed AUROC and AUPR; grid metrics as
     metrics::ConfidenceOodOptions opt;
     opt.grid = 3000;
     auto mb = metrics::confidence_ood_metrics(si, so, opt);
-    const double lo = std::min(*std::min_element(si.begin(), si.end()), *std::min_element(so.begin(), so.end()));
-    const double hi = std::max(*std::max_element(si.begin(), si.end()), *std::max_element(so.begin(), so.end()));
+    const double lo =
+        std::min(*std::min_element(si.begin(), si.end()), *std::min_element(so.begin(), so.end()));
+    const double hi =
+        std::max(*std::max_element(si.begin(), si.end()), *std::max_element(so.begin(), so.end()));
     const double gap = (hi - lo) / 3000;
     double fpr = 0, total = 0, det = 1.0;
     for (int i = 0; lo + i * gap < hi; ++i) {
         const double d = lo + i * gap;
         double ge = 0, lt = 0, gt = 0;
-        for (double v : si) { ge += v >= d; lt += v < d; }
+        for (double v : si) {
+            ge += v >= d;
+            lt += v < d;
+        }
         for (double v : so) gt += v > d;
         const double tpr = ge / 2000, err2 = gt / 1500;
-        if (tpr <= 0.9505 && tpr >= 0.9495) { fpr += err2; total += 1; }
+        if (tpr <= 0.9505 && tpr >= 0.9495) {
+            fpr += err2;
+            total += 1;
+        }
         det = std::min(det, (lt / 2000 + err2) / 2.0);
     }
     REQUIRE(total > 0);
@@ -268,9 +282,11 @@ TEST_CASE("confidence OOD metrics: hand-computed AUROC and AUPR; grid metrics as
     CHECK(mb.detection_error == Approx(det).epsilon(1e-12));
     // AUROC by all pairs.
     double wins = 0;
-    for (double a : si) for (double b : so) wins += a > b ? 1.0 : a == b ? 0.5 : 0.0;
+    for (double a : si)
+        for (double b : so) wins += a > b ? 1.0 : a == b ? 0.5 : 0.0;
     CHECK(mb.auroc == Approx(wins / (2000.0 * 1500.0)).epsilon(1e-12));
     // No grid point with TPR in the window: FPR = 1 (the reference's corner case).
     CHECK(metrics::confidence_ood_metrics(in, out).fpr_at_95_tpr == 1.0);
-    CHECK_THROWS_WITH(metrics::confidence_ood_metrics(std::vector<double>{}, out), Catch::Matchers::Contains("no in"));
+    CHECK_THROWS_WITH(metrics::confidence_ood_metrics(std::vector<double>{}, out),
+                      Catch::Matchers::Contains("no in"));
 }

@@ -2,12 +2,12 @@
 // severity 0 = identity and a monotone effect of the severity, the IDX writer and the loader's errors.
 // Synthetic digit-like images (a bright bar and a disc on a black background), so the test does not need
 // the data files; tests/corruptions_manifest.sh checks regenerated files against the committed manifest.
-#include <catch2/catch.hpp>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "nn/corruptions.hpp"
@@ -30,7 +30,8 @@ d::Dataset synthetic(std::size_t n) {
         for (std::size_t r = 0; r < 28; ++r)
             for (std::size_t c = 0; c < 28; ++c) {
                 float v = 0;
-                if (std::hypot(double(r) - cy, double(c) - cx) < rad) v = 230.0f / 255.0f;  // bytes, as the data sets store them
+                if (std::hypot(double(r) - cy, double(c) - cx) < rad)
+                    v = 230.0f / 255.0f;  // bytes, as the data sets store them
                 if (c >= 12 && c <= 14 && r >= 4 && r <= 23) v = 1.0f;
                 ds.images[i * 784 + r * 28 + c] = v;
             }
@@ -71,7 +72,8 @@ TEST_CASE("corruptions: same seed same images, other seed other noise, shapes an
         }
     }
     // The random corruptions depend on the seed and on the base set's tag; the deterministic ones do not.
-    for (const std::string name : {"gaussian_noise", "shot_noise", "impulse_noise", "rotate", "shear", "translate"}) {
+    for (const std::string name :
+         {"gaussian_noise", "shot_noise", "impulse_noise", "rotate", "shear", "translate"}) {
         INFO(name);
         const auto a = d::corrupt(clean, "mnist", name, 3, 7);
         CHECK(a.images != d::corrupt(clean, "mnist", name, 3, 8).images);
@@ -138,7 +140,8 @@ TEST_CASE("corruptions: written files load back as the in-memory suite; a missin
     const auto clean = synthetic(5);
     const auto c = d::corrupt(clean, "fashion-mnist", "shear", 2, 11);
     std::vector<std::uint8_t> img(c.images.size()), lab(c.n);
-    for (std::size_t i = 0; i < img.size(); ++i) img[i] = static_cast<std::uint8_t>(std::lround(c.images[i] * 255.0));
+    for (std::size_t i = 0; i < img.size(); ++i)
+        img[i] = static_cast<std::uint8_t>(std::lround(c.images[i] * 255.0));
     for (std::size_t i = 0; i < c.n; ++i) lab[i] = static_cast<std::uint8_t>(c.labels[i]);
     const fs::path sub = d::corruption_dir(dir, "fashion-mnist") / "shear" / "2";
     fs::create_directories(sub);
