@@ -154,6 +154,12 @@ first 1000 images of each OOD test set; one epsilon per network for every OOD se
 
 {provenance_block(r['provenance'], rel + '/results.json')}
 
+Reading small runs: FPR@95 averages over grid thresholds whose TPR lies in [0.9495, 0.9505]; with n positives
+only TPR values k / n exist, so when no k / n falls in that window (e.g. a few hundred correctly classified
+images in the misclassification rows) the reference's rule returns 1 (100 %) whatever the separation; AUROC
+and the AUPRs in the second table do not have this artefact. Quick-mode networks are far from converged
+(the accuracies below), so the quick numbers test the pipeline, not the method.
+
 {tables}
 
 {fig_md}
