@@ -52,7 +52,10 @@ Var ResNetClassifier::embed(const Var& x) {
 }
 
 Var ResNetClassifier::forward(const Var& x) {
-    Var h = embed(x);
+    return classify(embed(x));
+}
+
+Var ResNetClassifier::classify(const Var& h) {
     return gp_ ? gp_->forward(h) : output_->forward(h);
 }
 
@@ -154,6 +157,16 @@ GpPrediction MnistConvNet::predict(const Var& x) {
 
 void MnistConvNet::reset_precision() {
     if (gp_) gp_->reset_precision();
+}
+
+Var MnistConvNet::features(const Var& x) {
+    Var h = blocks_->forward(downsample(x));
+    for (std::size_t i = 0; i + 1 < head_->size(); ++i) h = (*head_)[i].forward(h);
+    return h;
+}
+
+Var MnistConvNet::classify(const Var& f) {
+    return (*head_)[head_->size() - 1].forward(f);
 }
 
 Var MnistConvNet::forward(const Var& x) {

@@ -6,6 +6,15 @@
 
 namespace sdeuq::nn {
 
+// A classifier whose logits are a final layer applied to penultimate features: logits(x) =
+// classify(features(x)). Wrappers that add a branch on the features (nn/confidence.hpp) use it.
+class FeatureClassifier : public Module {
+public:
+    virtual Var features(const Var& x) = 0;           // [N, feature_dim()]
+    virtual Var classify(const Var& features) = 0;    // logits [N, classes]
+    virtual std::int64_t feature_dim() const = 0;
+};
+
 // TensorFlow's "Uncertainty-aware Deep Learning with SNGP" tutorial, DeepResNet / DeepResNetSNGP:
 //   h = Dense(input_dim -> hidden)(x)            frozen (Keras trainable=False), no activation
 //   6 x  h = h + dropout(relu(Dense(h)))         (Dense with activation relu, then dropout 0.1, then skip)
@@ -28,7 +37,7 @@ struct ResNetConfig {
     DType dtype = DType::f32;
 };
 
-class ResNetClassifier : public Module {
+class ResNetClassifier : public FeatureClassifier {
 public:
     ResNetClassifier(const ResNetConfig& cfg, Generator& gen);
     std::string describe() const override;
@@ -36,6 +45,9 @@ public:
     Var forward(const Var& x) override;
     // The hidden representation before the output layer.
     Var embed(const Var& x);
+    Var features(const Var& x) override { return embed(x); }
+    Var classify(const Var& h) override;
+    std::int64_t feature_dim() const override { return cfg_.hidden; }
     // Logits and, for SNGP, the predictive variance (and covariance); a deterministic model leaves them
     // undefined.
     GpPrediction predict(const Var& x, bool full_covariance = false);
@@ -78,7 +90,7 @@ struct ConvNetConfig {
     GpOptions gp = {};
 };
 
-class MnistConvNet : public Module {
+class MnistConvNet : public FeatureClassifier {
 public:
     MnistConvNet(const ConvNetConfig& cfg, Generator& gen);
     std::string describe() const override;
@@ -92,6 +104,10 @@ public:
     // Start of an epoch: restart the GP precision (no-op without SNGP).
     void reset_precision();
     RandomFeatureGP* gp() { return gp_.get(); }
+    // The globally pooled features before the final Linear (after its dropout, if any).
+    Var features(const Var& x) override;
+    Var classify(const Var& features) override;
+    std::int64_t feature_dim() const override { return cfg_.width; }
     const ConvNetConfig& config() const { return cfg_; }
 
 private:
