@@ -143,62 +143,45 @@ std::vector<Parameter*> trainable_parameters(SDE& sde) {
     return out;
 }
 
-// Forward solve without a tape (fixed steps): the states at the grid's output indices, as heap tensors.
-// Every step runs in a nested scope, so memory is independent of the number of steps.
-std::vector<Tensor> forward_no_tape(SDE& sde, Solver& solver, const Tensor& y0, const StepGrid& grid,
-                                    const BrownianPath& bm, std::vector<Tensor>* final_state) {
-    const std::int64_t batch = y0.dim(0), m = sde.brownian_dim(y0.dim(1));
-    std::vector<Tensor> outputs;
-    Tensor y = y0.clone();
-    outputs.push_back(y.clone());
-    Tensor dw = Tensor::empty({batch, m}, y0.dtype()), levy;
-    const bool need_levy = solver.needs_levy_area();
-    if (need_levy) levy = Tensor::empty({batch, m}, y0.dtype());
-    std::vector<double> buf, hbuf;
-    SolverState state;
-    std::vector<Tensor> state_heap;
-    auto keep_state = [&]() {  // copies the solver's carried state out of the nested arena
-        state_heap.resize(state.vars.size());
-        for (std::size_t k = 0; k < state.vars.size(); ++k) {
-            const Tensor& v = state.vars[k].value();
-            if (!state_heap[k].defined() || state_heap[k].shape() != v.shape())
-                state_heap[k] = v.clone();
-            else if (state_heap[k].raw() != v.raw())
-                state_heap[k].copy_from(v);
-            state.vars[k] = Var(state_heap[k]);
-        }
-    };
-    NoGradScope no_grad;
-    {
-        NestedTape scope;
-        solver.init(sde, grid.times[0], Var(y), state);
-        keep_state();
+Tensor pack_outputs(const std::vector<Tensor>& states, const std::vector<Tensor>* costs, const Var& y0) {
+    if (!costs) return stack_outputs(states, y0);
+    const std::int64_t T = static_cast<std::int64_t>(states.size()), B = y0.dim(0), d = y0.dim(1);
+    Tensor out = Tensor::arena_empty({T * B * d + T * B}, y0.dtype());
+    const std::size_t esize = dtype_size(y0.dtype());
+    auto* base = static_cast<std::byte*>(out.raw());
+    for (std::int64_t i = 0; i < T; ++i) {
+        Tensor::view(base + static_cast<std::size_t>(i * B * d) * esize, {B, d}, y0.dtype())
+            .copy_from(states[static_cast<std::size_t>(i)]);
+        Tensor::view(base + static_cast<std::size_t>(T * B * d + i * B) * esize, {B}, y0.dtype())
+            .copy_from((*costs)[static_cast<std::size_t>(i)]);
     }
-    std::size_t next_out = 1;
-    for (std::size_t n = 0; n + 1 < grid.times.size(); ++n) {
-        const double t = grid.times[n], dt = grid.times[n + 1] - t;
-        if (need_levy) {
-            buf.resize(static_cast<std::size_t>(bm.size()));
-            hbuf.resize(buf.size());
-            bm.increment_levy(t, grid.times[n + 1], buf, hbuf);
-            dw.copy_from(Tensor::view(buf.data(), dw.shape(), DType::f64));
-            levy.copy_from(Tensor::view(hbuf.data(), levy.shape(), DType::f64));
-        } else {
-            detail::brownian_into(bm, t, grid.times[n + 1], buf, dw);
-        }
-        {
-            NestedTape scope;
-            Var y_next = solver.step(sde, t, dt, Var(y), Var(dw), need_levy ? Var(levy) : Var(), state);
-            y.copy_from(y_next.value());
-            keep_state();
-        }
-        if (next_out < grid.output_index.size() && grid.output_index[next_out] == n + 1) {
-            outputs.push_back(y.clone());
-            ++next_out;
-        }
-    }
-    if (final_state) *final_state = state_heap;
-    return outputs;
+    return out;
+}
+
+Solution unpack_outputs(const Var& packed, std::int64_t T, std::int64_t B, std::int64_t d, bool has_cost) {
+    if (!has_cost) return {packed, Var()};
+    const std::int64_t n = T * B * d;
+    return {reshape(slice(packed, 0, 0, n), Shape{T, B, d}),
+            reshape(slice(packed, 0, n, n + T * B), Shape{T, B})};
+}
+
+void running_cost_vjp(RunningCost& cost, const std::vector<Parameter*>& params, double t, double dt,
+                      const Tensor& y, const Tensor& dw, const Tensor& a_c, Tensor& a_y,
+                      std::vector<Tensor>& a_theta) {
+    NestedTape scope;
+    Var yl = leaf(y);
+    std::vector<Var> pv;
+    pv.reserve(params.size());
+    for (Parameter* p : params) pv.push_back(p->var());
+    Var c = cost.increment(t, dt, yl, Var(dw));
+    if (c.shape() != Shape{y.dim(0)} || c.dtype() != y.dtype())
+        throw ShapeError(
+            fmt::format("running cost: the increment at t = {} is {}, need [{}] of the state's dtype", t,
+                        describe(c.value()), y.dim(0)));
+    if (!node_of(c)) return;
+    backward(c, a_c);
+    axpy(a_y, 1.0, yl.grad());
+    for (std::size_t k = 0; k < pv.size(); ++k) axpy(a_theta[k], 1.0, pv[k].grad());
 }
 
 Tensor time_slice(const Tensor& t, std::int64_t i) {
@@ -219,13 +202,14 @@ using detail::time_slice;
 // The recorded node's backward: the augmented adjoint system, solved backwards.
 struct AdjointBackward {
     SDE* sde;
+    RunningCost* cost;  // null without a running cost
     const BrownianPath* bm;  // the caller's: a copy would duplicate its O(log steps) cache of tree nodes
     StepGrid grid;
     std::string method;  // "midpoint", "heun" or "euler"
     std::vector<Parameter*> params;
     Node* y0_node;
     std::vector<Node*> param_nodes;
-    Tensor outputs;  // the node's value [T, batch, d] (lives as long as the node)
+    Tensor outputs;  // the states [T, batch, d] in the node's value (which lives as long as the node)
 
     // Heap buffers of one augmented evaluation.
     struct Eval {
@@ -265,10 +249,18 @@ struct AdjointBackward {
         for (std::size_t k = 0; k < pv.size(); ++k) e.v_theta[k].copy_from(pv[k].grad());
     }
 
-    void operator()(const Tensor& grad_out) {
+    void operator()(const Tensor& grad_packed) {
         const Tensor y_T = time_slice(outputs, 0);
         const Shape s = y_T.shape();
         const DType dt_y = outputs.dtype();
+        // The node's gradient: the states' [T, batch, d], then (with a cost) the costs' [T, batch].
+        const Tensor grad_out = Tensor::view(grad_packed.raw(), outputs.shape(), dt_y);
+        auto grad_cost = [&](std::int64_t i) {
+            auto* base = static_cast<std::byte*>(grad_packed.raw());
+            const std::size_t off = static_cast<std::size_t>(outputs.numel() + i * s[0]) * dtype_size(dt_y);
+            return Tensor::view(base + off, Shape{s[0]}, dt_y);
+        };
+        Tensor a_c = cost ? Tensor::zeros({s[0]}, dt_y) : Tensor();  // the cost's cotangent
         auto make_eval = [&]() {
             Eval e{Tensor::empty(s, dt_y), Tensor::empty(s, dt_y), {}};
             for (Parameter* p : params)
@@ -282,14 +274,25 @@ struct AdjointBackward {
         for (Parameter* p : params) a_theta.push_back(Tensor::zeros(p->value().shape(), p->value().dtype()));
         const std::int64_t m = sde->brownian_dim(s[1]);
         Tensor dw = Tensor::empty({s[0], m}, dt_y);
+        Tensor dw_fwd = cost ? Tensor::empty({s[0], m}, dt_y) : Tensor();
         std::vector<double> buf;
 
         std::int64_t out_i = static_cast<std::int64_t>(grid.output_index.size()) - 1;
         auto at_output = [&](std::size_t n) {
-            // dL/dY(ts[i]) enters a; y restarts from the stored forward value (as torchsde's adjoint does).
-            if (out_i >= 0 && grid.output_index[static_cast<std::size_t>(out_i)] == n) {
-                y.copy_from(time_slice(outputs, out_i));
+            // y restarts from the stored forward value at an output (as torchsde's adjoint does).
+            const bool is_out = out_i >= 0 && grid.output_index[static_cast<std::size_t>(out_i)] == n;
+            if (is_out) y.copy_from(time_slice(outputs, out_i));
+            // The running cost's step n, c(t_n, h_n, y_n, dW_n): a += a_c dc/dy, a_theta += a_c dc/dtheta
+            // (docs/estimators.md, "Running costs"). a_c holds the cost outputs after t_n.
+            if (cost && n + 1 < grid.times.size()) {
+                detail::brownian_into(*bm, grid.times[n], grid.times[n + 1], buf, dw_fwd);
+                detail::running_cost_vjp(*cost, params, grid.times[n], grid.times[n + 1] - grid.times[n], y,
+                                         dw_fwd, a_c, a, a_theta);
+            }
+            // dL/dY(ts[i]) (and dL/dC(ts[i])) enter the cotangents.
+            if (is_out) {
                 axpy(a, 1.0, time_slice(grad_out, out_i));
+                if (cost) axpy(a_c, 1.0, grad_cost(out_i));
                 --out_i;
             }
         };
@@ -350,8 +353,10 @@ std::string adjoint_method(const SDE& sde, const SolveOptions& opt) {
 
 }  // namespace
 
-Var AdjointEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-                            const SolveOptions& opt, SolveStats* stats) {
+namespace {
+
+Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                       const SolveOptions& opt, RunningCost* cost, SolveStats* stats) {
     if (sde.noise() == Noise::general)
         throw UsageError(
             "adjoint estimator: general noise is not supported (diagonal, scalar or additive noise "
@@ -371,27 +376,44 @@ Var AdjointEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts,
     // Forward: the shared driver without a tape (each step in its own nested scope, so its memory does not
     // grow with the number of steps); its accepted step times are the grid the backward solve retraces.
     StepGrid grid;
-    std::vector<Tensor> states;
+    std::vector<Tensor> states, costs;
     {
         NoGradScope no_grad;
-        ForwardResult r = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats);
+        ForwardResult r = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats, cost);
         states = std::move(r.states);
+        costs = std::move(r.cost_states);
         grid = detail::grid_from_times(ts, std::move(r.step_times));
     }
 
-    Tensor out = detail::stack_outputs(states, y0);
+    const auto T = static_cast<std::int64_t>(ts.size());
+    Tensor out = detail::pack_outputs(states, cost ? &costs : nullptr, y0);
     std::vector<Parameter*> params = detail::trainable_parameters(sde);
     std::vector<Var> inputs = detail::recorded_inputs(y0, params);
     if (inputs.empty()) {
         check_anomaly("sde_adjoint", out);
-        return Var(out);
+        return detail::unpack_outputs(Var(out), T, y0.dim(0), y0.dim(1), cost != nullptr);
     }
 
+    const Tensor states_view = Tensor::view(out.raw(), Shape{T, y0.dim(0), y0.dim(1)}, out.dtype());
     auto* closure = current_tape().arena().make<AdjointBackward>(
-        AdjointBackward{&sde, &bm, std::move(grid), method, params, node_of(y0), {}, out});
+        AdjointBackward{&sde, cost, &bm, std::move(grid), method, params, node_of(y0), {}, states_view});
     for (std::size_t k = 0; k < params.size(); ++k) closure->param_nodes.push_back(node_of(inputs[k + 1]));
     BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<AdjointBackward*>(c))(g); };
-    return record_n("sde_adjoint", out, inputs, fn, closure);
+    return detail::unpack_outputs(record_n("sde_adjoint", out, inputs, fn, closure), T, y0.dim(0), y0.dim(1),
+                                  cost != nullptr);
+}
+
+}  // namespace
+
+Var AdjointEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                            const SolveOptions& opt, SolveStats* stats) {
+    return adjoint_solve(sde, y0, ts, bm, opt, nullptr, stats).ys;
+}
+
+Solution AdjointEstimator::solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts,
+                                           const BrownianPath& bm, const SolveOptions& opt, RunningCost& cost,
+                                           SolveStats* stats) {
+    return adjoint_solve(sde, y0, ts, bm, opt, &cost, stats);
 }
 
 void register_adjoint_estimators() {

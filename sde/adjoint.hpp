@@ -38,6 +38,8 @@ public:
     std::string name() const override { return "adjoint"; }
     Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
               const SolveOptions& opt, SolveStats* stats) override;
+    Solution solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                             const SolveOptions& opt, RunningCost& cost, SolveStats* stats) override;
 };
 
 class ReversibleHeunEstimator : public GradientEstimator {
@@ -45,6 +47,8 @@ public:
     std::string name() const override { return "reversible_heun"; }
     Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
               const SolveOptions& opt, SolveStats* stats) override;
+    Solution solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                             const SolveOptions& opt, RunningCost& cost, SolveStats* stats) override;
 };
 
 // Registers "adjoint" and "reversible_heun" with register_estimator() (idempotent). Also done by a static
@@ -63,12 +67,18 @@ StepGrid fixed_step_grid(std::span<const double> ts, double dt);
 // The same for given accepted step times (adaptive forward solves): the outputs must be among them.
 StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times);
 
-// Forward solve without a tape over the grid's steps, each step in its own nested scope: returns the states
-// at the grid's outputs (heap tensors) and, if final_state is set, the solver's carried state at the end.
-std::vector<Tensor> forward_no_tape(SDE& sde, Solver& solver, const Tensor& y0, const StepGrid& grid,
-                                    const BrownianPath& bm, std::vector<Tensor>* final_state);
 // The states at the outputs stacked into one [T, batch, d] arena tensor (the estimators' forward value).
 Tensor stack_outputs(const std::vector<Tensor>& states, const Var& y0);
+// The node value of an estimator: without costs stack_outputs(); with costs one flat arena tensor, the
+// states [T, batch, d] then the costs [T, batch] (one node, so gradients reach it through either output).
+Tensor pack_outputs(const std::vector<Tensor>& states, const std::vector<Tensor>* costs, const Var& y0);
+// The node's output split back into states and costs (views on the tape: reshape of slice).
+Solution unpack_outputs(const Var& packed, std::int64_t T, std::int64_t B, std::int64_t d, bool has_cost);
+// One nested VJP of a running cost's increment c(t, dt, y, dw) [batch] with cotangent a_c [batch]:
+// a_y += a_c^T dc/dy, a_theta[k] += a_c^T dc/dtheta_k (heap tensors).
+void running_cost_vjp(RunningCost& cost, const std::vector<Parameter*>& params, double t, double dt,
+                      const Tensor& y, const Tensor& dw, const Tensor& a_c, Tensor& a_y,
+                      std::vector<Tensor>& a_theta);
 // The Vars an estimator's node records over: y0, then a leaf per parameter. Empty when nothing needs a
 // gradient (gradients off, or neither y0 nor a parameter on the current tape).
 std::vector<Var> recorded_inputs(const Var& y0, const std::vector<Parameter*>& params);

@@ -21,6 +21,7 @@ namespace {
 struct Carry {
     Var y;
     SolverState state;
+    Var cost;  // [batch], with a running cost
 };
 
 // W(t) - W(s) (and H(s, t)) for the [batch, m] layout, into fresh arena tensors of dtype.
@@ -70,11 +71,12 @@ Tensor copy_to(const Tensor& src, Tensor& buf) {
 // Ping-pong heap storage of a Carry for unrecorded solves: the step's temporaries live in a NestedTape
 // that is freed at the end of the step; only the new carry survives, here.
 struct HeapCarry {
-    Tensor y;
+    Tensor y, cost;
     std::vector<Tensor> vars;
     Carry store(const Carry& c) {
         Carry out;
         out.y = Var(copy_to(c.y.value(), y));
+        if (c.cost.value().defined()) out.cost = Var(copy_to(c.cost.value(), cost));
         vars.resize(c.state.vars.size());
         out.state.vars.reserve(vars.size());
         for (std::size_t i = 0; i < vars.size(); ++i)
@@ -164,7 +166,8 @@ void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_
 }
 
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
-                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats) {
+                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
+                        RunningCost* cost) {
     validate(sde, solver, y0, ts, bm, opt);
     SolveStats local;
     SolveStats& st = stats ? *stats : local;
@@ -182,8 +185,17 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     auto advance = [&](const Carry& c, double s, double t) {
         Tensor dw, h;
         increment_between(bm, s, t, batch, m, dtype, dw, levy ? &h : nullptr);
-        Carry out{Var(), c.state};
+        Carry out{Var(), c.state, Var()};
+        Var inc;
+        if (cost) {  // at the left point (y_n, before the step)
+            inc = cost->increment(s, t - s, c.y, Var(dw));
+            if (inc.shape() != Shape{batch} || inc.dtype() != dtype)
+                throw ShapeError(fmt::format("integrate: the running cost's increment at t = {} is {}, "
+                                             "need [{}] of the state's dtype",
+                                             s, describe(inc.value()), batch));
+        }
         out.y = solver.step(sde, s, t - s, c.y, Var(dw), levy ? Var(h) : Var(), out.state);
+        if (cost) out.cost = c.cost + inc;
         ++st.solver_steps;
         if (out.y.shape() != c.y.shape())
             throw ShapeError(fmt::format(
@@ -206,22 +218,27 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     Carry cur;
     if (record) {
         cur.y = y0;
+        if (cost) cur.cost = Var(Tensor::arena_zeros({batch}, dtype));
         solver.init(sde, ts[0], cur.y, cur.state);
     } else {
         NestedTape scope;
         Carry c;
         c.y = Var(y0.value());
+        if (cost) c.cost = Var(Tensor::arena_zeros({batch}, dtype));
         solver.init(sde, ts[0], c.y, c.state);
         cur = keep(c);
     }
 
-    std::vector<Var> outs_rec;
-    std::vector<Tensor> outs_heap;
+    std::vector<Var> outs_rec, costs_rec;
+    std::vector<Tensor> outs_heap, costs_heap;
     auto emit = [&]() {
-        if (record)
+        if (record) {
             outs_rec.push_back(cur.y);
-        else
+            if (cost) costs_rec.push_back(cur.cost);
+        } else {
             outs_heap.push_back(cur.y.value().clone());
+            if (cost) costs_heap.push_back(cur.cost.value().clone());
+        }
     };
     emit();
 
@@ -308,6 +325,10 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     if (record) {
         for (auto& v : outs_rec) res.states.push_back(v.value());
         res.stacked = stack(outs_rec, 0);
+        if (cost) {
+            for (auto& v : costs_rec) res.cost_states.push_back(v.value());
+            res.cost_stacked = stack(costs_rec, 0);
+        }
     } else {
         std::vector<Var> vs;
         for (auto& o : outs_heap) {
@@ -315,6 +336,15 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
             vs.emplace_back(res.states.back());
         }
         res.stacked = stack(vs, 0);
+        if (cost) {
+            std::vector<Var> cs;
+            for (auto& o : costs_heap) {
+                res.cost_states.push_back(o.clone_arena());
+                cs.emplace_back(res.cost_states.back());
+            }
+            res.cost_stacked = stack(cs, 0);
+        }
+        for (const Var& v : cur.state.vars) res.final_solver_state.push_back(v.value().clone());
     }
     return res;
 }
@@ -333,9 +363,28 @@ public:
         auto solver = make_solver(opt.solver);
         return integrate(sde, *solver, y0, ts, bm, opt, true, stats).stacked;
     }
+    // With gradients off, the unrecorded loop (each step in a nested scope: memory flat in the steps).
+    Solution solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                             const SolveOptions& opt, RunningCost& cost, SolveStats* stats) override {
+        auto solver = make_solver(opt.solver);
+        ForwardResult r = integrate(sde, *solver, y0, ts, bm, opt, grad_enabled(), stats, &cost);
+        return {r.stacked, r.cost_stacked};
+    }
 };
 
 using Factory = std::function<std::unique_ptr<GradientEstimator>()>;
+
+}  // namespace
+
+Solution GradientEstimator::solve_with_cost(SDE&, const Var&, std::span<const double>, const BrownianPath&,
+                                            const SolveOptions&, RunningCost&, SolveStats*) {
+    throw UsageError(fmt::format("gradient estimator '{}' does not support running costs (the KL path "
+                                 "integral of sdeint_logqp); \"backprop\", \"adjoint\" and "
+                                 "\"reversible_heun\" do",
+                                 name()));
+}
+
+namespace {
 
 struct Registry {
     std::mutex mu;
