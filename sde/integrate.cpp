@@ -30,7 +30,7 @@ void increment_between(const BrownianPath& bm, double s, double t, std::int64_t 
     const std::int64_t n = batch * m;
     if (bm.size() != n)
         throw ShapeError(
-            fmt::format("brownian_increment: the path has {} coordinates, but [batch, m] = [{}, {}] "
+            fmt::format("integrate: the Brownian path has {} coordinates, but [batch, m] = [{}, {}] "
                         "needs {}",
                         bm.size(), batch, m, n));
     if (!levy_h && dtype == DType::f32) {  // straight into float (the same bits as through doubles)
@@ -159,11 +159,6 @@ double scaled_error(const Tensor& y, const Tensor& a, const Tensor& b, double at
 }
 
 }  // namespace
-
-void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m,
-                        DType dt_, Tensor& dw, Tensor* levy_h) {
-    increment_between(bm, t, t + dt, batch, m, dt_, dw, levy_h);
-}
 
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
                         const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,

@@ -105,10 +105,4 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
                         const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
                         RunningCost* cost = nullptr);
 
-// Brownian increment W(t + dt) - W(t) (and the space-time Levy area H(t, t + dt) when levy_h is not null)
-// as tensors [batch, m] of dtype dt_: element (b, k) is coordinate b * m + k of the path. Both are freshly
-// allocated in the current arena (never filled in place: a recorded op may still hold the old values).
-void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m,
-                        DType dt_, Tensor& dw, Tensor* levy_h);
-
 }  // namespace sdeuq::sde
