@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fmt/format.h>
 
 namespace sdeuq::sde {
@@ -136,6 +137,19 @@ void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const 
                                      who, bm.size(), y0.dim(0), m));
 }
 
+void check_listed_parameters(const char* who, const std::vector<Parameter*>& params) {
+    for (const Node* n : current_tape().nodes()) {
+        if (!n->closure || std::strcmp(n->op, "parameter") != 0) continue;
+        const auto* p = static_cast<const Parameter*>(n->closure);
+        if (std::find(params.begin(), params.end(), p) != params.end()) continue;
+        throw UsageError(fmt::format(
+            "{}: f or g uses the trainable parameter '{}' {}, which the SDE's parameters() does not "
+            "list, so its gradient would be lost; list it in parameters(), or build the SDE as a ModuleSDE "
+            "(sde/module_sde.hpp), whose parameters() are its modules'",
+            who, p->name(), describe(p->value())));
+    }
+}
+
 std::vector<Parameter*> trainable_parameters(SDE& sde) {
     std::vector<Parameter*> out;
     for (Parameter* p : sde.parameters())
@@ -174,6 +188,7 @@ void running_cost_vjp(RunningCost& cost, const std::vector<Parameter*>& params, 
     pv.reserve(params.size());
     for (Parameter* p : params) pv.push_back(p->var());
     Var c = cost.increment(t, dt, yl, Var(dw));
+    check_listed_parameters("the running cost (KL) of the adjoint or reversible_heun estimator", params);
     if (c.shape() != Shape{y.dim(0)} || c.dtype() != y.dtype())
         throw ShapeError(
             fmt::format("running cost: the increment at t = {} is {}, need [{}] of the state's dtype", t,
@@ -238,6 +253,7 @@ struct AdjointBackward {
         if (phi.shape() != y.shape())
             throw ShapeError(fmt::format("adjoint estimator: f dt + g dW is {}, the state {}",
                                          describe(phi.value()), describe(y)));
+        detail::check_listed_parameters("adjoint estimator", params);
         e.phi.copy_from(phi.value());
         if (!node_of(phi)) {
             e.v_y.fill(0.0);

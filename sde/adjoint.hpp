@@ -93,6 +93,10 @@ void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const 
                       const BrownianPath& bm);
 // The trainable parameters of the SDE (deduplicated, in order).
 std::vector<Parameter*> trainable_parameters(SDE& sde);
+// The memory-efficient estimators collect gradients only for the listed parameters: a trainable
+// Parameter that f, g (or a running cost) used on the current nested tape but that is not in `params`
+// would silently get none. Throws a UsageError naming it (and `who`). Backprop needs no list.
+void check_listed_parameters(const char* who, const std::vector<Parameter*>& params);
 
 }  // namespace detail
 

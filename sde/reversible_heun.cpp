@@ -186,6 +186,7 @@ struct ReversibleHeunBackward {
                     total = sum(sj);
                 }
                 f_cur.copy_from(fz.value());
+                detail::check_listed_parameters("reversible_heun estimator", params);
                 if (node_of(total)) {
                     backward(total);
                     cz.copy_from(zl.grad());

@@ -30,7 +30,8 @@ Var combine_n(std::initializer_list<Var> xs, std::initializer_list<double> cs) {
     bool same = true;
     for (const Var& x : xs) same = same && x.shape() == x0.shape() && x.dtype() == x0.dtype();
     if (same)
-        return lincomb(std::span<const Var>(xs.begin(), xs.size()), std::span<const double>(cs.begin(), cs.size()));
+        return lincomb(std::span<const Var>(xs.begin(), xs.size()),
+                       std::span<const double>(cs.begin(), cs.size()));
     auto c = cs.begin();
     Var out;
     for (const Var& x : xs) {
@@ -206,7 +207,8 @@ public:
         Var z1 = combine_n({y, z, f0, gw0}, {2.0, -1.0, dt, 1.0});
         Var f1 = sde.f(t + dt, z1);
         Var g1 = sde.g(t + dt, z1);
-        Var y1 = combine_n({y, f0, f1, gw0, diffusion_product(noise, g1, dw)}, {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
+        Var y1 = combine_n({y, f0, f1, gw0, diffusion_product(noise, g1, dw)},
+                           {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
         state.vars = {z1, f1, g1};
         return y1;
     }

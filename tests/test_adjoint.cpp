@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "autodiff/random.hpp"
+#include "nn/layers.hpp"
 #include "sde/adjoint.hpp"
+#include "sde/module_sde.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
@@ -453,4 +455,91 @@ TEST_CASE("docs/estimators.md shows the example estimator's code verbatim", "[ad
     INFO(
         "the code between the BEGIN/END markers of tests/test_adjoint.cpp must appear in docs/estimators.md");
     CHECK(doc.find(code) != std::string::npos);
+}
+
+namespace {
+
+// A ModuleSDE of two small float64 MLPs (tanh drift, sigmoid diffusion), optionally seeing t.
+ModuleSDE module_sde(std::int64_t d, Noise noise, bool time_input, std::int64_t m = 1) {
+    Generator gen(5, 1);
+    const std::int64_t in = d + (time_input ? 1 : 0);
+    const std::int64_t gout = noise == Noise::general ? d * m : d;
+    nn::LinearOptions lo{.dtype = DType::f64};
+    auto f = std::make_shared<nn::Sequential>();
+    f->emplace<nn::Linear>(in, 8, gen, lo);
+    f->emplace<nn::Activation>(nn::Act::tanh);
+    f->emplace<nn::Linear>(8, d, gen, lo);
+    auto g = std::make_shared<nn::Sequential>();
+    g->emplace<nn::Linear>(in, gout, gen, lo);
+    g->emplace<nn::Activation>(nn::Act::sigmoid);
+    return ModuleSDE(f, g, ModuleSDEOptions{noise, Calculus::stratonovich, time_input, m});
+}
+
+// The tiny neural SDE with its diffusion's bias left out of parameters() (the mistake ModuleSDE rules out).
+class ForgetfulSDE : public TinyNeuralSDE {
+public:
+    ForgetfulSDE() : TinyNeuralSDE(3, Noise::diagonal) {}
+    std::vector<Parameter*> parameters() override {
+        auto ps = TinyNeuralSDE::parameters();
+        ps.pop_back();  // bg
+        return ps;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ModuleSDE: parameters() are its modules'; adjoint and reversible Heun gradients match backprop",
+          "[adjoint][module_sde]") {
+    register_adjoint_estimators();
+    for (auto [noise, time_input] : {std::pair{Noise::diagonal, false}, std::pair{Noise::diagonal, true},
+                                     std::pair{Noise::general, true}}) {
+        Problem pb;
+        ModuleSDE sde = module_sde(pb.d, noise, time_input, 2);
+        std::vector<Parameter*> expect = sde.drift().parameters(true);
+        for (Parameter* p : sde.diffusion().parameters(true)) expect.push_back(p);
+        CHECK(sde.parameters() == expect);
+        BrownianPath bm = make_path(pb, sde, 0.0, 21);
+        SolveOptions opt;
+        opt.dt = 1e-3;
+        opt.solver = "midpoint";
+        opt.estimator = "backprop";
+        auto g_bp = gradient(sde, pb, bm, opt);
+        if (noise != Noise::general) {
+            opt.estimator = "adjoint";
+            const double e = rel_error(gradient(sde, pb, bm, opt), g_bp);
+            INFO(noise_name(noise) << " noise, time input " << time_input << ": adjoint rel. error " << e);
+            CHECK(e < 1e-2);
+        }
+        opt.dt = 1e-2;
+        opt.solver = "reversible_heun";
+        opt.estimator = "backprop";
+        auto g_bp_rh = gradient(sde, pb, bm, opt);
+        opt.estimator = "reversible_heun";
+        CHECK(rel_error(gradient(sde, pb, bm, opt), g_bp_rh) < 1e-10);
+    }
+}
+
+TEST_CASE("a parameter that f or g use but parameters() misses: the adjoint and reversible Heun name it",
+          "[adjoint][module_sde]") {
+    register_adjoint_estimators();
+    Problem pb;
+    ForgetfulSDE sde;
+    BrownianPath bm = make_path(pb, sde, 0.0, 22);
+    for (const char* est : {"adjoint", "reversible_heun"}) {
+        SolveOptions opt;
+        opt.dt = 0.05;
+        opt.solver = std::string(est) == "adjoint" ? "midpoint" : "reversible_heun";
+        opt.estimator = est;
+        Var ys = sdeint(sde, leaf(pb.y0), pb.ts, bm, opt);
+        CHECK_THROWS_WITH(backward(sum(ys)), Catch::Contains(est) && Catch::Contains("'bg'") &&
+                                                 Catch::Contains("parameters()"));
+        reset_tape();
+    }
+    // Backprop needs no list: the same SDE's gradient reaches bg.
+    SolveOptions opt;
+    opt.dt = 0.05;
+    opt.solver = "midpoint";
+    Var ys = sdeint(sde, leaf(pb.y0), pb.ts, bm, opt);
+    backward(sum(ys));
+    reset_tape();
 }
