@@ -119,24 +119,6 @@ void axpy(Tensor& y, double alpha, const Tensor& x) {
     });
 }
 
-void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const double> ts,
-                      const BrownianPath& bm) {
-    if (y0.rank() != 2)
-        throw UsageError(
-            fmt::format("{} estimator: y0 must be [batch, d], got {}", who, describe(y0.value())));
-    if (ts.size() < 2) throw UsageError(fmt::format("{} estimator: ts needs at least two times", who));
-    for (std::size_t i = 1; i < ts.size(); ++i)
-        if (!(ts[i] > ts[i - 1]))
-            throw UsageError(fmt::format("{} estimator: ts must be strictly increasing", who));
-    if (ts.front() < bm.t0() || ts.back() > bm.t1())
-        throw UsageError(fmt::format("{} estimator: the Brownian path [{}, {}] does not cover [{}, {}]", who,
-                                     bm.t0(), bm.t1(), ts.front(), ts.back()));
-    const std::int64_t m = sde.brownian_dim(y0.dim(1));
-    if (bm.size() != y0.dim(0) * m)
-        throw UsageError(fmt::format("{} estimator: the Brownian path has size {}, need batch * m = {} * {}",
-                                     who, bm.size(), y0.dim(0), m));
-}
-
 void check_listed_parameters(const char* who, const std::vector<Parameter*>& params) {
     for (const Node* n : current_tape().nodes()) {
         if (!n->closure || std::strcmp(n->op, "parameter") != 0) continue;
@@ -382,7 +364,6 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
             fmt::format("adjoint estimator: Ito SDEs with {} noise are not supported (write the SDE "
                         "in Stratonovich form)",
                         noise_name(sde.noise())));
-    detail::check_solve_args("adjoint", sde, y0, ts, bm);
     const std::string method = adjoint_method(sde, opt);
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))

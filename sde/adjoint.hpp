@@ -88,9 +88,6 @@ Tensor time_slice(const Tensor& t, std::int64_t i);
 void brownian_into(const BrownianPath& bm, double s, double t, std::vector<double>& buf, Tensor& out);
 // Heap arithmetic: y += alpha x (same shape and dtype).
 void axpy(Tensor& y, double alpha, const Tensor& x);
-// Checks shapes of y0, ts and the Brownian path; throws UsageError naming `who`.
-void check_solve_args(const char* who, SDE& sde, const Var& y0, std::span<const double> ts,
-                      const BrownianPath& bm);
 // The trainable parameters of the SDE (deduplicated, in order).
 std::vector<Parameter*> trainable_parameters(SDE& sde);
 // The memory-efficient estimators collect gradients only for the listed parameters: a trainable

@@ -241,7 +241,6 @@ Solution reversible_heun_solve(SDE& sde, const Var& y0, std::span<const double> 
             fmt::format("reversible_heun estimator: it solves with the reversible Heun method; solver "
                         "'{}' was asked for (set SolveOptions::solver = \"reversible_heun\")",
                         opt.solver));
-    detail::check_solve_args("reversible_heun", sde, y0, ts, bm);
     auto solver = make_solver("reversible_heun");
     if (!solver->supports(sde.noise(), sde.calculus()))
         throw UsageError(

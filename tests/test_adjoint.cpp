@@ -366,6 +366,12 @@ TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves"
     opt.solver = "euler";
     CHECK_THROWS_WITH(sdeint(ito, y0, pb.ts, bm_d, opt),
                       Catch::Contains("adjoint estimator") && Catch::Contains("Ito"));
+    // One validator (integrate()'s) for every estimator: reversible Heun's forward checks the path too.
+    BrownianPath wrong(0.0, 1.0, 2, 1);
+    opt.estimator = "reversible_heun";
+    opt.solver = "reversible_heun";
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, wrong, opt),
+                      Catch::Contains("Brownian path has 2 coordinates") && Catch::Contains("reversible_heun"));
     CHECK(estimator_names().size() >= 3);
     reset_tape();
 }
