@@ -203,10 +203,12 @@ std::unique_ptr<Solver> make() {
 constexpr SolverInfo kSolvers[] = {
     // kind                       name               ito    strat  general comm additive levy   factory
     {SolverKind::euler,           "euler",           true,  false, 0.5,    0.5, 1.0,     false, make<Euler>},
-    {SolverKind::milstein,        "milstein",        true,  true,  0.0,    1.0, 0.0,     false, make<Milstein>},
+    {SolverKind::milstein,        "milstein",        true,  true,  0.0,    1.0, 0.0,     false,
+     make<Milstein>},
     {SolverKind::srk,             "srk",             true,  true,  0.0,    0.0, 1.5,     true,  make<SRA1>},
     {SolverKind::heun,            "heun",            false, true,  0.5,    1.0, 1.0,     false, make<Heun>},
-    {SolverKind::midpoint,        "midpoint",        false, true,  0.5,    1.0, 1.0,     false, make<Midpoint>},
+    {SolverKind::midpoint,        "midpoint",        false, true,  0.5,    1.0, 1.0,     false,
+     make<Midpoint>},
     {SolverKind::reversible_heun, "reversible_heun", false, true,  0.5,    1.0, 1.0,     false,
      make<ReversibleHeun>},
 };
