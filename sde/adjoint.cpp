@@ -338,10 +338,13 @@ struct AdjointBackward {
 };
 
 std::string adjoint_method(const SDE& sde, const SolveOptions& opt) {
-    auto stratonovich = [](const std::string& n) { return n == "midpoint" || n == "heun"; };
-    std::string name = opt.adjoint_solver;
-    if (name.empty()) name = stratonovich(opt.solver) ? opt.solver : "midpoint";
-    if (stratonovich(name)) return name;
+    auto stratonovich = [](const SolverChoice& c) {
+        return c == SolverKind::midpoint || c == SolverKind::heun;
+    };
+    SolverChoice choice = opt.adjoint_solver;
+    if (choice.empty()) choice = stratonovich(opt.solver) ? opt.solver : SolverChoice(SolverKind::midpoint);
+    const std::string name = choice.name();
+    if (stratonovich(choice)) return name;
     if (name == "euler" && sde.noise() == Noise::additive) return name;
     throw UsageError(
         fmt::format("adjoint estimator: adjoint_solver '{}' is not supported for {} noise (use "
@@ -367,7 +370,7 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
     const std::string method = adjoint_method(sde, opt);
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))
-        throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs", opt.solver,
+        throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs", solver->name(),
                                      calculus_name(sde.calculus()), noise_name(sde.noise())));
 
     // Forward: the shared driver without a tape (each step in its own nested scope, so its memory does not

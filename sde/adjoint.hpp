@@ -19,8 +19,8 @@
 // NeurIPS, Algorithms 1 and 2): the forward solve with the reversible Heun method keeps only its final
 // state (y, z, f(z), g(z)); the backward pass inverts each step algebraically with the same dW and
 // back-propagates through it locally. The gradients are those of backprop through the solver up to
-// round-off. Any noise type; fixed steps. It always solves with the reversible Heun method: opt.solver must
-// be "reversible_heun" or the default "euler" (taken as unset); anything else is a UsageError.
+// round-off. Any noise type; fixed steps. It always solves with the reversible Heun method:
+// opt.solver must be unset or reversible_heun; anything else (euler included) is a UsageError.
 //
 // Both keep pointers to the caller's SDE and Brownian path (as torchsde does): both must outlive backward().
 #pragma once

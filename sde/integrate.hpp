@@ -15,7 +15,7 @@
 namespace sdeuq::sde {
 
 struct SolveOptions {
-    std::string solver = "euler";
+    SolverChoice solver;  // unset: the estimator's default (euler; reversible_heun for reversible_heun)
     double dt = 1e-2;  // fixed step (and the first step when adaptive)
     bool adaptive = false;
     double rtol = 1e-3, atol = 1e-4, safety = 0.9;
@@ -24,8 +24,9 @@ struct SolveOptions {
     // "backprop" (the tape through the solver), "adjoint" (stochastic adjoint, Li et al. 2020),
     // "reversible_heun" (algebraically reversible adjoint, Kidger et al. 2021), or any registered name.
     std::string estimator = "backprop";
-    // Solver of the adjoint's backward solve ("" = the forward solver).
-    std::string adjoint_solver;
+    // Solver of the adjoint's backward solve (unset: the forward solver if it is midpoint or heun, else
+    // midpoint).
+    SolverChoice adjoint_solver;
 };
 
 // Statistics of the last solve (reset at its start).

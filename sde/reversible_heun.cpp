@@ -236,11 +236,11 @@ Solution reversible_heun_solve(SDE& sde, const Var& y0, std::span<const double> 
                                const SolveOptions& opt, RunningCost* cost, SolveStats* stats) {
     if (opt.adaptive)
         throw UsageError("reversible_heun estimator: adaptive steps are not supported (fixed dt only)");
-    if (!opt.solver.empty() && opt.solver != "reversible_heun" && opt.solver != "euler")
+    if (!opt.solver.empty() && !(opt.solver == SolverKind::reversible_heun))
         throw UsageError(
             fmt::format("reversible_heun estimator: it solves with the reversible Heun method; solver "
                         "'{}' was asked for (set SolveOptions::solver = \"reversible_heun\")",
-                        opt.solver));
+                        opt.solver.name()));
     auto solver = make_solver("reversible_heun");
     if (!solver->supports(sde.noise(), sde.calculus()))
         throw UsageError(

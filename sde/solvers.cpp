@@ -251,10 +251,17 @@ std::vector<std::string> solver_names() {
     return out;
 }
 
-std::unique_ptr<Solver> make_solver(const std::string& name) {
-    if (const SolverInfo* s = find_solver(name)) return s->make();
-    throw UsageError(
-        fmt::format("make_solver: unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+SolverChoice::SolverChoice(const char* name) {
+    if (!name || !*name) return;  // unset
+    const SolverInfo* s = find_solver(name);
+    if (!s)
+        throw UsageError(fmt::format("unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+    kind_ = s->kind;
+    set_ = true;
+}
+
+std::unique_ptr<Solver> make_solver(const SolverChoice& choice) {
+    return solver_info(choice.kind_or(SolverKind::euler)).make();
 }
 
 std::unique_ptr<Solver> make_solver(SolverKind kind) { return solver_info(kind).make(); }

@@ -77,7 +77,32 @@ public:
 // "euler" (Euler-Maruyama), "milstein" (derivative-free, Ito or Stratonovich by the SDE's calculus),
 // "srk" (Roessler's SRA1, strong order 1.5, additive noise), "heun" (Stratonovich), "midpoint"
 // (Stratonovich), "reversible_heun". Unknown names: UsageError listing the allowed ones.
-std::unique_ptr<Solver> make_solver(const std::string& name);
+// A solver choice (SolveOptions::solver): a row of the table, or unset. Made from a SolverKind or from a
+// name; an unknown name is a UsageError at once, listing the allowed ones ("" is unset). Unset means each
+// estimator's default: euler for backprop and the adjoint (as the old default string "euler" did), the
+// reversible Heun method for reversible_heun, which rejects any other explicit choice (the old string
+// could not tell "euler" from unset, so asking reversible Heun for euler silently ran reversible Heun).
+class SolverChoice {
+public:
+    SolverChoice() = default;
+    SolverChoice(SolverKind kind) : kind_(kind), set_(true) {}  // NOLINT(implicit): opt.solver = kind
+    SolverChoice(const char* name);                              // NOLINT(implicit): opt.solver = "heun"
+    SolverChoice(const std::string& name) : SolverChoice(name.c_str()) {}  // NOLINT(implicit)
+    bool empty() const { return !set_; }
+    void clear() { set_ = false; }
+    SolverKind kind_or(SolverKind fallback) const { return set_ ? kind_ : fallback; }
+    std::string name() const { return set_ ? solver_info(kind_).name : ""; }
+    friend bool operator==(const SolverChoice& a, const SolverChoice& b) {
+        return a.set_ == b.set_ && (!a.set_ || a.kind_ == b.kind_);
+    }
+
+private:
+    SolverKind kind_ = SolverKind::euler;
+    bool set_ = false;
+};
+
+// The chosen solver (unset: euler). Unknown names: UsageError listing the allowed ones.
+std::unique_ptr<Solver> make_solver(const SolverChoice& choice);
 std::unique_ptr<Solver> make_solver(SolverKind kind);
 std::vector<std::string> solver_names();
 

@@ -366,6 +366,16 @@ TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves"
     opt.solver = "euler";
     CHECK_THROWS_WITH(sdeint(ito, y0, pb.ts, bm_d, opt),
                       Catch::Contains("adjoint estimator") && Catch::Contains("Ito"));
+    // Typed solver options: an explicit euler is not "unset" for reversible Heun, and a typo fails at once.
+    opt.estimator = "reversible_heun";
+    opt.adaptive = false;
+    opt.solver = "euler";
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
+                      Catch::Contains("reversible_heun estimator") && Catch::Contains("'euler'"));
+    CHECK_THROWS_WITH(opt.solver = "midpiont", Catch::Contains("midpiont") && Catch::Contains("midpoint"));
+    opt.solver = SolverKind::reversible_heun;
+    CHECK(opt.solver == "reversible_heun");
+    CHECK(SolveOptions{}.solver.empty());
     // One validator (integrate()'s) for every estimator: reversible Heun's forward checks the path too.
     BrownianPath wrong(0.0, 1.0, 2, 1);
     opt.estimator = "reversible_heun";
