@@ -370,7 +370,8 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
     const std::string method = adjoint_method(sde, opt);
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))
-        throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs", solver->name(),
+        throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs",
+                                     solver->name(),
                                      calculus_name(sde.calculus()), noise_name(sde.noise())));
 
     // Forward: the shared driver without a tape (each step in its own nested scope, so its memory does not

@@ -255,7 +255,8 @@ SolverChoice::SolverChoice(const char* name) {
     if (!name || !*name) return;  // unset
     const SolverInfo* s = find_solver(name);
     if (!s)
-        throw UsageError(fmt::format("unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+        throw UsageError(
+            fmt::format("unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
     kind_ = s->kind;
     set_ = true;
 }

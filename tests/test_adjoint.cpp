@@ -381,7 +381,8 @@ TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves"
     opt.estimator = "reversible_heun";
     opt.solver = "reversible_heun";
     CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, wrong, opt),
-                      Catch::Contains("Brownian path has 2 coordinates") && Catch::Contains("reversible_heun"));
+                      Catch::Contains("Brownian path has 2 coordinates") &&
+                          Catch::Contains("reversible_heun"));
     CHECK(estimator_names().size() >= 3);
     reset_tape();
 }
