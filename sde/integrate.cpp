@@ -1,6 +1,8 @@
-// The shared forward loop (fixed and adaptive steps), Brownian increments as tensors, the estimator
-// registry and the "backprop" estimator.
+// The shared forward loop (fixed and adaptive steps) and Brownian increments as tensors. The estimators
+// and their registry are in sde/estimators/.
 #include "sde/integrate.hpp"
+
+#include "sde/estimators/estimators.hpp"  // detail::fixed_step_grid
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +13,6 @@
 #include <optional>
 #include <utility>
 
-#include "sde/adjoint.hpp"  // register_adjoint_estimators()
 
 namespace sdeuq::sde {
 
@@ -342,111 +343,6 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
         for (const Var& v : cur.state.vars) res.final_solver_state.push_back(v.value().clone());
     }
     return res;
-}
-
-// ---- estimators ----
-
-namespace {
-
-// Backpropagation through the solver: every op of every step is on the tape. Exact gradients of the
-// discretised solution; memory O(steps).
-class BackpropEstimator final : public GradientEstimator {
-public:
-    std::string name() const override { return "backprop"; }
-    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-              const SolveOptions& opt, SolveStats* stats) override {
-        auto solver = make_solver(opt.solver);
-        return integrate(sde, *solver, y0, ts, bm, opt, true, stats).stacked;
-    }
-    // With gradients off, the unrecorded loop (each step in a nested scope: memory flat in the steps).
-    Solution solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-                             const SolveOptions& opt, RunningCost& cost, SolveStats* stats) override {
-        auto solver = make_solver(opt.solver);
-        ForwardResult r = integrate(sde, *solver, y0, ts, bm, opt, grad_enabled(), stats, &cost);
-        return {r.stacked, r.cost_stacked};
-    }
-};
-
-using Factory = std::function<std::unique_ptr<GradientEstimator>()>;
-
-}  // namespace
-
-Solution GradientEstimator::solve_with_cost(SDE&, const Var&, std::span<const double>, const BrownianPath&,
-                                            const SolveOptions&, RunningCost&, SolveStats*) {
-    throw UsageError(fmt::format("gradient estimator '{}' does not support running costs (the KL path "
-                                 "integral of sdeint_logqp); \"backprop\", \"adjoint\" and "
-                                 "\"reversible_heun\" do",
-                                 name()));
-}
-
-namespace {
-
-struct Registry {
-    std::mutex mu;
-    std::map<std::string, Factory> factories;
-};
-
-Registry& registry() {
-    static Registry r;
-    return r;
-}
-
-// The built-in estimators, registered on the first lookup rather than by static initializers (which a
-// static link drops when nothing references their object file): "backprop" (this file), "adjoint" and
-// "reversible_heun" (sde/adjoint.cpp). A name registered earlier by the user is kept for "backprop";
-// register_adjoint_estimators() replaces its two names.
-void ensure_builtins() {
-    static const bool done = [] {
-        {
-            Registry& r = registry();
-            std::lock_guard lock(r.mu);
-            r.factories.emplace("backprop", [] { return std::make_unique<BackpropEstimator>(); });
-        }
-        register_adjoint_estimators();  // calls register_estimator(), which does not come back here
-        return true;
-    }();
-    (void)done;
-}
-
-}  // namespace
-
-void register_estimator(const std::string& name,
-                        std::function<std::unique_ptr<GradientEstimator>()> factory) {
-    if (name.empty() || !factory)
-        throw UsageError(fmt::format("register_estimator: need a name and a factory (got name '{}'{})", name,
-                                     factory ? "" : ", no factory"));
-    Registry& r = registry();
-    std::lock_guard lock(r.mu);
-    r.factories[name] = std::move(factory);  // a later registration replaces an earlier one
-}
-
-std::vector<std::string> estimator_names() {
-    ensure_builtins();
-    Registry& r = registry();
-    std::lock_guard lock(r.mu);
-    std::vector<std::string> names;
-    for (auto& [k, v] : r.factories) names.push_back(k);
-    return names;
-}
-
-std::unique_ptr<GradientEstimator> make_estimator(const std::string& name) {
-    ensure_builtins();
-    Factory f;
-    {
-        Registry& r = registry();
-        std::lock_guard lock(r.mu);
-        auto it = r.factories.find(name);
-        if (it != r.factories.end()) f = it->second;
-    }
-    if (!f)
-        throw UsageError(fmt::format("make_estimator: unknown gradient estimator '{}'; registered: {}", name,
-                                     fmt::join(estimator_names(), ", ")));
-    return f();
-}
-
-Var sdeint(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-           const SolveOptions& opt, SolveStats* stats) {
-    return make_estimator(opt.estimator)->solve(sde, y0, ts, bm, opt, stats);
 }
 
 }  // namespace sdeuq::sde

@@ -25,7 +25,7 @@
 #include <fmt/format.h>
 
 #include "autodiff/ops_fused.hpp"
-#include "sde/adjoint.hpp"
+#include "sde/estimators/estimators.hpp"
 
 namespace sdeuq::sde {
 
