@@ -373,3 +373,42 @@ TEST_CASE("logqp with an estimator that has no running-cost support is a UsageEr
         sdeint_logqp(sde, Var(Tensor::zeros({2, 1}, DType::f64)), ts, bm, opt, KLEstimator::stl),
         Catch::Contains("no_cost_test") && Catch::Contains("running cost"));
 }
+
+TEST_CASE("logqp through the adjoint with adaptive steps: the values of adaptive backprop, gradients close",
+          "[logqp]") {
+    const std::int64_t batch = 8;
+    OUPair sde(batch, 1.0, 0.8, 0.3, 0.7, Calculus::stratonovich, 0.6);
+    BrownianPath bm(0.0, kT, batch, 9, BrownianOptions{0.0, 0.0, false});
+    std::vector<double> ts{0.0, 0.5, kT};
+    std::vector<double> y0v(static_cast<std::size_t>(batch), kY0);
+    std::vector<double> grads[2];
+    double values[2];
+    SolveStats stats[2];
+    int k = 0;
+    for (const char* est : {"backprop", "adjoint"}) {
+        SolveOptions opt;
+        opt.solver = "midpoint";
+        opt.estimator = est;
+        opt.adaptive = true;
+        opt.dt = 0.05;
+        opt.rtol = opt.atol = 1e-4;
+        sde.theta1_.zero_grad();
+        sde.m_.zero_grad();
+        Var y0 = Var(Tensor::from_vector(y0v, {batch, 1}, DType::f64));
+        LogqpResult r = sdeint_logqp(sde, y0, ts, bm, opt, KLEstimator::stl, &stats[k]);
+        Var loss = sum(r.logqp) + sum(r.ys * r.ys);
+        values[k] = loss.item();
+        backward(loss);
+        grads[k] = sde.theta1_.grad().to_vector();
+        for (double v : sde.m_.grad().to_vector()) grads[k].push_back(v);
+        reset_tape();
+        ++k;
+    }
+    const double e = rel_err(grads[1], grads[0]);
+    WARN(fmt::format("adaptive stl KL: {} accepted steps ({} rejected); adjoint vs backprop gradient relative "
+                     "error {:.2e}",
+                     stats[1].steps, stats[1].rejected, e));
+    CHECK(stats[1].steps == stats[0].steps);
+    CHECK(values[1] == values[0]);
+    CHECK(e < 2e-2);
+}
