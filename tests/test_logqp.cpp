@@ -405,7 +405,8 @@ TEST_CASE("logqp through the adjoint with adaptive steps: the values of adaptive
         ++k;
     }
     const double e = rel_err(grads[1], grads[0]);
-    WARN(fmt::format("adaptive stl KL: {} accepted steps ({} rejected); adjoint vs backprop gradient relative "
+    WARN(fmt::format("adaptive stl KL: {} accepted steps ({} rejected); adjoint vs backprop gradient "
+                     "relative "
                      "error {:.2e}",
                      stats[1].steps, stats[1].rejected, e));
     CHECK(stats[1].steps == stats[0].steps);
