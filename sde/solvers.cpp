@@ -158,8 +158,8 @@ public:
 //   z'  = 2 y - z + f(t, z) h + g(t, z).dW
 //   y'  = y + (f(t, z) + f(t + h, z')) h / 2 + (g(t, z) + g(t + h, z')).dW / 2
 // One f and one g evaluation per step; the step can be inverted exactly (the reversible-Heun adjoint in
-// sde/reversible_heun.cpp). SolverState.vars = {z, f(t, z), g(t, z)} (g as a value, not a product, since
-// the next step multiplies it by its own dW). Strong order 0.5 in general, 1.0 for additive noise
+// sde/estimators/reversible_heun.cpp). SolverState.vars = {z, f(t, z), g(t, z)} (g as a value, not a
+// product, since the next step multiplies it by its own dW). Strong order 0.5 in general, 1.0 for additive noise
 // (Kidger et al. 2021), 1.0 for commutative noise (Diffrax's table; measured here).
 class ReversibleHeun final : public Solver {
 public:
