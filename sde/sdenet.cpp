@@ -379,6 +379,51 @@ SdeNetStepStats SdeNetTrainer::step(const Tensor& x, const Tensor& y) {
     return s;
 }
 
+Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+    Shape s;
+    s.push_back(static_cast<std::int64_t>(idx.size()));
+    for (std::size_t d : ds.shape) s.push_back(static_cast<std::int64_t>(d));
+    Tensor x = Tensor::empty(s, DType::f32);
+    const std::size_t ss = ds.sample_size();
+    labels.clear();
+    float* p = x.data<float>();
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        if (idx[i] >= ds.n)
+            throw std::out_of_range(fmt::format("image_batch: index {} out of range (data set of {})", idx[i], ds.n));
+        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
+        if (!ds.labels.empty()) labels.push_back(ds.labels[idx[i]]);
+    }
+    return x;
+}
+
+SdeNetEpochStats SdeNetTrainer::train_epoch(const data::Dataset& ds, std::int64_t epoch, std::size_t batch,
+                                            std::uint64_t shuffle_seed, bool drop_last, std::size_t max_batches) {
+    if (!cls_) throw std::logic_error("SdeNetTrainer::train_epoch: needs the classification SDE-Net");
+    if (ds.n == 0 || batch == 0)
+        throw std::invalid_argument(fmt::format("SdeNetTrainer::train_epoch: empty data set ({}) or batch ({})",
+                                                ds.n, batch));
+    set_epoch(epoch);
+    data::BatchIterator it(ds.n, batch, shuffle_seed, true, drop_last && ds.n >= batch);
+    it.start_epoch(static_cast<std::uint64_t>(epoch));
+    SdeNetEpochStats st;
+    std::vector<std::int32_t> y;
+    for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
+        Tensor x = image_batch(ds, idx, y);
+        const SdeNetStepStats s = step(x, y);
+        st.mean.task_loss += s.task_loss;
+        st.mean.bce_in += s.bce_in;
+        st.mean.bce_out += s.bce_out;
+        ++st.batches;
+        if (max_batches && static_cast<std::size_t>(st.batches) >= max_batches) break;
+    }
+    if (st.batches) {
+        st.mean.task_loss /= double(st.batches);
+        st.mean.bce_in /= double(st.batches);
+        st.mean.bce_out /= double(st.batches);
+    }
+    return st;
+}
+
 // ---------------------------------------------------------------- checkpoints
 
 namespace {

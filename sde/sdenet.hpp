@@ -14,7 +14,7 @@
 // Public API for experiments (studies, benchmarks):
 //   SdeNet net(SdeNetConfig{}, gen);                 // construct (reference init)
 //   SdeNetTrainer tr(net, SdeNetTrainConfig{}, seed);
-//   tr.train_epoch(images, labels, epoch, batch_iterator) or, per batch, tr.set_epoch(e); tr.step(x, y);
+//   tr.train_epoch(dataset, epoch, 128, shuffle_seed);  // or per batch: tr.set_epoch(e); tr.step(x, y);
 //   net.set_sigma(500); predict_probs(net, x, 10);   // averaged softmax over passes [N, C] (f64)
 //   diffusion_score(net, x);                         // g(h0(x)) per sample [N] (f64), high = OOD
 //   save_sdenet_checkpoint / load_sdenet_checkpoint  // model, both optimizers, generators
@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "nn/checkpoint.hpp"
+#include "nn/data.hpp"
 #include "nn/layers.hpp"
 #include "nn/module.hpp"
 #include "nn/optim.hpp"
@@ -203,6 +204,11 @@ struct SdeNetStepStats {
     double bce_out = 0;    // BCE(g(h0(x + noise)), 1)
 };
 
+struct SdeNetEpochStats {
+    SdeNetStepStats mean;  // batch means of the step statistics
+    std::int64_t batches = 0;
+};
+
 // Holds the two SGD optimizers, their milestone schedules and the pseudo-OOD generator. Works for both
 // SdeNet (labels) and SdeNetRegression (targets).
 class SdeNetTrainer {
@@ -214,6 +220,12 @@ public:
     // One batch: step_classifier then step_diffusion.
     SdeNetStepStats step(const Tensor& x, std::span<const std::int32_t> labels);
     SdeNetStepStats step(const Tensor& x, const Tensor& y);  // regression, y [N]
+    // One epoch of the classification model on an image data set (images [n x C x H x W] as
+    // Dataset.shape): set_epoch(epoch), then step() over the batches of data::BatchIterator(ds.n, batch,
+    // shuffle_seed, shuffle, drop_last) for this epoch (the reference drops the last partial batch).
+    // max_batches > 0 stops early (tests, smoke runs).
+    SdeNetEpochStats train_epoch(const data::Dataset& ds, std::int64_t epoch, std::size_t batch,
+                                 std::uint64_t shuffle_seed, bool drop_last = true, std::size_t max_batches = 0);
     // (1) task loss of a stochastic pass at sigma_train, step the classifier optimizer. Returns the loss.
     double step_classifier(const Tensor& x, std::span<const std::int32_t> labels);
     double step_classifier(const Tensor& x, const Tensor& y);
@@ -245,6 +257,9 @@ void save_sdenet_checkpoint(const std::string& path, nn::Module& model, SdeNetTr
                             const std::string& metadata_json = "{}", const nn::NamedGenerators& extra = {});
 std::string load_sdenet_checkpoint(const std::string& path, nn::Module& model, SdeNetTrainer& trainer,
                                    const nn::NamedGenerators& extra = {});
+
+// Images idx of ds as a heap tensor [idx.size(), shape...] (f32) and their labels.
+Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels);
 
 // ---- evaluation helpers (no tape; batches of `batch` rows; x [N, ...] f32 or the model's dtype) ----
 

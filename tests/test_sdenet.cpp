@@ -2,6 +2,7 @@
 // drift, diffusion, the whole Euler-Maruyama network with fixed noise, the regression variant), the
 // two-optimizer step (each optimizer changes only its own parameters), checkpoint resume, and bad input.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -293,4 +294,48 @@ TEST_CASE("SDE-Net rejects bad input with clear errors", "[sde][sdenet]") {
     bad.max_groups = 4;
     CHECK_THROWS_AS(SdeNet(bad, g), std::invalid_argument);
     reset_tape();
+}
+
+TEST_CASE("SdeNetTrainer::train_epoch runs the batches of one epoch and lowers the loss", "[sde][sdenet]") {
+    data::Dataset ds;
+    ds.n = 24;
+    ds.shape = {1, 12, 12};
+    ds.num_classes = 3;
+    Generator dg(31, 0);
+    const Tensor img = rnd({24, 1, 12, 12}, 11, DType::f32, 0.0, 1.0);
+    ds.images.resize(24 * 144);
+    for (std::size_t i = 0; i < ds.images.size(); ++i) ds.images[i] = static_cast<float>(img.flat(std::int64_t(i)));
+    for (int i = 0; i < 24; ++i) {
+        ds.labels.push_back(i % 3);
+        for (int k = 0; k < 12; ++k) ds.images[std::size_t(i) * 144 + std::size_t(i % 3) * 48 + std::size_t(k)] = 3.0f;
+    }
+    Generator g(37, 0);
+    SdeNetConfig c = small_config(DType::f32);
+    c.linear_init_std = 1e-3;
+    SdeNet net(c, g);
+    SdeNetTrainConfig tc;
+    tc.sigma_train = 0.5;
+    SdeNetTrainer tr(net, tc, 5);
+    auto first = tr.train_epoch(ds, 0, 5, 9);
+    CHECK(first.batches == 4);  // 24 / 5, last partial batch dropped
+    SdeNetEpochStats last;
+    for (int e = 1; e < 15; ++e) last = tr.train_epoch(ds, e, 5, 9);
+    INFO(first.mean.task_loss << " -> " << last.mean.task_loss);
+    CHECK(last.mean.task_loss < first.mean.task_loss);
+    CHECK(tr.train_epoch(ds, 15, 5, 9, true, 2).batches == 2);
+}
+
+TEST_CASE("SDE-Net MNIST training step timing (informational)", "[.][sdenet][timing]") {
+    Generator g(1, 0);
+    SdeNet net(SdeNetConfig{}, g);
+    SdeNetTrainer tr(net, SdeNetTrainConfig{}, 1);
+    const Tensor x = rnd({128, 1, 28, 28}, 12, DType::f32, 0.0, 1.0);
+    std::vector<std::int32_t> y(128);
+    for (int i = 0; i < 128; ++i) y[std::size_t(i)] = i % 10;
+    for (int i = 0; i < 4; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        tr.step(x, y);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("step %d: %.3f s (epoch of 468 batches: %.0f s)\n", i, s, s * 468);
+    }
 }
