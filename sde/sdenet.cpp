@@ -311,8 +311,18 @@ nn::Module& SdeNetTrainer::module() {
 }
 
 void SdeNetTrainer::set_epoch(std::int64_t e) {
-    nn::MultiStepLR(cfg_.lr, cfg_.milestones, cfg_.gamma).apply(*opt_f_, e);
-    nn::MultiStepLR(cfg_.lr_diffusion, cfg_.milestones_diffusion, cfg_.gamma).apply(*opt_g_, e);
+    // "after epoch m" = from epoch m + 1 on: MultiStepLR counts milestones <= its step.
+    auto shifted = [](std::vector<std::int64_t> ms) {
+        for (auto& m : ms) m += 1;
+        return ms;
+    };
+    nn::MultiStepLR(cfg_.lr, shifted(cfg_.milestones), cfg_.gamma).apply(*opt_f_, e);
+    nn::MultiStepLR(cfg_.lr_diffusion, shifted(cfg_.milestones_diffusion), cfg_.gamma).apply(*opt_g_, e);
+}
+
+void SdeNetTrainer::set_sigma_train(double s) {
+    check_sigma("SdeNetTrainer::set_sigma_train", s);
+    cfg_.sigma_train = s;
 }
 
 double SdeNetTrainer::step_classifier(const Tensor& x, std::span<const std::int32_t> labels) {
@@ -322,7 +332,7 @@ double SdeNetTrainer::step_classifier(const Tensor& x, std::span<const std::int3
     Var loss = cross_entropy(cls_->forward(Var(x), cfg_.sigma_train, cls_->noise_generator()), labels);
     const double l = loss.item();
     backward(loss);
-    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(opt_f_->params(), cfg_.clip_classifier);
+    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(module().parameters(), cfg_.clip_classifier);
     opt_f_->step();
     reset_tape();
     return l;
@@ -335,7 +345,7 @@ double SdeNetTrainer::step_classifier(const Tensor& x, const Tensor& y) {
     Var loss = sdenet_regression_loss(reg_->predict(Var(x), cfg_.sigma_train, reg_->noise_generator()), Var(y));
     const double l = loss.item();
     backward(loss);
-    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(opt_f_->params(), cfg_.clip_classifier);
+    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(module().parameters(), cfg_.clip_classifier);
     opt_f_->step();
     reset_tape();
     return l;

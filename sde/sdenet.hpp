@@ -145,7 +145,9 @@ struct SdeNetRegressionConfig {
     double t_end = 4.0;
     double sigma = 0.5;
     double min_std = 1e-3;
-    bool reference_init = true;  // Linear weights N(0, linear_init_std^2), biases 0 (as the MNIST model)
+    // false (default): PyTorch's default Linear init, as the reference's regression model (it calls no
+    // init); true: Linear weights N(0, linear_init_std^2), biases 0 (the MNIST model's init).
+    bool reference_init = false;
     double linear_init_std = 1e-3;
     DType dtype = DType::f32;
 };
@@ -187,7 +189,9 @@ Var sdenet_regression_loss(const RegressionOutput& out, const Var& y);
 
 struct SdeNetTrainConfig {
     double lr = 0.1;                                   // classifier (downsampling, drift, head)
-    std::vector<std::int64_t> milestones = {10, 20, 30};  // 0-based epochs after which lr *= gamma
+    // 0-based epochs AFTER which lr *= gamma, as the reference (`if epoch in decreasing_lr` at the end of
+    // epoch `epoch`): with {10, 20, 30}, epochs 0-10 run at lr, 11-20 at lr/10, 21-30 at lr/100, 31- at lr/1000.
+    std::vector<std::int64_t> milestones = {10, 20, 30};
     double lr_diffusion = 0.01;
     std::vector<std::int64_t> milestones_diffusion = {15, 30};
     double gamma = 0.1;
@@ -195,7 +199,9 @@ struct SdeNetTrainConfig {
     double weight_decay = 5e-4;                        // on every parameter (as the reference)
     double sigma_train = 20.0;                         // sigma of the cross-entropy pass
     double ood_noise_std = 2.0;                        // pseudo-OOD x + ood_noise_std N(0, I)
-    double clip_classifier = 0.0;                      // > 0: clip the classifier's gradient norm
+    // > 0: before the classifier step, clip the gradient norm of all the model's parameters (the
+    // diffusion's included, as the reference's clip_grad_norm_(net.parameters(), 100) in its regression).
+    double clip_classifier = 0.0;
 };
 
 struct SdeNetStepStats {
@@ -215,8 +221,10 @@ class SdeNetTrainer {
 public:
     SdeNetTrainer(SdeNet& model, const SdeNetTrainConfig& cfg, std::uint64_t seed);
     SdeNetTrainer(SdeNetRegression& model, const SdeNetTrainConfig& cfg, std::uint64_t seed);
-    // Sets both learning rates for 0-based epoch e.
+    // Sets both learning rates for 0-based epoch e (see SdeNetTrainConfig::milestones).
     void set_epoch(std::int64_t e);
+    // The sigma of the task-loss pass (the reference's regression trains at 0.1, then 0.5 from epoch 30).
+    void set_sigma_train(double s);
     // One batch: step_classifier then step_diffusion.
     SdeNetStepStats step(const Tensor& x, std::span<const std::int32_t> labels);
     SdeNetStepStats step(const Tensor& x, const Tensor& y);  // regression, y [N]

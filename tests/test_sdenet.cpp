@@ -216,13 +216,15 @@ TEST_CASE("SDE-Net two-optimizer step: each optimizer changes only its own param
         CHECK(same(snapshot(f), f1));
         CHECK(!same(snapshot(d), d0));
     }
-    // Milestones are 0-based epochs: lr x0.1 from epoch 10 (classifier) and 15 (diffusion).
-    tr.set_epoch(9);
-    CHECK(tr.classifier_optimizer().lr() == Approx(0.1));
+    // Milestones are the reference's "after epoch m" (0-based): lr x0.1 from epoch 11 (classifier) and 16
+    // (diffusion) on.
     tr.set_epoch(10);
+    CHECK(tr.classifier_optimizer().lr() == Approx(0.1));
+    tr.set_epoch(11);
     CHECK(tr.classifier_optimizer().lr() == Approx(0.01));
-    CHECK(tr.diffusion_optimizer().lr() == Approx(0.01));
     tr.set_epoch(15);
+    CHECK(tr.diffusion_optimizer().lr() == Approx(0.01));
+    tr.set_epoch(16);
     CHECK(tr.diffusion_optimizer().lr() == Approx(0.001));
     tr.set_epoch(39);
     CHECK(tr.classifier_optimizer().lr() == Approx(1e-4));
