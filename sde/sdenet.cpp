@@ -608,6 +608,7 @@ RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x
     r.mean.assign(static_cast<std::size_t>(n), 0.0);
     r.mean_std.assign(static_cast<std::size_t>(n), 0.0);
     r.aleatoric_std.assign(static_cast<std::size_t>(n), 0.0);
+    r.variance.assign(static_cast<std::size_t>(n), 0.0);
     std::vector<double> m2(static_cast<std::size_t>(n), 0.0);  // Welford: sum of squared deviations
     for (std::int64_t lo = 0; lo < n; lo += batch) {
         const std::int64_t hi = std::min(n, lo + batch);
@@ -621,12 +622,16 @@ RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x
                 r.mean[k] += d / (p + 1);
                 m2[k] += d * (v - r.mean[k]);
                 r.aleatoric_std[k] += s.data<double>()[i] / passes;
+                r.variance[k] += s.data<double>()[i] * s.data<double>()[i] / passes;
             }
         }
         reset_tape();
     }
     // Population std over the passes (numpy's default, as the reference's np.std over its 10 passes).
-    for (std::size_t k = 0; k < r.mean.size(); ++k) r.mean_std[k] = std::sqrt(m2[k] / passes);
+    for (std::size_t k = 0; k < r.mean.size(); ++k) {
+        r.mean_std[k] = std::sqrt(m2[k] / passes);
+        r.variance[k] += m2[k] / passes;
+    }
     return r;
 }
 

@@ -277,9 +277,10 @@ std::vector<double> predict_probs(SdeNet& model, const Tensor& x, int passes, st
 std::vector<double> diffusion_score(SdeNet& model, const Tensor& x, std::int64_t batch = 500);
 std::vector<double> diffusion_score(SdeNetRegression& model, const Tensor& x, std::int64_t batch = 500);
 // Regression: per sample the mean over passes of the predicted mean, the std over passes of the predicted
-// mean (the reference's OOD score), and the mean predicted std (aleatoric).
+// mean (population std: the reference's OOD score), the mean predicted std (aleatoric), and the variance of
+// the Gaussian matching the mixture of the passes' Gaussians, mean of s^2 + mean_std^2.
 struct RegressionPrediction {
-    std::vector<double> mean, mean_std, aleatoric_std;
+    std::vector<double> mean, mean_std, aleatoric_std, variance;
 };
 RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x, int passes,
                                         std::int64_t batch = 500);

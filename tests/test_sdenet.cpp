@@ -341,3 +341,41 @@ TEST_CASE("SDE-Net MNIST training step timing (informational)", "[.][sdenet][tim
         std::printf("step %d: %.3f s (epoch of 468 batches: %.0f s)\n", i, s, s * 468);
     }
 }
+
+TEST_CASE("predict_regression: pass moments equal a hand loop over the same noise", "[sde][sdenet]") {
+    Generator g(41, 0);
+    SdeNetRegressionConfig c;
+    c.in_dim = 3;
+    c.hidden = 6;
+    c.diffusion_hidden = 5;
+    c.sigma = 0.8;
+    SdeNetRegression net(c, g);
+    const Tensor x = rnd({5, 3}, 13, DType::f32);
+    const Generator noise0 = net.noise_generator();
+    auto r = predict_regression(net, x, 4);
+    Generator noise = noise0;
+    std::vector<std::vector<double>> ms, ss;
+    {
+        NoGradScope ng;
+        for (int k = 0; k < 4; ++k) {
+            auto o = net.predict(Var(x), 0.8, noise);
+            ms.push_back(o.mean.value().to_vector());
+            ss.push_back(o.std.value().to_vector());
+        }
+        reset_tape();
+    }
+    for (std::size_t i = 0; i < 5; ++i) {
+        double m = 0, s2 = 0, sm = 0, v = 0;
+        for (int k = 0; k < 4; ++k) {
+            m += ms[k][i] / 4;
+            s2 += ss[k][i] * ss[k][i] / 4;
+            sm += ss[k][i] / 4;
+        }
+        for (int k = 0; k < 4; ++k) v += (ms[k][i] - m) * (ms[k][i] - m) / 4;
+        CHECK(r.mean[i] == Approx(m).epsilon(1e-12));
+        CHECK(r.mean_std[i] == Approx(std::sqrt(v)).epsilon(1e-9));
+        CHECK(r.aleatoric_std[i] == Approx(sm).epsilon(1e-12));
+        CHECK(r.variance[i] == Approx(s2 + v).epsilon(1e-9));
+        CHECK(r.mean_std[i] > 0.0);
+    }
+}
