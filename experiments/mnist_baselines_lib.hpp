@@ -48,7 +48,8 @@ inline data::Dataset subset(const data::Dataset& ds, std::size_t n) {
     return out;
 }
 
-inline Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+inline Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
+                           std::vector<std::int32_t>& labels) {
     const std::size_t ss = ds.sample_size();
     Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
     labels.clear();
@@ -65,9 +66,9 @@ struct TrainResult {
     std::vector<double> epoch_seconds;
 };
 
-inline TrainResult train(const data::Dataset& train_set, double dropout, std::uint64_t seed, const Settings& s,
-                  const std::string& ckpt_path, const std::string& config_key, bool resume,
-                  experiment::Progress& bar, std::int64_t& done) {
+inline TrainResult train(const data::Dataset& train_set, double dropout, std::uint64_t seed,
+                         const Settings& s, const std::string& ckpt_path, const std::string& config_key,
+                         bool resume, experiment::Progress& bar, std::int64_t& done) {
     Generator gen(seed, 1);
     nn::ConvNetConfig cfg;
     cfg.width = s.width;
@@ -104,7 +105,8 @@ inline TrainResult train(const data::Dataset& train_set, double dropout, std::ui
             reset_tape();
         }
         r.epoch_seconds.push_back(experiment::wall_seconds() - t0);
-        nlohmann::json meta = {{"config", config_key}, {"epochs_done", e + 1}, {"epoch_seconds", r.epoch_seconds}};
+        nlohmann::json meta = {
+            {"config", config_key}, {"epochs_done", e + 1}, {"epoch_seconds", r.epoch_seconds}};
         nn::save_checkpoint(ckpt_path, *r.model, &opt, meta.dump(), gens);
         bar.update(++done);
     }
@@ -128,7 +130,8 @@ inline std::vector<double> predict(nn::MnistConvNet& model, const data::Dataset&
         for (int r = 0; r < reps; ++r) {
             Var p = softmax(model.forward(x), -1);
             const float* pp = p.value().data<float>();
-            for (std::size_t i = 0; i < (hi - lo) * 10; ++i) probs[lo * 10 + i] += static_cast<double>(pp[i]) / reps;
+            for (std::size_t i = 0; i < (hi - lo) * 10; ++i)
+                probs[lo * 10 + i] += static_cast<double>(pp[i]) / reps;
         }
         reset_tape();
     }

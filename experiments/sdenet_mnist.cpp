@@ -18,11 +18,12 @@
 //     threshold with TPR >= 95%) and "grid" (nn/metrics_grid: the reference's calculate_log.py).
 // Training is checkpointed after every epoch (out/checkpoints/); a killed run resumes where it stopped unless
 // --no-resume. Seconds per epoch and per evaluation go to run.json.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <fmt/format.h>
 
 #include "experiments/common.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
@@ -84,12 +85,19 @@ json metrics_json(const std::vector<double>& in, const std::vector<double>& out,
     const auto g = metrics::grid_ood_metrics(in, out, grid_steps);
     return {{"n_in", in.size()},
             {"n_out", out.size()},
-            {"exact", {{"tnr_at_95_tpr", e.tnr_at_95_tpr}, {"auroc", e.auroc},
-                       {"detection_accuracy", e.detection_accuracy}, {"aupr_in", e.aupr_in},
-                       {"aupr_out", e.aupr_out}}},
-            {"grid", {{"tnr_at_95_tpr", g.tnr_at_95_tpr}, {"auroc", g.auroc},
-                      {"detection_accuracy", g.detection_accuracy}, {"aupr_in", g.aupr_in},
-                      {"aupr_out", g.aupr_out}, {"thresholds", g.thresholds}}}};
+            {"exact",
+             {{"tnr_at_95_tpr", e.tnr_at_95_tpr},
+              {"auroc", e.auroc},
+              {"detection_accuracy", e.detection_accuracy},
+              {"aupr_in", e.aupr_in},
+              {"aupr_out", e.aupr_out}}},
+            {"grid",
+             {{"tnr_at_95_tpr", g.tnr_at_95_tpr},
+              {"auroc", g.auroc},
+              {"detection_accuracy", g.detection_accuracy},
+              {"aupr_in", g.aupr_in},
+              {"aupr_out", g.aupr_out},
+              {"thresholds", g.thresholds}}}};
 }
 
 // One method's outputs on every evaluation set: probabilities (for the max-prob score and the
@@ -116,12 +124,14 @@ int main(int argc, char** argv) {
     auto* o_ds = app.add_option("--dataset", s.dataset, "in-distribution data set")
                      ->check(CLI::IsMember({"mnist", "fashion_mnist", "both"}));
     (void)o_ds;
-    auto* o_epochs = app.add_option("--epochs", s.epochs, "SDE-Net training epochs")->check(CLI::Range(1, 1000));
+    auto* o_epochs =
+        app.add_option("--epochs", s.epochs, "SDE-Net training epochs")->check(CLI::Range(1, 1000));
     auto* o_train = app.add_option("--train-subset", s.train_subset, "training images (0 = all)");
     auto* o_eval = app.add_option("--eval-subset", s.eval_subset, "test images per data set (0 = all)");
     auto* o_noise = app.add_option("--noise-images", s.noise_images, "images per noise OOD set")
                         ->check(CLI::Range(1, 1000000));
-    app.add_option("--passes", s.passes, "stochastic passes averaged at evaluation")->check(CLI::Range(1, 1000));
+    app.add_option("--passes", s.passes, "stochastic passes averaged at evaluation")
+        ->check(CLI::Range(1, 1000));
     app.add_option("--sigma-eval", s.sigma_eval, "evaluation sigmas (the first is the reference's)")
         ->check(CLI::NonNegativeNumber);
     auto* o_width = app.add_option("--width", s.width, "SDE-Net channels")->check(CLI::Range(1, 512));
@@ -129,7 +139,8 @@ int main(int argc, char** argv) {
                          ->check(CLI::Range(1, 512));
     app.add_option("--batch", s.batch, "batch size")->check(CLI::Range(1, 100000));
     app.add_option("--lr", s.train.lr, "classifier SGD learning rate")->check(CLI::PositiveNumber);
-    app.add_option("--lr-diffusion", s.train.lr_diffusion, "diffusion SGD learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--lr-diffusion", s.train.lr_diffusion, "diffusion SGD learning rate")
+        ->check(CLI::PositiveNumber);
     auto* o_ms = app.add_option("--milestones", s.train.milestones,
                                 "0-based epochs after which the classifier lr is multiplied by --gamma "
                                 "(default: the reference's 10 20 30)");
@@ -138,14 +149,21 @@ int main(int argc, char** argv) {
     app.add_option("--gamma", s.train.gamma, "learning-rate decay factor")->check(CLI::PositiveNumber);
     app.add_option("--momentum", s.train.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
     app.add_option("--weight-decay", s.train.weight_decay, "SGD weight decay")->check(CLI::NonNegativeNumber);
-    app.add_option("--sigma-train", s.train.sigma_train, "sigma of the training pass")->check(CLI::NonNegativeNumber);
-    app.add_option("--ood-noise-std", s.train.ood_noise_std, "pseudo-OOD noise std")->check(CLI::NonNegativeNumber);
-    app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")->check(CLI::Range(1, 10000000));
+    app.add_option("--sigma-train", s.train.sigma_train, "sigma of the training pass")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--ood-noise-std", s.train.ood_noise_std, "pseudo-OOD noise std")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")
+        ->check(CLI::Range(1, 10000000));
     app.add_flag("!--no-baselines", s.baselines, "skip the mnist_baselines networks");
-    auto* o_bepochs = app.add_option("--baseline-epochs", bs.epochs, "baseline epochs")->check(CLI::Range(1, 1000));
-    auto* o_bwidth = app.add_option("--baseline-width", bs.width, "baseline conv channels")->check(CLI::Range(1, 512));
-    auto* o_bgroups = app.add_option("--baseline-groups", bs.groups, "baseline GroupNorm groups")->check(CLI::Range(1, 512));
-    auto* o_bblocks = app.add_option("--baseline-blocks", bs.blocks, "baseline residual blocks")->check(CLI::Range(0, 32));
+    auto* o_bepochs =
+        app.add_option("--baseline-epochs", bs.epochs, "baseline epochs")->check(CLI::Range(1, 1000));
+    auto* o_bwidth =
+        app.add_option("--baseline-width", bs.width, "baseline conv channels")->check(CLI::Range(1, 512));
+    auto* o_bgroups = app.add_option("--baseline-groups", bs.groups, "baseline GroupNorm groups")
+                          ->check(CLI::Range(1, 512));
+    auto* o_bblocks =
+        app.add_option("--baseline-blocks", bs.blocks, "baseline residual blocks")->check(CLI::Range(0, 32));
     app.add_option("--ensemble", bs.ensemble, "ensemble members")->check(CLI::Range(1, 50));
     app.add_option("--mc-samples", bs.mc_samples, "MC dropout samples")->check(CLI::Range(1, 1000));
     SDEUQ_PARSE(app, argc, argv);
@@ -171,8 +189,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (bs.width % bs.groups != 0) {
-        std::fprintf(stderr, "sdenet_mnist: --baseline-groups %d must divide --baseline-width %lld\n", bs.groups,
-                     static_cast<long long>(bs.width));
+        std::fprintf(stderr, "sdenet_mnist: --baseline-groups %d must divide --baseline-width %lld\n",
+                     bs.groups, static_cast<long long>(bs.width));
         return 2;
     }
     if (s.width % std::min<std::int64_t>(s.max_groups, s.width) != 0) {
@@ -192,7 +210,8 @@ int main(int argc, char** argv) {
     };
     std::map<std::string, Sets> raw;
     try {
-        raw["mnist"] = {data::load_mnist(data_dir, data::Split::train), data::load_mnist(data_dir, data::Split::test)};
+        raw["mnist"] = {data::load_mnist(data_dir, data::Split::train),
+                        data::load_mnist(data_dir, data::Split::test)};
         raw["fashion_mnist"] = {data::load_fashion_mnist(data_dir, data::Split::train),
                                 data::load_fashion_mnist(data_dir, data::Split::test)};
     } catch (const std::exception& e) {
@@ -200,20 +219,35 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    json config = {{"dataset", s.dataset}, {"epochs", s.epochs}, {"batch", s.batch}, {"drop_last", true},
-                   {"train_subset", s.train_subset}, {"eval_subset", s.eval_subset},
-                   {"noise_images", s.noise_images}, {"passes", s.passes}, {"sigma_eval", s.sigma_eval},
-                   {"width", s.width}, {"max_groups", s.max_groups}, {"lr", s.train.lr},
-                   {"lr_diffusion", s.train.lr_diffusion}, {"milestones", s.train.milestones},
-                   {"milestones_diffusion", s.train.milestones_diffusion}, {"gamma", s.train.gamma},
-                   {"momentum", s.train.momentum}, {"weight_decay", s.train.weight_decay},
-                   {"sigma_train", s.train.sigma_train}, {"ood_noise_std", s.train.ood_noise_std},
-                   {"grid_steps", s.grid_steps}, {"baselines", s.baselines}};
+    json config = {{"dataset", s.dataset},
+                   {"epochs", s.epochs},
+                   {"batch", s.batch},
+                   {"drop_last", true},
+                   {"train_subset", s.train_subset},
+                   {"eval_subset", s.eval_subset},
+                   {"noise_images", s.noise_images},
+                   {"passes", s.passes},
+                   {"sigma_eval", s.sigma_eval},
+                   {"width", s.width},
+                   {"max_groups", s.max_groups},
+                   {"lr", s.train.lr},
+                   {"lr_diffusion", s.train.lr_diffusion},
+                   {"milestones", s.train.milestones},
+                   {"milestones_diffusion", s.train.milestones_diffusion},
+                   {"gamma", s.train.gamma},
+                   {"momentum", s.train.momentum},
+                   {"weight_decay", s.train.weight_decay},
+                   {"sigma_train", s.train.sigma_train},
+                   {"ood_noise_std", s.train.ood_noise_std},
+                   {"grid_steps", s.grid_steps},
+                   {"baselines", s.baselines}};
     if (s.baselines)
-        config["baseline"] = {{"epochs", bs.epochs}, {"lr", bs.lr}, {"optimizer", "adam"}, {"width", bs.width},
-                              {"groups", bs.groups}, {"residual_blocks", bs.blocks}, {"dropout", bs.dropout},
-                              {"mc_samples", bs.mc_samples}, {"ensemble", bs.ensemble},
-                              {"input", "standardised with the in-distribution set's constants"}};
+        config["baseline"] = {
+            {"epochs", bs.epochs},     {"lr", bs.lr},
+            {"optimizer", "adam"},     {"width", bs.width},
+            {"groups", bs.groups},     {"residual_blocks", bs.blocks},
+            {"dropout", bs.dropout},   {"mc_samples", bs.mc_samples},
+            {"ensemble", bs.ensemble}, {"input", "standardised with the in-distribution set's constants"}};
     fs::create_directories(fs::path(args.out) / "checkpoints");
     json results, timings;
     const std::int64_t total = static_cast<std::int64_t>(names.size()) *
@@ -245,7 +279,8 @@ int main(int argc, char** argv) {
             mc.max_groups = s.max_groups;
             sde::SdeNet net(mc, gen);
             sde::SdeNetTrainer trainer(net, s.train, dseed + 1);
-            const std::string ckpt = (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();
+            const std::string ckpt =
+                (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();
             const std::string key = config.dump() + fmt::format("|seed={}|in={}", args.seed, in_name);
             int start = 0;
             std::vector<double> secs;
@@ -265,11 +300,16 @@ int main(int argc, char** argv) {
                 const double t0 = experiment::wall_seconds();
                 auto st = trainer.train_epoch(tr, e, s.batch, dseed + 2);
                 secs.push_back(experiment::wall_seconds() - t0);
-                losses.push_back({{"epoch", e}, {"cross_entropy", st.mean.task_loss}, {"bce_in", st.mean.bce_in},
-                                  {"bce_out", st.mean.bce_out}, {"batches", st.batches}});
-                json meta = {{"config", key}, {"epochs_done", e + 1}, {"epoch_seconds", secs}, {"losses", losses}};
+                losses.push_back({{"epoch", e},
+                                  {"cross_entropy", st.mean.task_loss},
+                                  {"bce_in", st.mean.bce_in},
+                                  {"bce_out", st.mean.bce_out},
+                                  {"batches", st.batches}});
+                json meta = {
+                    {"config", key}, {"epochs_done", e + 1}, {"epoch_seconds", secs}, {"losses", losses}};
                 sde::save_sdenet_checkpoint(ckpt, net, trainer, meta.dump());
-                bar.update(++done, fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
+                bar.update(++done,
+                           fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
             }
             const double t0 = experiment::wall_seconds();
             std::vector<Tensor> xs;
@@ -286,10 +326,12 @@ int main(int argc, char** argv) {
             MethodOutputs md{"sdenet", "diffusion", methods[0].probs, {}};  // predictions at the first sigma
             for (auto& x : xs) md.scores.push_back(neg(sde::diffusion_score(net, x)));
             methods.push_back(std::move(md));
-            tim["sdenet"] = {{"seconds_per_epoch", secs},
-                             {"batches_per_epoch", tr.n / s.batch},
-                             {"seconds_per_batch", secs.empty() ? 0.0 : secs.back() / double(std::max<std::size_t>(1, tr.n / s.batch))},
-                             {"evaluation_seconds", experiment::wall_seconds() - t0}};
+            tim["sdenet"] = {
+                {"seconds_per_epoch", secs},
+                {"batches_per_epoch", tr.n / s.batch},
+                {"seconds_per_batch",
+                 secs.empty() ? 0.0 : secs.back() / double(std::max<std::size_t>(1, tr.n / s.batch))},
+                {"evaluation_seconds", experiment::wall_seconds() - t0}};
             if (!secs.empty())
                 tim["sdenet"]["estimated_seconds_per_full_epoch"] =
                     secs.back() / double(std::max<std::size_t>(1, tr.n / s.batch)) * double(60000 / s.batch);
@@ -309,7 +351,8 @@ int main(int argc, char** argv) {
             auto ck = [&](const std::string& m) {
                 return (fs::path(args.out) / "checkpoints" / (in_name + "_" + m + ".ckpt")).string();
             };
-            const std::string key = config.dump() + fmt::format("|seed={}|in={}|baseline", args.seed, in_name);
+            const std::string key =
+                config.dump() + fmt::format("|seed={}|in={}|baseline", args.seed, in_name);
             MethodOutputs det{"deterministic", "max_prob", {}, {}}, ens{"deep_ensemble", "max_prob", {}, {}},
                 mcd{"mc_dropout", "max_prob", {}, {}};
             for (auto& b : bsets) ens.probs.push_back(std::vector<double>(b.n * 10, 0.0));
@@ -324,10 +367,12 @@ int main(int argc, char** argv) {
                     if (k == 0) det.probs.push_back(std::move(p));
                 }
             }
-            auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key, args.resume, bar, done);
+            auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key, args.resume,
+                                      bar, done);
             for (auto& b : bsets) mcd.probs.push_back(baselines::predict(*r.model, b, bs.mc_samples));
             for (auto* m : {&det, &mcd, &ens}) {
-                for (auto& p : m->probs) m->scores.push_back(metrics::max_prob(std::span<const double>(p), 10));
+                for (auto& p : m->probs)
+                    m->scores.push_back(metrics::max_prob(std::span<const double>(p), 10));
                 methods.push_back(std::move(*m));
             }
             tim["baselines"] = {{"deterministic_seconds_per_epoch", det_secs},
@@ -348,11 +393,13 @@ int main(int argc, char** argv) {
                 res["ood"][sets[j].first][key] = metrics_json(m.scores[0], m.scores[j], s.grid_steps);
             const auto pred = metrics::argmax(std::span<const double>(p), 10);
             std::vector<double> right, wrong;
-            for (std::size_t i = 0; i < test.n; ++i) (pred[i] == test.labels[i] ? right : wrong).push_back(m.scores[0][i]);
+            for (std::size_t i = 0; i < test.n; ++i)
+                (pred[i] == test.labels[i] ? right : wrong).push_back(m.scores[0][i]);
             if (!right.empty() && !wrong.empty())
                 res["misclassification"][key] = metrics_json(right, wrong, s.grid_steps);
             else
-                res["misclassification"][key] = {{"n_in", right.size()}, {"n_out", wrong.size()},
+                res["misclassification"][key] = {{"n_in", right.size()},
+                                                 {"n_out", wrong.size()},
                                                  {"note", "undefined: no correct or no wrong predictions"}};
         }
         results[in_name]["metrics"] = res;
@@ -362,7 +409,8 @@ int main(int argc, char** argv) {
 
     // CSV: one row per (in set, task, method/score, definition).
     std::vector<std::vector<std::string>> rows;
-    const std::vector<std::string> cols = {"tnr_at_95_tpr", "auroc", "detection_accuracy", "aupr_in", "aupr_out"};
+    const std::vector<std::string> cols = {"tnr_at_95_tpr", "auroc", "detection_accuracy", "aupr_in",
+                                           "aupr_out"};
     for (auto& [in_name, r] : results.items()) {
         const json& res = r["metrics"];
         auto emit = [&](const std::string& task, const json& by_method) {
@@ -387,7 +435,8 @@ int main(int argc, char** argv) {
     experiment::write_json(args.out + "/run.json", run);
     for (auto& [in_name, r] : results.items()) {
         for (auto& [key, c] : r["metrics"]["classification"].items()) {
-            std::string line = fmt::format("{:14} {:28} acc {:.4f}", in_name, key, c["accuracy"].get<double>());
+            std::string line =
+                fmt::format("{:14} {:28} acc {:.4f}", in_name, key, c["accuracy"].get<double>());
             for (auto& [set, bm] : r["metrics"]["ood"].items())
                 line += fmt::format("  {} AUROC {:.4f}", set, bm[key]["exact"]["auroc"].get<double>());
             std::printf("%s\n", line.c_str());

@@ -5,8 +5,8 @@
 // (seeded permutations); features and target standardised with the training split's mean and std; RMSE and
 // Gaussian NLL reported in the original units (MEDV, $1000s), mean +- std (ddof 1) over splits.
 //   * SDE-Net: the reference's YearMSD model with d = 13 (Linear(13, 50), 4 Euler-Maruyama steps, drift
-//     ReLU(Linear(50, 50)), diffusion Linear(50, 100)-ReLU-Linear(100, 1)-sigmoid on h0, head ReLU-Linear(50, 2),
-//     std = softplus + 1e-3), its loss mean(log s^2 + (y - m)^2 / s^2), two SGD optimizers (momentum 0.9,
+//     ReLU(Linear(50, 50)), diffusion Linear(50, 100)-ReLU-Linear(100, 1)-sigmoid on h0, head ReLU-Linear(50,
+//     2), std = softplus + 1e-3), its loss mean(log s^2 + (y - m)^2 / s^2), two SGD optimizers (momentum 0.9,
 //     weight decay 5e-4), gradient-norm clip 100, sigma 0.1 in training until epoch 30 then 0.5 (the
 //     reference), evaluation at sigma 0.5 with 10 passes. Boston has 455 training rows instead of YearMSD's
 //     463,715, so the reference's lr 1e-4 for 60 epochs of 3,622 batches would barely move: here batch 32,
@@ -26,6 +26,8 @@
 //       the other 10% of those rows (in) against the rows above it (out).
 // Metrics under both definitions (nn/metrics exact, nn/metrics_grid the reference's grid). Each finished
 // split is saved to out/checkpoints/splits.json (a killed run resumes after the last finished split).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,7 +35,6 @@
 #include <fstream>
 #include <map>
 #include <numbers>
-#include <fmt/format.h>
 
 #include "experiments/common.hpp"
 #include "nn/data.hpp"
@@ -83,7 +84,8 @@ Problem make_problem(const data::TabularDataset& ds, const std::vector<std::size
     for (std::size_t i : train)
         for (std::size_t j = 0; j < d; ++j) mu[j] += ds.x[i * d + j] / double(train.size());
     for (std::size_t i : train)
-        for (std::size_t j = 0; j < d; ++j) sd[j] += std::pow(ds.x[i * d + j] - mu[j], 2) / double(train.size());
+        for (std::size_t j = 0; j < d; ++j)
+            sd[j] += std::pow(ds.x[i * d + j] - mu[j], 2) / double(train.size());
     for (auto& v : sd) v = v > 0 ? std::sqrt(v) : 1.0;  // a constant feature (e.g. CHAS in a split) stays 0
     Problem p;
     for (std::size_t i : train) p.y_mean += ds.y[i] / double(train.size());
@@ -111,7 +113,8 @@ Tensor gather_rows(const Tensor& x, std::span<const std::size_t> idx) {
     Tensor out = x.rank() == 2 ? Tensor::empty({static_cast<std::int64_t>(idx.size()), d}, DType::f32)
                                : Tensor::empty({static_cast<std::int64_t>(idx.size())}, DType::f32);
     for (std::size_t r = 0; r < idx.size(); ++r)
-        std::copy_n(x.data<float>() + idx[r] * static_cast<std::size_t>(d), d, out.data<float>() + r * static_cast<std::size_t>(d));
+        std::copy_n(x.data<float>() + idx[r] * static_cast<std::size_t>(d), d,
+                    out.data<float>() + r * static_cast<std::size_t>(d));
     return out;
 }
 
@@ -127,7 +130,8 @@ public:
         l1_ = register_module("l1", std::make_shared<nn::Linear>(d, hidden, gen));
         if (dropout > 0) {
             const std::uint64_t hi = gen(), lo = gen();
-            drop_ = register_module("dropout", std::make_shared<nn::Dropout>(dropout, Generator(gen.seed(), (hi << 32) | lo)));
+            drop_ = register_module(
+                "dropout", std::make_shared<nn::Dropout>(dropout, Generator(gen.seed(), (hi << 32) | lo)));
         }
         l2_ = register_module("l2", std::make_shared<nn::Linear>(hidden, 2, gen));
     }
@@ -166,7 +170,8 @@ void train_mlp(HeteroMlp& m, const Tensor& x, const Tensor& y, const Settings& s
 }
 
 // Moments of the mixture of Gaussians N(m_k, s_k^2), k over passes / members.
-Prediction mixture(const std::vector<std::vector<double>>& means, const std::vector<std::vector<double>>& stds) {
+Prediction mixture(const std::vector<std::vector<double>>& means,
+                   const std::vector<std::vector<double>>& stds) {
     const std::size_t n = means[0].size();
     const double k = double(means.size());
     Prediction p;
@@ -201,8 +206,8 @@ struct Trained {
     json sdenet_losses;
 };
 
-Trained train_and_predict(const Tensor& x, const Tensor& y, const std::vector<Tensor>& evals, const Settings& s,
-                          std::uint64_t seed) {
+Trained train_and_predict(const Tensor& x, const Tensor& y, const std::vector<Tensor>& evals,
+                          const Settings& s, std::uint64_t seed) {
     Trained out;
     const std::int64_t d = x.dim(1);
     {  // SDE-Net
@@ -228,7 +233,8 @@ Trained train_and_predict(const Tensor& x, const Tensor& y, const std::vector<Te
                 bo += st.bce_out;
             }
             if (e == 0 || e + 1 == s.epochs)
-                out.sdenet_losses.push_back({{"epoch", e}, {"loss", loss / b}, {"bce_in", bi / b}, {"bce_out", bo / b}});
+                out.sdenet_losses.push_back(
+                    {{"epoch", e}, {"loss", loss / b}, {"bce_in", bi / b}, {"bce_out", bo / b}});
         }
         net.set_sigma(s.sigma_eval);
         for (const auto& xe : evals) {
@@ -270,7 +276,8 @@ Trained train_and_predict(const Tensor& x, const Tensor& y, const std::vector<Te
                 ss[j].push_back(sd);
             }
         }
-        for (std::size_t j = 0; j < evals.size(); ++j) out.preds["deep_ensemble"].push_back(mixture(ms[j], ss[j]));
+        for (std::size_t j = 0; j < evals.size(); ++j)
+            out.preds["deep_ensemble"].push_back(mixture(ms[j], ss[j]));
     }
     return out;
 }
@@ -278,10 +285,18 @@ Trained train_and_predict(const Tensor& x, const Tensor& y, const std::vector<Te
 json ood_json(const std::vector<double>& in, const std::vector<double>& out, std::size_t grid_steps) {
     const auto e = metrics::ood_metrics(in, out);
     const auto g = metrics::grid_ood_metrics(in, out, grid_steps);
-    return {{"exact", {{"auroc", e.auroc}, {"tnr_at_95_tpr", e.tnr_at_95_tpr}, {"detection_accuracy", e.detection_accuracy},
-                       {"aupr_in", e.aupr_in}, {"aupr_out", e.aupr_out}}},
-            {"grid", {{"auroc", g.auroc}, {"tnr_at_95_tpr", g.tnr_at_95_tpr}, {"detection_accuracy", g.detection_accuracy},
-                      {"aupr_in", g.aupr_in}, {"aupr_out", g.aupr_out}}}};
+    return {{"exact",
+             {{"auroc", e.auroc},
+              {"tnr_at_95_tpr", e.tnr_at_95_tpr},
+              {"detection_accuracy", e.detection_accuracy},
+              {"aupr_in", e.aupr_in},
+              {"aupr_out", e.aupr_out}}},
+            {"grid",
+             {{"auroc", g.auroc},
+              {"tnr_at_95_tpr", g.tnr_at_95_tpr},
+              {"detection_accuracy", g.detection_accuracy},
+              {"aupr_in", g.aupr_in},
+              {"aupr_out", g.aupr_out}}}};
 }
 
 std::vector<double> neg(const std::vector<double>& v) {
@@ -291,7 +306,8 @@ std::vector<double> neg(const std::vector<double>& v) {
 }
 
 // The scores of each method (higher = in-distribution).
-std::vector<std::pair<std::string, std::vector<double>>> scores(const std::string& method, const Prediction& p) {
+std::vector<std::pair<std::string, std::vector<double>>> scores(const std::string& method,
+                                                                const Prediction& p) {
     std::vector<std::pair<std::string, std::vector<double>>> s = {{method + "/mean_std", neg(p.mean_std)}};
     if (!p.diffusion.empty()) s.push_back({method + "/diffusion", neg(p.diffusion)});
     return s;
@@ -300,7 +316,8 @@ std::vector<std::pair<std::string, std::vector<double>>> scores(const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"sdenet_regression: SDE-Net, MC dropout and a deep ensemble on Boston housing (RMSE, NLL, OOD)"};
+    CLI::App app{
+        "sdenet_regression: SDE-Net, MC dropout and a deep ensemble on Boston housing (RMSE, NLL, OOD)"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/sdenet_regression");
     Settings s;
@@ -311,25 +328,38 @@ int main(int argc, char** argv) {
     s.sdenet.milestones = {};
     s.sdenet.milestones_diffusion = {};
     auto* o_splits = app.add_option("--splits", s.splits, "random 90/10 splits")->check(CLI::Range(1, 1000));
-    auto* o_epochs = app.add_option("--epochs", s.epochs, "training epochs per model")->check(CLI::Range(1, 100000));
+    auto* o_epochs =
+        app.add_option("--epochs", s.epochs, "training epochs per model")->check(CLI::Range(1, 100000));
     app.add_option("--batch", s.batch, "batch size")->check(CLI::Range(1, 100000));
     app.add_option("--passes", s.passes, "stochastic passes at evaluation")->check(CLI::Range(2, 1000));
     app.add_option("--hidden", s.hidden, "hidden units")->check(CLI::Range(1, 4096));
     app.add_option("--lr", s.sdenet.lr, "SDE-Net drift/head SGD learning rate")->check(CLI::PositiveNumber);
-    app.add_option("--lr-diffusion", s.sdenet.lr_diffusion, "SDE-Net diffusion SGD learning rate")->check(CLI::PositiveNumber);
-    auto* o_ms = app.add_option("--milestones", s.sdenet.milestones, "SDE-Net lr x0.1 after these 0-based epochs (default: after 2/3 of --epochs)");
-    app.add_option("--sigma-train", s.sdenet.sigma_train, "SDE-Net sigma in training from --sigma-switch-epoch")->check(CLI::NonNegativeNumber);
-    app.add_option("--sigma-train-early", s.sigma_train_early, "SDE-Net sigma in training before it")->check(CLI::NonNegativeNumber);
-    app.add_option("--sigma-switch-epoch", s.sigma_switch_epoch, "epoch of the sigma switch")->check(CLI::Range(0, 100000));
-    app.add_option("--sigma-eval", s.sigma_eval, "SDE-Net sigma at evaluation")->check(CLI::NonNegativeNumber);
-    app.add_option("--clip", s.sdenet.clip_classifier, "SDE-Net gradient-norm clip (0 = off)")->check(CLI::NonNegativeNumber);
-    app.add_option("--baseline-lr", s.baseline_lr, "MC dropout / ensemble Adam learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--lr-diffusion", s.sdenet.lr_diffusion, "SDE-Net diffusion SGD learning rate")
+        ->check(CLI::PositiveNumber);
+    auto* o_ms =
+        app.add_option("--milestones", s.sdenet.milestones,
+                       "SDE-Net lr x0.1 after these 0-based epochs (default: after 2/3 of --epochs)");
+    app.add_option("--sigma-train", s.sdenet.sigma_train,
+                   "SDE-Net sigma in training from --sigma-switch-epoch")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--sigma-train-early", s.sigma_train_early, "SDE-Net sigma in training before it")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--sigma-switch-epoch", s.sigma_switch_epoch, "epoch of the sigma switch")
+        ->check(CLI::Range(0, 100000));
+    app.add_option("--sigma-eval", s.sigma_eval, "SDE-Net sigma at evaluation")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--clip", s.sdenet.clip_classifier, "SDE-Net gradient-norm clip (0 = off)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--baseline-lr", s.baseline_lr, "MC dropout / ensemble Adam learning rate")
+        ->check(CLI::PositiveNumber);
     app.add_option("--dropout", s.dropout, "MC dropout rate")->check(CLI::Range(0.0, 0.95));
     app.add_option("--ensemble", s.ensemble, "ensemble members")->check(CLI::Range(2, 100));
     app.add_option("--shift", s.shift, "OOD (a): shift in standard deviations")->check(CLI::PositiveNumber);
     app.add_option("--split-feature", s.split_feature, "OOD (b): the feature of the covariate-shift split");
-    app.add_option("--split-quantile", s.split_quantile, "OOD (b): rows above this quantile are OOD")->check(CLI::Range(0.5, 0.99));
-    app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")->check(CLI::Range(1, 10000000));
+    app.add_option("--split-quantile", s.split_quantile, "OOD (b): rows above this quantile are OOD")
+        ->check(CLI::Range(0.5, 0.99));
+    app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")
+        ->check(CLI::Range(1, 10000000));
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {
         if (!o_splits->count()) s.splits = 20;
@@ -354,17 +384,32 @@ int main(int argc, char** argv) {
     }
     const std::size_t fj = static_cast<std::size_t>(feat - ds.feature_names.begin());
 
-    json config = {{"data", "Boston housing (506 x 13, target MEDV)"}, {"splits", s.splits},
-                   {"test_fraction", s.test_fraction}, {"epochs", s.epochs}, {"batch", s.batch},
-                   {"passes", s.passes}, {"hidden", s.hidden}, {"sdenet_lr", s.sdenet.lr},
-                   {"sdenet_lr_diffusion", s.sdenet.lr_diffusion}, {"sdenet_milestones", s.sdenet.milestones},
-                   {"sdenet_momentum", s.sdenet.momentum}, {"sdenet_weight_decay", s.sdenet.weight_decay},
-                   {"sdenet_clip", s.sdenet.clip_classifier}, {"sigma_train_early", s.sigma_train_early},
-                   {"sigma_switch_epoch", s.sigma_switch_epoch}, {"sigma_train", s.sdenet.sigma_train},
-                   {"sigma_eval", s.sigma_eval}, {"ood_noise_std", s.sdenet.ood_noise_std},
-                   {"baseline_lr", s.baseline_lr}, {"baseline_optimizer", "adam"}, {"dropout", s.dropout},
-                   {"ensemble", s.ensemble}, {"shift", s.shift}, {"split_feature", s.split_feature},
-                   {"split_quantile", s.split_quantile}, {"grid_steps", s.grid_steps}};
+    json config = {{"data", "Boston housing (506 x 13, target MEDV)"},
+                   {"splits", s.splits},
+                   {"test_fraction", s.test_fraction},
+                   {"epochs", s.epochs},
+                   {"batch", s.batch},
+                   {"passes", s.passes},
+                   {"hidden", s.hidden},
+                   {"sdenet_lr", s.sdenet.lr},
+                   {"sdenet_lr_diffusion", s.sdenet.lr_diffusion},
+                   {"sdenet_milestones", s.sdenet.milestones},
+                   {"sdenet_momentum", s.sdenet.momentum},
+                   {"sdenet_weight_decay", s.sdenet.weight_decay},
+                   {"sdenet_clip", s.sdenet.clip_classifier},
+                   {"sigma_train_early", s.sigma_train_early},
+                   {"sigma_switch_epoch", s.sigma_switch_epoch},
+                   {"sigma_train", s.sdenet.sigma_train},
+                   {"sigma_eval", s.sigma_eval},
+                   {"ood_noise_std", s.sdenet.ood_noise_std},
+                   {"baseline_lr", s.baseline_lr},
+                   {"baseline_optimizer", "adam"},
+                   {"dropout", s.dropout},
+                   {"ensemble", s.ensemble},
+                   {"shift", s.shift},
+                   {"split_feature", s.split_feature},
+                   {"split_quantile", s.split_quantile},
+                   {"grid_steps", s.grid_steps}};
     const std::string key = config.dump() + fmt::format("|seed={}", args.seed);
     fs::create_directories(fs::path(args.out) / "checkpoints");
     const std::string ckpt = (fs::path(args.out) / "checkpoints" / "splits.json").string();
@@ -395,7 +440,8 @@ int main(int argc, char** argv) {
         for (auto& v : sign) v = dir.uniform01() < 0.5 ? -1.0 : 1.0;
         for (std::int64_t i = 0; i < shifted.dim(0); ++i)
             for (std::size_t j = 0; j < ds.d; ++j)
-                shifted.data<float>()[static_cast<std::size_t>(i) * ds.d + j] += static_cast<float>(s.shift * sign[j]);
+                shifted.data<float>()[static_cast<std::size_t>(i) * ds.d + j] +=
+                    static_cast<float>(s.shift * sign[j]);
         Trained t = train_and_predict(p.x_train, p.y_train, {p.x_test, shifted}, s, seed);
         json split = {{"split", k}, {"n_train", train.size()}, {"n_test", test.size()}};
         for (auto& [method, preds] : t.preds) {
@@ -423,7 +469,8 @@ int main(int argc, char** argv) {
         const double cut = sorted[static_cast<std::size_t>(s.split_quantile * double(ds.n - 1))];
         std::vector<std::size_t> low, high;
         for (std::size_t i : perm) (col[i] <= cut ? low : high).push_back(i);
-        const std::size_t n_low_test = static_cast<std::size_t>(std::lround(s.test_fraction * double(low.size())));
+        const std::size_t n_low_test =
+            static_cast<std::size_t>(std::lround(s.test_fraction * double(low.size())));
         std::vector<std::size_t> low_test(low.begin(), low.begin() + static_cast<std::ptrdiff_t>(n_low_test));
         std::vector<std::size_t> low_train(low.begin() + static_cast<std::ptrdiff_t>(n_low_test), low.end());
         Problem q = make_problem(ds, low_train, low_test);
@@ -432,10 +479,14 @@ int main(int argc, char** argv) {
         for (auto& [method, preds] : tb.preds) {
             const auto si = scores(method, preds[0]), so = scores(method, preds[1]);
             for (std::size_t j = 0; j < si.size(); ++j)
-                split["ood"]["feature_split"][si[j].first] = ood_json(si[j].second, so[j].second, s.grid_steps);
+                split["ood"]["feature_split"][si[j].first] =
+                    ood_json(si[j].second, so[j].second, s.grid_steps);
         }
-        split["feature_split"] = {{"feature", s.split_feature}, {"cut", cut}, {"n_train", low_train.size()},
-                                  {"n_in", low_test.size()}, {"n_out", high.size()}};
+        split["feature_split"] = {{"feature", s.split_feature},
+                                  {"cut", cut},
+                                  {"n_train", low_train.size()},
+                                  {"n_in", low_test.size()},
+                                  {"n_out", high.size()}};
         per_split.push_back(split);
         split_seconds.push_back(experiment::wall_seconds() - t0);
         experiment::write_json(ckpt, {{"config", key}, {"splits", per_split}, {"seconds", split_seconds}});
@@ -456,7 +507,8 @@ int main(int argc, char** argv) {
             std::vector<double> v;
             for (auto& sp : per_split) v.push_back(sp[what][method].get<double>());
             summary[what][method] = ms(v);
-            rows.push_back({what, method, "", "", experiment::num(summary[what][method]["mean"].get<double>()),
+            rows.push_back({what, method, "", "",
+                            experiment::num(summary[what][method]["mean"].get<double>()),
                             experiment::num(summary[what][method]["std"].get<double>())});
         }
     for (auto& [construction, by_score] : per_split[0]["ood"].items())
@@ -465,14 +517,19 @@ int main(int argc, char** argv) {
                 for (auto& [metric, v0] : mets.items()) {
                     (void)v0;
                     std::vector<double> v;
-                    for (auto& sp : per_split) v.push_back(sp["ood"][construction][score][def][metric].get<double>());
+                    for (auto& sp : per_split)
+                        v.push_back(sp["ood"][construction][score][def][metric].get<double>());
                     summary["ood"][construction][score][def][metric] = ms(v);
-                    rows.push_back({"ood:" + construction, score, def, metric, experiment::num(ms(v)["mean"].get<double>()),
+                    rows.push_back({"ood:" + construction, score, def, metric,
+                                    experiment::num(ms(v)["mean"].get<double>()),
                                     experiment::num(ms(v)["std"].get<double>())});
                 }
-    experiment::write_csv(args.out + "/results.csv", {"quantity", "method/score", "definition", "metric", "mean", "std"}, rows);
-    experiment::write_json(args.out + "/results.json", {{"provenance", experiment::provenance("sdenet_regression", args, config)},
-                                                         {"summary", summary}, {"splits", per_split}});
+    experiment::write_csv(args.out + "/results.csv",
+                          {"quantity", "method/score", "definition", "metric", "mean", "std"}, rows);
+    experiment::write_json(args.out + "/results.json",
+                           {{"provenance", experiment::provenance("sdenet_regression", args, config)},
+                            {"summary", summary},
+                            {"splits", per_split}});
     json run = experiment::run_info(args);
     run["timings"] = {{"seconds_per_split", split_seconds}};
     experiment::write_json(args.out + "/run.json", run);

@@ -1,8 +1,9 @@
 #include "nn/metrics_grid.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <stdexcept>
 #include <vector>
 
@@ -11,7 +12,8 @@ namespace sdeuq::metrics {
 namespace {
 
 std::vector<double> sorted_finite(std::span<const double> v, const char* which) {
-    if (v.empty()) throw std::invalid_argument(fmt::format("grid_ood_metrics: the {} scores are empty", which));
+    if (v.empty())
+        throw std::invalid_argument(fmt::format("grid_ood_metrics: the {} scores are empty", which));
     std::vector<double> s(v.begin(), v.end());
     for (std::size_t i = 0; i < s.size(); ++i)
         if (!std::isfinite(s[i]))

@@ -1,10 +1,11 @@
 #include "sde/sdenet.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <stdexcept>
 #include <tuple>
 
@@ -53,7 +54,8 @@ void check_sigma(const char* who, double s) {
 
 // ---------------------------------------------------------------- ConcatConv2d
 
-ConcatConv2d::ConcatConv2d(std::int64_t in, std::int64_t out, int kernel, Generator& gen, nn::Conv2dOptions opt)
+ConcatConv2d::ConcatConv2d(std::int64_t in, std::int64_t out, int kernel, Generator& gen,
+                           nn::Conv2dOptions opt)
     : in_(in), dtype_(opt.dtype) {
     conv_ = register_module("conv", std::make_shared<nn::Conv2d>(in + 1, out, kernel, gen, opt));
 }
@@ -84,7 +86,9 @@ SdeNetDrift::SdeNetDrift(std::int64_t width, int groups, Generator& gen, DType d
     gn3_ = register_module("gn3", std::make_shared<nn::GroupNorm>(groups, width, 1e-5, true, dtype));
 }
 
-std::string SdeNetDrift::describe() const { return fmt::format("SdeNetDrift(width={})", width_); }
+std::string SdeNetDrift::describe() const {
+    return fmt::format("SdeNetDrift(width={})", width_);
+}
 
 Var SdeNetDrift::forward(double t, const Var& x) {
     Var h = cc1_->forward(t, relu(gn1_->forward(x)));
@@ -92,7 +96,8 @@ Var SdeNetDrift::forward(double t, const Var& x) {
     return gn3_->forward(h);
 }
 
-SdeNetDiffusion::SdeNetDiffusion(std::int64_t width, int groups, Generator& gen, DType dtype) : width_(width) {
+SdeNetDiffusion::SdeNetDiffusion(std::int64_t width, int groups, Generator& gen, DType dtype)
+    : width_(width) {
     nn::Conv2dOptions co{.stride = 1, .padding = 1, .bias = true, .dtype = dtype};
     gn1_ = register_module("gn1", std::make_shared<nn::GroupNorm>(groups, width, 1e-5, true, dtype));
     cc1_ = register_module("cc1", std::make_shared<ConcatConv2d>(width, width, 3, gen, co));
@@ -104,7 +109,9 @@ SdeNetDiffusion::SdeNetDiffusion(std::int64_t width, int groups, Generator& gen,
     fc_ = register_module("fc", std::make_shared<nn::Linear>(width, 1, gen, lo));
 }
 
-std::string SdeNetDiffusion::describe() const { return fmt::format("SdeNetDiffusion(width={})", width_); }
+std::string SdeNetDiffusion::describe() const {
+    return fmt::format("SdeNetDiffusion(width={})", width_);
+}
 
 Var SdeNetDiffusion::forward_logit(double t, const Var& x) {
     Var h = cc1_->forward(t, relu(gn1_->forward(x)));
@@ -119,10 +126,11 @@ SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen) : cfg_(cfg), sigma_(cfg.
         cfg.width % groups_for(cfg.max_groups, cfg.width) != 0)
         throw std::invalid_argument(fmt::format(
             "SdeNet: need positive sizes and min(max_groups, width) dividing width (width={}, max_groups={}, "
-            "in_channels={}, classes={})", cfg.width, cfg.max_groups, cfg.in_channels, cfg.num_classes));
+            "in_channels={}, classes={})",
+            cfg.width, cfg.max_groups, cfg.in_channels, cfg.num_classes));
     if (cfg.steps < 1 || !(cfg.t_end > 0.0))
-        throw std::invalid_argument(
-            fmt::format("SdeNet: steps must be >= 1 and t_end > 0 (got steps={}, t_end={})", cfg.steps, cfg.t_end));
+        throw std::invalid_argument(fmt::format(
+            "SdeNet: steps must be >= 1 and t_end > 0 (got steps={}, t_end={})", cfg.steps, cfg.t_end));
     check_sigma("SdeNet", cfg.sigma);
     const std::int64_t w = cfg.width;
     const int groups = groups_for(cfg.max_groups, w);
@@ -195,23 +203,27 @@ std::vector<Parameter*> SdeNet::classifier_parameters() {
     return p;
 }
 
-std::vector<Parameter*> SdeNet::diffusion_parameters() { return diffusion_->parameters(); }
+std::vector<Parameter*> SdeNet::diffusion_parameters() {
+    return diffusion_->parameters();
+}
 
 // ---------------------------------------------------------------- regression variant
 
 SdeNetRegression::SdeNetRegression(const SdeNetRegressionConfig& cfg, Generator& gen)
     : cfg_(cfg), sigma_(cfg.sigma) {
-    if (cfg.in_dim <= 0 || cfg.hidden <= 0 || cfg.diffusion_hidden <= 0 || cfg.steps < 1 || !(cfg.t_end > 0.0))
+    if (cfg.in_dim <= 0 || cfg.hidden <= 0 || cfg.diffusion_hidden <= 0 || cfg.steps < 1 ||
+        !(cfg.t_end > 0.0))
         throw std::invalid_argument(fmt::format(
             "SdeNetRegression: sizes and steps must be positive, t_end > 0 (in_dim={}, hidden={}, "
-            "diffusion_hidden={}, steps={}, t_end={})", cfg.in_dim, cfg.hidden, cfg.diffusion_hidden, cfg.steps,
-            cfg.t_end));
+            "diffusion_hidden={}, steps={}, t_end={})",
+            cfg.in_dim, cfg.hidden, cfg.diffusion_hidden, cfg.steps, cfg.t_end));
     check_sigma("SdeNetRegression", cfg.sigma);
     nn::LinearOptions lo;
     lo.dtype = cfg.dtype;
     down_ = register_module("down", std::make_shared<nn::Linear>(cfg.in_dim, cfg.hidden, gen, lo));
     drift_ = register_module("drift", std::make_shared<nn::Linear>(cfg.hidden, cfg.hidden, gen, lo));
-    diff1_ = register_module("diffusion1", std::make_shared<nn::Linear>(cfg.hidden, cfg.diffusion_hidden, gen, lo));
+    diff1_ = register_module("diffusion1",
+                             std::make_shared<nn::Linear>(cfg.hidden, cfg.diffusion_hidden, gen, lo));
     diff2_ = register_module("diffusion2", std::make_shared<nn::Linear>(cfg.diffusion_hidden, 1, gen, lo));
     head_ = register_module("head", std::make_shared<nn::Linear>(cfg.hidden, 2, gen, lo));
     if (cfg.reference_init) reference_init(*this, gen, cfg.linear_init_std);
@@ -299,7 +311,8 @@ SdeNetTrainer::SdeNetTrainer(SdeNetRegression& model, const SdeNetTrainConfig& c
 void SdeNetTrainer::init_optimizers(std::vector<Parameter*> f, std::vector<Parameter*> g) {
     // torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4): no dampening, no Nesterov (the reference).
     opt_f_ = std::make_unique<nn::SGD>(
-        std::move(f), nn::SGDOptions{.lr = cfg_.lr, .momentum = cfg_.momentum, .weight_decay = cfg_.weight_decay});
+        std::move(f),
+        nn::SGDOptions{.lr = cfg_.lr, .momentum = cfg_.momentum, .weight_decay = cfg_.weight_decay});
     opt_g_ = std::make_unique<nn::SGD>(std::move(g), nn::SGDOptions{.lr = cfg_.lr_diffusion,
                                                                     .momentum = cfg_.momentum,
                                                                     .weight_decay = cfg_.weight_decay});
@@ -326,7 +339,8 @@ void SdeNetTrainer::set_sigma_train(double s) {
 }
 
 double SdeNetTrainer::step_classifier(const Tensor& x, std::span<const std::int32_t> labels) {
-    if (!cls_) throw std::logic_error("SdeNetTrainer::step_classifier(labels): the model is a regression SDE-Net");
+    if (!cls_)
+        throw std::logic_error("SdeNetTrainer::step_classifier(labels): the model is a regression SDE-Net");
     module().train();
     opt_f_->zero_grad();
     Var loss = cross_entropy(cls_->forward(Var(x), cfg_.sigma_train, cls_->noise_generator()), labels);
@@ -342,7 +356,8 @@ double SdeNetTrainer::step_classifier(const Tensor& x, const Tensor& y) {
     if (!reg_) throw std::logic_error("SdeNetTrainer::step_classifier(targets): the model is a classifier");
     module().train();
     opt_f_->zero_grad();
-    Var loss = sdenet_regression_loss(reg_->predict(Var(x), cfg_.sigma_train, reg_->noise_generator()), Var(y));
+    Var loss =
+        sdenet_regression_loss(reg_->predict(Var(x), cfg_.sigma_train, reg_->noise_generator()), Var(y));
     const double l = loss.item();
     backward(loss);
     if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(module().parameters(), cfg_.clip_classifier);
@@ -389,7 +404,8 @@ SdeNetStepStats SdeNetTrainer::step(const Tensor& x, const Tensor& y) {
     return s;
 }
 
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
+                   std::vector<std::int32_t>& labels) {
     Shape s;
     s.push_back(static_cast<std::int64_t>(idx.size()));
     for (std::size_t d : ds.shape) s.push_back(static_cast<std::int64_t>(d));
@@ -399,7 +415,8 @@ Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, st
     float* p = x.data<float>();
     for (std::size_t i = 0; i < idx.size(); ++i) {
         if (idx[i] >= ds.n)
-            throw std::out_of_range(fmt::format("image_batch: index {} out of range (data set of {})", idx[i], ds.n));
+            throw std::out_of_range(
+                fmt::format("image_batch: index {} out of range (data set of {})", idx[i], ds.n));
         std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
         if (!ds.labels.empty()) labels.push_back(ds.labels[idx[i]]);
     }
@@ -407,11 +424,12 @@ Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, st
 }
 
 SdeNetEpochStats SdeNetTrainer::train_epoch(const data::Dataset& ds, std::int64_t epoch, std::size_t batch,
-                                            std::uint64_t shuffle_seed, bool drop_last, std::size_t max_batches) {
+                                            std::uint64_t shuffle_seed, bool drop_last,
+                                            std::size_t max_batches) {
     if (!cls_) throw std::logic_error("SdeNetTrainer::train_epoch: needs the classification SDE-Net");
     if (ds.n == 0 || batch == 0)
-        throw std::invalid_argument(fmt::format("SdeNetTrainer::train_epoch: empty data set ({}) or batch ({})",
-                                                ds.n, batch));
+        throw std::invalid_argument(
+            fmt::format("SdeNetTrainer::train_epoch: empty data set ({}) or batch ({})", ds.n, batch));
     set_epoch(epoch);
     data::BatchIterator it(ds.n, batch, shuffle_seed, true, drop_last && ds.n >= batch);
     it.start_epoch(static_cast<std::uint64_t>(epoch));
@@ -440,7 +458,9 @@ namespace {
 
 constexpr const char* diffusion_prefix = "optim_diffusion/";
 
-std::uint8_t dtype_code(DType d) { return d == DType::f64 ? 1 : 0; }
+std::uint8_t dtype_code(DType d) {
+    return d == DType::f64 ? 1 : 0;
+}
 
 nn::CheckpointEntry entry_of(const std::string& name, const Tensor& t) {
     nn::CheckpointEntry e;
@@ -474,15 +494,17 @@ void save_sdenet_checkpoint(const std::string& path, nn::Module& model, SdeNetTr
     // The standard writer for model + classifier optimizer + generators into a scratch file, then the
     // diffusion optimizer's entries appended and the whole written atomically to `path`.
     const std::string scratch = path + ".part";
-    nn::save_checkpoint(scratch, model, &trainer.classifier_optimizer(), metadata_json, with_ood(trainer, extra));
+    nn::save_checkpoint(scratch, model, &trainer.classifier_optimizer(), metadata_json,
+                        with_ood(trainer, extra));
     nn::CheckpointFile ck = nn::read_checkpoint_file(scratch);
     std::filesystem::remove(scratch);
     nn::SGD& g = trainer.diffusion_optimizer();
     ck.entries.push_back(bytes_of(std::string(diffusion_prefix) + "type", g.type_name()));
-    ck.entries.push_back(entry_of(std::string(diffusion_prefix) + "step",
-                                  Tensor::scalar(double(g.step_count()), DType::f64)));
+    ck.entries.push_back(
+        entry_of(std::string(diffusion_prefix) + "step", Tensor::scalar(double(g.step_count()), DType::f64)));
     ck.entries.push_back(entry_of(std::string(diffusion_prefix) + "lr", Tensor::scalar(g.lr(), DType::f64)));
-    for (auto& [n, t] : g.named_state()) ck.entries.push_back(entry_of(std::string(diffusion_prefix) + "state/" + n, *t));
+    for (auto& [n, t] : g.named_state())
+        ck.entries.push_back(entry_of(std::string(diffusion_prefix) + "state/" + n, *t));
     nn::write_checkpoint_file(path, ck);
 }
 
@@ -493,31 +515,40 @@ std::string load_sdenet_checkpoint(const std::string& path, nn::Module& model, S
     const std::string pre = diffusion_prefix;
     auto need = [&](const std::string& name) -> const nn::CheckpointEntry& {
         const auto* e = ck.find(pre + name);
-        if (!e) throw nn::CheckpointError(fmt::format("checkpoint '{}': missing entry '{}{}' (the diffusion "
-                                                      "optimizer of an SDE-Net checkpoint)", path, pre, name));
+        if (!e)
+            throw nn::CheckpointError(
+                fmt::format("checkpoint '{}': missing entry '{}{}' (the diffusion "
+                            "optimizer of an SDE-Net checkpoint)",
+                            path, pre, name));
         return *e;
     };
     const auto& type = need("type");
     if (std::string(type.data.begin(), type.data.end()) != g.type_name())
-        throw nn::CheckpointError(fmt::format("checkpoint '{}': diffusion optimizer is {} but the file holds {}",
-                                              path, g.type_name(), std::string(type.data.begin(), type.data.end())));
+        throw nn::CheckpointError(
+            fmt::format("checkpoint '{}': diffusion optimizer is {} but the file holds {}", path,
+                        g.type_name(), std::string(type.data.begin(), type.data.end())));
     const auto& st = need("step");
     const auto& lr = need("lr");
     if (st.dtype != 1 || !st.shape.empty() || lr.dtype != 1 || !lr.shape.empty())
-        throw nn::CheckpointError(fmt::format("checkpoint '{}': {}step or {}lr is not an f64 scalar", path, pre, pre));
+        throw nn::CheckpointError(
+            fmt::format("checkpoint '{}': {}step or {}lr is not an f64 scalar", path, pre, pre));
     auto state = g.named_state();
     std::vector<const nn::CheckpointEntry*> src;
     for (auto& [n, t] : state) {
         const auto& e = need("state/" + n);
         if (e.dtype != dtype_code(t->dtype()) || e.shape != t->shape().vec())
-            throw nn::CheckpointError(fmt::format("checkpoint '{}': entry '{}state/{}' does not match the diffusion "
-                                                  "optimizer's state {}", path, pre, n, sdeuq::describe(*t)));
+            throw nn::CheckpointError(
+                fmt::format("checkpoint '{}': entry '{}state/{}' does not match the diffusion "
+                            "optimizer's state {}",
+                            path, pre, n, sdeuq::describe(*t)));
         src.push_back(&e);
     }
     // Everything else is validated (and restored) by the standard loader; nothing is written above.
-    std::string meta = nn::load_checkpoint(path, model, &trainer.classifier_optimizer(), with_ood(trainer, extra));
+    std::string meta =
+        nn::load_checkpoint(path, model, &trainer.classifier_optimizer(), with_ood(trainer, extra));
     for (std::size_t i = 0; i < state.size(); ++i)
-        if (!src[i]->data.empty()) std::memcpy(state[i].second->raw(), src[i]->data.data(), src[i]->data.size());
+        if (!src[i]->data.empty())
+            std::memcpy(state[i].second->raw(), src[i]->data.data(), src[i]->data.size());
     double v = 0, r = 0;
     std::memcpy(&v, st.data.data(), 8);
     std::memcpy(&r, lr.data.data(), 8);
@@ -553,7 +584,8 @@ void check_batch(const char* who, const Tensor& x, std::int64_t batch) {
 
 std::vector<double> predict_probs(SdeNet& model, const Tensor& x, int passes, std::int64_t batch) {
     check_batch("predict_probs", x, batch);
-    if (passes < 1) throw std::invalid_argument(fmt::format("predict_probs: passes must be >= 1 (got {})", passes));
+    if (passes < 1)
+        throw std::invalid_argument(fmt::format("predict_probs: passes must be >= 1 (got {})", passes));
     NoGradScope ng;
     model.eval();
     const std::int64_t n = x.dim(0), c = model.config().num_classes;
@@ -564,7 +596,8 @@ std::vector<double> predict_probs(SdeNet& model, const Tensor& x, int passes, st
         for (int r = 0; r < passes; ++r) {
             Tensor p = softmax(model.forward(xb), -1).value().to(DType::f64);
             const double* pp = p.data<double>();
-            for (std::int64_t i = 0; i < (hi - lo) * c; ++i) probs[static_cast<std::size_t>(lo * c + i)] += pp[i] / passes;
+            for (std::int64_t i = 0; i < (hi - lo) * c; ++i)
+                probs[static_cast<std::size_t>(lo * c + i)] += pp[i] / passes;
         }
         reset_tape();
     }
@@ -582,7 +615,8 @@ std::vector<double> diffusion_score_impl(M& model, const Tensor& x, std::int64_t
     for (std::int64_t lo = 0; lo < n; lo += batch) {
         const std::int64_t hi = std::min(n, lo + batch);
         Tensor g = model.diffusion(Var(rows(x, lo, hi, dt))).value().to(DType::f64);
-        for (std::int64_t i = 0; i < hi - lo; ++i) out[static_cast<std::size_t>(lo + i)] = g.data<double>()[i];
+        for (std::int64_t i = 0; i < hi - lo; ++i)
+            out[static_cast<std::size_t>(lo + i)] = g.data<double>()[i];
         reset_tape();
     }
     return out;
@@ -597,7 +631,8 @@ std::vector<double> diffusion_score(SdeNetRegression& model, const Tensor& x, st
     return diffusion_score_impl(model, x, batch, model.config().dtype);
 }
 
-RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x, int passes, std::int64_t batch) {
+RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x, int passes,
+                                        std::int64_t batch) {
     check_batch("predict_regression", x, batch);
     if (passes < 1)
         throw std::invalid_argument(fmt::format("predict_regression: passes must be >= 1 (got {})", passes));

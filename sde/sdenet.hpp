@@ -52,13 +52,13 @@ private:
 
 struct SdeNetConfig {
     std::int64_t in_channels = 1;
-    std::int64_t width = 64;        // channels of the SDE state
+    std::int64_t width = 64;  // channels of the SDE state
     std::int64_t num_classes = 10;
-    int max_groups = 32;            // GroupNorm(min(max_groups, C), C)
-    int steps = 6;                  // Euler-Maruyama steps ("layer_depth")
-    double t_end = 6.0;             // integration time; dt = t_end / steps
-    double sigma = 500.0;           // diffusion scale of forward(x) (the reference evaluates at 500)
-    bool reference_init = true;     // convs Kaiming normal fan_out, Linear N(0, 1e-3^2), biases 0
+    int max_groups = 32;         // GroupNorm(min(max_groups, C), C)
+    int steps = 6;               // Euler-Maruyama steps ("layer_depth")
+    double t_end = 6.0;          // integration time; dt = t_end / steps
+    double sigma = 500.0;        // diffusion scale of forward(x) (the reference evaluates at 500)
+    bool reference_init = true;  // convs Kaiming normal fan_out, Linear N(0, 1e-3^2), biases 0
     double linear_init_std = 1e-3;
     DType dtype = DType::f32;
 };
@@ -188,17 +188,18 @@ Var sdenet_regression_loss(const RegressionOutput& out, const Var& y);
 // ---- the two-optimizer training ----
 
 struct SdeNetTrainConfig {
-    double lr = 0.1;                                   // classifier (downsampling, drift, head)
+    double lr = 0.1;  // classifier (downsampling, drift, head)
     // 0-based epochs AFTER which lr *= gamma, as the reference (`if epoch in decreasing_lr` at the end of
-    // epoch `epoch`): with {10, 20, 30}, epochs 0-10 run at lr, 11-20 at lr/10, 21-30 at lr/100, 31- at lr/1000.
+    // epoch `epoch`): with {10, 20, 30}, epochs 0-10 run at lr, 11-20 at lr/10, 21-30 at lr/100, 31- at
+    // lr/1000.
     std::vector<std::int64_t> milestones = {10, 20, 30};
     double lr_diffusion = 0.01;
     std::vector<std::int64_t> milestones_diffusion = {15, 30};
     double gamma = 0.1;
     double momentum = 0.9;
-    double weight_decay = 5e-4;                        // on every parameter (as the reference)
-    double sigma_train = 20.0;                         // sigma of the cross-entropy pass
-    double ood_noise_std = 2.0;                        // pseudo-OOD x + ood_noise_std N(0, I)
+    double weight_decay = 5e-4;  // on every parameter (as the reference)
+    double sigma_train = 20.0;   // sigma of the cross-entropy pass
+    double ood_noise_std = 2.0;  // pseudo-OOD x + ood_noise_std N(0, I)
     // > 0: before the classifier step, clip the gradient norm of all the model's parameters (the
     // diffusion's included, as the reference's clip_grad_norm_(net.parameters(), 100) in its regression).
     double clip_classifier = 0.0;
@@ -233,7 +234,8 @@ public:
     // shuffle_seed, shuffle, drop_last) for this epoch (the reference drops the last partial batch).
     // max_batches > 0 stops early (tests, smoke runs).
     SdeNetEpochStats train_epoch(const data::Dataset& ds, std::int64_t epoch, std::size_t batch,
-                                 std::uint64_t shuffle_seed, bool drop_last = true, std::size_t max_batches = 0);
+                                 std::uint64_t shuffle_seed, bool drop_last = true,
+                                 std::size_t max_batches = 0);
     // (1) task loss of a stochastic pass at sigma_train, step the classifier optimizer. Returns the loss.
     double step_classifier(const Tensor& x, std::span<const std::int32_t> labels);
     double step_classifier(const Tensor& x, const Tensor& y);
@@ -267,7 +269,8 @@ std::string load_sdenet_checkpoint(const std::string& path, nn::Module& model, S
                                    const nn::NamedGenerators& extra = {});
 
 // Images idx of ds as a heap tensor [idx.size(), shape...] (f32) and their labels.
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels);
+Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
+                   std::vector<std::int32_t>& labels);
 
 // ---- evaluation helpers (no tape; batches of `batch` rows; x [N, ...] f32 or the model's dtype) ----
 

@@ -28,7 +28,8 @@ void expect_grad(const std::string& name, std::vector<Parameter*> params, const 
     opt.params = std::move(params);
     opt.rtol = rtol;
     opt.atol = atol;
-    auto r = check_gradients(name, [&](std::span<const Var> in) { return f(in[0]); }, {x}, opt);
+    auto r = check_gradients(
+        name, [&](std::span<const Var> in) { return f(in[0]); }, {x}, opt);
     INFO(r.message);
     CHECK(r.ok);
 }
@@ -112,9 +113,11 @@ TEST_CASE("SDE-Net reference init: Kaiming-normal fan-out convs, N(0, 1e-3) line
     }
 }
 
-TEST_CASE("ConcatConv2d puts t in channel 0 and passes the float64 gradient check", "[sde][sdenet][gradcheck]") {
+TEST_CASE("ConcatConv2d puts t in channel 0 and passes the float64 gradient check",
+          "[sde][sdenet][gradcheck]") {
     Generator g(5, 0);
-    ConcatConv2d cc(2, 3, 3, g, nn::Conv2dOptions{.stride = 1, .padding = 1, .bias = true, .dtype = DType::f64});
+    ConcatConv2d cc(2, 3, 3, g,
+                    nn::Conv2dOptions{.stride = 1, .padding = 1, .bias = true, .dtype = DType::f64});
     // Channel 0 is t: with weights zero except input channel 0 (t), the output is t * sum of that kernel
     // over the in-image taps (+ bias).
     {
@@ -128,7 +131,8 @@ TEST_CASE("ConcatConv2d puts t in channel 0 and passes the float64 gradient chec
         reset_tape();
     }
     Generator g2(6, 0);
-    ConcatConv2d cc2(2, 3, 3, g2, nn::Conv2dOptions{.stride = 1, .padding = 1, .bias = true, .dtype = DType::f64});
+    ConcatConv2d cc2(2, 3, 3, g2,
+                     nn::Conv2dOptions{.stride = 1, .padding = 1, .bias = true, .dtype = DType::f64});
     expect_grad("concat_conv", cc2.parameters(), rnd({2, 2, 4, 4}, 3),
                 [&](const Var& x) { return cc2.forward(0.8, x); });
 }
@@ -139,7 +143,8 @@ TEST_CASE("SDE-Net drift and diffusion pass the float64 gradient check", "[sde][
     SdeNetDiffusion diffusion(4, 2, g, DType::f64);
     const Tensor x = rnd({2, 4, 3, 3}, 4);
     expect_grad("drift", drift.parameters(), x, [&](const Var& v) { return drift.forward(1.5, v); });
-    expect_grad("diffusion", diffusion.parameters(), x, [&](const Var& v) { return diffusion.forward(0.0, v); });
+    expect_grad("diffusion", diffusion.parameters(), x,
+                [&](const Var& v) { return diffusion.forward(0.0, v); });
 }
 
 TEST_CASE("the whole SDE-Net (fixed Brownian increments) passes the float64 gradient check",
@@ -148,13 +153,17 @@ TEST_CASE("the whole SDE-Net (fixed Brownian increments) passes the float64 grad
     SdeNet net(small_config(DType::f64), g);
     const Generator noise0 = net.noise_generator();
     const Tensor x = rnd({2, 1, 12, 12}, 5, DType::f64, 0.0, 1.0);
-    expect_grad("sdenet", net.parameters(), x, [&](const Var& v) {
-        Generator noise = noise0;  // the same eps at every evaluation
-        return net.forward(v, 0.7, noise);
-    }, 1e-4, 1e-6);
+    expect_grad(
+        "sdenet", net.parameters(), x,
+        [&](const Var& v) {
+            Generator noise = noise0;  // the same eps at every evaluation
+            return net.forward(v, 0.7, noise);
+        },
+        1e-4, 1e-6);
 }
 
-TEST_CASE("SDE-Net regression variant: shapes, positive std, float64 gradient check", "[sde][sdenet][gradcheck]") {
+TEST_CASE("SDE-Net regression variant: shapes, positive std, float64 gradient check",
+          "[sde][sdenet][gradcheck]") {
     Generator g(13, 0);
     SdeNetRegressionConfig c;
     c.in_dim = 3;
@@ -175,18 +184,22 @@ TEST_CASE("SDE-Net regression variant: shapes, positive std, float64 gradient ch
     }
     const Generator noise0 = net.noise_generator();
     const Tensor y = rnd({4}, 7);
-    expect_grad("sdenet_regression", net.parameters(), x, [&](const Var& v) {
-        Generator noise = noise0;
-        auto o = net.predict(v, 0.5, noise);
-        return sdenet_regression_loss(o, Var(y));
-    }, 1e-4, 1e-7);
+    expect_grad(
+        "sdenet_regression", net.parameters(), x,
+        [&](const Var& v) {
+            Generator noise = noise0;
+            auto o = net.predict(v, 0.5, noise);
+            return sdenet_regression_loss(o, Var(y));
+        },
+        1e-4, 1e-7);
     // The loss is the reference's mean(log s^2 + (y - m)^2 / s^2).
     NoGradScope ng;
     Generator noise = noise0;
     auto o = net.predict(Var(x), 0.5, noise);
     double ref = 0;
     auto m = o.mean.value().to_vector(), s = o.std.value().to_vector(), yy = y.to_vector();
-    for (int i = 0; i < 4; ++i) ref += std::log(s[i] * s[i]) + (yy[i] - m[i]) * (yy[i] - m[i]) / (s[i] * s[i]);
+    for (int i = 0; i < 4; ++i)
+        ref += std::log(s[i] * s[i]) + (yy[i] - m[i]) * (yy[i] - m[i]) / (s[i] * s[i]);
     CHECK(sdenet_regression_loss(o, Var(y)).item() == Approx(ref / 4).epsilon(1e-12));
     reset_tape();
 }
@@ -306,10 +319,12 @@ TEST_CASE("SdeNetTrainer::train_epoch runs the batches of one epoch and lowers t
     Generator dg(31, 0);
     const Tensor img = rnd({24, 1, 12, 12}, 11, DType::f32, 0.0, 1.0);
     ds.images.resize(24 * 144);
-    for (std::size_t i = 0; i < ds.images.size(); ++i) ds.images[i] = static_cast<float>(img.flat(std::int64_t(i)));
+    for (std::size_t i = 0; i < ds.images.size(); ++i)
+        ds.images[i] = static_cast<float>(img.flat(std::int64_t(i)));
     for (int i = 0; i < 24; ++i) {
         ds.labels.push_back(i % 3);
-        for (int k = 0; k < 12; ++k) ds.images[std::size_t(i) * 144 + std::size_t(i % 3) * 48 + std::size_t(k)] = 3.0f;
+        for (int k = 0; k < 12; ++k)
+            ds.images[std::size_t(i) * 144 + std::size_t(i % 3) * 48 + std::size_t(k)] = 3.0f;
     }
     Generator g(37, 0);
     SdeNetConfig c = small_config(DType::f32);

@@ -1,7 +1,6 @@
 // The scikit-learn CSV loader (Boston housing): the real file, and malformed files rejected with errors that
 // name the file, the line and the column.
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -46,7 +45,8 @@ TEST_CASE("Boston housing loads: 506 x 13, MEDV target, the first and last rows"
     CHECK(ds.y[505] == 11.9);  // the file's last row: ...,7.88,11.9
 }
 
-TEST_CASE("sklearn CSV loader accepts a small well-formed file (CRLF, trailing blank line)", "[data][tabular]") {
+TEST_CASE("sklearn CSV loader accepts a small well-formed file (CRLF, trailing blank line)",
+          "[data][tabular]") {
     const auto p = write_tmp("ok.csv", "3,2,,\r\n\"A\",\"B\",\"Y\"\r\n1,2,3\r\n4,5e-1,6\r\n-7,8,9\r\n\r\n");
     const auto ds = d::load_sklearn_csv(p);
     CHECK(ds.n == 3);
@@ -62,7 +62,8 @@ TEST_CASE("sklearn CSV loader rejects malformed files naming file, line and colu
         std::string name, text, expect1, expect2;
     };
     const std::vector<Case> cases = {
-        {"bad_number.csv", header + "1,2,3\n4,abc,6\n7,8,9\n", "line 4", "column 2 (B): 'abc' is not a finite number"},
+        {"bad_number.csv", header + "1,2,3\n4,abc,6\n7,8,9\n", "line 4",
+         "column 2 (B): 'abc' is not a finite number"},
         {"nan.csv", header + "1,2,3\n4,5,6\n7,nan,9\n", "line 5", "column 2 (B)"},
         {"empty_cell.csv", header + "1,,3\n4,5,6\n7,8,9\n", "line 3", "column 2 (B): '' is not"},
         {"short_row.csv", header + "1,2,3\n4,5\n7,8,9\n", "line 4", "2 cells, expected 3"},
