@@ -1,6 +1,7 @@
 #include "nn/data.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
@@ -485,6 +486,111 @@ Grid2d make_grid(double x_lo, double x_hi, double y_lo, double y_hi, std::size_t
         }
     }
     return g;
+}
+
+// ---------------------------------------------------------------- tabular (scikit-learn CSV)
+
+namespace {
+
+std::vector<std::string> split_csv_line(std::string line) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::vector<std::string> cells;
+    std::string cur;
+    for (char c : line) {
+        if (c == ',') {
+            cells.push_back(cur);
+            cur.clear();
+        } else {
+            cur.push_back(c);
+        }
+    }
+    cells.push_back(cur);
+    for (auto& c : cells) {  // trim spaces and one pair of double quotes
+        while (!c.empty() && (c.front() == ' ' || c.front() == '\t')) c.erase(c.begin());
+        while (!c.empty() && (c.back() == ' ' || c.back() == '\t')) c.pop_back();
+        if (c.size() >= 2 && c.front() == '"' && c.back() == '"') c = c.substr(1, c.size() - 2);
+    }
+    return cells;
+}
+
+bool parse_double(const std::string& s, double& v) {
+    if (s.empty()) return false;
+    char* end = nullptr;
+    errno = 0;
+    v = std::strtod(s.c_str(), &end);
+    return end == s.c_str() + s.size() && errno == 0 && std::isfinite(v);
+}
+
+bool parse_count(const std::string& s, std::size_t& v) {
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) return false;
+    v = static_cast<std::size_t>(std::stoull(s));
+    return v > 0;
+}
+
+}  // namespace
+
+TabularDataset load_sklearn_csv(const std::filesystem::path& path) {
+    const std::string name = path.string();
+    std::ifstream in(path);
+    if (!in)
+        throw std::runtime_error(fmt::format("{}: cannot open the file. Run scripts/fetch-data (it downloads and "
+                                             "verifies the data sets).", name));
+    auto fail = [&](std::size_t line, const std::string& what) {
+        return std::runtime_error(fmt::format("{}: line {}: {}", name, line, what));
+    };
+    std::string line;
+    std::size_t lineno = 0;
+    if (!std::getline(in, line)) throw fail(1, "empty file (expected 'n_samples,n_features')");
+    ++lineno;
+    auto head = split_csv_line(line);
+    TabularDataset ds;
+    if (head.size() < 2 || !parse_count(head[0], ds.n) || !parse_count(head[1], ds.d))
+        throw fail(1, fmt::format("expected 'n_samples,n_features' (two positive integers), got '{}'", line));
+    for (std::size_t i = 2; i < head.size(); ++i)
+        if (!head[i].empty()) throw fail(1, fmt::format("column {}: unexpected cell '{}'", i + 1, head[i]));
+    if (!std::getline(in, line)) throw fail(2, "missing the header of column names");
+    ++lineno;
+    auto names = split_csv_line(line);
+    if (names.size() != ds.d + 1)
+        throw fail(2, fmt::format("{} column names, expected {} ({} features and the target)", names.size(),
+                                  ds.d + 1, ds.d));
+    for (std::size_t j = 0; j < names.size(); ++j)
+        if (names[j].empty()) throw fail(2, fmt::format("column {}: empty column name", j + 1));
+    ds.feature_names.assign(names.begin(), names.end() - 1);
+    ds.target_name = names.back();
+    ds.x.reserve(ds.n * ds.d);
+    ds.y.reserve(ds.n);
+    std::size_t rows = 0;
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (line.empty() || line == "\r") continue;
+        if (rows == ds.n)
+            throw fail(lineno, fmt::format("more data rows than the {} announced on line 1", ds.n));
+        auto cells = split_csv_line(line);
+        if (cells.size() != ds.d + 1)
+            throw fail(lineno, fmt::format("{} cells, expected {}", cells.size(), ds.d + 1));
+        for (std::size_t j = 0; j < cells.size(); ++j) {
+            double v = 0;
+            if (!parse_double(cells[j], v))
+                throw fail(lineno, fmt::format("column {} ({}): '{}' is not a finite number", j + 1, names[j],
+                                               cells[j]));
+            (j < ds.d ? ds.x : ds.y).push_back(v);
+        }
+        ++rows;
+    }
+    if (rows != ds.n)
+        throw fail(lineno, fmt::format("the file ends after {} data rows, {} announced on line 1", rows, ds.n));
+    return ds;
+}
+
+TabularDataset load_boston(const std::filesystem::path& data_dir) {
+    const auto path = data_dir / "boston" / "boston_house_prices.csv";
+    TabularDataset ds = load_sklearn_csv(path);
+    if (ds.n != 506 || ds.d != 13 || ds.target_name != "MEDV")
+        throw std::runtime_error(fmt::format("{}: {} rows of {} features with target '{}', expected Boston housing's "
+                                             "506 x 13 with target MEDV. Run scripts/fetch-data.",
+                                             path.string(), ds.n, ds.d, ds.target_name));
+    return ds;
 }
 
 } // namespace sdeuq::data

@@ -179,4 +179,26 @@ private:
 void gather(const Dataset& ds, std::span<const std::size_t> idx, std::vector<float>& images,
             std::vector<std::int32_t>& labels);
 
+// ---- tabular regression data (Boston housing) ------------------------------------------------------------
+
+// n rows of d features and one target, row-major x [n x d], in the file's order.
+struct TabularDataset {
+    std::vector<double> x;
+    std::vector<double> y;
+    std::size_t n = 0;
+    std::size_t d = 0;
+    std::vector<std::string> feature_names;
+    std::string target_name;
+};
+
+// scikit-learn's bundled-CSV layout (sklearn/datasets/data/boston_house_prices.csv): line 1 "n,d" (further
+// empty cells allowed), line 2 the d feature names and the target name, then exactly n rows of d + 1 finite
+// numbers (the last is the target). Empty trailing lines and CR line ends are accepted. Anything else throws
+// std::runtime_error naming the file, the line and the column (number and name), e.g.
+// "boston_house_prices.csv: line 7, column 3 (INDUS): 'abc' is not a number"; a missing file also says to
+// run scripts/fetch-data.
+TabularDataset load_sklearn_csv(const std::filesystem::path& path);
+// data_dir / "boston" / "boston_house_prices.csv": 506 rows, 13 features, target MEDV (checked).
+TabularDataset load_boston(const std::filesystem::path& data_dir);
+
 } // namespace sdeuq::data

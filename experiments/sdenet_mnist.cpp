@@ -1,0 +1,446 @@
+// sdenet_mnist: SDE-Net (Kong et al. 2020) on MNIST and Fashion-MNIST, studies 1 (OOD detection) and 2
+// (misclassification detection) of issue 12, against the baselines of mnist_baselines trained on the same
+// images through the same code (experiments/mnist_baselines_lib.hpp).
+//
+// For each in-distribution set (--dataset mnist, fashion_mnist or both):
+//   * SDE-Net as the reference (sde/sdenet.hpp): raw pixels in [0, 1], batch 128 with the last partial batch
+//     dropped, SGD 0.1 / 0.01 with momentum 0.9 and weight decay 5e-4, milestones; sigma 20 in training.
+//   * OOD sets: the other data set's test images, Gaussian-noise images (each pixel clip(N(m, s^2), 0, 1)
+//     with m, s the in-distribution training set's pixel mean and std) and uniform-noise images (U(0, 1) per
+//     pixel), seeded.
+//   * Scores (higher = more in-distribution): the max of the softmax averaged over --passes passes at sigma
+//     500 and at sigma 20 (what the reference scores), and minus the diffusion g(h0(x)) (what the paper
+//     describes); baselines: max softmax of the deterministic net, MC dropout (--mc-samples masks) and the
+//     deep ensemble.
+//   * Misclassification: correct test predictions in, wrong ones out, each method scored by its own
+//     predictions (the diffusion rows use SDE-Net's sigma-500 predictions, as the reference evaluates).
+//   * Metrics under two definitions: "exact" (nn/metrics: rank AUROC, average precision, FPR at the first
+//     threshold with TPR >= 95%) and "grid" (nn/metrics_grid: the reference's calculate_log.py).
+// Training is checkpointed after every epoch (out/checkpoints/); a killed run resumes where it stopped unless
+// --no-resume. Seconds per epoch and per evaluation go to run.json.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "experiments/common.hpp"
+#include "experiments/mnist_baselines_lib.hpp"
+#include "nn/checkpoint.hpp"
+#include "nn/data.hpp"
+#include "nn/metrics.hpp"
+#include "nn/metrics_grid.hpp"
+#include "sde/sdenet.hpp"
+
+using namespace sdeuq;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Settings {
+    std::string dataset = "both";
+    // Quick mode: 3 epochs on 6,144 images at width 32 with 8 GroupNorm groups (4 channels per group: with
+    // one channel per group the GN -> ReLU -> pool head learns slowly, see mnist_baselines), so that a
+    // run takes minutes; --full is the reference (40 epochs, all images, width 64, 32 groups).
+    int epochs = 3;
+    std::size_t batch = 128;
+    std::size_t train_subset = 6144;  // 0 = all
+    std::size_t eval_subset = 500;    // test images of each data set (0 = all)
+    std::size_t noise_images = 200;
+    int passes = 10;
+    std::vector<double> sigma_eval = {500.0, 20.0};
+    std::int64_t width = 32;
+    int max_groups = 8;
+    sde::SdeNetTrainConfig train;
+    bool baselines = true;
+    std::size_t grid_steps = 200000;
+};
+
+data::Dataset noise_set(const std::string& kind, std::size_t n, data::MeanStd st, std::uint64_t seed) {
+    data::Dataset d;
+    d.n = n;
+    d.shape = {1, 28, 28};
+    d.num_classes = 10;
+    d.labels.assign(n, 0);
+    d.images.resize(n * 784);
+    data::Rng rng(seed, data::Stream::user, kind == "gaussian_noise" ? 11 : 12);
+    for (auto& p : d.images) {
+        const double v = kind == "gaussian_noise" ? st.mean + st.std * rng.normal() : rng.uniform01();
+        p = static_cast<float>(std::clamp(v, 0.0, 1.0));
+    }
+    return d;
+}
+
+Tensor all_images(const data::Dataset& ds) {
+    std::vector<std::size_t> idx(ds.n);
+    for (std::size_t i = 0; i < ds.n; ++i) idx[i] = i;
+    std::vector<std::int32_t> y;
+    return sde::image_batch(ds, idx, y);
+}
+
+json metrics_json(const std::vector<double>& in, const std::vector<double>& out, std::size_t grid_steps) {
+    const auto e = metrics::ood_metrics(in, out);
+    const auto g = metrics::grid_ood_metrics(in, out, grid_steps);
+    return {{"n_in", in.size()},
+            {"n_out", out.size()},
+            {"exact",
+             {{"tnr_at_95_tpr", e.tnr_at_95_tpr},
+              {"auroc", e.auroc},
+              {"detection_accuracy", e.detection_accuracy},
+              {"aupr_in", e.aupr_in},
+              {"aupr_out", e.aupr_out}}},
+            {"grid",
+             {{"tnr_at_95_tpr", g.tnr_at_95_tpr},
+              {"auroc", g.auroc},
+              {"detection_accuracy", g.detection_accuracy},
+              {"aupr_in", g.aupr_in},
+              {"aupr_out", g.aupr_out},
+              {"thresholds", g.thresholds}}}};
+}
+
+// One method's outputs on every evaluation set: probabilities (for the max-prob score and the
+// predictions) and, optionally, a score to use instead of the max probability.
+struct MethodOutputs {
+    std::string method, score;
+    std::vector<std::vector<double>> probs;   // per set [n x 10]
+    std::vector<std::vector<double>> scores;  // per set [n], higher = in-distribution
+};
+
+std::vector<double> neg(std::vector<double> v) {
+    for (auto& x : v) x = -x;
+    return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"sdenet_mnist: SDE-Net on MNIST / Fashion-MNIST, OOD and misclassification detection"};
+    experiment::CommonArgs args;
+    experiment::add_common_flags(app, args, "reports/results/sdenet_mnist");
+    Settings s;
+    baselines::Settings bs;
+    auto* o_ds = app.add_option("--dataset", s.dataset, "in-distribution data set")
+                     ->check(CLI::IsMember({"mnist", "fashion_mnist", "both"}));
+    (void)o_ds;
+    auto* o_epochs =
+        app.add_option("--epochs", s.epochs, "SDE-Net training epochs")->check(CLI::Range(1, 1000));
+    auto* o_train = app.add_option("--train-subset", s.train_subset, "training images (0 = all)");
+    auto* o_eval = app.add_option("--eval-subset", s.eval_subset, "test images per data set (0 = all)");
+    auto* o_noise = app.add_option("--noise-images", s.noise_images, "images per noise OOD set")
+                        ->check(CLI::Range(1, 1000000));
+    app.add_option("--passes", s.passes, "stochastic passes averaged at evaluation")
+        ->check(CLI::Range(1, 1000));
+    app.add_option("--sigma-eval", s.sigma_eval, "evaluation sigmas (the first is the reference's)")
+        ->check(CLI::NonNegativeNumber);
+    auto* o_width = app.add_option("--width", s.width, "SDE-Net channels")->check(CLI::Range(1, 512));
+    auto* o_groups = app.add_option("--max-groups", s.max_groups, "SDE-Net GroupNorm groups min(max, width)")
+                         ->check(CLI::Range(1, 512));
+    app.add_option("--batch", s.batch, "batch size")->check(CLI::Range(1, 100000));
+    app.add_option("--lr", s.train.lr, "classifier SGD learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--lr-diffusion", s.train.lr_diffusion, "diffusion SGD learning rate")
+        ->check(CLI::PositiveNumber);
+    auto* o_ms = app.add_option("--milestones", s.train.milestones,
+                                "0-based epochs after which the classifier lr is multiplied by --gamma "
+                                "(default: the reference's 10 20 30)");
+    app.add_option("--milestones-diffusion", s.train.milestones_diffusion,
+                   "same for the diffusion (default: the reference's 15 30)");
+    app.add_option("--gamma", s.train.gamma, "learning-rate decay factor")->check(CLI::PositiveNumber);
+    app.add_option("--momentum", s.train.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--weight-decay", s.train.weight_decay, "SGD weight decay")->check(CLI::NonNegativeNumber);
+    app.add_option("--sigma-train", s.train.sigma_train, "sigma of the training pass")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--ood-noise-std", s.train.ood_noise_std, "pseudo-OOD noise std")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")
+        ->check(CLI::Range(1, 10000000));
+    app.add_flag("!--no-baselines", s.baselines, "skip the mnist_baselines networks");
+    auto* o_bepochs =
+        app.add_option("--baseline-epochs", bs.epochs, "baseline epochs")->check(CLI::Range(1, 1000));
+    auto* o_bwidth =
+        app.add_option("--baseline-width", bs.width, "baseline conv channels")->check(CLI::Range(1, 512));
+    auto* o_bgroups = app.add_option("--baseline-groups", bs.groups, "baseline GroupNorm groups")
+                          ->check(CLI::Range(1, 512));
+    auto* o_bblocks =
+        app.add_option("--baseline-blocks", bs.blocks, "baseline residual blocks")->check(CLI::Range(0, 32));
+    app.add_option("--ensemble", bs.ensemble, "ensemble members")->check(CLI::Range(1, 50));
+    app.add_option("--mc-samples", bs.mc_samples, "MC dropout samples")->check(CLI::Range(1, 1000));
+    SDEUQ_PARSE(app, argc, argv);
+    if (!args.quick) {  // the reference: 40 epochs on all 60,000 images, all test images
+        if (!o_epochs->count()) s.epochs = 40;
+        if (!o_train->count()) s.train_subset = 0;
+        if (!o_eval->count()) s.eval_subset = 0;
+        if (!o_noise->count()) s.noise_images = 10000;
+        if (!o_width->count()) s.width = 64;
+        if (!o_groups->count()) s.max_groups = 32;
+        // mnist_baselines' full configuration
+        if (!o_bepochs->count()) bs.epochs = 20;
+        if (!o_bwidth->count()) bs.width = 64;
+        if (!o_bgroups->count()) bs.groups = 32;
+        if (!o_bblocks->count()) bs.blocks = 2;
+        bs.lr = 1e-3;
+    }
+    // The reference's schedule in absolute epochs (a short run is the reference's first epochs, at the
+    // reference's learning rates), not compressed.
+    (void)o_ms;
+    if (s.sigma_eval.empty()) {
+        std::fprintf(stderr, "sdenet_mnist: --sigma-eval needs at least one value\n");
+        return 2;
+    }
+    if (bs.width % bs.groups != 0) {
+        std::fprintf(stderr, "sdenet_mnist: --baseline-groups %d must divide --baseline-width %lld\n",
+                     bs.groups, static_cast<long long>(bs.width));
+        return 2;
+    }
+    if (s.width % std::min<std::int64_t>(s.max_groups, s.width) != 0) {
+        std::fprintf(stderr, "sdenet_mnist: min(--max-groups, --width) must divide --width\n");
+        return 2;
+    }
+    bs.train_subset = s.train_subset;
+    bs.eval_subset = s.eval_subset;
+    bs.batch = s.batch;
+    experiment::apply_common(args);
+    const fs::path data_dir = data::resolve_data_dir(args.data);
+
+    std::vector<std::string> names = s.dataset == "both" ? std::vector<std::string>{"mnist", "fashion_mnist"}
+                                                         : std::vector<std::string>{s.dataset};
+    struct Sets {
+        data::Dataset train, test;
+    };
+    std::map<std::string, Sets> raw;
+    try {
+        raw["mnist"] = {data::load_mnist(data_dir, data::Split::train),
+                        data::load_mnist(data_dir, data::Split::test)};
+        raw["fashion_mnist"] = {data::load_fashion_mnist(data_dir, data::Split::train),
+                                data::load_fashion_mnist(data_dir, data::Split::test)};
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sdenet_mnist: %s\n", e.what());
+        return 1;
+    }
+
+    json config = {{"dataset", s.dataset},
+                   {"epochs", s.epochs},
+                   {"batch", s.batch},
+                   {"drop_last", true},
+                   {"train_subset", s.train_subset},
+                   {"eval_subset", s.eval_subset},
+                   {"noise_images", s.noise_images},
+                   {"passes", s.passes},
+                   {"sigma_eval", s.sigma_eval},
+                   {"width", s.width},
+                   {"max_groups", s.max_groups},
+                   {"lr", s.train.lr},
+                   {"lr_diffusion", s.train.lr_diffusion},
+                   {"milestones", s.train.milestones},
+                   {"milestones_diffusion", s.train.milestones_diffusion},
+                   {"gamma", s.train.gamma},
+                   {"momentum", s.train.momentum},
+                   {"weight_decay", s.train.weight_decay},
+                   {"sigma_train", s.train.sigma_train},
+                   {"ood_noise_std", s.train.ood_noise_std},
+                   {"grid_steps", s.grid_steps},
+                   {"baselines", s.baselines}};
+    if (s.baselines)
+        config["baseline"] = {
+            {"epochs", bs.epochs},     {"lr", bs.lr},
+            {"optimizer", "adam"},     {"width", bs.width},
+            {"groups", bs.groups},     {"residual_blocks", bs.blocks},
+            {"dropout", bs.dropout},   {"mc_samples", bs.mc_samples},
+            {"ensemble", bs.ensemble}, {"input", "standardised with the in-distribution set's constants"}};
+    fs::create_directories(fs::path(args.out) / "checkpoints");
+    json results, timings;
+    const std::int64_t total = static_cast<std::int64_t>(names.size()) *
+                               (s.epochs + (s.baselines ? bs.epochs * (bs.ensemble + 1) : 0));
+    experiment::Progress bar("sdenet_mnist", total);
+    std::int64_t done = 0;
+
+    for (std::size_t d = 0; d < names.size(); ++d) {
+        const std::string& in_name = names[d];
+        const std::string other_name = in_name == "mnist" ? "fashion_mnist" : "mnist";
+        const data::Dataset tr = baselines::subset(raw[in_name].train, s.train_subset);
+        const data::MeanStd px = data::pixel_mean_std(tr);
+        const std::uint64_t dseed = args.seed * 7919 + 1000 * (in_name == "mnist" ? 1 : 2);
+        // Evaluation sets in pixel space: [0] in-distribution test, then the OOD sets.
+        std::vector<std::pair<std::string, data::Dataset>> sets = {
+            {in_name, baselines::subset(raw[in_name].test, s.eval_subset)},
+            {other_name, baselines::subset(raw[other_name].test, s.eval_subset)},
+            {"gaussian_noise", noise_set("gaussian_noise", s.noise_images, px, dseed)},
+            {"uniform_noise", noise_set("uniform_noise", s.noise_images, px, dseed)}};
+        const auto& test = sets[0].second;
+        std::vector<MethodOutputs> methods;
+        json tim;
+
+        // ---- SDE-Net
+        {
+            Generator gen(dseed, 1);
+            sde::SdeNetConfig mc;
+            mc.width = s.width;
+            mc.max_groups = s.max_groups;
+            sde::SdeNet net(mc, gen);
+            sde::SdeNetTrainer trainer(net, s.train, dseed + 1);
+            const std::string ckpt =
+                (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();
+            const std::string key = config.dump() + fmt::format("|seed={}|in={}", args.seed, in_name);
+            int start = 0;
+            std::vector<double> secs;
+            json losses = json::array();
+            if (args.resume && fs::exists(ckpt)) {
+                auto meta = json::parse(nn::read_checkpoint_file(ckpt).metadata);
+                if (meta.value("config", "") == key) {
+                    sde::load_sdenet_checkpoint(ckpt, net, trainer);
+                    start = meta.value("epochs_done", 0);
+                    secs = meta.value("epoch_seconds", std::vector<double>{});
+                    losses = meta.value("losses", json::array());
+                    done += start;
+                    std::fprintf(stderr, "resuming %s after epoch %d\n", ckpt.c_str(), start);
+                }
+            }
+            for (int e = start; e < s.epochs; ++e) {
+                const double t0 = experiment::wall_seconds();
+                auto st = trainer.train_epoch(tr, e, s.batch, dseed + 2);
+                secs.push_back(experiment::wall_seconds() - t0);
+                losses.push_back({{"epoch", e},
+                                  {"cross_entropy", st.mean.task_loss},
+                                  {"bce_in", st.mean.bce_in},
+                                  {"bce_out", st.mean.bce_out},
+                                  {"batches", st.batches}});
+                json meta = {
+                    {"config", key}, {"epochs_done", e + 1}, {"epoch_seconds", secs}, {"losses", losses}};
+                sde::save_sdenet_checkpoint(ckpt, net, trainer, meta.dump());
+                bar.update(++done,
+                           fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
+            }
+            const double t0 = experiment::wall_seconds();
+            std::vector<Tensor> xs;
+            for (auto& [n, ds] : sets) xs.push_back(all_images(ds));
+            for (double sigma : s.sigma_eval) {
+                net.set_sigma(sigma);
+                MethodOutputs m{fmt::format("sdenet_sigma{}", sigma), "max_prob", {}, {}};
+                for (auto& x : xs) {
+                    m.probs.push_back(sde::predict_probs(net, x, s.passes));
+                    m.scores.push_back(metrics::max_prob(std::span<const double>(m.probs.back()), 10));
+                }
+                methods.push_back(std::move(m));
+            }
+            MethodOutputs md{"sdenet", "diffusion", methods[0].probs, {}};  // predictions at the first sigma
+            for (auto& x : xs) md.scores.push_back(neg(sde::diffusion_score(net, x)));
+            methods.push_back(std::move(md));
+            tim["sdenet"] = {
+                {"seconds_per_epoch", secs},
+                {"batches_per_epoch", tr.n / s.batch},
+                {"seconds_per_batch",
+                 secs.empty() ? 0.0 : secs.back() / double(std::max<std::size_t>(1, tr.n / s.batch))},
+                {"evaluation_seconds", experiment::wall_seconds() - t0}};
+            if (!secs.empty())
+                tim["sdenet"]["estimated_seconds_per_full_epoch"] =
+                    secs.back() / double(std::max<std::size_t>(1, tr.n / s.batch)) * double(60000 / s.batch);
+            results[in_name]["sdenet_training"] = losses;
+        }
+
+        // ---- baselines (mnist_baselines' networks and code; standardised inputs as there)
+        if (s.baselines) {
+            const data::MeanStd st = in_name == "mnist" ? data::mnist_stats : data::fashion_mnist_stats;
+            data::Dataset btr = tr;
+            data::normalize(btr, st);
+            std::vector<data::Dataset> bsets;
+            for (auto& [n, ds] : sets) {
+                bsets.push_back(ds);
+                data::normalize(bsets.back(), st);
+            }
+            auto ck = [&](const std::string& m) {
+                return (fs::path(args.out) / "checkpoints" / (in_name + "_" + m + ".ckpt")).string();
+            };
+            const std::string key =
+                config.dump() + fmt::format("|seed={}|in={}|baseline", args.seed, in_name);
+            MethodOutputs det{"deterministic", "max_prob", {}, {}}, ens{"deep_ensemble", "max_prob", {}, {}},
+                mcd{"mc_dropout", "max_prob", {}, {}};
+            for (auto& b : bsets) ens.probs.push_back(std::vector<double>(b.n * 10, 0.0));
+            std::vector<double> det_secs;
+            for (int k = 0; k < bs.ensemble; ++k) {
+                auto r = baselines::train(btr, 0.0, dseed * 31 + static_cast<std::uint64_t>(k), bs,
+                                          ck("member" + std::to_string(k)), key, args.resume, bar, done);
+                if (k == 0) det_secs = r.epoch_seconds;
+                for (std::size_t j = 0; j < bsets.size(); ++j) {
+                    auto p = baselines::predict(*r.model, bsets[j], 0);
+                    for (std::size_t i = 0; i < p.size(); ++i) ens.probs[j][i] += p[i] / bs.ensemble;
+                    if (k == 0) det.probs.push_back(std::move(p));
+                }
+            }
+            auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key, args.resume,
+                                      bar, done);
+            for (auto& b : bsets) mcd.probs.push_back(baselines::predict(*r.model, b, bs.mc_samples));
+            for (auto* m : {&det, &mcd, &ens}) {
+                for (auto& p : m->probs)
+                    m->scores.push_back(metrics::max_prob(std::span<const double>(p), 10));
+                methods.push_back(std::move(*m));
+            }
+            tim["baselines"] = {{"deterministic_seconds_per_epoch", det_secs},
+                                {"mc_dropout_seconds_per_epoch", r.epoch_seconds}};
+        }
+
+        // ---- metrics
+        json res;
+        for (auto& m : methods) {
+            const std::string key = m.method + "/" + m.score;
+            const auto& p = m.probs[0];
+            json cls = {{"accuracy", metrics::accuracy(std::span<const double>(p), test.labels, 10)},
+                        {"nll", metrics::nll(std::span<const double>(p), test.labels, 10)},
+                        {"brier", metrics::brier(std::span<const double>(p), test.labels, 10)},
+                        {"ece_15", metrics::ece(std::span<const double>(p), test.labels, 10, 15)}};
+            res["classification"][key] = cls;
+            for (std::size_t j = 1; j < sets.size(); ++j)
+                res["ood"][sets[j].first][key] = metrics_json(m.scores[0], m.scores[j], s.grid_steps);
+            const auto pred = metrics::argmax(std::span<const double>(p), 10);
+            std::vector<double> right, wrong;
+            for (std::size_t i = 0; i < test.n; ++i)
+                (pred[i] == test.labels[i] ? right : wrong).push_back(m.scores[0][i]);
+            if (!right.empty() && !wrong.empty())
+                res["misclassification"][key] = metrics_json(right, wrong, s.grid_steps);
+            else
+                res["misclassification"][key] = {{"n_in", right.size()},
+                                                 {"n_out", wrong.size()},
+                                                 {"note", "undefined: no correct or no wrong predictions"}};
+        }
+        results[in_name]["metrics"] = res;
+        timings[in_name] = tim;
+    }
+    bar.finish();
+
+    // CSV: one row per (in set, task, method/score, definition).
+    std::vector<std::vector<std::string>> rows;
+    const std::vector<std::string> cols = {"tnr_at_95_tpr", "auroc", "detection_accuracy", "aupr_in",
+                                           "aupr_out"};
+    for (auto& [in_name, r] : results.items()) {
+        const json& res = r["metrics"];
+        auto emit = [&](const std::string& task, const json& by_method) {
+            for (auto& [key, mj] : by_method.items())
+                for (const char* def : {"exact", "grid"}) {
+                    if (!mj.contains(def)) continue;
+                    std::vector<std::string> row = {in_name, task, key, def};
+                    for (auto& c : cols) row.push_back(experiment::num(mj[def][c].get<double>()));
+                    rows.push_back(row);
+                }
+        };
+        for (auto& [set, by_method] : res["ood"].items()) emit("ood:" + set, by_method);
+        emit("misclassification", res["misclassification"]);
+    }
+    std::vector<std::string> header = {"in_dataset", "task", "method/score", "definition"};
+    header.insert(header.end(), cols.begin(), cols.end());
+    experiment::write_csv(args.out + "/results.csv", header, rows);
+    json out = {{"provenance", experiment::provenance("sdenet_mnist", args, config)}, {"results", results}};
+    experiment::write_json(args.out + "/results.json", out);
+    json run = experiment::run_info(args);
+    run["timings"] = timings;
+    experiment::write_json(args.out + "/run.json", run);
+    for (auto& [in_name, r] : results.items()) {
+        for (auto& [key, c] : r["metrics"]["classification"].items()) {
+            std::string line =
+                fmt::format("{:14} {:28} acc {:.4f}", in_name, key, c["accuracy"].get<double>());
+            for (auto& [set, bm] : r["metrics"]["ood"].items())
+                line += fmt::format("  {} AUROC {:.4f}", set, bm[key]["exact"]["auroc"].get<double>());
+            std::printf("%s\n", line.c_str());
+        }
+    }
+    return 0;
+}
