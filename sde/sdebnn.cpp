@@ -229,6 +229,14 @@ public:
         return concat(parts, 1);
     }
     std::vector<Parameter*> parameters() override { return block_->hyper_->parameters(true); }
+    // (dh, -w + r, 1/2 |r / sigma|^2) from one evaluation of r_phi: the drift of the KL-augmented state.
+    Var f_with_kl(double t, const Var& y) {
+        Var r = block_->hypernet_forward(t, weights(y));
+        const double s2 = block_->opt_.sigma * block_->opt_.sigma;
+        std::vector<Var> parts{hidden_drift(t, y), r - weights(y), sum(r * r, {1}, true) * (0.5 / s2)};
+        return concat(parts, 1);
+    }
+    std::int64_t width() const { return nf_ + p_; }
 
 private:
     Var weights(const Var& y) const { return slice(y, 1, nf_, nf_ + p_); }
@@ -245,6 +253,33 @@ private:
     std::int64_t rows_, n_, nf_, p_;
     Calculus calculus_;
     Tensor g_;
+};
+
+// The plain estimator as an ordinary state coordinate: z = (h, w, kl) [R, nF + P + 1], drift (dh, -w + r,
+// 1/2 |u|^2), diffusion (0, sigma, 0), diagonal noise with one Brownian coordinate per state coordinate (the
+// last one unused). Unlike sdeint_logqp's augmented SDE (whose Brownian motion is one column narrower than
+// its state), it suits every solver and gradient estimator, reversible Heun included; the blocks use it for
+// the plain KL through the adjoints.
+class KLStateSDE : public SDE {
+public:
+    explicit KLStateSDE(SDEBNNBlock::BlockSDE& b) : b_(&b) {}
+    Noise noise() const override { return Noise::diagonal; }
+    Calculus calculus() const override { return b_->calculus(); }
+    Var f(double t, const Var& z) override { return b_->f_with_kl(t, state(z)); }
+    Var g(double t, const Var& z) override {
+        std::vector<Var> parts{b_->g(t, state(z)), zero_column(z)};
+        return concat(parts, 1);
+    }
+    Var g_prod(double t, const Var& z, const Var& dw) override {
+        std::vector<Var> parts{b_->g_prod(t, state(z), slice(dw, 1, 0, b_->width())), zero_column(z)};
+        return concat(parts, 1);
+    }
+    std::vector<Parameter*> parameters() override { return b_->parameters(); }
+
+private:
+    Var state(const Var& z) const { return slice(z, 1, 0, b_->width()); }
+    static Var zero_column(const Var& z) { return Var(Tensor::arena_zeros({z.dim(0), 1}, z.dtype())); }
+    SDEBNNBlock::BlockSDE* b_;
 };
 
 // ---- the block ----
@@ -306,10 +341,21 @@ BlockResult SDEBNNBlock::forward(const Var& h0, std::int64_t paths, std::uint64_
     sde_ = std::make_unique<BlockSDE>(*this, paths, n);
     bm_ = std::make_unique<BrownianPath>(0.0, opt_.t1, paths * (n * f + p), seed, BrownianOptions{so.dt, 0.0, false});
     const double ts[2] = {0.0, opt_.t1};
-    LogqpResult r = sdeint_logqp(*sde_, y0, ts, *bm_, so, opt_.kl, &stats_);
-    Var y1 = reshape(slice(r.ys, 0, 1, 2), Shape{paths, n * f + p});
     std::vector<std::int64_t> dims{paths * n};
     dims.insert(dims.end(), fs.begin(), fs.end());
+    if (opt_.kl == KLEstimator::plain && opt_.estimator != "backprop") {
+        // The plain KL through an adjoint: the KL as a state coordinate (KLStateSDE).
+        kl_sde_ = std::make_unique<KLStateSDE>(*sde_);
+        bm_ = std::make_unique<BrownianPath>(0.0, opt_.t1, paths * (n * f + p + 1), seed,
+                                             BrownianOptions{so.dt, 0.0, false});
+        std::vector<Var> zparts{y0, Var(Tensor::arena_zeros({paths, 1}, y0.dtype()))};
+        Var z = sdeint(*kl_sde_, concat(zparts, 1), ts, *bm_, so, &stats_);
+        Var z1 = reshape(slice(z, 0, 1, 2), Shape{paths, n * f + p + 1});
+        return {reshape(slice(z1, 1, 0, n * f), Shape(dims)),
+                reshape(slice(z1, 1, n * f + p, n * f + p + 1), Shape{paths})};
+    }
+    LogqpResult r = sdeint_logqp(*sde_, y0, ts, *bm_, so, opt_.kl, &stats_);
+    Var y1 = reshape(slice(r.ys, 0, 1, 2), Shape{paths, n * f + p});
     return {reshape(slice(y1, 1, 0, n * f), Shape(dims)), reshape(slice(r.logqp, 0, 1, 2), Shape{paths})};
 }
 

@@ -22,6 +22,9 @@
 //   * one path per minibatch (the reference; training): R = 1, n = N (every input sees the same w(t));
 //   * S sampled paths for prediction: R = S, n = N (each path sees every input: the predictive mixture);
 //   * one path per input (Layout::per_sample, an option): R = N, n = 1.
+// The KL: through sdeint_logqp (backprop: plain, full, STL; other estimators: what sdeint_logqp supports),
+// except the plain estimator through an adjoint, which the block solves as one more state coordinate
+// (drift 1/2 |u|^2, no diffusion, its own unused Brownian coordinate) so that reversible Heun can run it.
 // The diffusion is sigma on the w coordinates and 0 on the h coordinates (noise "diagonal" as sde_logqp
 // needs; the h coordinates' Brownian increments are drawn and multiplied by zero, a measured cost noted in
 // the reports). Because it does not depend on the state, the Ito and Stratonovich SDEs coincide, so the
@@ -127,6 +130,7 @@ private:
     Parameter* w0_ = nullptr;
     std::shared_ptr<nn::Module> hyper_;
     std::unique_ptr<BlockSDE> sde_;
+    std::unique_ptr<SDE> kl_sde_;
     std::unique_ptr<BrownianPath> bm_;
     SolveStats stats_;
 };

@@ -161,8 +161,13 @@ TEST_CASE("sdebnn: float64 gradients w.r.t. w(0), r_phi and the head match centr
         ++k;
     }
     CHECK(errs[1] < errs[0]);
-    // Reversible Heun: not yet, as sdeint_logqp's augmented KL state gives reversible Heun a diffusion one
-    // column wider than dW today (the stack rebuild of issue 9 brings every KL estimator to it).
+    // Reversible Heun (plain KL, as a state coordinate): the exact gradient of its own discretisation.
+    {
+        Fixture fx(small_options("reversible_heun", "reversible_heun", KLEstimator::plain));
+        const double e = rel_err(analytic_grad(fx), numeric_grad(fx));
+        INFO(fmt::format("reversible Heun: relative error {:.3e}", e));
+        CHECK(e < 1e-7);
+    }
     WARN(fmt::format("sdebnn adjoint vs central differences: relative error {:.3e} (8 steps), {:.3e} (32 steps)",
                      errs[0], errs[1]));
 }
