@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "autodiff/random.hpp"
+#include "nn/models.hpp"
 
 namespace sdeuq::sde {
 
@@ -329,10 +330,13 @@ BlockResult SDEBNNBlock::forward(const Var& h0, std::int64_t paths, std::uint64_
                                      dtype_name(h0.dtype()), h0.shape().str(), fs.str(), dtype_name(opt_.dtype)));
     const std::int64_t batch = h0.dim(0), f = feature_size(), p = num_weights();
     if (layout == Layout::per_sample) paths = batch;
-    if (paths < 1) throw UsageError(fmt::format("SDEBNNBlock::forward: paths must be >= 1 (got {})", paths));
-    const std::int64_t n = layout == Layout::per_sample ? 1 : batch;
-    Var hflat = layout == Layout::per_sample ? reshape(h0, Shape{batch, f})
-                                             : broadcast_to(reshape(h0, Shape{1, batch * f}), Shape{paths, batch * f});
+    if (paths < 1 || (layout == Layout::grouped && batch % paths != 0))
+        throw UsageError(fmt::format("SDEBNNBlock::forward: paths must be >= 1 (and divide the {} inputs when "
+                                     "grouped; got {})",
+                                     batch, paths));
+    const std::int64_t n = layout == Layout::shared ? batch : batch / paths;
+    Var hflat = layout == Layout::shared ? broadcast_to(reshape(h0, Shape{1, batch * f}), Shape{paths, batch * f})
+                                         : reshape(h0, Shape{paths, n * f});
     Var w = broadcast_to(reshape(w0_->var(), Shape{1, p}), Shape{paths, p});
     std::vector<Var> parts{hflat, w};
     Var y0 = concat(parts, 1);
@@ -360,5 +364,53 @@ BlockResult SDEBNNBlock::forward(const Var& h0, std::int64_t paths, std::uint64_
 }
 
 Var SDEBNNBlock::forward(const Var& x) { return forward(x, 1, 0).h; }
+
+// ---- the classifier ----
+
+SDEBNNClassifier::SDEBNNClassifier(const SDEBNNClassifierConfig& cfg, Generator& gen) : cfg_(cfg) {
+    nn::ConvNetConfig c;
+    c.in_channels = cfg.in_channels;
+    c.width = cfg.width;
+    c.num_blocks = 0;
+    c.num_classes = cfg.num_classes;
+    c.groups = cfg.groups;
+    c.dtype = cfg.block.dtype;
+    net_ = register_module("net", std::make_shared<nn::MnistConvNet>(c, gen));
+    for (int k = 0; k < cfg.blocks; ++k)
+        blocks_.push_back(register_module(
+            "sdebnn" + std::to_string(k),
+            std::make_shared<SDEBNNBlock>(concat_conv_drift(cfg.width, 6, 6, {cfg.hidden}, nn::Act::softplus),
+                                          cfg.block, gen)));
+}
+
+std::string SDEBNNClassifier::describe() const {
+    return fmt::format("SDEBNNClassifier({}, {} x {})", net_->describe(), blocks_.size(),
+                       blocks_.empty() ? std::string("-") : blocks_[0]->describe());
+}
+
+ClassifierOutput SDEBNNClassifier::forward(const Var& x, std::int64_t paths, std::uint64_t seed) {
+    auto& net = static_cast<nn::MnistConvNet&>(*net_);
+    Var h = net.downsample(x);  // [N, width, 6, 6]
+    if (h.dim(2) != 6 || h.dim(3) != 6)
+        throw UsageError(fmt::format("SDEBNNClassifier: the downsampler gives {} (expected [N, {}, 6, 6]: 28x28 inputs)",
+                                     h.shape().str(), cfg_.width));
+    Var kl(Tensor::zeros({paths}, h.dtype()));
+    const Generator seeds(seed, 0x5DEB);
+    for (std::size_t k = 0; k < blocks_.size(); ++k) {
+        Generator g = seeds.fork(k);
+        const std::uint64_t s = (static_cast<std::uint64_t>(g()) << 32) | g();
+        // The first block fans the N inputs out to `paths` paths; later blocks continue each path's group.
+        BlockResult r = blocks_[k]->forward(h, paths, s, k == 0 ? Layout::shared : Layout::grouped);
+        h = r.h;
+        kl = kl + r.kl;
+    }
+    return {net.head(h), kl};
+}
+
+std::int64_t SDEBNNClassifier::steps_taken() const {
+    std::int64_t n = 0;
+    for (auto& b : blocks_) n += b->last_stats().steps;
+    return n;
+}
 
 }  // namespace sdeuq::sde

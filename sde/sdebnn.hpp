@@ -73,7 +73,9 @@ std::unique_ptr<WeightDrift> concat_conv_drift(std::int64_t channels, std::int64
 
 // ---- the block ----------------------------------------------------------------------------------------
 
-enum class Layout { shared, per_sample };
+// shared: every path carries all N inputs; per_sample: one path per input; grouped: the N rows are already
+// `paths` consecutive groups (a previous block's output), group r continues on path r.
+enum class Layout { shared, per_sample, grouped };
 
 struct SDEBNNOptions {
     double sigma = 0.2;   // diffusion of the weights (the reference's diff_coef, JAX README)
@@ -147,6 +149,38 @@ public:
 private:
     std::vector<std::shared_ptr<nn::Linear>> layers_;
     nn::Act act_;
+};
+
+// An image classifier: the MNIST conv downsampler of mnist_baselines (nn::MnistConvNet: Conv 3x3, GN, ReLU,
+// Conv 4x4 s2, GN, ReLU, Conv 4x4 s2: 28x28 -> 6x6), `blocks` SDE-BNN blocks of concat-time 3x3 convolutions
+// (width -> hidden -> width, softplus, as the reference's drift), and MnistConvNet's head (GN, ReLU, global
+// average pool, Linear). The downsampler and head are point estimates, as in the reference.
+struct SDEBNNClassifierConfig {
+    std::int64_t in_channels = 1, width = 16, hidden = 16, num_classes = 10;
+    int groups = 4, blocks = 1;
+    SDEBNNOptions block;
+};
+
+struct ClassifierOutput {
+    Var logits;  // [paths * N, classes]: row r * N + i is input i under weight path r
+    Var kl;      // [paths]: the KL summed over the blocks
+};
+
+class SDEBNNClassifier : public nn::Module {
+public:
+    SDEBNNClassifier(const SDEBNNClassifierConfig& cfg, Generator& gen);
+    std::string describe() const override;
+    // `paths` weight paths per block, each carrying every input; the blocks' Brownian paths are drawn from
+    // `seed` (block k: an independent stream).
+    ClassifierOutput forward(const Var& x, std::int64_t paths, std::uint64_t seed);
+    Var forward(const Var& x) override { return forward(x, 1, 0).logits; }
+    std::vector<std::shared_ptr<SDEBNNBlock>>& blocks() { return blocks_; }
+    std::int64_t steps_taken() const;  // solver steps of the last forward, summed over the blocks
+
+private:
+    SDEBNNClassifierConfig cfg_;
+    std::shared_ptr<nn::Module> net_;
+    std::vector<std::shared_ptr<SDEBNNBlock>> blocks_;
 };
 
 // Time appended as a last column: x [..., k] -> [..., k + 1].
