@@ -218,7 +218,27 @@ int main(int argc, char** argv) {
     const std::string ckpt = (fs::path(args.out) / "checkpoints" / "stl_variance.ckpt").string();
     if (args.resume && fs::exists(ckpt)) {
         auto meta = json::parse(nn::read_checkpoint_file(ckpt).metadata);
-        if (meta.value("config", "") == config_key) {
+        // The run may be extended: a checkpoint of the same configuration whose measurement iterations so
+        // far are a prefix of ours (the training trajectory does not depend on where it is measured).
+        auto same_run = [&](const std::string& key) {
+            const auto bar_pos = key.rfind("|seed=");
+            if (bar_pos == std::string::npos || key.substr(bar_pos) != fmt::format("|seed={}", args.seed)) return false;
+            json old = json::parse(key.substr(0, bar_pos), nullptr, false);
+            if (old.is_discarded() || !old.contains("checkpoints")) return false;
+            const auto old_ck = old["checkpoints"].get<std::vector<int>>();
+            const std::size_t measured = meta.value("next_checkpoint", std::size_t(0));
+            if (measured > s.checkpoints.size()) return false;
+            for (std::size_t k = 0; k < measured; ++k)
+                if (k >= old_ck.size() || old_ck[k] != s.checkpoints[k]) return false;
+            const int at = meta.value("iteration", 0);
+            if (measured < s.checkpoints.size() ? at > s.checkpoints[measured] : at != s.checkpoints.back())
+                return false;
+            old.erase("checkpoints");
+            json mine = config;
+            mine.erase("checkpoints");
+            return old == mine;
+        };
+        if (same_run(meta.value("config", ""))) {
             nn::load_checkpoint(ckpt, sde.net(), &opt);
             it = meta["iteration"];
             next_ck = meta["next_checkpoint"];
