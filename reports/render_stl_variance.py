@@ -76,7 +76,12 @@ Stratonovich coincide) for every KL estimator the adjoint supports.
 {tab}
 {uns}
 The reference figure reads full ~1.7e-2 (500), ~1.2e-2 (1000), ~6e-3 flat from 2000, STL ~1.05e-2, ~4.7e-3,
-~3e-3 -> ~2.2e-3 (its `assets/stl.png`).
+~3e-3 -> ~2.2e-3 (its `assets/stl.png`). Our stds are about 30 times larger at the same iterations and the
+full / STL ratio smaller (about 1.3 at 500 and 1000 against the figure's 1.6 and 2.5). We have not found the
+cause: the likelihood (sum over the 10 times of log N(y; Y_t, 0.1^2)), the estimators, the optimizer and the
+statistic follow the reference's script as REFERENCES.md records it. In this run the likelihood term dominates
+the per-sample variance (plain, whose KL term has no martingale part, is as noisy as full), so STL can remove
+only the KL's score part, and that part is a small share of the total this early in training.
 
 ![gradient std]({fig_path})
 {timing_block(run, f'{rel}/run.json')}
