@@ -3,13 +3,13 @@
 //
 // Model (sde/sdebnn.hpp SDEBNNClassifier): mnist_baselines' conv downsampler (28x28 -> width x 6 x 6),
 // SDE-BNN blocks of concat-time 3x3 convolutions width -> hidden -> width (softplus) whose weights follow
-// dw = (-w + r_phi(t, w)) dt + sigma dB against the OU prior (r_phi: concat-time linear P -> 2 -> 64 -> 2 -> P,
-// softplus, last layer zero, as the reference's hypernet), then GN, ReLU, global average pool, Linear(width ->
-// 10). One weight path per minibatch for training; loss = mean cross-entropy + kl_coef * KL / N_train with
-// kl_coef = 1e-3 (the reference's tempered ELBO). Adam 1e-3, batch 128. Prediction: class probabilities
-// averaged over S weight paths. Reported per data set: accuracy, NLL, Brier, ECE (15 and 10 bins), OOD
-// detection against the other data set (max-probability score: AUROC, AUPR in/out, TNR at 95% TPR), seconds
-// per epoch (run.json). Checkpointed after every epoch.
+// dw = (-w + r_phi(t, w)) dt + sigma dB against the OU prior (r_phi: concat-time linear P -> 2 -> 64 -> 2 ->
+// P, softplus, last layer zero, as the reference's hypernet), then GN, ReLU, global average pool,
+// Linear(width -> 10). One weight path per minibatch for training; loss = mean cross-entropy + kl_coef * KL /
+// N_train with kl_coef = 1e-3 (the reference's tempered ELBO). Adam 1e-3, batch 128. Prediction: class
+// probabilities averaged over S weight paths. Reported per data set: accuracy, NLL, Brier, ECE (15 and 10
+// bins), OOD detection against the other data set (max-probability score: AUROC, AUPR in/out, TNR at 95%
+// TPR), seconds per epoch (run.json). Checkpointed after every epoch.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -52,7 +52,8 @@ data::Dataset subset(const data::Dataset& ds, std::size_t n) {
     return out;
 }
 
-Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
+                    std::vector<std::int32_t>& labels) {
     const std::size_t ss = ds.sample_size();
     Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
     labels.clear();
@@ -78,16 +79,20 @@ SDEBNNClassifierConfig model_config(const Settings& s) {
     c.block.steps = s.steps;
     c.block.kl = parse_kl(s.kl);
     c.block.estimator = s.estimator;
-    c.block.solver = s.estimator == "backprop" ? "euler" : (s.estimator == "adjoint" ? "midpoint" : "reversible_heun");
+    c.block.solver =
+        s.estimator == "backprop" ? "euler" : (s.estimator == "adjoint" ? "midpoint" : "reversible_heun");
     c.block.hyper_hidden = {2, 64, 2};
     c.block.hyper_act = nn::Act::softplus;
     return c;
 }
 
-std::uint64_t seed_of(Generator g) { return (static_cast<std::uint64_t>(g()) << 32) | g(); }
+std::uint64_t seed_of(Generator g) {
+    return (static_cast<std::uint64_t>(g()) << 32) | g();
+}
 
 // Class probabilities [n x 10], averaged over S weight paths.
-std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int samples, const Generator& noise) {
+std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int samples,
+                            const Generator& noise) {
     std::vector<double> probs(ds.n * 10, 0.0);
     NoGradScope ng;
     std::vector<std::size_t> idx;
@@ -101,7 +106,8 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
         const float* pp = p.value().data<float>();
         for (int sidx = 0; sidx < samples; ++sidx)
             for (std::size_t i = 0; i < nb * 10; ++i)
-                probs[lo * 10 + i] += static_cast<double>(pp[static_cast<std::size_t>(sidx) * nb * 10 + i]) / samples;
+                probs[lo * 10 + i] +=
+                    static_cast<double>(pp[static_cast<std::size_t>(sidx) * nb * 10 + i]) / samples;
         reset_tape();
     }
     return probs;
@@ -126,23 +132,29 @@ json evaluate(const std::vector<double>& p_in, const data::Dataset& in, const st
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"sdebnn_classification: SDE-BNN on MNIST and Fashion-MNIST with OOD detection against the other set"};
+    CLI::App app{
+        "sdebnn_classification: SDE-BNN on MNIST and Fashion-MNIST with OOD detection against the other set"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/sdebnn_classification");
     Settings s;
     auto* o_epochs = app.add_option("--epochs", s.epochs, "training epochs")->check(CLI::Range(1, 1000));
     auto* o_width = app.add_option("--width", s.width, "conv channels")->check(CLI::Range(1, 512));
-    auto* o_hidden = app.add_option("--hidden", s.hidden, "SDE-BNN drift hidden channels")->check(CLI::Range(1, 512));
-    auto* o_groups = app.add_option("--groups", s.groups, "GroupNorm groups (must divide --width)")->check(CLI::Range(1, 512));
+    auto* o_hidden =
+        app.add_option("--hidden", s.hidden, "SDE-BNN drift hidden channels")->check(CLI::Range(1, 512));
+    auto* o_groups = app.add_option("--groups", s.groups, "GroupNorm groups (must divide --width)")
+                         ->check(CLI::Range(1, 512));
     auto* o_blocks = app.add_option("--blocks", s.blocks, "SDE-BNN blocks")->check(CLI::Range(1, 16));
     auto* o_steps = app.add_option("--steps", s.steps, "solver steps per block")->check(CLI::Range(1, 1000));
-    auto* o_samples = app.add_option("--samples", s.samples, "weight paths averaged at test time")->check(CLI::Range(1, 1000));
-    auto* o_train = app.add_option("--train-subset", s.train_subset, "training images per data set (0 = all)");
+    auto* o_samples = app.add_option("--samples", s.samples, "weight paths averaged at test time")
+                          ->check(CLI::Range(1, 1000));
+    auto* o_train =
+        app.add_option("--train-subset", s.train_subset, "training images per data set (0 = all)");
     auto* o_eval = app.add_option("--eval-subset", s.eval_subset, "test images per data set (0 = all)");
     app.add_option("--kl", s.kl, "KL estimator")->check(CLI::IsMember({"plain", "full", "stl"}));
     app.add_option("--estimator", s.estimator, "gradient estimator")
         ->check(CLI::IsMember({"backprop", "adjoint", "reversible_heun"}));
-    app.add_option("--kl-coef", s.kl_coef, "KL weight over the training-set size")->check(CLI::NonNegativeNumber);
+    app.add_option("--kl-coef", s.kl_coef, "KL weight over the training-set size")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--lr", s.lr, "Adam learning rate")->check(CLI::PositiveNumber);
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {  // mnist_baselines' full size (width 64, 32 groups), the reference's 19 steps
@@ -170,19 +182,33 @@ int main(int argc, char** argv) {
     };
     std::vector<Named> sets;
     try {
-        sets.push_back({"mnist", data::load_mnist(data_dir, data::Split::train), data::load_mnist(data_dir, data::Split::test)});
+        sets.push_back({"mnist", data::load_mnist(data_dir, data::Split::train),
+                        data::load_mnist(data_dir, data::Split::test)});
         sets.push_back({"fashion_mnist", data::load_fashion_mnist(data_dir, data::Split::train),
                         data::load_fashion_mnist(data_dir, data::Split::test)});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sdebnn_classification: %s\n", e.what());
         return 1;
     }
-    json config = {{"epochs", s.epochs}, {"batch", s.batch}, {"lr", s.lr}, {"optimizer", "adam"}, {"width", s.width},
-                   {"hidden", s.hidden}, {"groups", s.groups}, {"blocks", s.blocks}, {"steps", s.steps},
-                   {"samples", s.samples}, {"sigma", s.sigma}, {"kl_coef", s.kl_coef}, {"kl", s.kl},
-                   {"estimator", s.estimator}, {"hypernet", "concat-time linear P-2-64-2-P softplus, last zero"},
-                   {"train_subset", s.train_subset}, {"eval_subset", s.eval_subset},
-                   {"ood_score", "max softmax probability"}, {"paths_per_minibatch", 1}};
+    json config = {{"epochs", s.epochs},
+                   {"batch", s.batch},
+                   {"lr", s.lr},
+                   {"optimizer", "adam"},
+                   {"width", s.width},
+                   {"hidden", s.hidden},
+                   {"groups", s.groups},
+                   {"blocks", s.blocks},
+                   {"steps", s.steps},
+                   {"samples", s.samples},
+                   {"sigma", s.sigma},
+                   {"kl_coef", s.kl_coef},
+                   {"kl", s.kl},
+                   {"estimator", s.estimator},
+                   {"hypernet", "concat-time linear P-2-64-2-P softplus, last zero"},
+                   {"train_subset", s.train_subset},
+                   {"eval_subset", s.eval_subset},
+                   {"ood_score", "max softmax probability"},
+                   {"paths_per_minibatch", 1}};
     const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
     fs::create_directories(fs::path(args.out) / "checkpoints");
     json results, timings;
@@ -226,7 +252,8 @@ int main(int argc, char** argv) {
             for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++step) {
                 Tensor x = batch_tensor(tr, idx, yb);
                 opt.zero_grad();
-                ClassifierOutput o = model.forward(Var(x), 1, seed_of(noise.fork(static_cast<std::uint64_t>(e) * 1000003 + step)));
+                ClassifierOutput o = model.forward(
+                    Var(x), 1, seed_of(noise.fork(static_cast<std::uint64_t>(e) * 1000003 + step)));
                 Var loss = cross_entropy(o.logits, yb) + sum(o.kl) * (s.kl_coef / n_train);
                 backward(loss);
                 opt.step();
@@ -236,14 +263,17 @@ int main(int argc, char** argv) {
             }
             epoch_seconds.push_back(experiment::wall_seconds() - t0);
             epoch_loss.push_back(loss_sum / static_cast<double>(nb));
-            json meta = {{"config", config_key}, {"epochs_done", e + 1}, {"epoch_seconds", epoch_seconds},
+            json meta = {{"config", config_key},
+                         {"epochs_done", e + 1},
+                         {"epoch_seconds", epoch_seconds},
                          {"epoch_loss", epoch_loss}};
             nn::save_checkpoint(ckpt, model, &opt, meta.dump());
             bar.update(++done);
         }
         const double t0 = experiment::wall_seconds();
         const Generator pred = root.fork(4);
-        auto p_in = predict(model, te, s.samples, pred.fork(1)), p_out = predict(model, ood, s.samples, pred.fork(2));
+        auto p_in = predict(model, te, s.samples, pred.fork(1)),
+             p_out = predict(model, ood, s.samples, pred.fork(2));
         json r = evaluate(p_in, te, p_out);
         r["train_loss_per_epoch"] = epoch_loss;
         results[in.name + "_vs_" + other.name] = r;
@@ -254,12 +284,13 @@ int main(int argc, char** argv) {
     std::vector<std::vector<std::string>> rows;
     for (auto& [pair, r] : results.items()) {
         std::vector<std::string> row = {pair};
-        for (const char* k : {"accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out",
-                              "ood_tnr_at_95_tpr"})
+        for (const char* k : {"accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in",
+                              "ood_aupr_out", "ood_tnr_at_95_tpr"})
             row.push_back(experiment::num(r[k].get<double>()));
         rows.push_back(row);
     }
-    json out = {{"provenance", experiment::provenance("sdebnn_classification", args, config)}, {"results", results}};
+    json out = {{"provenance", experiment::provenance("sdebnn_classification", args, config)},
+                {"results", results}};
     experiment::write_json(args.out + "/results.json", out);
     experiment::write_csv(args.out + "/results.csv",
                           {"pair", "accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in",
@@ -269,9 +300,9 @@ int main(int argc, char** argv) {
     run["timings"] = timings;
     experiment::write_json(args.out + "/run.json", run);
     for (auto& [pair, r] : results.items())
-        std::printf("%-26s acc %.4f  NLL %.4f  Brier %.4f  ECE15 %.4f  AUROC %.4f  %.1f s/epoch\n", pair.c_str(),
-                    r["accuracy"].get<double>(), r["nll"].get<double>(), r["brier"].get<double>(),
-                    r["ece_15"].get<double>(), r["ood_auroc"].get<double>(),
+        std::printf("%-26s acc %.4f  NLL %.4f  Brier %.4f  ECE15 %.4f  AUROC %.4f  %.1f s/epoch\n",
+                    pair.c_str(), r["accuracy"].get<double>(), r["nll"].get<double>(),
+                    r["brier"].get<double>(), r["ece_15"].get<double>(), r["ood_auroc"].get<double>(),
                     timings[pair]["seconds_per_epoch"].back().get<double>());
     return 0;
 }

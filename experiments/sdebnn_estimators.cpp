@@ -59,7 +59,8 @@ SDEBNNClassifierConfig model_config(const Settings& s, const std::string& estima
     return c;
 }
 
-Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
+                    std::vector<std::int32_t>& labels) {
     const std::size_t ss = ds.sample_size();
     Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
     labels.clear();
@@ -71,17 +72,22 @@ Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx, s
     return x;
 }
 
-std::uint64_t seed_of(Generator g) { return (static_cast<std::uint64_t>(g()) << 32) | g(); }
+std::uint64_t seed_of(Generator g) {
+    return (static_cast<std::uint64_t>(g()) << 32) | g();
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"sdebnn_estimators: SDE-BNN trained by backprop, the stochastic adjoint and reversible Heun"};
+    CLI::App app{
+        "sdebnn_estimators: SDE-BNN trained by backprop, the stochastic adjoint and reversible Heun"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/sdebnn_estimators");
     Settings s;
-    auto* o_it = app.add_option("--iterations", s.iterations, "training iterations")->check(CLI::Range(1, 1000000));
-    auto* o_sub = app.add_option("--train-subset", s.train_subset, "MNIST training images")->check(CLI::Range(16, 60000));
+    auto* o_it =
+        app.add_option("--iterations", s.iterations, "training iterations")->check(CLI::Range(1, 1000000));
+    auto* o_sub = app.add_option("--train-subset", s.train_subset, "MNIST training images")
+                      ->check(CLI::Range(16, 60000));
     app.add_option("--width", s.width, "conv channels")->check(CLI::Range(1, 512));
     app.add_option("--hidden", s.hidden, "drift hidden channels")->check(CLI::Range(1, 512));
     app.add_option("--groups", s.groups, "GroupNorm groups")->check(CLI::Range(1, 512));
@@ -110,16 +116,27 @@ int main(int argc, char** argv) {
     tr.images.resize(tr.n * tr.sample_size());
     tr.labels.resize(tr.n);
     data::normalize(tr, data::mnist_stats);
-    json config = {{"iterations", s.iterations}, {"batch", s.batch}, {"train_subset", s.train_subset},
-                   {"width", s.width}, {"hidden", s.hidden}, {"groups", s.groups}, {"steps", s.steps},
-                   {"lr", s.lr}, {"kl_coef", s.kl_coef}, {"sigma", s.sigma}, {"kl", "plain"},
-                   {"memory_steps", s.memory_steps},
-                   {"solvers", {{"backprop", "midpoint"}, {"adjoint", "midpoint"}, {"reversible_heun", "reversible_heun"}}}};
+    json config = {
+        {"iterations", s.iterations},
+        {"batch", s.batch},
+        {"train_subset", s.train_subset},
+        {"width", s.width},
+        {"hidden", s.hidden},
+        {"groups", s.groups},
+        {"steps", s.steps},
+        {"lr", s.lr},
+        {"kl_coef", s.kl_coef},
+        {"sigma", s.sigma},
+        {"kl", "plain"},
+        {"memory_steps", s.memory_steps},
+        {"solvers",
+         {{"backprop", "midpoint"}, {"adjoint", "midpoint"}, {"reversible_heun", "reversible_heun"}}}};
     const std::vector<std::string> estimators{"backprop", "adjoint", "reversible_heun"};
     const Generator root(args.seed, 7);
     json curves, timings, memory;
     experiment::Progress bar("sdebnn_estimators",
-                             static_cast<std::int64_t>(estimators.size()) * (s.iterations + static_cast<std::int64_t>(s.memory_steps.size())));
+                             static_cast<std::int64_t>(estimators.size()) *
+                                 (s.iterations + static_cast<std::int64_t>(s.memory_steps.size())));
     std::int64_t done = 0;
     for (const std::string& est : estimators) {
         Generator gen = root.fork(1);  // the same initialisation for every estimator
@@ -164,7 +181,8 @@ int main(int argc, char** argv) {
             ClassifierOutput o = m.forward(Var(x), 1, 99);
             backward(cross_entropy(o.logits, yb) + sum(o.kl) * 1e-3);
             const double mib = static_cast<double>(current_tape().arena().bytes_in_use()) / (1024.0 * 1024.0);
-            memory[est].push_back({{"steps", steps}, {"solver_steps", m.steps_taken()}, {"root_tape_mib", mib}});
+            memory[est].push_back(
+                {{"steps", steps}, {"solver_steps", m.steps_taken()}, {"root_tape_mib", mib}});
             reset_tape();
             bar.update(++done);
         }
@@ -184,8 +202,10 @@ int main(int argc, char** argv) {
     experiment::write_json(args.out + "/run.json", run);
     for (const auto& est : estimators) {
         std::printf("%-16s final loss %.4f  %.3f s/iteration  memory(MiB) by steps:", est.c_str(),
-                    curves[est]["loss"].back().get<double>(), timings[est]["seconds_per_iteration"].get<double>());
-        for (auto& m : memory[est]) std::printf(" %d:%.2f", m["steps"].get<int>(), m["root_tape_mib"].get<double>());
+                    curves[est]["loss"].back().get<double>(),
+                    timings[est]["seconds_per_iteration"].get<double>());
+        for (auto& m : memory[est])
+            std::printf(" %d:%.2f", m["steps"].get<int>(), m["root_tape_mib"].get<double>());
         std::printf("\n");
     }
     return 0;

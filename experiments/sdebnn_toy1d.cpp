@@ -50,7 +50,7 @@ constexpr double kNoise = 0.1;
 
 struct Settings {
     int iterations = 400;
-    int paths = 10;   // weight paths per training iteration
+    int paths = 10;     // weight paths per training iteration
     int samples = 100;  // sample functions for prediction
     int ensemble = 5;
     int steps = 19;
@@ -63,7 +63,9 @@ struct Data {
     std::vector<double> x, y;  // raw x
 };
 
-double standardise(double x) { return (x - 4.0) / 4.0; }
+double standardise(double x) {
+    return (x - 4.0) / 4.0;
+}
 
 Data make_train(Generator& gen) {
     Data d;
@@ -112,7 +114,9 @@ struct Model {
     virtual Samples predict(const std::vector<double>& x, int samples, std::uint64_t seed) = 0;
 };
 
-std::uint64_t seed_of(Generator g) { return (static_cast<std::uint64_t>(g()) << 32) | g(); }
+std::uint64_t seed_of(Generator g) {
+    return (static_cast<std::uint64_t>(g()) << 32) | g();
+}
 
 Var gaussian_nll_mean(const Var& pred, const Tensor& y) {  // mean of -log N(y; pred, 0.1^2)
     Var z = (pred - Var(y)) / kNoise;
@@ -127,10 +131,12 @@ public:
         o.steps = s.steps;
         o.kl = parse_kl(s.kl);
         o.estimator = s.estimator;
-        o.solver = s.estimator == "backprop" ? "euler" : (s.estimator == "adjoint" ? "midpoint" : "reversible_heun");
+        o.solver =
+            s.estimator == "backprop" ? "euler" : (s.estimator == "adjoint" ? "midpoint" : "reversible_heun");
         o.hyper_hidden = {32};
         o.hyper_act = nn::Act::tanh;
-        block_ = std::make_unique<SDEBNNBlock>(concat_linear_drift({3, s.hidden, s.hidden, 3}, nn::Act::silu), o, gen);
+        block_ = std::make_unique<SDEBNNBlock>(concat_linear_drift({3, s.hidden, s.hidden, 3}, nn::Act::silu),
+                                               o, gen);
     }
     nn::Module& module() override { return *block_; }
     Var loss(const Data& d, std::uint64_t seed) override {
@@ -266,12 +272,15 @@ double mixture_nll(const Samples& f, const std::vector<double>& y) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"sdebnn_toy1d: SDE-BNN, MC dropout and a deep ensemble on the paper's two-cluster 1D regression"};
+    CLI::App app{
+        "sdebnn_toy1d: SDE-BNN, MC dropout and a deep ensemble on the paper's two-cluster 1D regression"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/sdebnn_toy1d");
     Settings s;
-    auto* o_it = app.add_option("--iterations", s.iterations, "training iterations per model")->check(CLI::Range(1, 1000000));
-    app.add_option("--paths", s.paths, "SDE-BNN weight paths per training iteration")->check(CLI::Range(1, 10000));
+    auto* o_it = app.add_option("--iterations", s.iterations, "training iterations per model")
+                     ->check(CLI::Range(1, 1000000));
+    app.add_option("--paths", s.paths, "SDE-BNN weight paths per training iteration")
+        ->check(CLI::Range(1, 10000));
     app.add_option("--samples", s.samples, "sample functions for prediction")->check(CLI::Range(2, 100000));
     app.add_option("--ensemble", s.ensemble, "deep ensemble members")->check(CLI::Range(2, 100));
     app.add_option("--hidden", s.hidden, "SDE-BNN drift width")->check(CLI::Range(1, 4096));
@@ -290,15 +299,28 @@ int main(int argc, char** argv) {
     std::vector<double> grid;
     for (int i = 0; i <= 240; ++i) grid.push_back(-2.0 + 12.0 * i / 240);
 
-    json config = {{"iterations", s.iterations}, {"paths", s.paths}, {"samples", s.samples},
-                   {"ensemble", s.ensemble}, {"steps", s.steps}, {"sigma", s.sigma}, {"lr", s.lr},
-                   {"kl_coef", s.kl_coef}, {"kl", s.kl}, {"estimator", s.estimator}, {"dropout", s.dropout},
+    json config = {{"iterations", s.iterations},
+                   {"paths", s.paths},
+                   {"samples", s.samples},
+                   {"ensemble", s.ensemble},
+                   {"steps", s.steps},
+                   {"sigma", s.sigma},
+                   {"lr", s.lr},
+                   {"kl_coef", s.kl_coef},
+                   {"kl", s.kl},
+                   {"estimator", s.estimator},
+                   {"dropout", s.dropout},
                    {"drift", fmt::format("concat-time linear 3-{}-{}-3 silu", s.hidden, s.hidden)},
-                   {"hypernet", "concat-time linear P-32-P tanh, last layer zero"}, {"mlp_hidden", s.mlp_hidden},
-                   {"likelihood", "Gaussian, std 0.1"}, {"optimizer", "Adam"}, {"heldout", 200}};
+                   {"hypernet", "concat-time linear P-32-P tanh, last layer zero"},
+                   {"mlp_hidden", s.mlp_hidden},
+                   {"likelihood", "Gaussian, std 0.1"},
+                   {"optimizer", "Adam"},
+                   {"heldout", 200}};
     const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
     fs::create_directories(fs::path(args.out) / "checkpoints");
-    auto ck = [&](const std::string& m) { return (fs::path(args.out) / "checkpoints" / (m + ".ckpt")).string(); };
+    auto ck = [&](const std::string& m) {
+        return (fs::path(args.out) / "checkpoints" / (m + ".ckpt")).string();
+    };
 
     experiment::Progress bar("sdebnn_toy1d", static_cast<std::int64_t>(s.iterations) * (2 + s.ensemble));
     std::int64_t done = 0;
@@ -306,7 +328,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> header{"x"};
     std::vector<std::vector<double>> cols{grid};
 
-    auto record = [&](const std::string& name, const Samples& fg, const Samples& fc_held, const Samples& f_train) {
+    auto record = [&](const std::string& name, const Samples& fg, const Samples& fc_held,
+                      const Samples& f_train) {
         Summary sg = summarise(fg);
         double gap = 0, clu = 0, gap_t = 0, clu_t = 0;
         int ng = 0, nc = 0;
@@ -345,14 +368,16 @@ int main(int argc, char** argv) {
         Generator gen = root.fork(20);
         SdeBnnModel m(s, gen);
         evaluate("sdebnn_prior", m, 1);
-        timings["sdebnn"] = train(m, train_d, s, root.fork(21), ck("sdebnn"), config_key, args.resume, bar, done);
+        timings["sdebnn"] =
+            train(m, train_d, s, root.fork(21), ck("sdebnn"), config_key, args.resume, bar, done);
         evaluate("sdebnn", m, 2);
         metrics["sdebnn"]["weights"] = m.block().num_weights();
     }
     {
         Generator gen = root.fork(30);
         MlpModel m(s, s.dropout, gen);
-        timings["mc_dropout"] = train(m, train_d, s, root.fork(31), ck("mc_dropout"), config_key, args.resume, bar, done);
+        timings["mc_dropout"] =
+            train(m, train_d, s, root.fork(31), ck("mc_dropout"), config_key, args.resume, bar, done);
         evaluate("mc_dropout", m, 3);
     }
     {
@@ -361,8 +386,8 @@ int main(int argc, char** argv) {
         for (int k = 0; k < s.ensemble; ++k) {
             Generator gen = root.fork(40 + static_cast<std::uint64_t>(k));
             MlpModel m(s, 0.0, gen);
-            secs += train(m, train_d, s, root.fork(60), ck(fmt::format("ensemble{}", k)), config_key, args.resume,
-                          bar, done);
+            secs += train(m, train_d, s, root.fork(60), ck(fmt::format("ensemble{}", k)), config_key,
+                          args.resume, bar, done);
             fg.push_back(m.predict(grid, 1, 0)[0]);
             fh.push_back(m.predict(held.x, 1, 0)[0]);
             ft.push_back(m.predict(train_d.x, 1, 0)[0]);
@@ -390,7 +415,8 @@ int main(int argc, char** argv) {
     json run = experiment::run_info(args);
     run["timings"] = {{"train_seconds", timings}};
     experiment::write_json(args.out + "/run.json", run);
-    std::printf("%-14s %12s %12s %12s %12s\n", "method", "heldout NLL", "train NLL", "ratio(epi)", "ratio(tot)");
+    std::printf("%-14s %12s %12s %12s %12s\n", "method", "heldout NLL", "train NLL", "ratio(epi)",
+                "ratio(tot)");
     for (auto& [k, v] : metrics.items())
         std::printf("%-14s %12.4f %12.4f %12.3f %12.3f\n", k.c_str(), v["heldout_nll"].get<double>(),
                     v["train_nll"].get<double>(), v["std_ratio_epistemic"].get<double>(),

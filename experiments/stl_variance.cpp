@@ -4,13 +4,13 @@
 // sticking-the-landing ("stl") and plain ("ckl") estimators of the path-space KL, along one training run?
 //
 // Model: a 1D SDE dY = f(t, Y) dt + dW, f = Linear(3 -> 400) - tanh - Linear(400 -> 1) on (sin t, cos t, y),
-// prior dY = dW (Brownian motion), so u = f. Data: y = cos(2 pi t) at linspace(.4, .6, 5) U linspace(.8, 1, 5);
-// Y_0.4 = cos(0.8 pi), the same for every sample. ELBO per sample = sum_i log N(y_i; Y_ti, 0.1^2) - logqp.
-// Training: -mean ELBO over a batch of 256 with the full estimator (as the reference), Euler-Maruyama with
-// dt = 3e-3, Adam lr 1e-2 with ExponentialLR 0.999 per iteration, float32.
-// Statistic: at each listed iteration, for each estimator, K per-sample (batch 1) gradients of the ELBO over
-// all 2001 parameters, each on fresh Brownian noise; per parameter the unbiased std over the K samples;
-// reported: their mean ("std_avg", the reference's figure) and their Euclidean norm ("std_norm").
+// prior dY = dW (Brownian motion), so u = f. Data: y = cos(2 pi t) at linspace(.4, .6, 5) U linspace(.8, 1,
+// 5); Y_0.4 = cos(0.8 pi), the same for every sample. ELBO per sample = sum_i log N(y_i; Y_ti, 0.1^2) -
+// logqp. Training: -mean ELBO over a batch of 256 with the full estimator (as the reference), Euler-Maruyama
+// with dt = 3e-3, Adam lr 1e-2 with ExponentialLR 0.999 per iteration, float32. Statistic: at each listed
+// iteration, for each estimator, K per-sample (batch 1) gradients of the ELBO over all 2001 parameters, each
+// on fresh Brownian noise; per parameter the unbiased std over the K samples; reported: their mean
+// ("std_avg", the reference's figure) and their Euclidean norm ("std_norm").
 //
 // Our deviation from the reference's grid: the reference restarts Euler at each observation time and
 // shortens the interval's last step (203 steps); we step on the global grid 0.4 + k dt with the
@@ -104,7 +104,9 @@ SolveOptions solve_options(const std::string& estimator, double dt) {
     return o;
 }
 
-std::uint64_t seed_of(Generator g) { return (static_cast<std::uint64_t>(g()) << 32) | g(); }
+std::uint64_t seed_of(Generator g) {
+    return (static_cast<std::uint64_t>(g()) << 32) | g();
+}
 
 // The Brownian path of the last solve: the adjoint reads it during backward(), so it outlives elbo().
 std::unique_ptr<BrownianPath> g_path;
@@ -129,8 +131,8 @@ struct Stat {
 };
 
 // K per-sample gradients of the ELBO on fresh noise: per-parameter unbiased std (Welford, double).
-Stat gradient_std(StlSde& sde, const Problem& p, const Settings& s, const std::string& estimator, KLEstimator kl,
-                  const Generator& noise) {
+Stat gradient_std(StlSde& sde, const Problem& p, const Settings& s, const std::string& estimator,
+                  KLEstimator kl, const Generator& noise) {
     auto params = sde.parameters();
     std::size_t n = 0;
     for (Parameter* q : params) n += static_cast<std::size_t>(q->value().numel());
@@ -163,13 +165,15 @@ Stat gradient_std(StlSde& sde, const Problem& p, const Settings& s, const std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"stl_variance: per-sample ELBO gradient std of the full, STL and plain path-space KL estimators"};
+    CLI::App app{
+        "stl_variance: per-sample ELBO gradient std of the full, STL and plain path-space KL estimators"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/stl_variance");
     Settings s;
     auto* o_ck = app.add_option("--checkpoints", s.checkpoints, "training iterations at which to measure");
-    auto* o_samples = app.add_option("--samples", s.samples, "per-sample gradients per estimator and iteration")
-                          ->check(CLI::Range(2, 100000));
+    auto* o_samples =
+        app.add_option("--samples", s.samples, "per-sample gradients per estimator and iteration")
+            ->check(CLI::Range(2, 100000));
     app.add_option("--batch", s.batch, "training batch")->check(CLI::Range(1, 100000));
     app.add_option("--hidden", s.hidden, "drift hidden width")->check(CLI::Range(1, 100000));
     app.add_option("--dt", s.dt, "Euler-Maruyama step")->check(CLI::Range(1e-5, 0.1));
@@ -195,13 +199,24 @@ int main(int argc, char** argv) {
     std::vector<Mode> modes;
     for (const char* e : {"backprop", "adjoint"}) {
         if (std::string(e) == "adjoint" && !s.adjoint) continue;
-        for (KLEstimator kl : {KLEstimator::full, KLEstimator::stl, KLEstimator::plain}) modes.push_back({e, kl});
+        for (KLEstimator kl : {KLEstimator::full, KLEstimator::stl, KLEstimator::plain})
+            modes.push_back({e, kl});
     }
-    json config = {{"checkpoints", s.checkpoints}, {"samples", s.samples}, {"batch", s.batch}, {"hidden", s.hidden},
-                   {"dt", s.dt}, {"lr", s.lr}, {"lr_decay", s.gamma}, {"obs_std", s.obs_std}, {"adjoint", s.adjoint},
-                   {"dtype", "f32"}, {"train_kl", "full"}, {"optimizer", "Adam + ExponentialLR"},
-                   {"solvers", {{"backprop", "euler (Ito)"}, {"adjoint", "midpoint (Stratonovich), adjoint midpoint"}}},
-                   {"observation_times", prob.ts}};
+    json config = {
+        {"checkpoints", s.checkpoints},
+        {"samples", s.samples},
+        {"batch", s.batch},
+        {"hidden", s.hidden},
+        {"dt", s.dt},
+        {"lr", s.lr},
+        {"lr_decay", s.gamma},
+        {"obs_std", s.obs_std},
+        {"adjoint", s.adjoint},
+        {"dtype", "f32"},
+        {"train_kl", "full"},
+        {"optimizer", "Adam + ExponentialLR"},
+        {"solvers", {{"backprop", "euler (Ito)"}, {"adjoint", "midpoint (Stratonovich), adjoint midpoint"}}},
+        {"observation_times", prob.ts}};
     const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
 
     StlSde sde(s.hidden, args.seed);
@@ -222,7 +237,8 @@ int main(int argc, char** argv) {
         // far are a prefix of ours (the training trajectory does not depend on where it is measured).
         auto same_run = [&](const std::string& key) {
             const auto bar_pos = key.rfind("|seed=");
-            if (bar_pos == std::string::npos || key.substr(bar_pos) != fmt::format("|seed={}", args.seed)) return false;
+            if (bar_pos == std::string::npos || key.substr(bar_pos) != fmt::format("|seed={}", args.seed))
+                return false;
             json old = json::parse(key.substr(0, bar_pos), nullptr, false);
             if (old.is_discarded() || !old.contains("checkpoints")) return false;
             const auto old_ck = old["checkpoints"].get<std::vector<int>>();
@@ -250,8 +266,12 @@ int main(int argc, char** argv) {
         }
     }
     auto save = [&]() {
-        json meta = {{"config", config_key}, {"iteration", it}, {"next_checkpoint", next_ck}, {"curves", curves},
-                     {"train_loss", train_loss}, {"train_seconds", train_seconds},
+        json meta = {{"config", config_key},
+                     {"iteration", it},
+                     {"next_checkpoint", next_ck},
+                     {"curves", curves},
+                     {"train_loss", train_loss},
+                     {"train_seconds", train_seconds},
                      {"measure_seconds", measure_seconds}};
         nn::save_checkpoint(ckpt, sde.net(), &opt, meta.dump());
     };
@@ -284,8 +304,9 @@ int main(int argc, char** argv) {
         const double t0 = experiment::wall_seconds();
         sched.apply(opt, it);
         opt.zero_grad();
-        Var loss = -mean(elbo(sde, prob, s, s.batch, seed_of(train_noise.fork(static_cast<std::uint64_t>(it))),
-                              "backprop", KLEstimator::full));
+        Var loss =
+            -mean(elbo(sde, prob, s, s.batch, seed_of(train_noise.fork(static_cast<std::uint64_t>(it))),
+                       "backprop", KLEstimator::full));
         backward(loss);
         opt.step();
         if (it % 10 == 0) train_loss.push_back({{"iteration", it}, {"loss", loss.item()}});
@@ -307,7 +328,8 @@ int main(int argc, char** argv) {
                 {"curves", curves},
                 {"train_loss", train_loss}};
     experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv", {"mode", "iteration", "std_avg", "std_norm", "mean_norm"}, rows);
+    experiment::write_csv(args.out + "/results.csv",
+                          {"mode", "iteration", "std_avg", "std_norm", "mean_norm"}, rows);
     json run = experiment::run_info(args);
     run["timings"] = {{"train_seconds", train_seconds},
                       {"seconds_per_train_iteration", train_seconds / std::max(1, total_it)},

@@ -1,4 +1,5 @@
-"""Report of experiments/sdebnn_classification.cpp: SDE-BNN on MNIST and Fashion-MNIST next to mnist_baselines.
+"""Report of experiments/sdebnn_classification.cpp: SDE-BNN on MNIST and Fashion-MNIST next to
+mnist_baselines.
 Loaded by reports/render.py as a plugin."""
 import os
 
@@ -28,15 +29,18 @@ def render(res_dir, out_dir, rel):
     quick_note = ""
     if r["provenance"].get("mode") == "quick":
         quick_note = (
-            "**This is a quick-mode run** (a data subset, a small width, few steps): it does not test the issue's "
+            "**This is a quick-mode run** (a data subset, a small width, few steps): it does not test the "
+            "issue's "
             "full-mode targets (MNIST >= 99.3%, Fashion-MNIST >= 91%). Full mode: "
             "`build/experiments/sdebnn_classification --full` (width 64, 2 blocks, 19 steps, 20 epochs, all "
             "data); by the quick epoch time scaled by the work (conv cost x16 for width 64, x2 blocks, x4.75 "
             "steps, x30 images) it would take more than a day per epoch on this shared 2-core machine, far "
-            "beyond the issue's 6-hour budget, so it was not run. A matched-budget deterministic reference (the "
+            "beyond the issue's 6-hour budget, so it was not run. A matched-budget deterministic reference "
+            "(the "
             "same front end without the SDE-BNN block: `mnist_baselines --blocks 0 --width 16 --groups 4 "
             "--train-subset 2000 --eval-subset 500 --epochs 3 --lr 1e-3`) reached 0.242 (MNIST) and 0.366 "
-            "(Fashion-MNIST) accuracy in the same session (not from a result file of this report): this budget "
+            "(Fashion-MNIST) accuracy in the same session (not from a result file of this report): this "
+            "budget "
             "is too small for either model to learn much.")
     md = f"""# SDE-BNN classification: MNIST and Fashion-MNIST
 
@@ -45,10 +49,12 @@ downsampler (width {cfg['width']}, GroupNorm {cfg['groups']} groups; 28x28 -> 6x
 block(s) of concat-time 3x3 convolutions {cfg['width']} -> {cfg['hidden']} -> {cfg['width']} (softplus) whose
 weights follow dw = (-w + r_phi(t, w)) dt + {cfg['sigma']} dB against the OU prior, r_phi = {cfg['hypernet']},
 w(0) learned; then GN, ReLU, global average pool, Linear(-> 10). {cfg['steps']} Euler-Maruyama steps over
-[0, 1] per block, one weight path per minibatch, KL estimator `{cfg['kl']}`, gradients by `{cfg['estimator']}`;
+[0, 1] per block, one weight path per minibatch, KL estimator `{cfg['kl']}`, gradients by
+`{cfg['estimator']}`;
 loss = mean cross-entropy + {cfg['kl_coef']} * KL / N_train (the reference's tempered ELBO); Adam {cfg['lr']},
 batch {cfg['batch']}, {cfg['epochs']} epoch(s) on {cfg['train_subset'] or 'all'} training images; evaluated on
-{cfg['eval_subset'] or 'all'} test images with class probabilities averaged over {cfg['samples']} weight paths.
+{cfg['eval_subset'] or 'all'} test images with class probabilities averaged over {cfg['samples']} weight
+paths.
 OOD: the other data set's test images, scored by the maximum probability.
 
 Modelling choices: the downsampler and head are point estimates (as in the reference, whose head is

@@ -1,4 +1,5 @@
-"""Report of experiments/sdebnn_estimators.cpp: SDE-BNN trained by backprop, the stochastic adjoint and reversible
+"""Report of experiments/sdebnn_estimators.cpp: SDE-BNN trained by backprop, the stochastic adjoint and
+reversible
 Heun (loss against iteration and wall time, memory against steps). Loaded by reports/render.py as a plugin."""
 import os
 
@@ -46,10 +47,13 @@ def render(res_dir, out_dir, rel):
 
 The comparison of Xu et al. 2022 (Figure 5) on SDE-BNN itself: the same SDE-BNN classifier (mnist_baselines'
 conv downsampler, one SDE-BNN block of concat-time 3x3 convolutions {cfg['width']} -> {cfg['hidden']} ->
-{cfg['width']} with the weights following the OU-prior posterior SDE, sigma {cfg['sigma']}, GN-ReLU-pool-Linear
-head) trained on the first {cfg['train_subset']} MNIST training images from the same initialisation, on the same
+{cfg['width']} with the weights following the OU-prior posterior SDE, sigma {cfg['sigma']},
+GN-ReLU-pool-Linear
+head) trained on the first {cfg['train_subset']} MNIST training images from the same initialisation, on
+the same
 minibatches (batch {cfg['batch']}) and the same Brownian paths, {cfg['steps']} steps over [0, 1], Adam
-{cfg['lr']}, loss = cross-entropy + {cfg['kl_coef']} KL / N. Every estimator uses the **plain** KL estimator (the
+{cfg['lr']}, loss = cross-entropy + {cfg['kl_coef']} KL / N. Every estimator uses the **plain** KL
+estimator (the
 KL as one more state coordinate), the one that the adjoints support today; backprop and the adjoint solve with
 the midpoint method, reversible Heun with its own. The losses of the three agree up to the discretisation of
 the gradient (the adjoint computes the gradient of the continuous solution; reversible Heun the exact

@@ -44,8 +44,10 @@ def render(res_dir, out_dir, rel):
         return (sum(out) / len(out)) / (sum(clu) / len(clu))
 
     rows = [[t, m[k]["heldout_nll"], m[k]["train_nll"], m[k]["gap_std"], m[k]["cluster_std"],
-             m[k]["std_ratio_epistemic"], m[k]["std_ratio_total"], outside_ratio(k)] for k, t in METHODS if k in m]
-    tab = table(["method", "held-out NLL", "train NLL", "gap std", "cluster std", "gap / cluster std (epistemic)",
+             m[k]["std_ratio_epistemic"], m[k]["std_ratio_total"], outside_ratio(k)]
+            for k, t in METHODS if k in m]
+    tab = table(["method", "held-out NLL", "train NLL", "gap std", "cluster std",
+                 "gap / cluster std (epistemic)",
                  "gap / cluster std (total)", "outside / cluster std (epistemic)"], rows)
     t = run.get("timings", {}).get("train_seconds", {})
     md = f"""# SDE-BNN 1D regression: prior and posterior predictive against MC dropout and a deep ensemble
@@ -58,7 +60,8 @@ clusters with fresh noise. The figure shows the predictive mean, 1/2/3-sigma ban
 Modelling choices (each one ours where the paper or reference is silent or differs):
 - SDE-BNN: one block over t in [0, 1] on the hidden state (x, 0, 0) (the reference's two augmented zero
   dimensions); f_x = {cfg['drift']} with the weights w(t) (P = {m['sdebnn'].get('weights')}); posterior weight
-  drift -w + r_phi(t, w) with r_phi = {cfg['hypernet']}; OU prior dw = -w dt + {cfg['sigma']} dB; w(0) a learned
+  drift -w + r_phi(t, w) with r_phi = {cfg['hypernet']}; OU prior dw = -w dt + {cfg['sigma']} dB; w(0) a
+learned
   point estimate; Euler-Maruyama with {cfg['steps']} steps (the reference's grid linspace(0, 1, 20)), which
   reaches t = 1 (the reference's solver stops near 0.53); KL estimator `{cfg['kl']}`, gradients by
   `{cfg['estimator']}`. The prediction is the first coordinate of h(1) (no head).
@@ -66,8 +69,10 @@ Modelling choices (each one ours where the paper or reference is silent or diffe
   Laplace likelihood); loss per point = mean NLL + {cfg['kl_coef']} * KL / 40 (kl_coef 1: the ELBO),
   {cfg['paths']} weight paths per iteration each carrying all 40 points; Adam {cfg['lr']}, {cfg['iterations']}
   iterations, full batch, for every model.
-- MC dropout: MLP 1 -> {cfg['mlp_hidden']} -> {cfg['mlp_hidden']} -> 1 (ReLU), dropout {cfg['dropout']} after each
-  hidden layer, {cfg['samples']} masks at test time. Deep ensemble: {cfg['ensemble']} such MLPs without dropout.
+- MC dropout: MLP 1 -> {cfg['mlp_hidden']} -> {cfg['mlp_hidden']} -> 1 (ReLU), dropout {cfg['dropout']}
+after each
+  hidden layer, {cfg['samples']} masks at test time. Deep ensemble: {cfg['ensemble']} such MLPs without
+dropout.
 - Predictive density of every method: the equal mixture of N(mu_s(x), 0.1^2) over its sample functions
   ({cfg['samples']} weight paths / masks; the ensemble's members). NLL is its mean negative log density on
   the held-out points. Std ratio: the mean predictive std over grid points in the gap (2 < x < 6) divided by

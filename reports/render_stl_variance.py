@@ -47,19 +47,28 @@ def render(res_dir, out_dir, rel):
         row.append(f[i]["std_avg"] / s[i]["std_avg"] if i < len(f) and i < len(s) else None)
         rows.append(row)
     tab = table(["iteration"] + [f"{k} std_avg" for k in keys] + ["full / STL (backprop)"], rows)
-    unsupported = sorted({f"`{k}`: {p['unsupported']}" for k, c in curves.items() for p in c if "unsupported" in p})
+    unsupported = sorted({f"`{k}`: {p['unsupported']}" for k, c in curves.items() for p in c
+                          if "unsupported" in p})
     uns = ("\nNot measured (the library refused the combination; its message):\n\n" +
            "\n".join(f"- {u}" for u in unsupported) + "\n") if unsupported else ""
     tim = run.get("timings", {})
+    stop_note = ""
+    if cfg["checkpoints"][-1] < 6000:
+        stop_note = (f"This run stops at iteration {cfg['checkpoints'][-1]} (the reference figure goes to "
+                     f"6000) with {cfg['samples']} gradients per point (the reference: 2000), to fit the "
+                     "session's time; the command for the reference protocol is "
+                     "`build/experiments/stl_variance --full`.")
     md = f"""# STL variance: per-sample gradient noise of the path-space KL estimators
 
-The gradient-variance study of Xu et al. 2022 (SDE-BNN, Figure 4; the reference's `examples/grad_check/stl.py`).
+The gradient-variance study of Xu et al. 2022 (SDE-BNN, Figure 4; the reference's
+`examples/grad_check/stl.py`).
 A 1D SDE dY = f(t, Y) dt + dW with f = Linear(3 -> {cfg['hidden']}) - tanh - Linear({cfg['hidden']} -> 1) on
 (sin t, cos t, y) is fitted by variational inference against a Brownian-motion prior (dY = dW, so u = f) to
 y = cos(2 pi t) at 10 times in [0.4, 0.6] and [0.8, 1] (Gaussian likelihood, std {cfg['obs_std']}; Y(0.4) =
 cos(0.8 pi) for every sample). Training: -ELBO with the **full** estimator, batch {cfg['batch']}, Adam
 {cfg['lr']} with exponential decay {cfg['lr_decay']} per iteration, Euler-Maruyama dt = {cfg['dt']}, float32.
-At each listed iteration, {cfg['samples']} per-sample (batch 1) gradients of the ELBO over all parameters, each
+At each listed iteration, {cfg['samples']} per-sample (batch 1) gradients of the ELBO over all
+parameters, each
 on fresh Brownian noise, for each estimator: full (1/2 |u|^2 dt + u.dW), STL (the martingale term's u with
 the parameters held constant, at the current state) and plain (1/2 |u|^2 dt); per parameter the unbiased std,
 then its mean over parameters (`std_avg`, the reference's statistic) and its norm (`std_norm`).
@@ -69,7 +78,7 @@ steps); we step on the global grid 0.4 + k dt with the observation times inserte
 gradients are measured after the listed number of training updates. Beyond the reference, the same
 statistic through the stochastic adjoint (midpoint forward and backward; the diffusion is constant, so Ito and
 Stratonovich coincide) for every KL estimator the adjoint supports.
-{"" if cfg['checkpoints'][-1] >= 6000 else f"This run stops at iteration {cfg['checkpoints'][-1]} (the reference figure goes to 6000) with {cfg['samples']} gradients per point (the reference: 2000), to fit the session's time; the command for the reference protocol is `build/experiments/stl_variance --full`."}
+{stop_note}
 
 {provenance_block(r['provenance'], f'{rel}/results.json')}
 

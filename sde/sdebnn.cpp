@@ -40,9 +40,10 @@ class ConcatLinearDrift : public WeightDrift {
 public:
     ConcatLinearDrift(std::vector<std::int64_t> dims, nn::Act act) : dims_(std::move(dims)), act_(act) {
         if (dims_.size() < 2 || dims_.front() != dims_.back())
-            throw UsageError(fmt::format("concat_linear_drift: dims {} must have at least two entries and end "
-                                         "where they start (dh/dt has the shape of h)",
-                                         join(dims_)));
+            throw UsageError(
+                fmt::format("concat_linear_drift: dims {} must have at least two entries and end "
+                            "where they start (dh/dt has the shape of h)",
+                            join(dims_)));
         feature_ = Shape{dims_.front()};
         for (std::size_t l = 0; l + 1 < dims_.size(); ++l) p_ += dims_[l + 1] * (dims_[l] + 1) + dims_[l + 1];
     }
@@ -66,7 +67,8 @@ public:
                 x = reshape(linear(reshape(xt, Shape{n, in}), reshape(wl, Shape{out, in}), &b1),
                             Shape{1, n, out});
             } else {  // a batched GEMM, one weight matrix per path
-                x = matmul(xt, reshape(wl, Shape{rows, out, in}), false, true) + reshape(bl, Shape{rows, 1, out});
+                x = matmul(xt, reshape(wl, Shape{rows, out, in}), false, true) +
+                    reshape(bl, Shape{rows, 1, out});
             }
             if (l + 2 < dims_.size()) x = nn::activate(act_, x);
         }
@@ -95,8 +97,9 @@ public:
                     nn::Act act)
         : act_(act) {
         if (c < 1 || height < 1 || width < 1)
-            throw UsageError(fmt::format("concat_conv_drift: channels, height and width must be >= 1 (got {}, {}, {})",
-                                         c, height, width));
+            throw UsageError(
+                fmt::format("concat_conv_drift: channels, height and width must be >= 1 (got {}, {}, {})", c,
+                            height, width));
         channels_.push_back(c);
         channels_.insert(channels_.end(), hidden.begin(), hidden.end());
         channels_.push_back(c);
@@ -169,8 +172,8 @@ HyperNet::HyperNet(std::int64_t p, const std::vector<std::int64_t>& hidden, nn::
     for (std::size_t l = 0; l + 1 < dims.size(); ++l) {
         const bool last = l + 2 == dims.size();
         nn::LinearOptions o{.dtype = dtype, .init = last ? nn::Init::zeros : nn::Init::torch_default};
-        layers_.push_back(
-            register_module(std::to_string(l), std::make_shared<nn::Linear>(dims[l] + 1, dims[l + 1], gen, o)));
+        layers_.push_back(register_module(std::to_string(l),
+                                          std::make_shared<nn::Linear>(dims[l] + 1, dims[l + 1], gen, o)));
     }
 }
 
@@ -201,9 +204,10 @@ public:
         for (std::int64_t r = 0; r < rows_; ++r) {
             Tensor row = Tensor::full({p_}, o.sigma, o.dtype);
             // g_[r, nf:] = sigma: write through a view of the row's tail.
-            Tensor tail = Tensor::view(static_cast<char*>(g_.raw()) +
-                                           static_cast<std::size_t>(r * (nf_ + p_) + nf_) * dtype_size(o.dtype),
-                                       Shape{p_}, o.dtype);
+            Tensor tail =
+                Tensor::view(static_cast<char*>(g_.raw()) +
+                                 static_cast<std::size_t>(r * (nf_ + p_) + nf_) * dtype_size(o.dtype),
+                             Shape{p_}, o.dtype);
             tail.copy_from(row);
         }
     }
@@ -226,7 +230,8 @@ public:
     // u = (f - h) / g: r_phi / sigma on the weights and 0 on the hidden state (its drifts agree and its
     // diffusion is 0, so the default's 0 / 0 is replaced by its limit).
     Var u(double t, const Var& y) override {
-        std::vector<Var> parts{zeros(y.dtype()), block_->hypernet_forward(t, weights(y)) / block_->opt_.sigma};
+        std::vector<Var> parts{zeros(y.dtype()),
+                               block_->hypernet_forward(t, weights(y)) / block_->opt_.sigma};
         return concat(parts, 1);
     }
     std::vector<Parameter*> parameters() override { return block_->hyper_->parameters(true); }
@@ -301,9 +306,8 @@ SDEBNNBlock::SDEBNNBlock(std::unique_ptr<WeightDrift> drift, const SDEBNNOptions
         throw UsageError(fmt::format("SDEBNNBlock: t1 must be > 0 and steps >= 1 (got t1 = {}, steps = {})",
                                      opt_.t1, opt_.steps));
     w0_ = &register_parameter("w0", drift_->init_weights(gen, opt_.dtype));
-    hyper_ = register_module("hypernet",
-                             std::make_shared<HyperNet>(drift_->num_weights(), opt_.hyper_hidden, opt_.hyper_act,
-                                                        opt_.dtype, gen));
+    hyper_ = register_module("hypernet", std::make_shared<HyperNet>(drift_->num_weights(), opt_.hyper_hidden,
+                                                                    opt_.hyper_act, opt_.dtype, gen));
 }
 
 SDEBNNBlock::~SDEBNNBlock() = default;
@@ -314,7 +318,9 @@ std::string SDEBNNBlock::describe() const {
                        opt_.steps, opt_.solver, opt_.estimator, kl_estimator_name(opt_.kl));
 }
 
-std::int64_t SDEBNNBlock::feature_size() const { return drift_->feature_shape().numel(); }
+std::int64_t SDEBNNBlock::feature_size() const {
+    return drift_->feature_shape().numel();
+}
 
 Var SDEBNNBlock::hypernet_forward(double t, const Var& w) {
     return static_cast<HyperNet&>(*hyper_).forward_t(t, w);
@@ -325,25 +331,29 @@ BlockResult SDEBNNBlock::forward(const Var& h0, std::int64_t paths, std::uint64_
     bool ok = h0.rank() == fs.rank() + 1 && h0.dtype() == opt_.dtype;
     for (int k = 0; ok && k < fs.rank(); ++k) ok = h0.dim(k + 1) == fs[k];
     if (!ok)
-        throw UsageError(fmt::format("SDEBNNBlock::forward: input {}[{}] does not match the block's hidden shape "
-                                     "[N, {}] ({})",
-                                     dtype_name(h0.dtype()), h0.shape().str(), fs.str(), dtype_name(opt_.dtype)));
+        throw UsageError(
+            fmt::format("SDEBNNBlock::forward: input {}[{}] does not match the block's hidden shape "
+                        "[N, {}] ({})",
+                        dtype_name(h0.dtype()), h0.shape().str(), fs.str(), dtype_name(opt_.dtype)));
     const std::int64_t batch = h0.dim(0), f = feature_size(), p = num_weights();
     if (layout == Layout::per_sample) paths = batch;
     if (paths < 1 || (layout == Layout::grouped && batch % paths != 0))
-        throw UsageError(fmt::format("SDEBNNBlock::forward: paths must be >= 1 (and divide the {} inputs when "
-                                     "grouped; got {})",
-                                     batch, paths));
+        throw UsageError(
+            fmt::format("SDEBNNBlock::forward: paths must be >= 1 (and divide the {} inputs when "
+                        "grouped; got {})",
+                        batch, paths));
     const std::int64_t n = layout == Layout::shared ? batch : batch / paths;
-    Var hflat = layout == Layout::shared ? broadcast_to(reshape(h0, Shape{1, batch * f}), Shape{paths, batch * f})
-                                         : reshape(h0, Shape{paths, n * f});
+    Var hflat = layout == Layout::shared
+                    ? broadcast_to(reshape(h0, Shape{1, batch * f}), Shape{paths, batch * f})
+                    : reshape(h0, Shape{paths, n * f});
     Var w = broadcast_to(reshape(w0_->var(), Shape{1, p}), Shape{paths, p});
     std::vector<Var> parts{hflat, w};
     Var y0 = concat(parts, 1);
 
     const SolveOptions so = block_solve_options(opt_);
     sde_ = std::make_unique<BlockSDE>(*this, paths, n);
-    bm_ = std::make_unique<BrownianPath>(0.0, opt_.t1, paths * (n * f + p), seed, BrownianOptions{so.dt, 0.0, false});
+    bm_ = std::make_unique<BrownianPath>(0.0, opt_.t1, paths * (n * f + p), seed,
+                                         BrownianOptions{so.dt, 0.0, false});
     const double ts[2] = {0.0, opt_.t1};
     std::vector<std::int64_t> dims{paths * n};
     dims.insert(dims.end(), fs.begin(), fs.end());
@@ -363,7 +373,9 @@ BlockResult SDEBNNBlock::forward(const Var& h0, std::int64_t paths, std::uint64_
     return {reshape(slice(y1, 1, 0, n * f), Shape(dims)), reshape(slice(r.logqp, 0, 1, 2), Shape{paths})};
 }
 
-Var SDEBNNBlock::forward(const Var& x) { return forward(x, 1, 0).h; }
+Var SDEBNNBlock::forward(const Var& x) {
+    return forward(x, 1, 0).h;
+}
 
 // ---- the classifier ----
 
@@ -392,8 +404,9 @@ ClassifierOutput SDEBNNClassifier::forward(const Var& x, std::int64_t paths, std
     auto& net = static_cast<nn::MnistConvNet&>(*net_);
     Var h = net.downsample(x);  // [N, width, 6, 6]
     if (h.dim(2) != 6 || h.dim(3) != 6)
-        throw UsageError(fmt::format("SDEBNNClassifier: the downsampler gives {} (expected [N, {}, 6, 6]: 28x28 inputs)",
-                                     h.shape().str(), cfg_.width));
+        throw UsageError(
+            fmt::format("SDEBNNClassifier: the downsampler gives {} (expected [N, {}, 6, 6]: 28x28 inputs)",
+                        h.shape().str(), cfg_.width));
     Var kl(Tensor::zeros({paths}, h.dtype()));
     const Generator seeds(seed, 0x5DEB);
     for (std::size_t k = 0; k < blocks_.size(); ++k) {

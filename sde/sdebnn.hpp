@@ -78,9 +78,9 @@ std::unique_ptr<WeightDrift> concat_conv_drift(std::int64_t channels, std::int64
 enum class Layout { shared, per_sample, grouped };
 
 struct SDEBNNOptions {
-    double sigma = 0.2;   // diffusion of the weights (the reference's diff_coef, JAX README)
-    double t1 = 1.0;      // depth: the block integrates over [0, t1]
-    int steps = 20;       // fixed steps of dt = t1 / steps
+    double sigma = 0.2;  // diffusion of the weights (the reference's diff_coef, JAX README)
+    double t1 = 1.0;     // depth: the block integrates over [0, t1]
+    int steps = 20;      // fixed steps of dt = t1 / steps
     std::string solver = "euler";
     std::string estimator = "backprop";  // "backprop", "adjoint", "reversible_heun"
     KLEstimator kl = KLEstimator::stl;
@@ -109,7 +109,8 @@ public:
     // (Layout::shared), or one path per input (Layout::per_sample; paths is then N). The Brownian path is
     // drawn from `seed`. The block keeps that path and its SDE until the next call: backward() of a
     // result must come before the next forward (the adjoints read them during backward).
-    BlockResult forward(const Var& h0, std::int64_t paths, std::uint64_t seed, Layout layout = Layout::shared);
+    BlockResult forward(const Var& h0, std::int64_t paths, std::uint64_t seed,
+                        Layout layout = Layout::shared);
     Var forward(const Var& x) override;  // one shared path, seed 0; the hidden state only
 
     Parameter& w0() { return *w0_; }
@@ -141,7 +142,8 @@ private:
 // last layer's weight and bias at zero.
 class HyperNet : public nn::Module {
 public:
-    HyperNet(std::int64_t p, const std::vector<std::int64_t>& hidden, nn::Act act, DType dtype, Generator& gen);
+    HyperNet(std::int64_t p, const std::vector<std::int64_t>& hidden, nn::Act act, DType dtype,
+             Generator& gen);
     std::string describe() const override;
     Var forward_t(double t, const Var& w);
     std::vector<std::shared_ptr<nn::Linear>>& layers() { return layers_; }

@@ -1,9 +1,9 @@
 // SDE-BNN (sde/sdebnn.hpp): KL at initialisation, float64 gradient checks per gradient estimator, and one
 // test per bug of the reference code (xwinxu/bayeSDE, see /work/shared/REFERENCES.md) showing that we do
 // not share it.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <vector>
 
@@ -33,8 +33,10 @@ struct Fixture {
           paths(paths_) {
         if (!zero_hyper) {  // move r_phi off zero, so that the KL and its gradients are not trivial
             auto& last = *static_cast<HyperNet&>(block.hypernet()).layers().back();
-            last.weight().value().copy_from(rand_uniform(last.weight().value().shape(), gen, DType::f64, -0.3, 0.3));
-            last.bias()->value().copy_from(rand_uniform(last.bias()->value().shape(), gen, DType::f64, -0.3, 0.3));
+            last.weight().value().copy_from(
+                rand_uniform(last.weight().value().shape(), gen, DType::f64, -0.3, 0.3));
+            last.bias()->value().copy_from(
+                rand_uniform(last.bias()->value().shape(), gen, DType::f64, -0.3, 0.3));
         }
         for (std::int64_t r = 0; r < paths; ++r) labels.insert(labels.end(), {0, 1, 1});
     }
@@ -146,7 +148,8 @@ TEST_CASE("sdebnn: float64 gradients w.r.t. w(0), r_phi and the head match centr
             const double lm = loss_ps().item();
             v[i] = v0;
             reset_tape();
-            CHECK(w0.grad().to_vector()[static_cast<std::size_t>(i)] == Approx((lp - lm) / 2e-6).epsilon(1e-6));
+            CHECK(w0.grad().to_vector()[static_cast<std::size_t>(i)] ==
+                  Approx((lp - lm) / 2e-6).epsilon(1e-6));
         }
     }
     // The stochastic adjoint (midpoint forward and backward, plain KL): the gradient of the continuous
@@ -168,8 +171,9 @@ TEST_CASE("sdebnn: float64 gradients w.r.t. w(0), r_phi and the head match centr
         INFO(fmt::format("reversible Heun: relative error {:.3e}", e));
         CHECK(e < 1e-7);
     }
-    WARN(fmt::format("sdebnn adjoint vs central differences: relative error {:.3e} (8 steps), {:.3e} (32 steps)",
-                     errs[0], errs[1]));
+    WARN(fmt::format(
+        "sdebnn adjoint vs central differences: relative error {:.3e} (8 steps), {:.3e} (32 steps)", errs[0],
+        errs[1]));
 }
 
 TEST_CASE("sdebnn: STL has full's value and its gradients w.r.t. w(0) and the head; 0 for r_phi at init",
@@ -214,7 +218,8 @@ TEST_CASE("sdebnn: STL has full's value and its gradients w.r.t. w(0) and the he
     CHECK(norms[1] > 1e-3);
 }
 
-TEST_CASE("sdebnn: the solve reaches t1 (the reference's fixed-grid solver stops near t = 0.53)", "[sdebnn]") {
+TEST_CASE("sdebnn: the solve reaches t1 (the reference's fixed-grid solver stops near t = 0.53)",
+          "[sdebnn]") {
     // f_x = one concat-time linear layer 1 -> 1 with weights (0, 0) and bias b0 = 1, r_phi = 0, sigma tiny:
     // the bias follows the OU prior's Euler steps b_k = (1 - dt)^k, so h(t1) - h(0) = sum_k dt (1 - dt)^k =
     // 1 - (1 - dt)^N after all N = 19 steps of dt = 1/19 (the reference's grid linspace(0, 1, 20)). A
@@ -232,7 +237,8 @@ TEST_CASE("sdebnn: the solve reaches t1 (the reference's fixed-grid solver stops
     reset_tape();
 }
 
-TEST_CASE("sdebnn: the posterior weight drift keeps the OU prior term -w (the reference drops it)", "[sdebnn]") {
+TEST_CASE("sdebnn: the posterior weight drift keeps the OU prior term -w (the reference drops it)",
+          "[sdebnn]") {
     // Same block as above, over [0, 1] with 50 Euler steps: with the OU term the bias decays to
     // (1 - dt)^k and h(1) = 1 - (1 - dt)^50 ~ 1 - 1/e; without it (the reference's posterior drift
     // r_phi alone) the bias would stay 1 and h(1) = 1.
@@ -276,7 +282,8 @@ TEST_CASE("sdebnn: bad inputs are clear errors", "[sdebnn]") {
     SDEBNNOptions o = small_options("euler", "backprop", KLEstimator::plain);
     o.sigma = 0;
     Generator gen;
-    CHECK_THROWS_WITH(SDEBNNBlock(concat_linear_drift({2, 2}, nn::Act::tanh), o, gen), Catch::Contains("sigma"));
+    CHECK_THROWS_WITH(SDEBNNBlock(concat_linear_drift({2, 2}, nn::Act::tanh), o, gen),
+                      Catch::Contains("sigma"));
     reset_tape();
 }
 
@@ -288,12 +295,13 @@ TEST_CASE("sdebnn: a concat-time conv block's float64 gradients match central di
     SDEBNNBlock b(concat_conv_drift(2, 3, 3, {2}, nn::Act::softplus), o, gen);
     for (SDEBNNBlock* blk : {&a, &b}) {
         auto& last = *static_cast<HyperNet&>(blk->hypernet()).layers().back();
-        last.weight().value().copy_from(rand_uniform(last.weight().value().shape(), gen, DType::f64, -0.2, 0.2));
+        last.weight().value().copy_from(
+            rand_uniform(last.weight().value().shape(), gen, DType::f64, -0.2, 0.2));
     }
     Tensor x = rand_uniform({3, 2, 3, 3}, gen, DType::f64, -1.0, 1.0);
     auto loss = [&]() {
-        BlockResult r1 = a.forward(Var(x), 2, 7);                   // 3 inputs fanned out to 2 paths
-        BlockResult r2 = b.forward(r1.h, 2, 8, Layout::grouped);    // each path's group continues
+        BlockResult r1 = a.forward(Var(x), 2, 7);                 // 3 inputs fanned out to 2 paths
+        BlockResult r2 = b.forward(r1.h, 2, 8, Layout::grouped);  // each path's group continues
         return sum(r2.h * r2.h) * 0.1 + mean(r1.kl + r2.kl);
     };
     std::vector<Parameter*> ps = a.parameters();
