@@ -280,6 +280,7 @@ Var Parameter::var() {
     Tape& t = current_tape();
     if (cached_ && cached_tape_ == &t && cached_generation_ == t.generation()) return Var(value_, cached_);
     Node* n = t.push("parameter", value_, {});
+    n->closure = this;  // no backward: lets a caller name the parameter a leaf belongs to
     if (t.accumulates_into_parameters()) {
         n->grad = grad_.unowned();
         n->zero_pending = &zero_pending_;

@@ -38,7 +38,7 @@ struct Node {
     // (Parameter::zero_grad only sets the flag); the first gradient written overwrites it (take_zero).
     bool* zero_pending = nullptr;
     BackwardFn backward = nullptr;
-    void* closure = nullptr;
+    void* closure = nullptr;  // Parameter leaves (op "parameter"): the Parameter (for error messages)
     Node** inputs = nullptr;
     int n_inputs = 0;
     std::int64_t index = 0;

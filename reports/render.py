@@ -224,12 +224,15 @@ def render_bench(res_dir, rel):
     s = os.path.join(res_dir, "sde_grad.json")
     if os.path.exists(s):
         b = read_json(s)
-        rows = [[x["method"], x["steps"], x["us_per_step"], x.get("cpu_us_per_step"), x["peak_mib"]] for x in b["results"]]
+        rows = [[x["method"], x.get("kl", "none") + (" adaptive" if x.get("adaptive") else ""),
+                 x.get("accepted_steps", x["steps"]), x["us_per_step"], x.get("cpu_us_per_step"), x["peak_mib"],
+                 x.get("floor_fraction")] for x in b["results"]]
         parts.append(f"Neural SDE gradients, 1 thread (`{rel}/sde_grad.json`); torchsde 0.2.6 on PyTorch 1.13 "
                      "needs 1.1-1.9 ms per step with backprop, 2.5-4.4 ms with the adjoint, 2.0-2.9 ms with "
                      "reversible Heun on this machine (figures quoted by the project brief, not measured here: "
                      "torchsde is not installable offline)\n\n" +
-                     table(["method", "steps", "us/step (wall)", "us/step (thread CPU)", "peak MiB"], rows))
+                     table(["method", "kl", "steps", "us/step (wall)", "us/step (thread CPU)", "peak MiB",
+                            "GEMM floor / CPU time"], rows))
     br = os.path.join(res_dir, "brownian.json")
     if os.path.exists(br):
         parts.append(f"Brownian path queries: see `{rel}/brownian.json`.")

@@ -517,31 +517,4 @@ void BrownianPath::clear_cache() const {
     for (auto& sl : slots_) sl.valid = false;
 }
 
-ReversedBrownianPath BrownianPath::reversed() const { return ReversedBrownianPath(*this); }
-
-double ReversedBrownianPath::map(const char* call, double tau) const {
-    const double t0 = path_->t0(), t1 = path_->t1();
-    if (!std::isfinite(tau) || tau < t0 || tau > t1) {
-        throw std::invalid_argument(fmt::format(
-            "{}: reversed time {} is outside the bounds [t0, t1] = [{}, {}] (or not finite)", call, tau, t0,
-            t1));
-    }
-    if (tau == t0) return t1;  // exact ends
-    if (tau == t1) return t0;
-    return std::clamp((t0 + t1) - tau, t0, t1);
-}
-
-void ReversedBrownianPath::increment(double s, double t, std::span<double> dW) const {
-    constexpr const char* call = "ReversedBrownianPath::increment";
-    const double ms = map(call, s), mt = map(call, t);
-    path_->increment(ms, mt, dW);
-}
-
-void ReversedBrownianPath::increment_levy(double s, double t, std::span<double> dW,
-                                          std::span<double> H) const {
-    constexpr const char* call = "ReversedBrownianPath::increment_levy";
-    const double ms = map(call, s), mt = map(call, t);
-    path_->increment_levy(ms, mt, dW, H);
-}
-
 }  // namespace sdeuq::sde

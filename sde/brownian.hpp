@@ -82,7 +82,6 @@ struct BrownianOptions {
     bool float_normals = false;
 };
 
-class ReversedBrownianPath;
 
 class BrownianPath {
 public:
@@ -119,10 +118,6 @@ public:
 
     // W(t) = W(t) - W(t0), dW.size() == size().
     void value(double t, std::span<double> W) const;
-
-    // The path in reversed time tau = t0 + t1 - t (a Brownian motion on [t0, t1] too). Keeps a reference
-    // to *this. Direct calls increment(s, t) with s > t avoid the rounding of t0 + t1 - tau.
-    ReversedBrownianPath reversed() const;
 
     double t0() const { return t0_; }
     double t1() const { return t1_; }
@@ -203,26 +198,6 @@ private:
     mutable PointSlot slots_[2];
     mutable std::vector<double> z_;  // scratch normals
     mutable Stats stats_;
-};
-
-// View of a BrownianPath in reversed time tau = t0 + t1 - t: increment(sigma, tau) =
-// W(t0 + t1 - tau) - W(t0 + t1 - sigma); increment_levy likewise (H unchanged by reversal). The mapped
-// times are clamped to [t0, t1].
-class ReversedBrownianPath {
-public:
-    explicit ReversedBrownianPath(const BrownianPath& path) : path_(&path) {}
-    void increment(double s, double t, std::span<double> dW) const;
-    // The same increment rounded to float: static_cast<float> of increment()'s doubles, bit for bit, in
-    // one pass (no double scratch; what the float32 solvers use).
-    void increment(double s, double t, std::span<float> dW) const;
-    void increment_levy(double s, double t, std::span<double> dW, std::span<double> H) const;
-    double t0() const { return path_->t0(); }
-    double t1() const { return path_->t1(); }
-    std::int64_t size() const { return path_->size(); }
-
-private:
-    double map(const char* call, double tau) const;
-    const BrownianPath* path_;
 };
 
 }  // namespace sdeuq::sde

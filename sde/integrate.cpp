@@ -1,6 +1,8 @@
-// The shared forward loop (fixed and adaptive steps), Brownian increments as tensors, the estimator
-// registry and the "backprop" estimator.
+// The shared forward loop (fixed and adaptive steps) and Brownian increments as tensors. The estimators
+// and their registry are in sde/estimators/.
 #include "sde/integrate.hpp"
+
+#include "sde/estimators/estimators.hpp"  // detail::fixed_step_grid
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +13,6 @@
 #include <optional>
 #include <utility>
 
-#include "sde/adjoint.hpp"  // register_adjoint_estimators()
 
 namespace sdeuq::sde {
 
@@ -21,6 +22,7 @@ namespace {
 struct Carry {
     Var y;
     SolverState state;
+    Var cost;  // [batch], with a running cost
 };
 
 // W(t) - W(s) (and H(s, t)) for the [batch, m] layout, into fresh arena tensors of dtype.
@@ -29,7 +31,7 @@ void increment_between(const BrownianPath& bm, double s, double t, std::int64_t 
     const std::int64_t n = batch * m;
     if (bm.size() != n)
         throw ShapeError(
-            fmt::format("brownian_increment: the path has {} coordinates, but [batch, m] = [{}, {}] "
+            fmt::format("integrate: the Brownian path has {} coordinates, but [batch, m] = [{}, {}] "
                         "needs {}",
                         bm.size(), batch, m, n));
     if (!levy_h && dtype == DType::f32) {  // straight into float (the same bits as through doubles)
@@ -70,11 +72,12 @@ Tensor copy_to(const Tensor& src, Tensor& buf) {
 // Ping-pong heap storage of a Carry for unrecorded solves: the step's temporaries live in a NestedTape
 // that is freed at the end of the step; only the new carry survives, here.
 struct HeapCarry {
-    Tensor y;
+    Tensor y, cost;
     std::vector<Tensor> vars;
     Carry store(const Carry& c) {
         Carry out;
         out.y = Var(copy_to(c.y.value(), y));
+        if (c.cost.value().defined()) out.cost = Var(copy_to(c.cost.value(), cost));
         vars.resize(c.state.vars.size());
         out.state.vars.reserve(vars.size());
         for (std::size_t i = 0; i < vars.size(); ++i)
@@ -158,13 +161,9 @@ double scaled_error(const Tensor& y, const Tensor& a, const Tensor& b, double at
 
 }  // namespace
 
-void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m,
-                        DType dt_, Tensor& dw, Tensor* levy_h) {
-    increment_between(bm, t, t + dt, batch, m, dt_, dw, levy_h);
-}
-
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
-                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats) {
+                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
+                        RunningCost* cost) {
     validate(sde, solver, y0, ts, bm, opt);
     SolveStats local;
     SolveStats& st = stats ? *stats : local;
@@ -182,8 +181,17 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     auto advance = [&](const Carry& c, double s, double t) {
         Tensor dw, h;
         increment_between(bm, s, t, batch, m, dtype, dw, levy ? &h : nullptr);
-        Carry out{Var(), c.state};
+        Carry out{Var(), c.state, Var()};
+        Var inc;
+        if (cost) {  // at the left point (y_n, before the step)
+            inc = cost->increment(s, t - s, c.y, Var(dw));
+            if (inc.shape() != Shape{batch} || inc.dtype() != dtype)
+                throw ShapeError(fmt::format("integrate: the running cost's increment at t = {} is {}, "
+                                             "need [{}] of the state's dtype",
+                                             s, describe(inc.value()), batch));
+        }
         out.y = solver.step(sde, s, t - s, c.y, Var(dw), levy ? Var(h) : Var(), out.state);
+        if (cost) out.cost = c.cost + inc;
         ++st.solver_steps;
         if (out.y.shape() != c.y.shape())
             throw ShapeError(fmt::format(
@@ -206,22 +214,27 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     Carry cur;
     if (record) {
         cur.y = y0;
+        if (cost) cur.cost = Var(Tensor::arena_zeros({batch}, dtype));
         solver.init(sde, ts[0], cur.y, cur.state);
     } else {
         NestedTape scope;
         Carry c;
         c.y = Var(y0.value());
+        if (cost) c.cost = Var(Tensor::arena_zeros({batch}, dtype));
         solver.init(sde, ts[0], c.y, c.state);
         cur = keep(c);
     }
 
-    std::vector<Var> outs_rec;
-    std::vector<Tensor> outs_heap;
+    std::vector<Var> outs_rec, costs_rec;
+    std::vector<Tensor> outs_heap, costs_heap;
     auto emit = [&]() {
-        if (record)
+        if (record) {
             outs_rec.push_back(cur.y);
-        else
+            if (cost) costs_rec.push_back(cur.cost);
+        } else {
             outs_heap.push_back(cur.y.value().clone());
+            if (cost) costs_heap.push_back(cur.cost.value().clone());
+        }
     };
     emit();
 
@@ -308,6 +321,10 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     if (record) {
         for (auto& v : outs_rec) res.states.push_back(v.value());
         res.stacked = stack(outs_rec, 0);
+        if (cost) {
+            for (auto& v : costs_rec) res.cost_states.push_back(v.value());
+            res.cost_stacked = stack(costs_rec, 0);
+        }
     } else {
         std::vector<Var> vs;
         for (auto& o : outs_heap) {
@@ -315,94 +332,17 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
             vs.emplace_back(res.states.back());
         }
         res.stacked = stack(vs, 0);
+        if (cost) {
+            std::vector<Var> cs;
+            for (auto& o : costs_heap) {
+                res.cost_states.push_back(o.clone_arena());
+                cs.emplace_back(res.cost_states.back());
+            }
+            res.cost_stacked = stack(cs, 0);
+        }
+        for (const Var& v : cur.state.vars) res.final_solver_state.push_back(v.value().clone());
     }
     return res;
-}
-
-// ---- estimators ----
-
-namespace {
-
-// Backpropagation through the solver: every op of every step is on the tape. Exact gradients of the
-// discretised solution; memory O(steps).
-class BackpropEstimator final : public GradientEstimator {
-public:
-    std::string name() const override { return "backprop"; }
-    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-              const SolveOptions& opt, SolveStats* stats) override {
-        auto solver = make_solver(opt.solver);
-        return integrate(sde, *solver, y0, ts, bm, opt, true, stats).stacked;
-    }
-};
-
-using Factory = std::function<std::unique_ptr<GradientEstimator>()>;
-
-struct Registry {
-    std::mutex mu;
-    std::map<std::string, Factory> factories;
-};
-
-Registry& registry() {
-    static Registry r;
-    return r;
-}
-
-// The built-in estimators, registered on the first lookup rather than by static initializers (which a
-// static link drops when nothing references their object file): "backprop" (this file), "adjoint" and
-// "reversible_heun" (sde/adjoint.cpp). A name registered earlier by the user is kept for "backprop";
-// register_adjoint_estimators() replaces its two names.
-void ensure_builtins() {
-    static const bool done = [] {
-        {
-            Registry& r = registry();
-            std::lock_guard lock(r.mu);
-            r.factories.emplace("backprop", [] { return std::make_unique<BackpropEstimator>(); });
-        }
-        register_adjoint_estimators();  // calls register_estimator(), which does not come back here
-        return true;
-    }();
-    (void)done;
-}
-
-}  // namespace
-
-void register_estimator(const std::string& name,
-                        std::function<std::unique_ptr<GradientEstimator>()> factory) {
-    if (name.empty() || !factory)
-        throw UsageError(fmt::format("register_estimator: need a name and a factory (got name '{}'{})", name,
-                                     factory ? "" : ", no factory"));
-    Registry& r = registry();
-    std::lock_guard lock(r.mu);
-    r.factories[name] = std::move(factory);  // a later registration replaces an earlier one
-}
-
-std::vector<std::string> estimator_names() {
-    ensure_builtins();
-    Registry& r = registry();
-    std::lock_guard lock(r.mu);
-    std::vector<std::string> names;
-    for (auto& [k, v] : r.factories) names.push_back(k);
-    return names;
-}
-
-std::unique_ptr<GradientEstimator> make_estimator(const std::string& name) {
-    ensure_builtins();
-    Factory f;
-    {
-        Registry& r = registry();
-        std::lock_guard lock(r.mu);
-        auto it = r.factories.find(name);
-        if (it != r.factories.end()) f = it->second;
-    }
-    if (!f)
-        throw UsageError(fmt::format("make_estimator: unknown gradient estimator '{}'; registered: {}", name,
-                                     fmt::join(estimator_names(), ", ")));
-    return f();
-}
-
-Var sdeint(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-           const SolveOptions& opt, SolveStats* stats) {
-    return make_estimator(opt.estimator)->solve(sde, y0, ts, bm, opt, stats);
 }
 
 }  // namespace sdeuq::sde

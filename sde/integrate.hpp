@@ -15,7 +15,7 @@
 namespace sdeuq::sde {
 
 struct SolveOptions {
-    std::string solver = "euler";
+    SolverChoice solver;  // unset: the estimator's default (euler; reversible_heun for reversible_heun)
     double dt = 1e-2;  // fixed step (and the first step when adaptive)
     bool adaptive = false;
     double rtol = 1e-3, atol = 1e-4, safety = 0.9;
@@ -24,8 +24,9 @@ struct SolveOptions {
     // "backprop" (the tape through the solver), "adjoint" (stochastic adjoint, Li et al. 2020),
     // "reversible_heun" (algebraically reversible adjoint, Kidger et al. 2021), or any registered name.
     std::string estimator = "backprop";
-    // Solver of the adjoint's backward solve ("" = the forward solver).
-    std::string adjoint_solver;
+    // Solver of the adjoint's backward solve (unset: the forward solver if it is midpoint or heun, else
+    // midpoint).
+    SolverChoice adjoint_solver;
 };
 
 // Statistics of the last solve (reset at its start).
@@ -33,6 +34,26 @@ struct SolveStats {
     std::int64_t steps = 0, rejected = 0;
     std::int64_t solver_steps = 0;    // calls of Solver::step (3 per attempted adaptive step: h, h/2, h/2)
     std::int64_t forced_accepts = 0;  // adaptive: steps accepted at dt_min with error > 1 (a warning sign)
+};
+
+// A running cost accumulated along a solve at the left point of every step (an Ito sum):
+//     C(t_0) = 0,   C(t_{n+1}) = C(t_n) + c(t_n, h_n, y_n, dW_n),   c [batch],
+// on the steps of the solve (y_n the solver's state, dW_n its Brownian increment). The KL path integral of
+// sdeint_logqp (sde/logqp.hpp) is one. Every estimator differentiates it: backprop through the tape, the
+// adjoint and reversible Heun by one nested VJP of c per grid point of their backward pass, with the
+// cost's cotangent (docs/estimators.md, "Running costs"). increment() may depend on the SDE's
+// parameters() (those get gradients) and on y; the dependence on dW must not be differentiated.
+class RunningCost {
+public:
+    virtual ~RunningCost() = default;
+    virtual Var increment(double t, double dt, const Var& y, const Var& dw) = 0;
+};
+
+// A solve's outputs: the states [T, batch, d] and the running cost [T, batch] (row 0 zero; undefined
+// without a cost).
+struct Solution {
+    Var ys;
+    Var cost;
 };
 
 // Solves from ts[0] through every ts[i] (increasing), y0 [batch, d]; returns [ts.size(), batch, d].
@@ -49,6 +70,11 @@ public:
     virtual std::string name() const = 0;
     virtual Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
                       const SolveOptions& opt, SolveStats* stats) = 0;
+    // The solve with a running cost; both outputs come from one recorded node, so gradients reach the
+    // parameters through either. The default throws a UsageError naming the estimator.
+    virtual Solution solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts,
+                                     const BrownianPath& bm, const SolveOptions& opt, RunningCost& cost,
+                                     SolveStats* stats);
 };
 void register_estimator(const std::string& name, std::function<std::unique_ptr<GradientEstimator>()> factory);
 std::unique_ptr<GradientEstimator> make_estimator(const std::string& name);
@@ -67,18 +93,17 @@ std::vector<std::string> estimator_names();
 // (NoGradScope), each step in its own NestedTape, the state copied out to heap buffers, so memory does not
 // grow with the number of steps (adjoint forward passes); the outputs are copied into the current arena.
 // ts must be strictly increasing, inside [bm.t0(), bm.t1()].
+// With a running cost, it is accumulated along the accepted steps (the kept half steps when adaptive).
 struct ForwardResult {
     std::vector<Tensor> states;      // at each ts[i] (arena tensors of the current tape), ts[0]: y0
     Var stacked;                     // [T, batch, d] (recorded when record is true)
     std::vector<double> step_times;  // accepted step start times, then the final time
+    std::vector<Tensor> cost_states;  // with a cost: [batch] at each ts[i]
+    Var cost_stacked;                 // with a cost: [T, batch]
+    std::vector<Tensor> final_solver_state;  // the solver's carried state at the end (heap copies)
 };
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
-                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats);
-
-// Brownian increment W(t + dt) - W(t) (and the space-time Levy area H(t, t + dt) when levy_h is not null)
-// as tensors [batch, m] of dtype dt_: element (b, k) is coordinate b * m + k of the path. Both are freshly
-// allocated in the current arena (never filled in place: a recorded op may still hold the old values).
-void brownian_increment(const BrownianPath& bm, double t, double dt, std::int64_t batch, std::int64_t m,
-                        DType dt_, Tensor& dw, Tensor* levy_h);
+                        const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
+                        RunningCost* cost = nullptr);
 
 }  // namespace sdeuq::sde

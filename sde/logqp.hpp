@@ -61,33 +61,32 @@ struct LogqpResult {
     Var logqp;  // [T, batch]: the path integral from ts[0] to ts[i] per sample (row 0 is zero)
 };
 
-// Solves the posterior SDE on bm (fixed steps of opt.dt with opt.solver, on integrate()'s grid) together
-// with the log density ratio. With opt.estimator == "backprop" (any KLEstimator), the loop records onto
-// the current tape (or, with gradients off, runs each step in a nested scope). With another estimator
-// ("adjoint", ...) only KLEstimator::plain is possible: the logqp becomes an extra state coordinate
-// with drift 1/2 |u|^2 and no diffusion (LogqpAugmentedSDE below), solved by sdeint; the drift term is then
-// integrated by the solver's own quadrature rather than at left points.
+// Solves the posterior SDE on bm together with the log density ratio, with any solver, fixed or adaptive
+// steps and any gradient estimator ("backprop", "adjoint", "reversible_heun") for every KL estimator.
+// The KL path integral is a running cost (sde/integrate.hpp), accumulated at the left point of every
+// step of the solve, so every estimator computes the same values as backprop with the same solver and
+// steps. Gradients:
+//   backprop         the tape through the sum (exact for the discretisation);
+//   reversible_heun  at each reconstructed y_n one nested VJP of the step's increment with the KL's
+//                    cotangent: backprop's gradient up to round-off;
+//   adjoint          the same VJP at the adjoint's reconstructed y_n: the adjoint of the augmented
+//                    system (y, logqp), converging to backprop's gradient as dt -> 0 (derivation in
+//                    docs/estimators.md, "Path-space KL through the adjoint").
+// For stl, the increment's u~ . dW has the parameters detached, so the adjoint's a_theta receives only
+// 1/2 d|u|^2/dtheta dt there, while a (the path's cotangent) receives the whole d/dy.
 LogqpResult sdeint_logqp(PosteriorPriorSDE& sde, const Var& y0, std::span<const double> ts,
                          const BrownianPath& bm, const SolveOptions& opt, KLEstimator estimator,
                          SolveStats* stats = nullptr);
 
-// The augmented SDE of the plain estimator: state [batch, d + 1] = (y, logqp), drift (f, 1/2 |u|^2),
-// diffusion (g, 0). Its Brownian motion is the posterior's (m = d, the noise "diagonal" in the first d
-// coordinates): it works with the estimators that use only g_prod() (backprop with any solver but
-// reversible Heun and Milstein, the stochastic adjoint).
-class LogqpAugmentedSDE : public SDE {
+// The per-step increment of the KL path integral (the estimator's formula above, u at (t_n, y_n)).
+class KLRunningCost final : public RunningCost {
 public:
-    explicit LogqpAugmentedSDE(PosteriorPriorSDE& sde) : sde_(&sde) {}
-    Noise noise() const override { return Noise::diagonal; }
-    Calculus calculus() const override { return sde_->calculus(); }
-    std::int64_t brownian_dim(std::int64_t d_aug) const override { return d_aug - 1; }
-    Var f(double t, const Var& y) override;
-    Var g(double t, const Var& y) override;
-    Var g_prod(double t, const Var& y, const Var& dw) override;
-    std::vector<Parameter*> parameters() override { return sde_->parameters(); }
+    KLRunningCost(PosteriorPriorSDE& sde, KLEstimator estimator);
+    Var increment(double t, double dt, const Var& y, const Var& dw) override;
 
 private:
     PosteriorPriorSDE* sde_;
+    KLEstimator estimator_;
 };
 
 }  // namespace sdeuq::sde

@@ -19,8 +19,6 @@ void Solver::init(SDE&, double, const Var&, SolverState&) {}
 
 namespace {
 
-bool is_commutative(Noise n) { return n == Noise::diagonal || n == Noise::scalar; }
-
 // sum_i c_i x_i (left to right) as one tape node (lincomb, autodiff/ops_fused.hpp: the same bits as the
 // plain ops) when the terms agree in shape and dtype; otherwise the plain, broadcasting ops, so that a
 // mis-shaped f or g reaches the integrator's shape check (which names the solver and the SDE) rather than
@@ -30,7 +28,8 @@ Var combine_n(std::initializer_list<Var> xs, std::initializer_list<double> cs) {
     bool same = true;
     for (const Var& x : xs) same = same && x.shape() == x0.shape() && x.dtype() == x0.dtype();
     if (same)
-        return lincomb(std::span<const Var>(xs.begin(), xs.size()), std::span<const double>(cs.begin(), cs.size()));
+        return lincomb(std::span<const Var>(xs.begin(), xs.size()),
+                       std::span<const double>(cs.begin(), cs.size()));
     auto c = cs.begin();
     Var out;
     for (const Var& x : xs) {
@@ -45,11 +44,7 @@ Var combine_n(std::initializer_list<Var> xs, std::initializer_list<double> cs) {
 // Converges to the Ito solution: strong order 0.5, 1.0 for additive noise (KP §10.2).
 class Euler final : public Solver {
 public:
-    std::string name() const override { return "euler"; }
-    bool supports(Noise noise, Calculus calculus) const override {
-        return calculus == Calculus::ito || noise == Noise::additive;
-    }
-    double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.0 : 0.5; }
+    SolverKind kind() const override { return SolverKind::euler; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         return combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, dt, 1.0});
     }
@@ -77,9 +72,7 @@ public:
 // derivative (g . grad) g that the scalar-noise Milstein scheme needs.
 class Milstein final : public Solver {
 public:
-    std::string name() const override { return "milstein"; }
-    bool supports(Noise noise, Calculus) const override { return is_commutative(noise); }
-    double strong_order(Noise noise) const override { return is_commutative(noise) ? 1.0 : 0.0; }
+    SolverKind kind() const override { return SolverKind::milstein; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         const double sq = std::sqrt(std::abs(dt));
         Var fh = sde.f(t, y) * dt;
@@ -113,10 +106,7 @@ public:
 // of f' g I_(1,0); g(t+h) I - (g(t+h) - g(t)) Z = g I + g_t (h I - I_(1,0)) + O(h^2) = g I + g_t I_(0,1).
 class SRA1 final : public Solver {
 public:
-    std::string name() const override { return "srk"; }
-    bool supports(Noise noise, Calculus) const override { return noise == Noise::additive; }
-    double strong_order(Noise noise) const override { return noise == Noise::additive ? 1.5 : 0.0; }
-    bool needs_levy_area() const override { return true; }
+    SolverKind kind() const override { return SolverKind::srk; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var& levy_h,
              SolverState&) override {
         Var z = dw * 0.5 + levy_h;
@@ -137,11 +127,7 @@ public:
 // Strong order 0.5 in general, 1.0 for commutative and additive noise (Diffrax's table).
 class Heun final : public Solver {
 public:
-    std::string name() const override { return "heun"; }
-    bool supports(Noise noise, Calculus calculus) const override {
-        return calculus == Calculus::stratonovich || noise == Noise::additive;
-    }
-    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    SolverKind kind() const override { return SolverKind::heun; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         Var f0 = sde.f(t, y);
         Var gw0 = sde.g_prod(t, y, dw);
@@ -158,11 +144,7 @@ public:
 // Strong order 0.5 in general, 1.0 for commutative and additive noise (Diffrax's table).
 class Midpoint final : public Solver {
 public:
-    std::string name() const override { return "midpoint"; }
-    bool supports(Noise noise, Calculus calculus) const override {
-        return calculus == Calculus::stratonovich || noise == Noise::additive;
-    }
-    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    SolverKind kind() const override { return SolverKind::midpoint; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
         // One tape node each for y + a f + b g.dW (combine_n() above).
         Var y_mid = combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, 0.5 * dt, 0.5});
@@ -176,16 +158,12 @@ public:
 //   z'  = 2 y - z + f(t, z) h + g(t, z).dW
 //   y'  = y + (f(t, z) + f(t + h, z')) h / 2 + (g(t, z) + g(t + h, z')).dW / 2
 // One f and one g evaluation per step; the step can be inverted exactly (the reversible-Heun adjoint in
-// sde/reversible_heun.cpp). SolverState.vars = {z, f(t, z), g(t, z)} (g as a value, not a product, since
-// the next step multiplies it by its own dW). Strong order 0.5 in general, 1.0 for additive noise
+// sde/estimators/reversible_heun.cpp). SolverState.vars = {z, f(t, z), g(t, z)} (g as a value, not a
+// product, since the next step multiplies it by its own dW). Strong order 0.5 in general, 1.0 for additive noise
 // (Kidger et al. 2021), 1.0 for commutative noise (Diffrax's table; measured here).
 class ReversibleHeun final : public Solver {
 public:
-    std::string name() const override { return "reversible_heun"; }
-    bool supports(Noise noise, Calculus calculus) const override {
-        return calculus == Calculus::stratonovich || noise == Noise::additive;
-    }
-    double strong_order(Noise noise) const override { return noise == Noise::general ? 0.5 : 1.0; }
+    SolverKind kind() const override { return SolverKind::reversible_heun; }
     void init(SDE& sde, double t0, const Var& y0, SolverState& state) override {
         state.vars = {y0, sde.f(t0, y0), sde.g(t0, y0)};
     }
@@ -206,27 +184,87 @@ public:
         Var z1 = combine_n({y, z, f0, gw0}, {2.0, -1.0, dt, 1.0});
         Var f1 = sde.f(t + dt, z1);
         Var g1 = sde.g(t + dt, z1);
-        Var y1 = combine_n({y, f0, f1, gw0, diffusion_product(noise, g1, dw)}, {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
+        Var y1 = combine_n({y, f0, f1, gw0, diffusion_product(noise, g1, dw)},
+                           {1.0, 0.5 * dt, 0.5 * dt, 0.5, 0.5});
         state.vars = {z1, f1, g1};
         return y1;
     }
 };
 
+template <class S>
+std::unique_ptr<Solver> make() {
+    return std::make_unique<S>();
+}
+
+// The solver table (docs/solvers.md has the measured orders). Orders by noise: general, commutative
+// (diagonal, scalar), additive; 0 = not supported. ito / stratonovich: the calculus the scheme converges
+// to for non-additive noise (for additive noise the two coincide and every scheme accepts either).
+// clang-format off
+constexpr SolverInfo kSolvers[] = {
+    // kind                       name               ito    strat  general comm additive levy   factory
+    {SolverKind::euler,           "euler",           true,  false, 0.5,    0.5, 1.0,     false, make<Euler>},
+    {SolverKind::milstein,        "milstein",        true,  true,  0.0,    1.0, 0.0,     false,
+     make<Milstein>},
+    {SolverKind::srk,             "srk",             true,  true,  0.0,    0.0, 1.5,     true,  make<SRA1>},
+    {SolverKind::heun,            "heun",            false, true,  0.5,    1.0, 1.0,     false, make<Heun>},
+    {SolverKind::midpoint,        "midpoint",        false, true,  0.5,    1.0, 1.0,     false,
+     make<Midpoint>},
+    {SolverKind::reversible_heun, "reversible_heun", false, true,  0.5,    1.0, 1.0,     false,
+     make<ReversibleHeun>},
+};
+// clang-format on
+
 }  // namespace
 
-std::vector<std::string> solver_names() {
-    return {"euler", "milstein", "srk", "heun", "midpoint", "reversible_heun"};
+double SolverInfo::strong_order(Noise noise) const {
+    switch (noise) {
+        case Noise::general: return order_general;
+        case Noise::diagonal:
+        case Noise::scalar: return order_commutative;
+        case Noise::additive: return order_additive;
+    }
+    return 0.0;
 }
 
-std::unique_ptr<Solver> make_solver(const std::string& name) {
-    if (name == "euler") return std::make_unique<Euler>();
-    if (name == "milstein") return std::make_unique<Milstein>();
-    if (name == "srk") return std::make_unique<SRA1>();
-    if (name == "heun") return std::make_unique<Heun>();
-    if (name == "midpoint") return std::make_unique<Midpoint>();
-    if (name == "reversible_heun") return std::make_unique<ReversibleHeun>();
-    throw UsageError(
-        fmt::format("make_solver: unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+bool SolverInfo::supports(Noise noise, Calculus calculus) const {
+    if (!(strong_order(noise) > 0)) return false;
+    return noise == Noise::additive || (calculus == Calculus::ito ? ito : stratonovich);
 }
+
+std::span<const SolverInfo> solver_table() { return kSolvers; }
+
+const SolverInfo& solver_info(SolverKind kind) {
+    for (const SolverInfo& s : kSolvers)
+        if (s.kind == kind) return s;
+    throw UsageError("solver_info: unknown solver kind");
+}
+
+const SolverInfo* find_solver(std::string_view name) {
+    for (const SolverInfo& s : kSolvers)
+        if (name == s.name) return &s;
+    return nullptr;
+}
+
+std::vector<std::string> solver_names() {
+    std::vector<std::string> out;
+    for (const SolverInfo& s : kSolvers) out.emplace_back(s.name);
+    return out;
+}
+
+SolverChoice::SolverChoice(const char* name) {
+    if (!name || !*name) return;  // unset
+    const SolverInfo* s = find_solver(name);
+    if (!s)
+        throw UsageError(
+            fmt::format("unknown solver '{}'; allowed: {}", name, fmt::join(solver_names(), ", ")));
+    kind_ = s->kind;
+    set_ = true;
+}
+
+std::unique_ptr<Solver> make_solver(const SolverChoice& choice) {
+    return solver_info(choice.kind_or(SolverKind::euler)).make();
+}
+
+std::unique_ptr<Solver> make_solver(SolverKind kind) { return solver_info(kind).make(); }
 
 }  // namespace sdeuq::sde

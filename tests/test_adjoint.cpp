@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "autodiff/random.hpp"
+#include "nn/layers.hpp"
 #include "sde/adjoint.hpp"
+#include "sde/module_sde.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
@@ -364,64 +366,29 @@ TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves"
     opt.solver = "euler";
     CHECK_THROWS_WITH(sdeint(ito, y0, pb.ts, bm_d, opt),
                       Catch::Contains("adjoint estimator") && Catch::Contains("Ito"));
+    // Typed solver options: an explicit euler is not "unset" for reversible Heun, and a typo fails at once.
+    opt.estimator = "reversible_heun";
+    opt.adaptive = false;
+    opt.solver = "euler";
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
+                      Catch::Contains("reversible_heun estimator") && Catch::Contains("'euler'"));
+    CHECK_THROWS_WITH(opt.solver = "midpiont", Catch::Contains("midpiont") && Catch::Contains("midpoint"));
+    opt.solver = SolverKind::reversible_heun;
+    CHECK(opt.solver == "reversible_heun");
+    CHECK(SolveOptions{}.solver.empty());
+    // One validator (integrate()'s) for every estimator: reversible Heun's forward checks the path too.
+    BrownianPath wrong(0.0, 1.0, 2, 1);
+    opt.estimator = "reversible_heun";
+    opt.solver = "reversible_heun";
+    CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, wrong, opt),
+                      Catch::Contains("Brownian path has 2 coordinates") &&
+                          Catch::Contains("reversible_heun"));
     CHECK(estimator_names().size() >= 3);
     reset_tape();
 }
 
-// ---- the worked example of docs/estimators.md (a test checks the doc shows this code verbatim) ----
-
-// BEGIN estimators.md example
-// "recompute": solves without a tape, records the whole solution as ONE node over {y0, parameters}, and
-// in that node's backward solves again on a nested tape and back-propagates through it. The outer tape
-// holds one node; the nested one lives only during backward (checkpointing of the whole solve).
-class RecomputeEstimator : public GradientEstimator {
-public:
-    std::string name() const override { return "recompute"; }
-    Var solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
-              const SolveOptions& opt, SolveStats* stats) override {
-        auto solver = make_solver(opt.solver);
-        Tensor out = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats).stacked.value();
-
-        // Inputs of the node: y0 and every parameter's leaf on the current tape (null nodes: constants).
-        std::vector<Parameter*> params = sde.parameters();
-        std::vector<Var> inputs{y0};
-        for (Parameter* p : params) inputs.push_back(p->var());
-        if (!grad_enabled() || !sdeuq::detail::any_on_tape(inputs, current_tape())) return Var(out);
-        std::vector<Node*> nodes;
-        for (const Var& v : inputs) nodes.push_back(node_of(v));
-
-        // The SDE and the path are held by pointer: the caller keeps them alive until backward().
-        auto backward_fn = [sde = &sde, bm = &bm, opt, params, nodes, y0v = y0.value(),
-                            times = std::vector<double>(ts.begin(), ts.end())](const Tensor& grad_out) {
-            std::vector<Tensor> grads;  // heap copies: the nested arena is freed when the scope ends
-            {
-                NestedTape scope;
-                Var y0_leaf = leaf(y0v);
-                std::vector<Var> pv;
-                for (Parameter* p : params) pv.push_back(p->var());  // leaves of the nested tape
-                auto s = make_solver(opt.solver);
-                Var ys = integrate(*sde, *s, y0_leaf, times, *bm, opt, true, nullptr).stacked;
-                backward(ys, grad_out);
-                grads.push_back(y0_leaf.grad().clone());
-                for (const Var& v : pv) grads.push_back(v.grad().clone());
-            }
-            // Into the outer tape's nodes; a parameter leaf of the root tape adds into Parameter::grad().
-            for (std::size_t i = 0; i < nodes.size(); ++i) accumulate(nodes[i], grads[i]);
-        };
-        using Closure = decltype(backward_fn);
-        auto* closure = current_tape().arena().make<Closure>(std::move(backward_fn));
-        BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<Closure*>(c))(g); };
-        return record_n("sde_recompute", out, inputs, fn, closure);
-    }
-};
-
-void register_recompute_estimator() {
-    register_estimator("recompute", [] { return std::make_unique<RecomputeEstimator>(); });
-}
-// END estimators.md example
 
 TEST_CASE("the docs/estimators.md example estimator gives backprop's gradients", "[adjoint][docs]") {
-    register_recompute_estimator();
     Problem pb;
     TinyNeuralSDE sde(pb.d, Noise::diagonal);
     SolveOptions opt;
@@ -443,7 +410,7 @@ std::string read_text(const std::string& path) {
 }  // namespace
 
 TEST_CASE("docs/estimators.md shows the example estimator's code verbatim", "[adjoint][docs]") {
-    const std::string src = read_text(std::string(SDEUQ_SOURCE_DIR) + "/tests/test_adjoint.cpp");
+    const std::string src = read_text(std::string(SDEUQ_SOURCE_DIR) + "/sde/estimators/recompute.cpp");
     const std::string doc = read_text(std::string(SDEUQ_SOURCE_DIR) + "/docs/estimators.md");
     const std::string begin = "// BEGIN estimators.md example\n", end = "// END estimators.md example";
     const auto b = src.find(begin), e = src.find(end, b + 1);
@@ -453,4 +420,91 @@ TEST_CASE("docs/estimators.md shows the example estimator's code verbatim", "[ad
     INFO(
         "the code between the BEGIN/END markers of tests/test_adjoint.cpp must appear in docs/estimators.md");
     CHECK(doc.find(code) != std::string::npos);
+}
+
+namespace {
+
+// A ModuleSDE of two small float64 MLPs (tanh drift, sigmoid diffusion), optionally seeing t.
+ModuleSDE module_sde(std::int64_t d, Noise noise, bool time_input, std::int64_t m = 1) {
+    Generator gen(5, 1);
+    const std::int64_t in = d + (time_input ? 1 : 0);
+    const std::int64_t gout = noise == Noise::general ? d * m : d;
+    nn::LinearOptions lo{.dtype = DType::f64};
+    auto f = std::make_shared<nn::Sequential>();
+    f->emplace<nn::Linear>(in, 8, gen, lo);
+    f->emplace<nn::Activation>(nn::Act::tanh);
+    f->emplace<nn::Linear>(8, d, gen, lo);
+    auto g = std::make_shared<nn::Sequential>();
+    g->emplace<nn::Linear>(in, gout, gen, lo);
+    g->emplace<nn::Activation>(nn::Act::sigmoid);
+    return ModuleSDE(f, g, ModuleSDEOptions{noise, Calculus::stratonovich, time_input, m});
+}
+
+// The tiny neural SDE with its diffusion's bias left out of parameters() (the mistake ModuleSDE rules out).
+class ForgetfulSDE : public TinyNeuralSDE {
+public:
+    ForgetfulSDE() : TinyNeuralSDE(3, Noise::diagonal) {}
+    std::vector<Parameter*> parameters() override {
+        auto ps = TinyNeuralSDE::parameters();
+        ps.pop_back();  // bg
+        return ps;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ModuleSDE: parameters() are its modules'; adjoint and reversible Heun gradients match backprop",
+          "[adjoint][module_sde]") {
+    register_adjoint_estimators();
+    for (auto [noise, time_input] : {std::pair{Noise::diagonal, false}, std::pair{Noise::diagonal, true},
+                                     std::pair{Noise::general, true}}) {
+        Problem pb;
+        ModuleSDE sde = module_sde(pb.d, noise, time_input, 2);
+        std::vector<Parameter*> expect = sde.drift().parameters(true);
+        for (Parameter* p : sde.diffusion().parameters(true)) expect.push_back(p);
+        CHECK(sde.parameters() == expect);
+        BrownianPath bm = make_path(pb, sde, 0.0, 21);
+        SolveOptions opt;
+        opt.dt = 1e-3;
+        opt.solver = "midpoint";
+        opt.estimator = "backprop";
+        auto g_bp = gradient(sde, pb, bm, opt);
+        if (noise != Noise::general) {
+            opt.estimator = "adjoint";
+            const double e = rel_error(gradient(sde, pb, bm, opt), g_bp);
+            INFO(noise_name(noise) << " noise, time input " << time_input << ": adjoint rel. error " << e);
+            CHECK(e < 1e-2);
+        }
+        opt.dt = 1e-2;
+        opt.solver = "reversible_heun";
+        opt.estimator = "backprop";
+        auto g_bp_rh = gradient(sde, pb, bm, opt);
+        opt.estimator = "reversible_heun";
+        CHECK(rel_error(gradient(sde, pb, bm, opt), g_bp_rh) < 1e-10);
+    }
+}
+
+TEST_CASE("a parameter that f or g use but parameters() misses: the adjoint and reversible Heun name it",
+          "[adjoint][module_sde]") {
+    register_adjoint_estimators();
+    Problem pb;
+    ForgetfulSDE sde;
+    BrownianPath bm = make_path(pb, sde, 0.0, 22);
+    for (const char* est : {"adjoint", "reversible_heun"}) {
+        SolveOptions opt;
+        opt.dt = 0.05;
+        opt.solver = std::string(est) == "adjoint" ? "midpoint" : "reversible_heun";
+        opt.estimator = est;
+        Var ys = sdeint(sde, leaf(pb.y0), pb.ts, bm, opt);
+        CHECK_THROWS_WITH(backward(sum(ys)), Catch::Contains(est) && Catch::Contains("'bg'") &&
+                                                 Catch::Contains("parameters()"));
+        reset_tape();
+    }
+    // Backprop needs no list: the same SDE's gradient reaches bg.
+    SolveOptions opt;
+    opt.dt = 0.05;
+    opt.solver = "midpoint";
+    Var ys = sdeint(sde, leaf(pb.y0), pb.ts, bm, opt);
+    backward(sum(ys));
+    reset_tape();
 }

@@ -737,20 +737,6 @@ TEST_CASE("brownian: below the resolution the path is the conditional mean of th
     }
 }
 
-TEST_CASE("brownian: reversed view", "[brownian]") {
-    const BrownianPath bm(0.0, 1.0, 8, 4, opts(0.25, true));
-    const auto rv = bm.reversed();
-    Vec a(8), b(8), ha(8), hb(8);
-    rv.increment(0.0, 0.25, a);  // tau in [0, 0.25] is t in [0.75, 1], traversed backwards
-    bm.increment(1.0, 0.75, b);
-    REQUIRE(bitwise_equal(a, b));
-    rv.increment_levy(0.25, 1.0, a, ha);
-    bm.increment_levy(0.75, 0.0, b, hb);
-    REQUIRE(bitwise_equal(a, b));
-    REQUIRE(bitwise_equal(ha, hb));
-    CHECK_THROWS_AS(rv.increment(-0.1, 0.5, a), std::invalid_argument);
-}
-
 TEST_CASE("brownian: errors", "[brownian]") {
     const auto message = [](auto&& f) {
         try {

@@ -25,7 +25,7 @@
 #include <fmt/format.h>
 
 #include "autodiff/ops_fused.hpp"
-#include "sde/adjoint.hpp"
+#include "sde/estimators/estimators.hpp"
 
 namespace sdeuq::sde {
 
@@ -49,6 +49,7 @@ void axpby(Tensor& y, double alpha, double beta, const Tensor& x) {
 
 struct ReversibleHeunBackward {
     SDE* sde;
+    RunningCost* cost;  // null without a running cost
     const BrownianPath* bm;
     StepGrid grid;
     std::vector<Parameter*> params;
@@ -56,9 +57,25 @@ struct ReversibleHeunBackward {
     std::vector<Node*> param_nodes;
     Tensor y_end, z_end;  // heap: (y_N, z_N)
 
-    void operator()(const Tensor& grad_out) {
+    void operator()(const Tensor& grad_packed) {
         const Shape s = y_end.shape();
         const DType dt_y = y_end.dtype();
+        const std::int64_t T = static_cast<std::int64_t>(grid.output_index.size());
+        // The node's gradient: the states' [T, batch, d], then (with a cost) the costs' [T, batch].
+        const Tensor grad_out = Tensor::view(grad_packed.raw(), Shape{T, s[0], s[1]}, dt_y);
+        auto grad_cost = [&](std::int64_t i) {
+            auto* base = static_cast<std::byte*>(grad_packed.raw());
+            const std::size_t off = static_cast<std::size_t>(T * s.numel() + i * s[0]) * dtype_size(dt_y);
+            return Tensor::view(base + off, Shape{s[0]}, dt_y);
+        };
+        Tensor a_c = cost ? Tensor::zeros({s[0]}, dt_y) : Tensor();  // the cost's cotangent
+        std::int64_t out_c = T - 1;
+        auto add_cost_output = [&](std::size_t n) {
+            if (cost && out_c >= 0 && grid.output_index[static_cast<std::size_t>(out_c)] == n) {
+                axpy(a_c, 1.0, grad_cost(out_c));
+                --out_c;
+            }
+        };
         const Noise noise = sde->noise();
         const std::int64_t m = sde->brownian_dim(s[1]);
         auto zeros = [&]() { return Tensor::zeros(s, dt_y); };
@@ -85,12 +102,7 @@ struct ReversibleHeunBackward {
             const double h_j = j < N ? t[j + 1] - t[j] : 0.0;
             const double h_jm1 = j > 0 ? t[j] - t[j - 1] : 0.0;
             if (j > 0) detail::brownian_into(*bm, t[j - 1], t[j], buf, dw_jm1);
-            af_hat.copy_from(a_f);
-            half_ay.fill(0.0);
-            if (j > 0) {
-                axpy(af_hat, 0.5 * h_jm1, a_y);
-                axpy(half_ay, 0.5, a_y);
-            }
+            bool y_done = false;
             {
                 // The one nested VJP of grid point j (see the header comment for S_j).
                 NestedTape scope;
@@ -100,6 +112,29 @@ struct ReversibleHeunBackward {
                 for (Parameter* p : params) pv.push_back(p->var());
                 Var fz = sde->f(t[j], zl);
                 Var gz = sde->g(t[j], zl);
+                if (cost && j < N) {
+                    // The running cost's step j is a function of y_j, whose cotangent A_y must be complete
+                    // before S_j: reconstruct y_j first (from f_j and P(g_j, dW_j) just computed) and
+                    // add the cost's VJP at y_j, c(t_j, h_j, y_j, dW_j), with cotangent a_c.
+                    f_cur.copy_from(fz.value());
+                    {
+                        NoGradScope ng;
+                        pa_cur.copy_from(diffusion_product(noise, gz, Var(dw_j)).value());
+                    }
+                    axpy(y, -0.5 * h_j, f_cur);
+                    axpy(y, -0.5 * h_j, f_next);
+                    axpy(y, -0.5, pa_cur);
+                    axpy(y, -0.5, pb_next);
+                    y_done = true;
+                    detail::running_cost_vjp(*cost, params, t[j], h_j, y, dw_j, a_c, a_y, a_theta);
+                }
+                add_cost_output(j);
+                af_hat.copy_from(a_f);
+                half_ay.fill(0.0);
+                if (j > 0) {
+                    axpy(af_hat, 0.5 * h_jm1, a_y);
+                    axpy(half_ay, 0.5, a_y);
+                }
                 Var total;
                 if (noise == Noise::diagonal && gz.shape() == s && gz.dtype() == dt_y) {
                     // P(g, dW) = g o dW: the products and the cotangent of g, dW_j o C + dW_{j-1} o A_y / 2,
@@ -151,6 +186,7 @@ struct ReversibleHeunBackward {
                     total = sum(sj);
                 }
                 f_cur.copy_from(fz.value());
+                detail::check_listed_parameters("reversible_heun estimator", params);
                 if (node_of(total)) {
                     backward(total);
                     cz.copy_from(zl.grad());
@@ -159,7 +195,7 @@ struct ReversibleHeunBackward {
                     cz.fill(0.0);
                 }
             }
-            if (j < N) {  // y_j from y_{j+1}
+            if (j < N && !y_done) {  // y_j from y_{j+1}
                 axpy(y, -0.5 * h_j, f_cur);
                 axpy(y, -0.5 * h_j, f_next);
                 axpy(y, -0.5, pa_cur);
@@ -194,16 +230,17 @@ struct ReversibleHeunBackward {
 
 }  // namespace
 
-Var ReversibleHeunEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts,
-                                   const BrownianPath& bm, const SolveOptions& opt, SolveStats* stats) {
+namespace {
+
+Solution reversible_heun_solve(SDE& sde, const Var& y0, std::span<const double> ts, const BrownianPath& bm,
+                               const SolveOptions& opt, RunningCost* cost, SolveStats* stats) {
     if (opt.adaptive)
         throw UsageError("reversible_heun estimator: adaptive steps are not supported (fixed dt only)");
-    if (!opt.solver.empty() && opt.solver != "reversible_heun" && opt.solver != "euler")
+    if (!opt.solver.empty() && !(opt.solver == SolverKind::reversible_heun))
         throw UsageError(
             fmt::format("reversible_heun estimator: it solves with the reversible Heun method; solver "
                         "'{}' was asked for (set SolveOptions::solver = \"reversible_heun\")",
-                        opt.solver));
-    detail::check_solve_args("reversible_heun", sde, y0, ts, bm);
+                        opt.solver.name()));
     auto solver = make_solver("reversible_heun");
     if (!solver->supports(sde.noise(), sde.calculus()))
         throw UsageError(
@@ -211,29 +248,45 @@ Var ReversibleHeunEstimator::solve(SDE& sde, const Var& y0, std::span<const doub
                         "reversible Heun method converges to the Stratonovich solution)",
                         calculus_name(sde.calculus()), noise_name(sde.noise())));
 
-    StepGrid grid = detail::fixed_step_grid(ts, opt.dt);
-    std::vector<Tensor> final_state;
-    std::vector<Tensor> states = detail::forward_no_tape(sde, *solver, y0.value(), grid, bm, &final_state);
-    if (stats) {
-        *stats = SolveStats{};
-        stats->steps = stats->solver_steps = static_cast<std::int64_t>(grid.times.size()) - 1;
+    // Forward: the shared driver without a tape, on the fixed grid the backward pass inverts step by step.
+    ForwardResult r;
+    {
+        NoGradScope no_grad;
+        r = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats, cost);
     }
+    StepGrid grid = detail::fixed_step_grid(ts, opt.dt);
 
-    Tensor out = detail::stack_outputs(states, y0);
+    const auto T = static_cast<std::int64_t>(ts.size());
+    Tensor out = detail::pack_outputs(r.states, cost ? &r.cost_states : nullptr, y0);
     std::vector<Parameter*> params = detail::trainable_parameters(sde);
     std::vector<Var> inputs = detail::recorded_inputs(y0, params);
     if (inputs.empty()) {
         check_anomaly("sde_reversible_heun", out);
-        return Var(out);
+        return detail::unpack_outputs(Var(out), T, y0.dim(0), y0.dim(1), cost != nullptr);
     }
     // The solver's state is {z, f(z), g(z)} (sde/solvers.cpp); only z is needed to run backwards.
-    if (final_state.size() != 3)
+    if (r.final_solver_state.size() != 3)
         throw UsageError("internal: reversible_heun solver state is not {z, f(z), g(z)}");
     auto* closure = current_tape().arena().make<ReversibleHeunBackward>(ReversibleHeunBackward{
-        &sde, &bm, std::move(grid), params, node_of(y0), {}, states.back(), final_state[0]});
+        &sde, cost, &bm, std::move(grid), params, node_of(y0), {}, r.states.back().clone(),
+        r.final_solver_state[0]});
     for (std::size_t k = 0; k < params.size(); ++k) closure->param_nodes.push_back(node_of(inputs[k + 1]));
     BackwardFn fn = [](void* cl, const Tensor& g) { (*static_cast<ReversibleHeunBackward*>(cl))(g); };
-    return record_n("sde_reversible_heun", out, inputs, fn, closure);
+    return detail::unpack_outputs(record_n("sde_reversible_heun", out, inputs, fn, closure), T, y0.dim(0),
+                                  y0.dim(1), cost != nullptr);
+}
+
+}  // namespace
+
+Var ReversibleHeunEstimator::solve(SDE& sde, const Var& y0, std::span<const double> ts,
+                                   const BrownianPath& bm, const SolveOptions& opt, SolveStats* stats) {
+    return reversible_heun_solve(sde, y0, ts, bm, opt, nullptr, stats).ys;
+}
+
+Solution ReversibleHeunEstimator::solve_with_cost(SDE& sde, const Var& y0, std::span<const double> ts,
+                                                  const BrownianPath& bm, const SolveOptions& opt,
+                                                  RunningCost& cost, SolveStats* stats) {
+    return reversible_heun_solve(sde, y0, ts, bm, opt, &cost, stats);
 }
 
 }  // namespace sdeuq::sde
