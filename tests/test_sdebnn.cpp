@@ -329,3 +329,15 @@ TEST_CASE("sdebnn: a concat-time conv block's float64 gradients match central di
     }
     CHECK(checked > 20);
 }
+
+TEST_CASE("sdebnn: STL and full KL through the stochastic adjoint agree with backprop through the same solver",
+          "[sdebnn]") {
+    register_adjoint_estimators();
+    for (KLEstimator kl : {KLEstimator::stl, KLEstimator::full}) {
+        Fixture bp(small_options("midpoint", "backprop", kl, 32));
+        Fixture adj(small_options("midpoint", "adjoint", kl, 32));
+        const double e = rel_err(analytic_grad(adj), analytic_grad(bp));
+        INFO(fmt::format("adjoint vs backprop, KL {}: relative error {:.3e}", kl_estimator_name(kl), e));
+        CHECK(e < 2e-2);
+    }
+}
