@@ -330,8 +330,9 @@ TEST_CASE("sdebnn: a concat-time conv block's float64 gradients match central di
     CHECK(checked > 20);
 }
 
-TEST_CASE("sdebnn: STL and full KL through the stochastic adjoint agree with backprop through the same solver",
-          "[sdebnn]") {
+TEST_CASE(
+    "sdebnn: STL and full KL through the stochastic adjoint agree with backprop through the same solver",
+    "[sdebnn]") {
     register_adjoint_estimators();
     for (KLEstimator kl : {KLEstimator::stl, KLEstimator::full}) {
         Fixture bp(small_options("midpoint", "backprop", kl, 32));
