@@ -61,6 +61,13 @@ struct ConvGeom : kernels::ConvShape {
         nb = std::min(nb, std::max<std::int64_t>(1, cap));
         return std::min(nb, std::max<std::int64_t>(1, n));
     }
+    // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the
+    // unit in which the column matrix is written and read back (GEMM results do not depend on it: each
+    // element's sum runs over k alone).
+    std::int64_t sub_chunk(std::size_t elem) const {
+        const std::int64_t bytes = ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
+        return std::max<std::int64_t>(1, (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes));
+    }
 };
 
 // im2col of samples [n0, n0 + nb): sample s owns columns [s*P, (s+1)*P) of col (row stride ld).
@@ -117,7 +124,7 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
-    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk();
+    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk(), sub = g.sub_chunk(dtype_size(x.dtype()));
     const bool keep_col = grad_enabled() && node_of(w) != nullptr && y.numel() > 0;
     const std::int64_t ldcol = keep_col ? g.n * p : nbmax * p;
     Tensor col = y.numel() > 0 ? Tensor::arena_empty(Shape{ck * ldcol}, dt) : Tensor();
@@ -132,8 +139,13 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
         for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
             const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
             T* c = col.data<T>() + (keep_col ? n0 * p : 0);
-            im2col_chunk(g, px, n0, nb, c, ldcol);
-            gemm_acc<T>(false, false, g.o, ld, ck, pw, ck, c, ldcol, false, tmp.data<T>(), ld);
+            // im2col and the GEMM a few samples at a time, so the GEMM reads the columns from L2.
+            for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
+                const std::int64_t ns = std::min(sub, nb - s0);
+                im2col_chunk(g, px, n0 + s0, ns, c + s0 * p, ldcol);
+                gemm_acc<T>(false, false, g.o, ns * p, ck, pw, ck, c + s0 * p, ldcol, false, tmp.data<T>() + s0 * p,
+                            ld);
+            }
             // tmp[o, s*P + q] -> y[n0 + s, o, q] (+ bias)
             const T* t = tmp.data<T>();
             for (std::int64_t s = 0; s < nb; ++s)
@@ -188,13 +200,17 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                 T* c = dcol.data<T>() + (have_col ? n0 * p : 0);
                 if (nw) gemm_acc<T>(false, true, g.o, ck, ld, t, ld, c, ldcol, true, gw.data<T>(), ck);
                 if (nx) {
-                    gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ldcol);
+                    // dCOL and col2im a few samples at a time, so col2im reads dCOL from L2.
                     T* q = gx.data<T>();
-                    const std::int64_t xs = g.c * g.h * g.w;
-                    parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
-                        for (std::int64_t s = lo; s < hi; ++s)
-                            kernels::col2im(g, c + s * p, ldcol, q + (n0 + s) * xs);
-                    });
+                    const std::int64_t xs = g.c * g.h * g.w, sub = g.sub_chunk(sizeof(T));
+                    for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
+                        const std::int64_t ns = std::min(sub, nb - s0);
+                        gemm_acc<T>(true, false, ck, ns * p, g.o, pw, ck, t + s0 * p, ld, false, c + s0 * p, ldcol);
+                        parallel_for(s0, s0 + ns, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+                            for (std::int64_t s = lo; s < hi; ++s)
+                                kernels::col2im(g, c + s * p, ldcol, q + (n0 + s) * xs);
+                        });
+                    }
                 }
             }
         });
