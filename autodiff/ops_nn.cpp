@@ -1,20 +1,17 @@
 // Convolution, pooling, normalisation and dropout. Forward and backward stand side by side.
 //
 // conv2d is im2col + GEMM over chunks of samples (one GEMM per chunk keeps its n dimension large for small
-// images, while the column buffer stays bounded). Normalisations are fused kernels with the hand-derived
-// backward, sharing one kernel: group_norm and layer_norm both normalise contiguous blocks of the input
-// and apply a per-channel affine map.
+// images). Normalisations are fused kernels with the hand-derived backward, sharing one kernel: group_norm
+// and layer_norm both normalise contiguous blocks of the input and apply a per-channel affine map. The
+// loops live in autodiff/kernels/ (conv.hpp: im2col/col2im, norm.hpp, dropout.hpp, gemm.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fmt/format.h>
 #include <type_traits>
 
-#if SDEUQ_SIMD && defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "autodiff/kernels/conv.hpp"
+#include "autodiff/kernels/dropout.hpp"
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/kernels/norm.hpp"
 #include "autodiff/ops.hpp"
@@ -65,7 +62,8 @@ struct ConvGeom : kernels::ConvShape {
     // unit in which the column matrix is written and read back (GEMM results do not depend on it: each
     // element's sum runs over k alone).
     std::int64_t sub_chunk(std::size_t elem) const {
-        const std::int64_t bytes = ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
+        const std::int64_t bytes =
+            ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
         return std::max<std::int64_t>(1, (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes));
     }
 };
@@ -124,7 +122,8 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
-    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk(), sub = g.sub_chunk(dtype_size(x.dtype()));
+    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk();
+    const std::int64_t sub = g.sub_chunk(dtype_size(x.dtype()));
     const bool keep_col = grad_enabled() && node_of(w) != nullptr && y.numel() > 0;
     const std::int64_t ldcol = keep_col ? g.n * p : nbmax * p;
     Tensor col = y.numel() > 0 ? Tensor::arena_empty(Shape{ck * ldcol}, dt) : Tensor();
@@ -143,8 +142,8 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
                 const std::int64_t ns = std::min(sub, nb - s0);
                 im2col_chunk(g, px, n0 + s0, ns, c + s0 * p, ldcol);
-                gemm_acc<T>(false, false, g.o, ns * p, ck, pw, ck, c + s0 * p, ldcol, false, tmp.data<T>() + s0 * p,
-                            ld);
+                gemm_acc<T>(false, false, g.o, ns * p, ck, pw, ck, c + s0 * p, ldcol, false,
+                            tmp.data<T>() + s0 * p, ld);
             }
             // tmp[o, s*P + q] -> y[n0 + s, o, q] (+ bias)
             const T* t = tmp.data<T>();
@@ -205,7 +204,8 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                     const std::int64_t xs = g.c * g.h * g.w, sub = g.sub_chunk(sizeof(T));
                     for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
                         const std::int64_t ns = std::min(sub, nb - s0);
-                        gemm_acc<T>(true, false, ck, ns * p, g.o, pw, ck, t + s0 * p, ld, false, c + s0 * p, ldcol);
+                        gemm_acc<T>(true, false, ck, ns * p, g.o, pw, ck, t + s0 * p, ld, false, c + s0 * p,
+                                    ldcol);
                         parallel_for(s0, s0 + ns, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
                             for (std::int64_t s = lo; s < hi; ++s)
                                 kernels::col2im(g, c + s * p, ldcol, q + (n0 + s) * xs);
@@ -319,8 +319,8 @@ NormSaved norm_forward(const kernels::NormShape& ng, const Tensor& x, const Var*
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
         kernels::norm_forward<T>(ng, x.data<T>(), gamma ? gamma->value().data<T>() : nullptr,
-                                 beta ? beta->value().data<T>() : nullptr, eps, y.data<T>(), sv.xhat.data<T>(),
-                                 sv.rstd.data<double>());
+                                 beta ? beta->value().data<T>() : nullptr, eps, y.data<T>(),
+                                 sv.xhat.data<T>(), sv.rstd.data<double>());
     });
     return sv;
 }
@@ -352,7 +352,8 @@ void check_affine(const char* op, const char* what, const Var* p, const Var& x, 
                                      describe(p->value()), describe(x.value()), c));
 }
 
-Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Var* gamma, const Var* beta, double eps) {
+Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Var* gamma, const Var* beta,
+            double eps) {
     Tensor y;
     NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, y);
     Var gv = gamma ? *gamma : Var();
@@ -406,44 +407,6 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
 // multiplies by the same mask.
 namespace {
 
-// Mask and output for n elements from their n random words u (see dropout_kernel).
-template <class T, bool relu_on>
-void dropout_range(const std::uint32_t* u, const T* px, T* pd, T* py, std::int64_t n, std::uint32_t th, T scale) {
-    std::int64_t i = 0;
-#if SDEUQ_SIMD && defined(__AVX2__)
-    if constexpr (std::is_same_v<T, float>) {
-        // u < th as unsigned numbers: flip the sign bits and compare signed.
-        const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-        const __m256i thv = _mm256_set1_epi32(static_cast<int>(th ^ 0x80000000u));
-        const __m256 sv = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
-        for (; i + 8 <= n; i += 8) {
-            const __m256i uv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), flip);
-            const __m256 mv = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thv, uv)), sv);
-            __m256 xv = _mm256_loadu_ps(px + i);
-            if constexpr (relu_on) {
-                const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
-                xv = _mm256_and_ps(pos, xv);
-                _mm256_storeu_ps(pd + i, _mm256_and_ps(pos, mv));
-            } else {
-                _mm256_storeu_ps(pd + i, mv);
-            }
-            _mm256_storeu_ps(py + i, _mm256_mul_ps(xv, mv));
-        }
-    }
-#endif
-    for (; i < n; ++i) {
-        const T m = u[i] < th ? scale : T(0);
-        if constexpr (relu_on) {
-            const bool pos = px[i] > T(0);
-            pd[i] = pos ? m : T(0);
-            py[i] = (pos ? px[i] : T(0)) * m;
-        } else {
-            pd[i] = m;
-            py[i] = px[i] * m;
-        }
-    }
-}
-
 // The inverted-dropout mask m (scale = 1/keep where a fresh u32 from gen falls below keep * 2^32, else 0)
 // and y = act(x) * m, where act is the identity or relu. With relu, the mask saved for the backward is
 // d = (x > 0) ? m : 0, so one multiply gives the gradient of relu and dropout together. The random words
@@ -454,7 +417,7 @@ void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Gene
     // keep < 1 here, so th < 2^32 fits in 32 bits.
     const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
     gen.for_u32_chunks(n, [&](std::int64_t i0, const std::uint32_t* u, std::int64_t count) {
-        dropout_range<T, relu_on>(u, px + i0, pd + i0, py + i0, count, th, scale);
+        kernels::dropout_range<T, relu_on>(u, px + i0, pd + i0, py + i0, count, th, scale);
     });
 }
 

@@ -24,15 +24,16 @@
 // and runs 3 steps (VmHWM after minus VmRSS before, the peak reset through /proc/self/clear_refs).
 // Evaluation memory: the same for 1 and 10 no-grad forward passes of the quick network over a batch of 500
 // without a tape reset between passes (as mnist_baselines' MC-dropout prediction runs them).
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fmt/format.h>
 #include <memory>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 #include "autodiff/parallel.hpp"
@@ -56,7 +57,8 @@ struct ConvCount {
 };
 ConvCount conv_madds(std::int64_t c, std::int64_t o, std::int64_t h, int k, int s, int p, bool need_dx) {
     const double ho = static_cast<double>((h + 2 * p - k) / s + 1);
-    const double m = static_cast<double>(kBatch) * static_cast<double>(o) * ho * ho * static_cast<double>(c * k * k);
+    const double m =
+        static_cast<double>(kBatch) * static_cast<double>(o) * ho * ho * static_cast<double>(c * k * k);
     return {m, m, need_dx ? m : 0.0};
 }
 
@@ -283,8 +285,9 @@ struct Torch {
 
 // The PyTorch peer's best microseconds per step of `net`, or negative values when it cannot run.
 Torch torch_peer(const std::string& net, bool quick) {
-    std::string cmd = std::string("/usr/bin/python3 ") + SDEUQ_SOURCE_DIR + "/bench/conv_step_torch.py --json --net " +
-                      net + (quick ? " --quick" : "") + " 2>/dev/null";
+    std::string cmd = std::string("/usr/bin/python3 ") + SDEUQ_SOURCE_DIR +
+                      "/bench/conv_step_torch.py --json --net " + net + (quick ? " --quick" : "") +
+                      " 2>/dev/null";
     Torch t;
     FILE* p = popen(cmd.c_str(), "r");
     if (!p) return t;
@@ -336,8 +339,8 @@ int main(int argc, char** argv) {
                 ProfileScope prof;
                 const int steps = name == "full" ? 3 : 5;
                 for (int i = 0; i < steps; ++i) s.step();
-                std::printf("%s", profile_table(fmt::format("{}, {} threads, {} steps, totals in us", name, threads,
-                                                            steps))
+                std::printf("%s", profile_table(fmt::format("{}, {} threads, {} steps, totals in us", name,
+                                                            threads, steps))
                                       .c_str());
             }
         return 0;
@@ -382,23 +385,25 @@ int main(int argc, char** argv) {
         peak = peak2;
     }
     if (flags.json) {
-        std::string out = fmt::format("{{\"peak_gflops\": {:.3f}, \"torch_version\": {}, \"results\": [", peak,
-                                      torch_version.empty() ? "null" : "\"" + torch_version + "\"");
+        std::string out = fmt::format("{{\"peak_gflops\": {:.3f}, \"torch_version\": {}, \"results\": [",
+                                      peak, torch_version.empty() ? "null" : "\"" + torch_version + "\"");
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];
             const double pk = peak * r.threads;
             out += fmt::format(
                 "{}{{\"net\": \"{}\", \"threads\": {}, \"us_per_step\": {:.1f}, \"gflop\": {:.4f}, "
-                "\"floor_us\": {:.1f}, \"floor_fraction\": {:.4f}, \"gflops\": {:.3f}, \"peak_fraction\": {:.4f}, "
+                "\"floor_us\": {:.1f}, \"floor_fraction\": {:.4f}, \"gflops\": {:.3f}, \"peak_fraction\": "
+                "{:.4f}, "
                 "\"conv_peak_fraction\": {:.4f}, \"torch_us_per_step\": {}, \"torch_ratio\": {}, "
                 "\"peak_step_mib\": {:.1f}}}",
                 i ? ", " : "", r.net, r.threads, r.us, r.gflop, r.floor_us, r.floor_us / r.us, r.gflops,
                 pk > 0 ? r.gflops / pk : 0.0, pk > 0 ? r.conv_gflops / pk : 0.0, num_or_null(r.torch_us, 1),
                 r.torch_us > 0 ? fmt::format("{:.3f}", r.torch_us / r.us) : "null", r.peak_mib);
         }
-        out += fmt::format("], \"eval_memory\": [{{\"passes\": 1, \"peak_rss_mib\": {:.1f}}}, "
-                           "{{\"passes\": 10, \"peak_rss_mib\": {:.1f}}}]}}",
-                           eval1, eval10);
+        out += fmt::format(
+            "], \"eval_memory\": [{{\"passes\": 1, \"peak_rss_mib\": {:.1f}}}, "
+            "{{\"passes\": 10, \"peak_rss_mib\": {:.1f}}}]}}",
+            eval1, eval10);
         std::printf("%s\n", out.c_str());
         return 0;
     }
@@ -408,13 +413,14 @@ int main(int argc, char** argv) {
                 "floor us", "floor%", "GFLOP/s", "peak%", "conv pk%", "torch us", "torch/x", "step MiB");
     for (const Row& r : rows) {
         const double pk = peak * r.threads;
-        std::printf("%-10s %3d %10.0f %8.3f %10.0f %6.1f%% %8.1f %5.1f%% %7.1f%% %10s %7s %9.1f\n", r.net.c_str(),
-                    r.threads, r.us, r.gflop, r.floor_us, 100 * r.floor_us / r.us, r.gflops,
+        std::printf("%-10s %3d %10.0f %8.3f %10.0f %6.1f%% %8.1f %5.1f%% %7.1f%% %10s %7s %9.1f\n",
+                    r.net.c_str(), r.threads, r.us, r.gflop, r.floor_us, 100 * r.floor_us / r.us, r.gflops,
                     pk > 0 ? 100 * r.gflops / pk : 0.0, pk > 0 ? 100 * r.conv_gflops / pk : 0.0,
                     num_or_null(r.torch_us, 0).c_str(),
                     r.torch_us > 0 ? fmt::format("{:.2f}", r.torch_us / r.us).c_str() : "-", r.peak_mib);
     }
-    std::printf("no-grad evaluation (quick net, batch 500, MC dropout): peak RSS growth %.1f MiB for 1 pass, "
-                "%.1f MiB for 10 passes\n",
-                eval1, eval10);
+    std::printf(
+        "no-grad evaluation (quick net, batch 500, MC dropout): peak RSS growth %.1f MiB for 1 pass, "
+        "%.1f MiB for 10 passes\n",
+        eval1, eval10);
 }

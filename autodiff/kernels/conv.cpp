@@ -73,7 +73,8 @@ void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc) {
         for (std::int64_t i = 0; i < g.kh; ++i)
             for (std::int64_t j = 0; j < g.kw; ++j) {
                 T* dst = col + ((ci * g.kh + i) * g.kw + j) * ldc;
-                const T* src = xp + ci * sp.plane() + i * sp.row_len() + (j % g.stride) * sp.up + j / g.stride;
+                const T* src =
+                    xp + ci * sp.plane() + i * sp.row_len() + (j % g.stride) * sp.up + j / g.stride;
                 for (std::int64_t oh = 0; oh < g.ho; ++oh) {
                     const T* s = src + oh * g.stride * sp.row_len();
                     T* d = dst + oh * wo;

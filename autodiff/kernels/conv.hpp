@@ -11,9 +11,9 @@
 namespace sdeuq::kernels {
 
 struct ConvShape {
-    std::int64_t c, h, w;        // input channels and extent of one sample
-    std::int64_t kh, kw;         // kernel
-    std::int64_t ho, wo;         // output extent
+    std::int64_t c, h, w;  // input channels and extent of one sample
+    std::int64_t kh, kw;   // kernel
+    std::int64_t ho, wo;   // output extent
     std::int64_t stride, pad;
     std::int64_t ck() const { return c * kh * kw; }
     std::int64_t hw_out() const { return ho * wo; }

@@ -36,12 +36,13 @@ void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta,
     parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t b = lo; b < hi; ++b) {
             const T* xb = x + b * m;
-            const double mu = sum8(m, [&](std::int64_t j) { return static_cast<double>(xb[j]); }) /
-                              static_cast<double>(m);
-            const double var = sum8(m, [&](std::int64_t j) {
-                                   const double d = static_cast<double>(xb[j]) - mu;
-                                   return d * d;
-                               }) /
+            const double mu =
+                sum8(m, [&](std::int64_t j) { return static_cast<double>(xb[j]); }) / static_cast<double>(m);
+            const double var = sum8(m,
+                                    [&](std::int64_t j) {
+                                        const double d = static_cast<double>(xb[j]) - mu;
+                                        return d * d;
+                                    }) /
                                static_cast<double>(m);
             const double r = 1.0 / std::sqrt(var + eps);
             rstd[b] = r;
@@ -76,12 +77,14 @@ void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* 
         for (std::int64_t b = lo; b < hi; ++b) {
             const std::int64_t o = b * m;
             double s1 = 0.0, s2 = 0.0;  // sum d, sum d xhat with d = g gamma
-            if (sp == 1) {  // one element per channel (layer norm): flat sums over the block
+            if (sp == 1) {              // one element per channel (layer norm): flat sums over the block
                 auto ga = [&](std::int64_t k) {
                     return gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
                 };
                 s1 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k); });
-                s2 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k) * static_cast<double>(xhat[o + k]); });
+                s2 = sum8(m, [&](std::int64_t k) {
+                    return gval(o + k) * ga(k) * static_cast<double>(xhat[o + k]);
+                });
                 if (params)
                     for (std::int64_t k = 0; k < m; ++k) {
                         part[static_cast<std::size_t>((b * cpg + k) * 2)] =
@@ -92,9 +95,8 @@ void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* 
             for (std::int64_t k = 0; k < cpg && sp != 1; ++k) {
                 const std::int64_t ok = o + k * sp;
                 const double sg = sum8(sp, [&](std::int64_t j) { return gval(ok + j); });
-                const double sgh = sum8(sp, [&](std::int64_t j) {
-                    return gval(ok + j) * static_cast<double>(xhat[ok + j]);
-                });
+                const double sgh = sum8(
+                    sp, [&](std::int64_t j) { return gval(ok + j) * static_cast<double>(xhat[ok + j]); });
                 if (params) {
                     part[static_cast<std::size_t>((b * cpg + k) * 2)] = sgh;
                     part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = sg;
@@ -109,8 +111,8 @@ void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* 
                 const std::int64_t ok = o + k * sp;
                 const double ga = gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
                 for (std::int64_t j = 0; j < sp; ++j)
-                    gx[ok + j] = static_cast<T>(
-                        r * (gval(ok + j) * ga - a1 - static_cast<double>(xhat[ok + j]) * a2));
+                    gx[ok + j] =
+                        static_cast<T>(r * (gval(ok + j) * ga - a1 - static_cast<double>(xhat[ok + j]) * a2));
             }
         }
     });
