@@ -1,20 +1,19 @@
 // Convolution, pooling, normalisation and dropout. Forward and backward stand side by side.
 //
 // conv2d is im2col + GEMM over chunks of samples (one GEMM per chunk keeps its n dimension large for small
-// images, while the column buffer stays bounded). Normalisations are fused kernels with the hand-derived
-// backward, sharing one kernel: group_norm and layer_norm both normalise contiguous blocks of the input
-// and apply a per-channel affine map.
+// images). Normalisations are fused kernels with the hand-derived backward, sharing one kernel: group_norm
+// and layer_norm both normalise contiguous blocks of the input and apply a per-channel affine map. The
+// loops live in autodiff/kernels/ (conv.hpp: im2col/col2im, norm.hpp, dropout.hpp, gemm.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fmt/format.h>
 #include <type_traits>
 
-#if SDEUQ_SIMD && defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
+#include "autodiff/kernels/conv.hpp"
+#include "autodiff/kernels/dropout.hpp"
 #include "autodiff/kernels/gemm.hpp"
+#include "autodiff/kernels/norm.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
@@ -48,11 +47,9 @@ void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, 
     kernels::gemm<T>(ta, tb, m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
 }
 
-// ---- conv2d geometry and im2col
-struct ConvGeom {
-    std::int64_t n, c, h, w, o, kh, kw, ho, wo, stride, pad;
-    std::int64_t ck() const { return c * kh * kw; }
-    std::int64_t hw_out() const { return ho * wo; }
+// ---- conv2d geometry
+struct ConvGeom : kernels::ConvShape {
+    std::int64_t n, o;
     // Samples per GEMM: enough columns (>= 4096) for an efficient GEMM, at most ~8M column-buffer elements.
     std::int64_t chunk() const {
         const std::int64_t p = std::max<std::int64_t>(1, hw_out());
@@ -61,78 +58,22 @@ struct ConvGeom {
         nb = std::min(nb, std::max<std::int64_t>(1, cap));
         return std::min(nb, std::max<std::int64_t>(1, n));
     }
+    // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the
+    // unit in which the column matrix is written and read back (GEMM results do not depend on it: each
+    // element's sum runs over k alone).
+    std::int64_t sub_chunk(std::size_t elem) const {
+        const std::int64_t bytes =
+            ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
+        return std::max<std::int64_t>(1, (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes));
+    }
 };
 
-// Output columns ow whose input column iw = ow*s - p + j lies inside [0, w): the range [lo, hi).
-inline void valid_cols(const ConvGeom& g, std::int64_t j, std::int64_t& lo, std::int64_t& hi) {
-    const std::int64_t a = g.pad - j;            // need ow*s >= a
-    const std::int64_t b = g.w - 1 + g.pad - j;  // need ow*s <= b
-    lo = a <= 0 ? 0 : (a + g.stride - 1) / g.stride;
-    hi = b < 0 ? 0 : std::min(g.wo, b / g.stride + 1);
-    lo = std::min(lo, hi);
-}
-
-// col[(ci*kh + i)*kw + j, q] = x[ci, oh*s - p + i, ow*s - p + j] (0 outside), q = oh*wo + ow; col's row
-// stride is ldc (several samples side by side). The valid ow range is computed once per (i, j), so the
-// inner loop is a plain (strided) copy.
-template <class T> void im2col(const ConvGeom& g, const T* x, T* col, std::int64_t ldc) {
-    for (std::int64_t ci = 0; ci < g.c; ++ci)
-        for (std::int64_t i = 0; i < g.kh; ++i)
-            for (std::int64_t j = 0; j < g.kw; ++j) {
-                T* dst = col + ((ci * g.kh + i) * g.kw + j) * ldc;
-                const T* src = x + ci * g.h * g.w;
-                std::int64_t lo, hi;
-                valid_cols(g, j, lo, hi);
-                const std::int64_t off = j - g.pad;
-                for (std::int64_t oh = 0; oh < g.ho; ++oh) {
-                    const std::int64_t ih = oh * g.stride - g.pad + i;
-                    T* d = dst + oh * g.wo;
-                    if (ih < 0 || ih >= g.h) {
-                        std::fill(d, d + g.wo, T(0));
-                        continue;
-                    }
-                    const T* s = src + ih * g.w + off;  // s[ow*stride] = x[ci, ih, ow*stride - p + j]
-                    std::fill(d, d + lo, T(0));
-                    if (g.stride == 1) {
-                        std::copy(s + lo, s + hi, d + lo);
-                    } else {
-                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * g.stride];
-                    }
-                    std::fill(d + hi, d + g.wo, T(0));
-                }
-            }
-}
-
-// The adjoint of im2col: gx[ci, ih, iw] += sum of the col entries that read it.
-template <class T> void col2im(const ConvGeom& g, const T* col, std::int64_t ldc, T* gx) {
-    for (std::int64_t ci = 0; ci < g.c; ++ci)
-        for (std::int64_t i = 0; i < g.kh; ++i)
-            for (std::int64_t j = 0; j < g.kw; ++j) {
-                const T* src = col + ((ci * g.kh + i) * g.kw + j) * ldc;
-                T* dst = gx + ci * g.h * g.w;
-                std::int64_t lo, hi;
-                valid_cols(g, j, lo, hi);
-                const std::int64_t off = j - g.pad;
-                for (std::int64_t oh = 0; oh < g.ho; ++oh) {
-                    const std::int64_t ih = oh * g.stride - g.pad + i;
-                    if (ih < 0 || ih >= g.h) continue;
-                    const T* s = src + oh * g.wo;
-                    T* d = dst + ih * g.w + off;
-                    if (g.stride == 1) {
-                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] += s[ow];
-                    } else {
-                        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow * g.stride] += s[ow];
-                    }
-                }
-            }
-}
-
-// im2col of samples [n0, n0 + nb) side by side: sample s owns columns [s*P, (s+1)*P).
+// im2col of samples [n0, n0 + nb): sample s owns columns [s*P, (s+1)*P) of col (row stride ld).
 template <class T>
-void im2col_chunk(const ConvGeom& g, const T* x, std::int64_t n0, std::int64_t nb, T* col) {
-    const std::int64_t p = g.hw_out(), ld = nb * p, xs = g.c * g.h * g.w;
+void im2col_chunk(const ConvGeom& g, const T* x, std::int64_t n0, std::int64_t nb, T* col, std::int64_t ld) {
+    const std::int64_t p = g.hw_out(), xs = g.c * g.h * g.w;
     parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t s = lo; s < hi; ++s) im2col(g, x + (n0 + s) * xs, col + s * p, ld);
+        for (std::int64_t s = lo; s < hi; ++s) kernels::im2col(g, x + (n0 + s) * xs, col + s * p, ld);
     });
 }
 
@@ -140,8 +81,11 @@ void im2col_chunk(const ConvGeom& g, const T* x, std::int64_t n0, std::int64_t n
 
 // ---------------------------------------------------------------- conv2d
 // y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per chunk of samples one GEMM
-// Y[O, nb*P] = W[O, CK] @ COL[CK, nb*P]. Backward: gW += G @ COL^T, dCOL = W^T @ G then col2im,
-// gb[o] = sum_{n, q} g[n, o, q]. The column buffer is recomputed in backward rather than kept.
+// Y[O, nb*P] = W[O, CK] @ COL[CK, nb*P]. Backward: gW += G @ COL^T chunk by chunk, dCOL = W^T @ G then
+// col2im, gb[o] = sum_{n, q} g[n, o, q]. When the weight needs a gradient, the forward keeps the column
+// matrix of the whole batch (one CK x N*P tensor) for the backward instead of recomputing it, and the
+// backward overwrites it with dCOL once gW is done; otherwise the forward reuses one chunk's buffer.
+// The chunking of every GEMM (hence the order of every sum) is the same either way.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
     const char* op = "conv2d";
     check_rank4(op, "input", x);
@@ -150,7 +94,16 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     if (stride < 1 || padding < 0)
         throw ShapeError(fmt::format("{}: stride must be >= 1 and padding >= 0, got stride {} padding {}", op,
                                      stride, padding));
-    ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, stride, padding};
+    ConvGeom g;
+    g.n = x.dim(0);
+    g.c = x.dim(1);
+    g.h = x.dim(2);
+    g.w = x.dim(3);
+    g.o = w.dim(0);
+    g.kh = w.dim(2);
+    g.kw = w.dim(3);
+    g.stride = stride;
+    g.pad = padding;
     if (w.dim(1) != g.c)
         throw ShapeError(fmt::format("{}: channel mismatch: input {} has {} channels, weight {} expects {}",
                                      op, describe(x.value()), g.c, describe(w.value()), w.dim(1)));
@@ -170,6 +123,10 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
     const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk();
+    const std::int64_t sub = g.sub_chunk(dtype_size(x.dtype()));
+    const bool keep_col = grad_enabled() && node_of(w) != nullptr && y.numel() > 0;
+    const std::int64_t ldcol = keep_col ? g.n * p : nbmax * p;
+    Tensor col = y.numel() > 0 ? Tensor::arena_empty(Shape{ck * ldcol}, dt) : Tensor();
     dispatch(dt, [&](auto z) {
         using T = decltype(z);
         if (y.numel() == 0) return;
@@ -177,12 +134,17 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
         const T* pw = w.value().data<T>();
         const T* pb = bias ? bias->value().data<T>() : nullptr;
         T* py = y.data<T>();
-        Tensor col = Tensor::arena_empty(Shape{ck * nbmax * p}, dt);
         Tensor tmp = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
         for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
             const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
-            im2col_chunk(g, px, n0, nb, col.data<T>());
-            gemm_acc<T>(false, false, g.o, ld, ck, pw, ck, col.data<T>(), ld, false, tmp.data<T>(), ld);
+            T* c = col.data<T>() + (keep_col ? n0 * p : 0);
+            // im2col and the GEMM a few samples at a time, so the GEMM reads the columns from L2.
+            for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
+                const std::int64_t ns = std::min(sub, nb - s0);
+                im2col_chunk(g, px, n0 + s0, ns, c + s0 * p, ldcol);
+                gemm_acc<T>(false, false, g.o, ns * p, ck, pw, ck, c + s0 * p, ldcol, false,
+                            tmp.data<T>() + s0 * p, ld);
+            }
             // tmp[o, s*P + q] -> y[n0 + s, o, q] (+ bias)
             const T* t = tmp.data<T>();
             for (std::int64_t s = 0; s < nb; ++s)
@@ -195,17 +157,21 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
         }
     });
     Var bv = bias ? *bias : Var();
+    if (!keep_col) col = Tensor();
     return record(op, y, {x, w, bv},
                   [nx = node_of(x), nw = node_of(w), nb_ = bias ? node_of(*bias) : nullptr, xv = x.value(),
-                   wv = w.value(), g, nbmax](const Tensor& gy) {
+                   wv = w.value(), g, nbmax, col](const Tensor& gy) {
         const std::int64_t p = g.hw_out(), ck = g.ck();
         const DType dt = xv.dtype();
-        Tensor gx = nx ? Tensor::arena_zeros(xv.shape(), dt) : Tensor();
+        Tensor gx = nx ? Tensor::arena_empty(xv.shape(), dt) : Tensor();
         Tensor gw = nw ? Tensor::arena_zeros(wv.shape(), dt) : Tensor();
         Tensor gb = nb_ ? Tensor::arena_zeros(Shape{g.o}, dt) : Tensor();
         dispatch(dt, [&](auto z) {
             using T = decltype(z);
-            if (gy.numel() == 0) return;
+            if (gy.numel() == 0) {
+                if (gx.defined()) std::fill(gx.data<T>(), gx.data<T>() + gx.numel(), T(0));
+                return;
+            }
             const T* pg = gy.data<T>();
             if (gb.defined()) {
                 T* q = gb.data<T>();
@@ -218,29 +184,33 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                     }
             }
             if (!nx && !nw) return;
-            const T* px = xv.data<T>();
             const T* pw = wv.data<T>();
-            Tensor col = Tensor::arena_empty(Shape{ck * nbmax * p}, dt);
+            const bool have_col = col.defined();
+            const std::int64_t ldcol = have_col ? g.n * p : nbmax * p;
+            Tensor dcol = have_col ? col : Tensor::arena_empty(Shape{ck * ldcol}, dt);
+            // G[o, s*P + q] = gy[n0 + s, o, q], chunk by chunk (row stride nb*P, as the forward's GEMM)
             Tensor gt = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
             for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
                 const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
-                // G[o, s*P + q] = gy[n0 + s, o, q]
                 T* t = gt.data<T>();
                 for (std::int64_t s = 0; s < nb; ++s)
                     for (std::int64_t o = 0; o < g.o; ++o)
                         std::memcpy(t + o * ld + s * p, pg + ((n0 + s) * g.o + o) * p, sizeof(T) * p);
-                if (nw) {
-                    im2col_chunk(g, px, n0, nb, col.data<T>());
-                    gemm_acc<T>(false, true, g.o, ck, ld, t, ld, col.data<T>(), ld, true, gw.data<T>(), ck);
-                }
+                T* c = dcol.data<T>() + (have_col ? n0 * p : 0);
+                if (nw) gemm_acc<T>(false, true, g.o, ck, ld, t, ld, c, ldcol, true, gw.data<T>(), ck);
                 if (nx) {
-                    T* c = col.data<T>();
-                    gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
+                    // dCOL and col2im a few samples at a time, so col2im reads dCOL from L2.
                     T* q = gx.data<T>();
-                    const std::int64_t xs = g.c * g.h * g.w;
-                    parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
-                        for (std::int64_t s = lo; s < hi; ++s) col2im(g, c + s * p, ld, q + (n0 + s) * xs);
-                    });
+                    const std::int64_t xs = g.c * g.h * g.w, sub = g.sub_chunk(sizeof(T));
+                    for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
+                        const std::int64_t ns = std::min(sub, nb - s0);
+                        gemm_acc<T>(true, false, ck, ns * p, g.o, pw, ck, t + s0 * p, ld, false, c + s0 * p,
+                                    ldcol);
+                        parallel_for(s0, s0 + ns, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+                            for (std::int64_t s = lo; s < hi; ++s)
+                                kernels::col2im(g, c + s * p, ldcol, q + (n0 + s) * xs);
+                        });
+                    }
                 }
             }
         });
@@ -335,111 +305,38 @@ Var global_avg_pool(const Var& x) {
 // ---------------------------------------------------------------- normalisation
 namespace {
 
-// Blocks of M contiguous elements are normalised: xhat = (x - mu) r, mu and var = mean (x - mu)^2 (biased)
-// over the block, r = 1 / sqrt(var + eps). Then y = xhat gamma[c] + beta[c] with channel
-// c = (b % groups) * cpg + j / spatial for element j of block b (group norm: block = (sample, group),
-// layer norm: groups = 1, cpg = D, spatial = 1, so c = j).
-struct NormGeom {
-    std::int64_t blocks, m, groups, cpg, spatial, channels;
-    std::int64_t channel(std::int64_t b, std::int64_t j) const { return (b % groups) * cpg + j / spatial; }
-};
-
 struct NormSaved {
     Tensor xhat;  // x's dtype and shape
     Tensor rstd;  // f64 [blocks]
 };
 
-std::int64_t block_min_work(std::int64_t m) {
-    return std::max<std::int64_t>(2, kernels::parallel_min / std::max<std::int64_t>(1, m));
-}
-
-NormSaved norm_forward(const NormGeom& ng, const Tensor& x, const Var* gamma, const Var* beta, double eps,
-                       Tensor& y) {
+// The kernels are autodiff/kernels/norm.hpp; the ops keep xhat and 1/std for the backward.
+NormSaved norm_forward(const kernels::NormShape& ng, const Tensor& x, const Var* gamma, const Var* beta,
+                       double eps, Tensor& y) {
     NormSaved sv{Tensor::arena_empty(x.shape(), x.dtype()),
                  Tensor::arena_empty(Shape{ng.blocks}, DType::f64)};
     y = Tensor::arena_empty(x.shape(), x.dtype());
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
-        const T* px = x.data<T>();
-        T* ph = sv.xhat.data<T>();
-        T* py = y.data<T>();
-        double* pr = sv.rstd.data<double>();
-        const T* pgam = gamma ? gamma->value().data<T>() : nullptr;
-        const T* pbet = beta ? beta->value().data<T>() : nullptr;
-        const std::int64_t m = ng.m;
-        parallel_for(0, ng.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
-            for (std::int64_t b = lo; b < hi; ++b) {
-                const T* xb = px + b * m;
-                double mu = 0.0;
-                for (std::int64_t j = 0; j < m; ++j) mu += static_cast<double>(xb[j]);
-                mu /= static_cast<double>(m);
-                double var = 0.0;
-                for (std::int64_t j = 0; j < m; ++j) {
-                    const double d = static_cast<double>(xb[j]) - mu;
-                    var += d * d;
-                }
-                var /= static_cast<double>(m);
-                const double r = 1.0 / std::sqrt(var + eps);
-                pr[b] = r;
-                T* hb = ph + b * m;
-                T* yb = py + b * m;
-                for (std::int64_t j = 0; j < m; ++j) {
-                    hb[j] = static_cast<T>((static_cast<double>(xb[j]) - mu) * r);
-                    const std::int64_t c = ng.channel(b, j);
-                    yb[j] = hb[j] * (pgam ? pgam[c] : T(1)) + (pbet ? pbet[c] : T(0));
-                }
-            }
-        });
+        kernels::norm_forward<T>(ng, x.data<T>(), gamma ? gamma->value().data<T>() : nullptr,
+                                 beta ? beta->value().data<T>() : nullptr, eps, y.data<T>(),
+                                 sv.xhat.data<T>(), sv.rstd.data<double>());
     });
     return sv;
 }
 
-// With dxhat = g gamma[c]: dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) over the block;
-// dgamma[c] = sum g xhat, dbeta[c] = sum g over all elements of channel c.
-void norm_backward(const NormGeom& ng, const NormSaved& sv, const Tensor& gamma_v, Node* nx, Node* ngam,
-                   Node* nbet, const Shape& cshape, const Tensor& g) {
+void norm_backward(const kernels::NormShape& ng, const NormSaved& sv, const Tensor& gamma_v, Node* nx,
+                   Node* ngam, Node* nbet, const Shape& cshape, const Tensor& g) {
     const DType dt = g.dtype();
     Tensor gx = nx ? Tensor::arena_empty(sv.xhat.shape(), dt) : Tensor();
     Tensor gg = ngam ? Tensor::arena_zeros(cshape, dt) : Tensor();
     Tensor gbt = nbet ? Tensor::arena_zeros(cshape, dt) : Tensor();
     dispatch(dt, [&](auto z) {
         using T = decltype(z);
-        const T* pg = g.data<T>();
-        const T* ph = sv.xhat.data<T>();
-        const std::int64_t m = ng.m;
-        if (ngam || nbet) {  // serial: channel sums run across blocks
-            T* qg = ngam ? gg.data<T>() : nullptr;
-            T* qb = nbet ? gbt.data<T>() : nullptr;
-            for (std::int64_t b = 0; b < ng.blocks; ++b)
-                for (std::int64_t j = 0; j < m; ++j) {
-                    const std::int64_t c = ng.channel(b, j), i = b * m + j;
-                    if (qg) qg[c] += pg[i] * ph[i];
-                    if (qb) qb[c] += pg[i];
-                }
-        }
-        if (!nx) return;
-        const T* pgam = gamma_v.defined() ? gamma_v.data<T>() : nullptr;
-        const double* pr = sv.rstd.data<double>();
-        T* q = gx.data<T>();
-        parallel_for(0, ng.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
-            for (std::int64_t b = lo; b < hi; ++b) {
-                const T* gb = pg + b * m;
-                const T* hb = ph + b * m;
-                T* qb = q + b * m;
-                double s1 = 0.0, s2 = 0.0;  // sum dxhat, sum dxhat xhat
-                for (std::int64_t j = 0; j < m; ++j) {
-                    const double gam = pgam ? static_cast<double>(pgam[ng.channel(b, j)]) : 1.0;
-                    const double d = static_cast<double>(gb[j]) * gam;
-                    qb[j] = static_cast<T>(d);
-                    s1 += d;
-                    s2 += d * static_cast<double>(hb[j]);
-                }
-                const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m), r = pr[b];
-                for (std::int64_t j = 0; j < m; ++j)
-                    qb[j] = static_cast<T>(r * (static_cast<double>(qb[j]) - a1 -
-                                                static_cast<double>(hb[j]) * a2));
-            }
-        });
+        kernels::norm_backward<T>(ng, g.data<T>(), sv.xhat.data<T>(), sv.rstd.data<double>(),
+                                  gamma_v.defined() ? gamma_v.data<T>() : nullptr, nullptr,
+                                  nx ? gx.data<T>() : nullptr, ngam ? gg.data<T>() : nullptr,
+                                  nbet ? gbt.data<T>() : nullptr);
     });
     if (nx) accumulate_fresh(nx, gx);
     if (ngam) accumulate_fresh(ngam, gg);
@@ -455,7 +352,8 @@ void check_affine(const char* op, const char* what, const Var* p, const Var& x, 
                                      describe(p->value()), describe(x.value()), c));
 }
 
-Var norm_op(const char* op, const NormGeom& ng, const Var& x, const Var* gamma, const Var* beta, double eps) {
+Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Var* gamma, const Var* beta,
+            double eps) {
     Tensor y;
     NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, y);
     Var gv = gamma ? *gamma : Var();
@@ -485,7 +383,7 @@ Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, doub
     check_affine(op, "beta", beta, x, c);
     const std::int64_t spatial = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
     const std::int64_t cpg = c / groups;
-    NormGeom ng{n * groups, cpg * spatial, groups, cpg, std::max<std::int64_t>(1, spatial), c};
+    kernels::NormShape ng{n * groups, cpg * spatial, groups, cpg, std::max<std::int64_t>(1, spatial), c};
     return norm_op(op, ng, x, gamma, beta, eps);
 }
 
@@ -499,7 +397,7 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
     const std::int64_t d = x.dim(-1);
     check_affine(op, "gamma", gamma, x, d);
     check_affine(op, "beta", beta, x, d);
-    NormGeom ng{d == 0 ? 0 : x.numel() / d, d, 1, d, 1, d};
+    kernels::NormShape ng{d == 0 ? 0 : x.numel() / d, d, 1, d, 1, d};
     return norm_op(op, ng, x, gamma, beta, eps);
 }
 
@@ -508,44 +406,6 @@ Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps) {
 // keep when a 32-bit Philox output is below (1 - p) 2^32) into the arena; the backward
 // multiplies by the same mask.
 namespace {
-
-// Mask and output for n elements from their n random words u (see dropout_kernel).
-template <class T, bool relu_on>
-void dropout_range(const std::uint32_t* u, const T* px, T* pd, T* py, std::int64_t n, std::uint32_t th, T scale) {
-    std::int64_t i = 0;
-#if SDEUQ_SIMD && defined(__AVX2__)
-    if constexpr (std::is_same_v<T, float>) {
-        // u < th as unsigned numbers: flip the sign bits and compare signed.
-        const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-        const __m256i thv = _mm256_set1_epi32(static_cast<int>(th ^ 0x80000000u));
-        const __m256 sv = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
-        for (; i + 8 <= n; i += 8) {
-            const __m256i uv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), flip);
-            const __m256 mv = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thv, uv)), sv);
-            __m256 xv = _mm256_loadu_ps(px + i);
-            if constexpr (relu_on) {
-                const __m256 pos = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
-                xv = _mm256_and_ps(pos, xv);
-                _mm256_storeu_ps(pd + i, _mm256_and_ps(pos, mv));
-            } else {
-                _mm256_storeu_ps(pd + i, mv);
-            }
-            _mm256_storeu_ps(py + i, _mm256_mul_ps(xv, mv));
-        }
-    }
-#endif
-    for (; i < n; ++i) {
-        const T m = u[i] < th ? scale : T(0);
-        if constexpr (relu_on) {
-            const bool pos = px[i] > T(0);
-            pd[i] = pos ? m : T(0);
-            py[i] = (pos ? px[i] : T(0)) * m;
-        } else {
-            pd[i] = m;
-            py[i] = px[i] * m;
-        }
-    }
-}
 
 // The inverted-dropout mask m (scale = 1/keep where a fresh u32 from gen falls below keep * 2^32, else 0)
 // and y = act(x) * m, where act is the identity or relu. With relu, the mask saved for the backward is
@@ -557,7 +417,7 @@ void dropout_kernel(const T* px, T* pd, T* py, std::int64_t n, double keep, Gene
     // keep < 1 here, so th < 2^32 fits in 32 bits.
     const auto th = static_cast<std::uint32_t>(Generator::u32_threshold(keep));
     gen.for_u32_chunks(n, [&](std::int64_t i0, const std::uint32_t* u, std::int64_t count) {
-        dropout_range<T, relu_on>(u, px + i0, pd + i0, py + i0, count, th, scale);
+        kernels::dropout_range<T, relu_on>(u, px + i0, pd + i0, py + i0, count, th, scale);
     });
 }
 

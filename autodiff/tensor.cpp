@@ -72,6 +72,11 @@ Tensor Tensor::from_vector(const std::vector<double>& v, const Shape& s, DType d
 }
 
 Tensor Tensor::arena_empty(const Shape& s, DType dt) {
+    // With gradients off nothing records an intermediate, so its last handle is its last use: large ones
+    // go on the heap and are freed then, and repeated no-grad passes (MC dropout, evaluation) reuse their
+    // memory instead of piling up in the arena until the next reset. Small ones stay in the arena (cheaper).
+    if (!grad_enabled() && s.numel() * static_cast<std::int64_t>(dtype_size(dt)) >= no_grad_heap_bytes)
+        return empty(s, dt);
     Tensor t;
     t.shape_ = s;
     t.dtype_ = dt;

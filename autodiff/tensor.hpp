@@ -84,7 +84,9 @@ public:
     static Tensor full(const Shape& s, double v, DType dt = DType::f32);
     static Tensor from_vector(const std::vector<double>& v, const Shape& s, DType dt = DType::f32);
     static Tensor scalar(double v, DType dt = DType::f32) { return full(Shape{}, v, dt); }
-    // Arena-allocated tensors (valid until the current arena is reset).
+    // Arena-allocated tensors (valid until the current arena is reset). With gradients off (NoGradScope),
+    // tensors of at least no_grad_heap_bytes are heap tensors instead, freed with their last handle.
+    static constexpr std::int64_t no_grad_heap_bytes = std::int64_t(1) << 16;
     static Tensor arena_empty(const Shape& s, DType dt);
     static Tensor arena_zeros(const Shape& s, DType dt);
     // A tensor viewing memory owned elsewhere (the caller keeps it alive).

@@ -281,6 +281,21 @@ def render_bench(res_dir, rel):
                      "torchsde is not installable offline)\n\n" +
                      table(["method", "kl", "steps", "us/step (wall)", "us/step (thread CPU)", "peak MiB",
                             "GEMM floor / CPU time"], rows))
+    cs = os.path.join(res_dir, "conv_step.json")
+    if os.path.exists(cs):
+        b = read_json(cs)
+        rows = [[x["net"], x["threads"], x["us_per_step"], x["gflop"], x["floor_fraction"], x["peak_fraction"],
+                 x.get("conv_peak_fraction"), x.get("torch_us_per_step"), x.get("torch_ratio"), x.get("peak_step_mib")]
+                for x in b["results"]]
+        ev = {e["passes"]: e["peak_rss_mib"] for e in b.get("eval_memory", [])}
+        parts.append(f"Conv-net training steps, batch 128, Adam (`{rel}/conv_step.json`; PyTorch "
+                     f"{b.get('torch_version')} timed in the same run; single-core FMA peak "
+                     f"{fmt(b['peak_gflops'])} GFLOP/s; floor = FLOPs / (peak x threads); torch ratio = PyTorch "
+                     "us / sdeuq us)\n\n" +
+                     table(["net", "threads", "us/step", "GFLOP", "fraction of floor", "fraction of peak",
+                            "conv2d fraction of peak", "PyTorch us/step", "PyTorch / sdeuq", "step peak MiB"], rows) +
+                     f"\n\nNo-grad evaluation (quick net, batch 500, MC dropout) peak RSS growth: "
+                     f"{fmt(ev.get(1), 1)} MiB for 1 pass, {fmt(ev.get(10), 1)} MiB for 10 passes.")
     br = os.path.join(res_dir, "brownian.json")
     if os.path.exists(br):
         parts.append(f"Brownian path queries: see `{rel}/brownian.json`.")

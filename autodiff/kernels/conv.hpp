@@ -1,0 +1,31 @@
+// Convolution data movement: im2col and its adjoint col2im, on raw pointers.
+//
+// col[(ci*kh + i)*kw + j, q] = x[ci, oh*s - p + i, ow*s - p + j] (0 outside), q = oh*wo + ow, one sample
+// at a time, col's row stride ldc (several samples side by side). Both go through a zero-padded,
+// phase-split copy of the sample, xp[ci][ih + p][(iw + p) % s][(iw + p) / s]: every row of col is then one
+// contiguous copy of wo values (no bounds tests, no strided reads, whatever the stride and padding).
+#pragma once
+
+#include <cstdint>
+
+namespace sdeuq::kernels {
+
+struct ConvShape {
+    std::int64_t c, h, w;  // input channels and extent of one sample
+    std::int64_t kh, kw;   // kernel
+    std::int64_t ho, wo;   // output extent
+    std::int64_t stride, pad;
+    std::int64_t ck() const { return c * kh * kw; }
+    std::int64_t hw_out() const { return ho * wo; }
+};
+
+// Writes the CK x P block of one sample x (c*h*w values) into col (row stride ldc).
+template <class T>
+void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc);
+
+// gx (c*h*w values, overwritten) = the adjoint of im2col applied to col: every entry of col is added to
+// the input element it was read from, in the order (ci, i, j, oh, ow), starting from zero.
+template <class T>
+void col2im(const ConvShape& g, const T* col, std::int64_t ldc, T* gx);
+
+}  // namespace sdeuq::kernels

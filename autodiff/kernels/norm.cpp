@@ -1,0 +1,142 @@
+#include "autodiff/kernels/norm.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "autodiff/kernels/elementwise.hpp"
+#include "autodiff/parallel.hpp"
+
+namespace sdeuq::kernels {
+
+namespace {
+
+// sum_j f(j) over [0, n) in 8 interleaved partial sums, combined pairwise: independent chains the
+// compiler vectorises (a single serial double sum is one dependent add per element).
+template <class F>
+inline double sum8(std::int64_t n, F&& f) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; ++k) a[k] += f(j + k);
+    for (int k = 0; j < n; ++j, ++k) a[k] += f(j);
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+std::int64_t block_min_work(std::int64_t m) {
+    return std::max<std::int64_t>(2, parallel_min / std::max<std::int64_t>(1, m));
+}
+
+}  // namespace
+
+template <class T>
+void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, double eps, T* y, T* xhat,
+                  double* rstd, bool relu) {
+    const std::int64_t m = s.m;
+    parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t b = lo; b < hi; ++b) {
+            const T* xb = x + b * m;
+            const double mu =
+                sum8(m, [&](std::int64_t j) { return static_cast<double>(xb[j]); }) / static_cast<double>(m);
+            const double var = sum8(m,
+                                    [&](std::int64_t j) {
+                                        const double d = static_cast<double>(xb[j]) - mu;
+                                        return d * d;
+                                    }) /
+                               static_cast<double>(m);
+            const double r = 1.0 / std::sqrt(var + eps);
+            rstd[b] = r;
+            for (std::int64_t k = 0; k < s.cpg; ++k) {
+                const std::int64_t c = s.channel(b, k), o = b * m + k * s.spatial;
+                const T ga = gamma ? gamma[c] : T(1), be = beta ? beta[c] : T(0);
+                const T* xr = x + o;
+                T* yr = y + o;
+                T* hr = xhat ? xhat + o : nullptr;
+                for (std::int64_t j = 0; j < s.spatial; ++j) {
+                    const T h = static_cast<T>((static_cast<double>(xr[j]) - mu) * r);
+                    if (hr) hr[j] = h;
+                    const T v = h * ga + be;
+                    yr[j] = relu ? (v > T(0) ? v : T(0)) : v;
+                }
+            }
+        }
+    });
+}
+
+template <class T>
+void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* rstd, const T* gamma,
+                   const T* y_relu, T* gx, T* ggamma, T* gbeta) {
+    const std::int64_t m = s.m, cpg = s.cpg, sp = s.spatial;
+    // Per-block, per-channel sums of g xhat and g (double), reduced over blocks in order afterwards.
+    const bool params = ggamma || gbeta;
+    std::vector<double> part(params ? static_cast<std::size_t>(s.blocks * cpg * 2) : 0);
+    auto gval = [&](std::int64_t i) -> double {
+        return y_relu && !(y_relu[i] > T(0)) ? 0.0 : static_cast<double>(g[i]);
+    };
+    parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t b = lo; b < hi; ++b) {
+            const std::int64_t o = b * m;
+            double s1 = 0.0, s2 = 0.0;  // sum d, sum d xhat with d = g gamma
+            if (sp == 1) {              // one element per channel (layer norm): flat sums over the block
+                auto ga = [&](std::int64_t k) {
+                    return gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
+                };
+                s1 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k); });
+                s2 = sum8(m, [&](std::int64_t k) {
+                    return gval(o + k) * ga(k) * static_cast<double>(xhat[o + k]);
+                });
+                if (params)
+                    for (std::int64_t k = 0; k < m; ++k) {
+                        part[static_cast<std::size_t>((b * cpg + k) * 2)] =
+                            gval(o + k) * static_cast<double>(xhat[o + k]);
+                        part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = gval(o + k);
+                    }
+            }
+            for (std::int64_t k = 0; k < cpg && sp != 1; ++k) {
+                const std::int64_t ok = o + k * sp;
+                const double sg = sum8(sp, [&](std::int64_t j) { return gval(ok + j); });
+                const double sgh = sum8(
+                    sp, [&](std::int64_t j) { return gval(ok + j) * static_cast<double>(xhat[ok + j]); });
+                if (params) {
+                    part[static_cast<std::size_t>((b * cpg + k) * 2)] = sgh;
+                    part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = sg;
+                }
+                const double ga = gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
+                s1 += ga * sg;
+                s2 += ga * sgh;
+            }
+            if (!gx) continue;
+            const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m), r = rstd[b];
+            for (std::int64_t k = 0; k < cpg; ++k) {
+                const std::int64_t ok = o + k * sp;
+                const double ga = gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
+                for (std::int64_t j = 0; j < sp; ++j)
+                    gx[ok + j] =
+                        static_cast<T>(r * (gval(ok + j) * ga - a1 - static_cast<double>(xhat[ok + j]) * a2));
+            }
+        }
+    });
+    if (!params) return;
+    std::vector<double> acc(static_cast<std::size_t>(s.channels * 2), 0.0);
+    for (std::int64_t b = 0; b < s.blocks; ++b)
+        for (std::int64_t k = 0; k < cpg; ++k) {
+            const auto c = static_cast<std::size_t>(s.channel(b, k));
+            acc[2 * c] += part[static_cast<std::size_t>((b * cpg + k) * 2)];
+            acc[2 * c + 1] += part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)];
+        }
+    for (std::int64_t c = 0; c < s.channels; ++c) {
+        if (ggamma) ggamma[c] += static_cast<T>(acc[static_cast<std::size_t>(2 * c)]);
+        if (gbeta) gbeta[c] += static_cast<T>(acc[static_cast<std::size_t>(2 * c + 1)]);
+    }
+}
+
+template void norm_forward<float>(const NormShape&, const float*, const float*, const float*, double, float*,
+                                  float*, double*, bool);
+template void norm_forward<double>(const NormShape&, const double*, const double*, const double*, double,
+                                   double*, double*, double*, bool);
+template void norm_backward<float>(const NormShape&, const float*, const float*, const double*, const float*,
+                                   const float*, float*, float*, float*);
+template void norm_backward<double>(const NormShape&, const double*, const double*, const double*,
+                                    const double*, const double*, double*, double*, double*);
+
+}  // namespace sdeuq::kernels
