@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,20 +17,28 @@ namespace sdeuq::experiment {
 
 struct CommonArgs {
     std::uint64_t seed = 0;
-    bool quick = true;  // --quick (default) or --full
+    bool quick = true;  // --quick (default) or --full (giving both is a usage error)
+    bool anomaly = false; // --anomaly or SDEUQ_ANOMALY=1: the engine's anomaly mode (autodiff/tape.hpp)
     int threads = 0;    // 0: the build default / SDEUQ_THREADS
     std::string out;    // result directory
     std::string data;   // data directory ("" = default)
     bool resume = true; // continue from a checkpoint in `out` when one matches the configuration
 };
 
-// Adds --seed, --quick, --full, --threads, --out, --data, --no-resume to app; `default_out` is relative
+// Adds --seed, --quick, --full, --threads, --out, --data, --no-resume, --anomaly to app; `default_out` is relative
 // to the repository root (e.g. "results/two_moons").
 void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& default_out);
 // Applies --threads, creates the output directory. Call after parsing.
 void apply_common(const CommonArgs& args);
-// Parses argv with CLI11; prints errors (naming the flag and its allowed values) and exits non-zero.
-#define SDEUQ_PARSE(app, argc, argv) CLI11_PARSE(app, argc, argv)
+// Parses argv with CLI11. --help prints the help and returns 0 from main; a bad flag or value prints one
+// line naming the flag and what is allowed and returns 2 from main.
+#define SDEUQ_PARSE(app, argc, argv)                                   \
+    try {                                                              \
+        (app).parse((argc), (argv));                                   \
+    } catch (const CLI::ParseError& e_) {                              \
+        return ::sdeuq::experiment::parse_error_exit((app), e_);       \
+    }
+int parse_error_exit(CLI::App& app, const CLI::ParseError& e);
 
 std::string mode_name(const CommonArgs& args);
 
@@ -64,5 +73,31 @@ private:
 };
 
 double wall_seconds();
+
+// ---- errors: one clear line and an exit status, never std::terminate --------------------------------------
+
+// A bad flag value or combination found after parsing (exit status 2).
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Every experiment's main is `return experiment::run_main("name", argc, argv, run);`. It runs `body` and turns
+// what escapes it into one line "name: error: <what>" on stderr: UsageError and CLI11 errors exit 2 (bad
+// usage); anything else (a missing or corrupt file, a foreign checkpoint, an unwritable --out, a full disk,
+// a bad SDEUQ_* variable, a NaN loss) exits 1; std::bad_alloc says that memory ran out.
+int run_main(const char* name, int argc, char** argv, int (*body)(int, char**));
+
+// CLI11 validators that refuse what CLI::PositiveNumber lets through (nan, inf): a finite number > 0,
+// resp. >= 0.
+extern const CLI::Validator PositiveFinite;
+extern const CLI::Validator NonNegativeFinite;
+// A non-negative integer written in decimal digits only (no sign, no blank, no overflow): for size_t and
+// uint64 options, which CLI11 would otherwise saturate ("-1" -> 2^64-1) or reject with a vague message.
+extern const CLI::Validator NonNegativeInteger;
+
+// The per-batch loss check every training loop makes: throws (exit 1) naming what was trained, the epoch
+// and the batch when `loss` is NaN or infinite, with the hint to rerun with --anomaly, instead of training
+// on to the end and failing in the metrics.
+void check_loss(double loss, const std::string& what, std::int64_t epoch, std::int64_t batch);
 
 }  // namespace sdeuq::experiment

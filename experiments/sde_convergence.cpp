@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "autodiff/parallel.hpp"
+#include "experiments/common.hpp"
 #include "sde/integrate.hpp"
 #include "sde/test_sdes.hpp"
 
@@ -324,18 +325,19 @@ json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     Config cfg;
     CLI::App app{
         "Strong convergence orders of the SDE solvers (sde/solvers.hpp) on SDEs with known solutions"};
     bool quick = false;
-    app.add_option("--seed", cfg.seed, "seed of the Brownian paths");
+    app.add_option("--seed", cfg.seed, "seed of the Brownian paths")
+        ->check(sdeuq::experiment::NonNegativeInteger);
     app.add_flag("--quick", quick, "200 paths, dt = 2^-3..2^-8, reference dt 2^-14 (default)");
     app.add_flag("--full", cfg.full, "1000 paths, dt = 2^-3..2^-11, reference dt 2^-16");
-    app.add_option("--threads", cfg.threads, "worker threads (one SDE each at a time)")
-        ->check(CLI::PositiveNumber);
+    app.add_option("--threads", cfg.threads, "worker threads (one SDE each at a time, 1-64)")
+        ->check(CLI::Range(1, 64));
     app.add_option("--out", cfg.out, "output directory");
-    CLI11_PARSE(app, argc, argv);
+    SDEUQ_PARSE(app, argc, argv);
     if (quick && cfg.full) {
         std::fprintf(stderr, "sde_convergence: --quick and --full exclude each other\n");
         return 2;
@@ -449,3 +451,6 @@ int main(int argc, char** argv) {
                 total_seconds);
     return 0;
 }
+
+// Every error ends in one line naming its cause and exit status 1 or 2 (experiments/common.hpp).
+int main(int argc, char** argv) { return sdeuq::experiment::run_main("sde_convergence", argc, argv, run); }
