@@ -1,5 +1,6 @@
 #include "nn/checkpoint.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -431,7 +432,12 @@ std::optional<nlohmann::json> checkpoint_to_resume(const std::string& path, cons
     if (theirs == identity) return meta;
     std::string what;
     int shown = 0;
-    for (const auto& op : nlohmann::json::diff(theirs, identity)) {
+    // Shortest paths first: "/dataset" or "/slot" say more than the fields of a data file.
+    auto ops = nlohmann::json::diff(theirs, identity);
+    std::stable_sort(ops.begin(), ops.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+        return a["path"].get<std::string>().size() < b["path"].get<std::string>().size();
+    });
+    for (const auto& op : ops) {
         if (++shown > 4) {
             what += "; ...";
             break;
