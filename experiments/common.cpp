@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <stdexcept>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "autodiff/parallel.hpp"
@@ -92,6 +94,42 @@ void apply_common(const CommonArgs& args) {
         throw UsageError(fmt::format("--out {}: exists and is not a directory", args.out));
     fs::create_directories(args.out, ec);
     if (ec) throw std::runtime_error(fmt::format("--out {}: cannot create the directory: {}", args.out, ec.message()));
+    lock_out(args.out);
+}
+
+void lock_out(const std::string& out) {
+    // One run per --out: an flock on <out>/.lock, held until the process ends (the kernel drops it when the
+    // process dies, so a killed run never leaves a stale lock). The file holds the owner's pid for the message.
+    static int fd = -1;
+    if (fd >= 0) return;
+    const std::string path = (fs::path(out) / ".lock").string();
+    const int f = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) throw std::runtime_error(fmt::format("--out {}: cannot create {}: {}", out, path, std::strerror(errno)));
+    if (::flock(f, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = {};
+        const auto n = ::pread(f, buf, sizeof buf - 1, 0);
+        ::close(f);
+        throw std::runtime_error(fmt::format("--out {}: another run (pid {}) is writing there; wait for it to "
+                                             "finish or choose another --out",
+                                             out, n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?"));
+    }
+    const std::string pid = std::to_string(::getpid());
+    if (::ftruncate(f, 0) != 0 || ::pwrite(f, pid.data(), pid.size(), 0) < 0) {
+        // The pid is only for the message of a second run; the lock itself is held.
+    }
+    fd = f;
+    // With the lock held no other run writes here: temporary files left by a killed run (write_atomic's
+    // "<file>.tmp.<pid>", the checkpoint writer's "<file>.tmp") are removed.
+    std::error_code ec;
+    for (const fs::path& dir : {fs::path(out), fs::path(out) / "checkpoints"}) {
+        if (!fs::is_directory(dir, ec)) continue;
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (e.is_regular_file(ec) && (name.find(".tmp.") != std::string::npos ||
+                                          (name.size() > 4 && name.ends_with(".tmp"))))
+                fs::remove(e.path(), ec);
+        }
+    }
 }
 
 std::string mode_name(const CommonArgs& args) { return args.quick ? "quick" : "full"; }

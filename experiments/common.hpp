@@ -28,8 +28,12 @@ struct CommonArgs {
 // Adds --seed, --quick, --full, --threads, --out, --data, --no-resume, --anomaly to app; `default_out` is relative
 // to the repository root (e.g. "results/two_moons").
 void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& default_out);
-// Applies --threads, creates the output directory. Call after parsing.
+// Applies --threads, --anomaly, checks SDEUQ_THREADS / SDEUQ_ANOMALY, creates the output directory and
+// locks it (lock_out). Call after parsing.
 void apply_common(const CommonArgs& args);
+// Takes <out>/.lock for the rest of the process (a second run on the same --out fails, exit 1, naming the
+// first one's pid) and removes temporary files a killed run left in <out> and <out>/checkpoints.
+void lock_out(const std::string& out);
 // Parses argv with CLI11. --help prints the help and returns 0 from main; a bad flag or value prints one
 // line naming the flag and what is allowed and returns 2 from main.
 #define SDEUQ_PARSE(app, argc, argv)                                   \

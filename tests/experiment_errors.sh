@@ -71,5 +71,15 @@ expect 0 "" "${mb[@]}" --epochs 2 --no-resume --out "$tmp/mb"
 # A truncated checkpoint names the file.
 head -c 100 "$ck/mnist_member0.ckpt" > "$tmp/t" && mv "$tmp/t" "$ck/mnist_member0.ckpt"
 expect 1 "$ck/mnist_member0.ckpt" "${mb[@]}" --epochs 2 --out "$tmp/mb"
+# One run per --out (a lock), and a killed run's temporary files are cleaned by the next one.
+mkdir -p "$tmp/locked" && echo partial > "$tmp/locked/results.json.tmp.99999"
+"$bin/two_moons" --epochs 400 --ensemble 1 --mc-samples 1 --threads 1 --out "$tmp/locked" > /dev/null 2>&1 &
+first=$!
+for _ in $(seq 100); do [[ -s "$tmp/locked/.lock" ]] && break; sleep 0.1; done
+expect 1 "another run (pid $first) is writing there" "${tm[@]}" --out "$tmp/locked"
+[[ ! -e "$tmp/locked/results.json.tmp.99999" ]] || { echo "FAILED: leftover temporary file"; fails=$((fails + 1)); }
+kill "$first" 2>/dev/null || true
+wait "$first" 2>/dev/null || true
+expect 0 "" "${tm[@]}" --out "$tmp/locked"   # the lock died with its process
 [[ "$fails" == 0 ]] || { echo "$fails failed"; exit 1; }
 echo "all error and checkpoint-identity cases behave"
