@@ -308,6 +308,7 @@ TrainOut train(const TrainMethod& tm, const Settings& s, const OuData& data, std
         opt.zero_grad();
         Var ys = sdeint(sde, Var(data.y0), data.ts, bm, so, &stats);
         Var l = moment_loss(ys, target_mean, target_std);
+        experiment::check_loss(l.item(), tm.name, it, 0);  // one batch per iteration
         backward(l);
         opt.step();
         out.loss.push_back(l.item());
@@ -341,7 +342,7 @@ TrainOut train(const TrainMethod& tm, const Settings& s, const OuData& data, std
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{
         "adjoint_vs_backprop: gradient error against dt and training curves of the SDE gradient "
         "estimators"};
@@ -362,8 +363,7 @@ int main(int argc, char** argv) {
         if (app.count("--eval-paths") == 0) s.eval_paths = 32;
     }
     if (s.k_min > s.k_max || s.k_max > s.k_ref) {
-        std::fprintf(stderr, "adjoint_vs_backprop: need --k-min <= --k-max <= --k-ref\n");
-        return 2;
+        throw experiment::UsageError("need --k-min <= --k-max <= --k-ref");
     }
     experiment::apply_common(args);
     register_adjoint_estimators();
@@ -475,3 +475,6 @@ int main(int argc, char** argv) {
     }
     return 0;
 }
+
+// Every error ends in one line naming its cause and exit status 1 or 2 (experiments/common.hpp).
+int main(int argc, char** argv) { return sdeuq::experiment::run_main("adjoint_vs_backprop", argc, argv, run); }

@@ -1,6 +1,10 @@
 #include "experiments/common.hpp"
 
 #include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <new>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -8,9 +12,12 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <stdexcept>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "autodiff/parallel.hpp"
+#include "autodiff/tape.hpp"
 
 #ifndef SDEUQ_SOURCE_DIR
 #define SDEUQ_SOURCE_DIR "."
@@ -52,8 +59,12 @@ double wall_seconds() {
 
 void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& default_out) {
     args.out = std::string(SDEUQ_SOURCE_DIR) + "/" + default_out;
-    app.add_option("--seed", args.seed, "random seed")->capture_default_str();
-    app.add_flag("--quick{true},--full{false}", args.quick, "quick mode (default) or the paper-scale settings");
+    app.add_option("--seed", args.seed, "random seed (0 to 2^64-1)")->capture_default_str()->check(NonNegativeInteger);
+    auto* quick = app.add_flag_callback("--quick", [&args] { args.quick = true; }, "quick mode (the default)");
+    auto* full = app.add_flag_callback("--full", [&args] { args.quick = false; }, "the paper-scale settings");
+    quick->excludes(full);
+    app.add_flag("--anomaly", args.anomaly,
+                 "anomaly mode: every op checks its output and gradients for NaN/Inf (also SDEUQ_ANOMALY=1)");
     app.add_option("--threads", args.threads, "kernel threads (1-64; default: build default or SDEUQ_THREADS)")
         ->check(CLI::Range(1, 64));
     app.add_option("--out", args.out, "output directory")->capture_default_str();
@@ -85,8 +96,63 @@ const GitState& git_state() {
 
 void apply_common(const CommonArgs& args) {
     git_state();
-    if (args.threads > 0) set_num_threads(args.threads);
-    fs::create_directories(args.out);
+    try {
+        if (args.threads > 0) {
+            set_num_threads(args.threads);
+        } else {
+            (void)num_threads();  // reads and checks SDEUQ_THREADS now, not in the middle of the run
+        }
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    bool anomaly = args.anomaly;
+    if (const char* e = std::getenv("SDEUQ_ANOMALY"); e && *e) {
+        const std::string v = e;
+        if (v != "0" && v != "1") throw UsageError(fmt::format("SDEUQ_ANOMALY='{}': expected 0 or 1", v));
+        anomaly = anomaly || v == "1";
+    }
+    set_anomaly_mode(anomaly);
+    std::error_code ec;
+    if (fs::exists(args.out, ec) && !fs::is_directory(args.out, ec))
+        throw UsageError(fmt::format("--out {}: exists and is not a directory", args.out));
+    fs::create_directories(args.out, ec);
+    if (ec) throw std::runtime_error(fmt::format("--out {}: cannot create the directory: {}", args.out, ec.message()));
+    lock_out(args.out);
+}
+
+void lock_out(const std::string& out) {
+    // One run per --out: an flock on <out>/.lock, held until the process ends (the kernel drops it when the
+    // process dies, so a killed run never leaves a stale lock). The file holds the owner's pid for the message.
+    static int fd = -1;
+    if (fd >= 0) return;
+    const std::string path = (fs::path(out) / ".lock").string();
+    const int f = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) throw std::runtime_error(fmt::format("--out {}: cannot create {}: {}", out, path, std::strerror(errno)));
+    if (::flock(f, LOCK_EX | LOCK_NB) != 0) {
+        char buf[32] = {};
+        const auto n = ::pread(f, buf, sizeof buf - 1, 0);
+        ::close(f);
+        throw std::runtime_error(fmt::format("--out {}: another run (pid {}) is writing there; wait for it to "
+                                             "finish or choose another --out",
+                                             out, n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?"));
+    }
+    const std::string pid = std::to_string(::getpid());
+    if (::ftruncate(f, 0) != 0 || ::pwrite(f, pid.data(), pid.size(), 0) < 0) {
+        // The pid is only for the message of a second run; the lock itself is held.
+    }
+    fd = f;
+    // With the lock held no other run writes here: temporary files left by a killed run (write_atomic's
+    // "<file>.tmp.<pid>", the checkpoint writer's "<file>.tmp") are removed.
+    std::error_code ec;
+    for (const fs::path& dir : {fs::path(out), fs::path(out) / "checkpoints"}) {
+        if (!fs::is_directory(dir, ec)) continue;
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            const std::string name = e.path().filename().string();
+            if (e.is_regular_file(ec) && (name.find(".tmp.") != std::string::npos ||
+                                          (name.size() > 4 && name.ends_with(".tmp"))))
+                fs::remove(e.path(), ec);
+        }
+    }
 }
 
 namespace {
@@ -206,5 +272,78 @@ void Progress::finish() {
 }
 
 Progress::~Progress() { finish(); }
+
+namespace {
+std::string& program_name() {
+    static std::string n = "experiment";
+    return n;
+}
+}  // namespace
+
+int parse_error_exit(CLI::App& app, const CLI::ParseError& e) {
+    if (dynamic_cast<const CLI::CallForHelp*>(&e) || dynamic_cast<const CLI::CallForAllHelp*>(&e) ||
+        dynamic_cast<const CLI::CallForVersion*>(&e))
+        return app.exit(e);
+    std::fprintf(stderr, "%s: error: %s (see --help)\n", program_name().c_str(), e.what());
+    return 2;
+}
+
+int run_main(const char* name, int argc, char** argv, int (*body)(int, char**)) {
+    program_name() = name;
+    auto say = [&](const std::string& what) { std::fprintf(stderr, "%s: error: %s\n", name, what.c_str()); };
+    try {
+        return body(argc, argv);
+    } catch (const UsageError& e) {
+        say(e.what());
+        return 2;
+    } catch (const CLI::Error& e) {
+        say(std::string(e.what()) + " (see --help)");
+        return 2;
+    } catch (const std::bad_alloc&) {
+        say("out of memory (a data set or configuration too large for this machine?)");
+        return 1;
+    } catch (const std::exception& e) {
+        say(e.what());
+        return 1;
+    } catch (...) {
+        say("unknown exception");
+        return 1;
+    }
+}
+
+namespace {
+template <bool allow_zero>
+std::string finite_check(const std::string& s) {
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || errno == ERANGE)
+        return fmt::format("'{}' is not a finite number", s);
+    if (allow_zero ? v < 0 : v <= 0) return fmt::format("'{}' must be {} 0", s, allow_zero ? ">=" : ">");
+    return "";
+}
+}  // namespace
+
+const CLI::Validator PositiveFinite(finite_check<false>, "FINITE > 0", "PositiveFinite");
+const CLI::Validator NonNegativeFinite(finite_check<true>, "FINITE >= 0", "NonNegativeFinite");
+const CLI::Validator NonNegativeInteger(
+    [](const std::string& s) -> std::string {
+        std::uint64_t v = 0;
+        const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+            return fmt::format("'{}' is not a non-negative integer (decimal digits only)", s);
+        if (r.ec == std::errc::result_out_of_range) return fmt::format("'{}' is larger than 2^64-1", s);
+        if (r.ec != std::errc() || r.ptr != s.data() + s.size()) return fmt::format("'{}' is not an integer", s);
+        return "";
+    },
+    "UINT", "NonNegativeInteger");
+
+void check_loss(double loss, const std::string& what, std::int64_t epoch, std::int64_t batch) {
+    if (std::isfinite(loss)) return;
+    throw std::runtime_error(fmt::format(
+        "the training loss of {} is {} in epoch {}, batch {}: rerun with --anomaly (or SDEUQ_ANOMALY=1) to "
+        "find the op that produced it",
+        what, std::isnan(loss) ? "NaN" : (loss > 0 ? "+Inf" : "-Inf"), epoch, batch));
+}
 
 }  // namespace sdeuq::experiment

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,23 +17,33 @@ namespace sdeuq::experiment {
 
 struct CommonArgs {
     std::uint64_t seed = 0;
-    bool quick = true;  // --quick (default) or --full
+    bool quick = true;  // --quick (default) or --full (giving both is a usage error)
+    bool anomaly = false; // --anomaly or SDEUQ_ANOMALY=1: the engine's anomaly mode (autodiff/tape.hpp)
     int threads = 0;    // 0: the build default / SDEUQ_THREADS
     std::string out;    // result directory
     std::string data;   // data directory ("" = default)
     bool resume = true; // continue from a checkpoint in `out` when one matches the configuration
 };
 
-// Adds --seed, --quick, --full, --threads, --out, --data, --no-resume to app; `default_out` is relative
+// Adds --seed, --quick, --full, --threads, --out, --data, --no-resume, --anomaly to app; `default_out` is relative
 // to the repository root (e.g. "results/two_moons").
 void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& default_out);
-// Applies --threads, creates the output directory. Call after parsing.
+// Applies --threads, --anomaly, checks SDEUQ_THREADS / SDEUQ_ANOMALY, creates the output directory and
+// locks it (lock_out). Call after parsing.
 void apply_common(const CommonArgs& args);
-// Parses argv with CLI11; prints errors (naming the flag and its allowed values) and exits non-zero.
-// Also records the command line for provenance() (see record_command).
-#define SDEUQ_PARSE(app, argc, argv)                        \
-    ::sdeuq::experiment::record_command((argc), (argv));    \
-    CLI11_PARSE(app, argc, argv)
+// Takes <out>/.lock for the rest of the process (a second run on the same --out fails, exit 1, naming the
+// first one's pid) and removes temporary files a killed run left in <out> and <out>/checkpoints.
+void lock_out(const std::string& out);
+// Records the command (record_command) and parses argv with CLI11. --help prints the help and returns 0 from main; a bad flag or value prints one
+// line naming the flag and what is allowed and returns 2 from main.
+#define SDEUQ_PARSE(app, argc, argv)                                   \
+    ::sdeuq::experiment::record_command((argc), (argv));               \
+    try {                                                              \
+        (app).parse((argc), (argv));                                   \
+    } catch (const CLI::ParseError& e_) {                              \
+        return ::sdeuq::experiment::parse_error_exit((app), e_);       \
+    }
+int parse_error_exit(CLI::App& app, const CLI::ParseError& e);
 
 // Records the command that reproduces the results: the program's name and its arguments without the ones
 // that do not change them (--out, --threads, --data, --no-resume), so that runs with 1 and 2 threads into
@@ -75,5 +86,31 @@ private:
 };
 
 double wall_seconds();
+
+// ---- errors: one clear line and an exit status, never std::terminate --------------------------------------
+
+// A bad flag value or combination found after parsing (exit status 2).
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Every experiment's main is `return experiment::run_main("name", argc, argv, run);`. It runs `body` and turns
+// what escapes it into one line "name: error: <what>" on stderr: UsageError and CLI11 errors exit 2 (bad
+// usage); anything else (a missing or corrupt file, a foreign checkpoint, an unwritable --out, a full disk,
+// a bad SDEUQ_* variable, a NaN loss) exits 1; std::bad_alloc says that memory ran out.
+int run_main(const char* name, int argc, char** argv, int (*body)(int, char**));
+
+// CLI11 validators that refuse what CLI::PositiveNumber lets through (nan, inf): a finite number > 0,
+// resp. >= 0.
+extern const CLI::Validator PositiveFinite;
+extern const CLI::Validator NonNegativeFinite;
+// A non-negative integer written in decimal digits only (no sign, no blank, no overflow): for size_t and
+// uint64 options, which CLI11 would otherwise saturate ("-1" -> 2^64-1) or reject with a vague message.
+extern const CLI::Validator NonNegativeInteger;
+
+// The per-batch loss check every training loop makes: throws (exit 1) naming what was trained, the epoch
+// and the batch when `loss` is NaN or infinite, with the hint to rerun with --anomaly, instead of training
+// on to the end and failing in the metrics.
+void check_loss(double loss, const std::string& what, std::int64_t epoch, std::int64_t batch);
 
 }  // namespace sdeuq::experiment

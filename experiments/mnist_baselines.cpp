@@ -50,7 +50,7 @@ json evaluate(const std::vector<double>& p_in, const data::Dataset& in, const st
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{"mnist_baselines: deterministic conv net, MC dropout and deep ensemble on MNIST and Fashion-MNIST"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/mnist_baselines");
@@ -60,10 +60,12 @@ int main(int argc, char** argv) {
     auto* o_groups = app.add_option("--groups", s.groups, "GroupNorm groups (must divide --width)")->check(CLI::Range(1, 512));
     auto* o_blocks = app.add_option("--blocks", s.blocks, "residual conv blocks")->check(CLI::Range(0, 32));
     auto* o_ens = app.add_option("--ensemble", s.ensemble, "ensemble members")->check(CLI::Range(1, 50));
-    auto* o_train = app.add_option("--train-subset", s.train_subset, "training images per data set (0 = all)");
-    auto* o_eval = app.add_option("--eval-subset", s.eval_subset, "test images per data set (0 = all)");
+    auto* o_train = app.add_option("--train-subset", s.train_subset, "training images per data set (0 = all)")
+        ->check(experiment::NonNegativeInteger);
+    auto* o_eval = app.add_option("--eval-subset", s.eval_subset, "test images per data set (0 = all)")
+        ->check(experiment::NonNegativeInteger);
     app.add_option("--mc-samples", s.mc_samples, "MC dropout samples")->check(CLI::Range(1, 1000));
-    app.add_option("--lr", s.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--lr", s.lr, "Adam learning rate")->check(experiment::PositiveFinite);
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {  // paper-scale: SDE-Net's width 64, two residual blocks, all data
         if (!o_epochs->count()) s.epochs = 20;
@@ -76,8 +78,7 @@ int main(int argc, char** argv) {
         if (!o_ens->count()) s.ensemble = 5;
     }
     if (s.width % s.groups != 0) {
-        std::fprintf(stderr, "mnist_baselines: --groups %d must divide --width %lld\n", s.groups, static_cast<long long>(s.width));
-        return 2;
+        throw experiment::UsageError(fmt::format("--groups {} must divide --width {}", s.groups, s.width));
     }
     experiment::apply_common(args);
     const fs::path data_dir = data::resolve_data_dir(args.data);
@@ -87,21 +88,21 @@ int main(int argc, char** argv) {
         data::Dataset train, test;
     };
     std::vector<Named> sets;
-    try {
-        sets.push_back({"mnist", data::load_mnist(data_dir, data::Split::train), data::load_mnist(data_dir, data::Split::test)});
-        sets.push_back({"fashion_mnist", data::load_fashion_mnist(data_dir, data::Split::train),
-                        data::load_fashion_mnist(data_dir, data::Split::test)});
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "mnist_baselines: %s\n", e.what());
-        return 1;
-    }
+    sets.push_back({"mnist", data::load_mnist(data_dir, data::Split::train), data::load_mnist(data_dir, data::Split::test)});
+    sets.push_back({"fashion_mnist", data::load_fashion_mnist(data_dir, data::Split::train),
+                    data::load_fashion_mnist(data_dir, data::Split::test)});
     // Each model sees its training set normalised by that set's constants; the OOD set is normalised the
     // same way (the model cannot know an input is from elsewhere).
     json config = {{"epochs", s.epochs}, {"batch", s.batch}, {"lr", s.lr}, {"optimizer", "adam"}, {"width", s.width}, {"groups", s.groups},
                    {"residual_blocks", s.blocks}, {"dropout", s.dropout}, {"mc_samples", s.mc_samples},
                    {"ensemble", s.ensemble}, {"train_subset", s.train_subset}, {"eval_subset", s.eval_subset},
                    {"ood_score", "max softmax probability"}};
-    const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
+    // What each checkpoint belongs to (nn::checkpoint_to_resume): with the data set, its training files'
+    // checksums and the model slot added per model below.
+    const json run_identity = {{"experiment", "mnist_baselines"}, {"config", config}, {"seed", args.seed}};
+    const json train_files = {{"mnist", nn::file_identity(data::mnist_files(data_dir, data::Split::train))},
+                              {"fashion_mnist",
+                               nn::file_identity(data::fashion_mnist_files(data_dir, data::Split::train))}};
     json results, timings;
     const std::int64_t total = static_cast<std::int64_t>(sets.size()) * s.epochs * (s.ensemble + 1);
     experiment::Progress bar("mnist_baselines", total);
@@ -117,11 +118,19 @@ int main(int argc, char** argv) {
         data::normalize(te, st);
         data::normalize(ood, st);
         auto ck = [&](const std::string& m) { return (fs::path(args.out) / "checkpoints" / (in.name + "_" + m + ".ckpt")).string(); };
+        auto identity = [&](const std::string& slot) {
+            json id = run_identity;
+            id["dataset"] = in.name;
+            id["data_files"] = train_files[in.name];
+            id["slot"] = slot;
+            return id;
+        };
         json res, tim;
         std::vector<double> ens_in(te.n * 10, 0.0), ens_out(ood.n * 10, 0.0);
         for (int k = 0; k < s.ensemble; ++k) {
             auto tr_res = train(tr, 0.0, args.seed * 7919 + 100 * d + static_cast<std::uint64_t>(k), s,
-                                ck("member" + std::to_string(k)), config_key, args.resume, bar, done);
+                                ck("member" + std::to_string(k)), identity("member" + std::to_string(k)),
+                                args.resume, bar, done);
             const double t0 = experiment::wall_seconds();
             auto p_in = predict(*tr_res.model, te, 0), p_out = predict(*tr_res.model, ood, 0);
             const double ti = experiment::wall_seconds() - t0;
@@ -134,7 +143,7 @@ int main(int argc, char** argv) {
         }
         res["deep_ensemble"] = evaluate(ens_in, te, ens_out);
         {
-            auto tr_res = train(tr, s.dropout, args.seed * 7919 + 100 * d + 99, s, ck("dropout"), config_key,
+            auto tr_res = train(tr, s.dropout, args.seed * 7919 + 100 * d + 99, s, ck("dropout"), identity("dropout"),
                                 args.resume, bar, done);
             const double t0 = experiment::wall_seconds();
             auto p_in = predict(*tr_res.model, te, s.mc_samples), p_out = predict(*tr_res.model, ood, s.mc_samples);
@@ -168,3 +177,6 @@ int main(int argc, char** argv) {
                         r["ood_auroc"].get<double>());
     return 0;
 }
+
+// Every error ends in one line naming its cause and exit status 1 or 2 (experiments/common.hpp).
+int main(int argc, char** argv) { return sdeuq::experiment::run_main("mnist_baselines", argc, argv, run); }

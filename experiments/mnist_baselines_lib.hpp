@@ -67,7 +67,7 @@ struct TrainResult {
 };
 
 inline TrainResult train(const data::Dataset& train_set, double dropout, std::uint64_t seed,
-                         const Settings& s, const std::string& ckpt_path, const std::string& config_key,
+                         const Settings& s, const std::string& ckpt_path, const nlohmann::json& identity,
                          bool resume, experiment::Progress& bar, std::int64_t& done) {
     Generator gen(seed, 1);
     nn::ConvNetConfig cfg;
@@ -80,16 +80,13 @@ inline TrainResult train(const data::Dataset& train_set, double dropout, std::ui
     nn::Adam opt(r.model->trainable_parameters(), {.lr = s.lr});
     auto gens = r.model->named_generators();
     int start = 0;
-    if (resume && std::filesystem::exists(ckpt_path)) {
-        // The checkpoint is used only if it was written by the same configuration.
-        auto meta = nlohmann::json::parse(nn::read_checkpoint_file(ckpt_path).metadata);
-        if (meta.value("config", "") == config_key) {
-            nn::load_checkpoint(ckpt_path, *r.model, &opt, gens);
-            start = meta.value("epochs_done", 0);
-            r.epoch_seconds = meta.value("epoch_seconds", std::vector<double>{});
-            done += start;
-            std::fprintf(stderr, "resuming %s after epoch %d\n", ckpt_path.c_str(), start);
-        }
+    // Resumed only when it belongs to this run (nn/checkpoint.hpp: a foreign checkpoint is refused).
+    if (auto meta = nn::checkpoint_to_resume(ckpt_path, identity, resume)) {
+        nn::load_checkpoint(ckpt_path, *r.model, &opt, gens);
+        start = meta->value("epochs_done", 0);
+        r.epoch_seconds = meta->value("epoch_seconds", std::vector<double>{});
+        done += start;
+        std::fprintf(stderr, "resuming %s after epoch %d\n", ckpt_path.c_str(), start);
     }
     data::BatchIterator it(train_set.n, s.batch, seed);
     std::vector<std::int32_t> yb;
@@ -97,16 +94,19 @@ inline TrainResult train(const data::Dataset& train_set, double dropout, std::ui
     for (int e = start; e < s.epochs; ++e) {
         const double t0 = experiment::wall_seconds();
         it.start_epoch(static_cast<std::uint64_t>(e));
-        for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
+        std::int64_t b = 0;
+        for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++b) {
             Tensor x = batch_tensor(train_set, idx, yb);
             opt.zero_grad();
-            backward(cross_entropy(r.model->forward(Var(x)), yb));
+            Var loss = cross_entropy(r.model->forward(Var(x)), yb);
+            experiment::check_loss(loss.item(), ckpt_path, e, b);
+            backward(loss);
             opt.step();
             reset_tape();
         }
         r.epoch_seconds.push_back(experiment::wall_seconds() - t0);
         nlohmann::json meta = {
-            {"config", config_key}, {"epochs_done", e + 1}, {"epoch_seconds", r.epoch_seconds}};
+            {"identity", identity}, {"epochs_done", e + 1}, {"epoch_seconds", r.epoch_seconds}};
         nn::save_checkpoint(ckpt_path, *r.model, &opt, meta.dump(), gens);
         bar.update(++done);
     }

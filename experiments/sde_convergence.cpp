@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "autodiff/parallel.hpp"
+#include "experiments/common.hpp"
 #include "sde/integrate.hpp"
 #include "sde/test_sdes.hpp"
 
@@ -268,7 +269,7 @@ json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     Config cfg;
     CLI::App app{
         "Strong convergence orders of the SDE solvers (sde/solvers.hpp) on SDEs with known solutions"};
@@ -294,6 +295,9 @@ int main(int argc, char** argv) {
     // --threads is the number of workers, one SDE each at a time; the kernels run on 1 thread (each worker
     // has its own thread-local tape). Every SDE has its own Brownian seed, so the results do not depend on
     // the number of workers.
+    if (args.threads > 64)
+        throw experiment::UsageError("--threads " + std::to_string(args.threads) +
+                                     ": at most 64 workers (one SDE each)");
     const int workers = args.threads > 0 ? args.threads : 1;
     experiment::apply_common(args);
     set_num_threads(1);
@@ -390,3 +394,6 @@ int main(int argc, char** argv) {
     std::printf("wrote %s/results.json, results.csv, run.json (%.1f s)\n", args.out.c_str(), total_seconds);
     return 0;
 }
+
+// Every error ends in one line naming its cause and exit status 1 or 2 (experiments/common.hpp).
+int main(int argc, char** argv) { return sdeuq::experiment::run_main("sde_convergence", argc, argv, run); }

@@ -351,15 +351,22 @@ int main(int argc, char** argv) {
             auto ck = [&](const std::string& m) {
                 return (fs::path(args.out) / "checkpoints" / (in_name + "_" + m + ".ckpt")).string();
             };
-            const std::string key =
-                config.dump() + fmt::format("|seed={}|in={}|baseline", args.seed, in_name);
+            // What each baseline checkpoint belongs to (nn::checkpoint_to_resume).
+            const json train_files = nn::file_identity(in_name == "mnist"
+                                                           ? data::mnist_files(data_dir, data::Split::train)
+                                                           : data::fashion_mnist_files(data_dir, data::Split::train));
+            auto key = [&](const std::string& slot) {
+                return json{{"experiment", "sdenet_mnist"}, {"config", config}, {"seed", args.seed},
+                            {"dataset", in_name}, {"data_files", train_files}, {"slot", slot}};
+            };
             MethodOutputs det{"deterministic", "max_prob", {}, {}}, ens{"deep_ensemble", "max_prob", {}, {}},
                 mcd{"mc_dropout", "max_prob", {}, {}};
             for (auto& b : bsets) ens.probs.push_back(std::vector<double>(b.n * 10, 0.0));
             std::vector<double> det_secs;
             for (int k = 0; k < bs.ensemble; ++k) {
                 auto r = baselines::train(btr, 0.0, dseed * 31 + static_cast<std::uint64_t>(k), bs,
-                                          ck("member" + std::to_string(k)), key, args.resume, bar, done);
+                                          ck("member" + std::to_string(k)), key("member" + std::to_string(k)),
+                                          args.resume, bar, done);
                 if (k == 0) det_secs = r.epoch_seconds;
                 for (std::size_t j = 0; j < bsets.size(); ++j) {
                     auto p = baselines::predict(*r.model, bsets[j], 0);
@@ -367,7 +374,7 @@ int main(int argc, char** argv) {
                     if (k == 0) det.probs.push_back(std::move(p));
                 }
             }
-            auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key, args.resume,
+            auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key("dropout"), args.resume,
                                       bar, done);
             for (auto& b : bsets) mcd.probs.push_back(baselines::predict(*r.model, b, bs.mc_samples));
             for (auto* m : {&det, &mcd, &ens}) {

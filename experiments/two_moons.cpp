@@ -51,7 +51,8 @@ std::unique_ptr<nn::ResNetClassifier> train_model(bool sngp, std::uint64_t seed,
     for (int e = 0; e < s.epochs; ++e) {
         model->reset_precision();  // the GP precision is an exact sum over each epoch (momentum -1)
         it.start_epoch(static_cast<std::uint64_t>(e));
-        for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
+        std::int64_t b = 0;
+        for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++b) {
             Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 2}, DType::f32);
             yb.clear();
             for (std::size_t i = 0; i < idx.size(); ++i) {
@@ -61,6 +62,7 @@ std::unique_ptr<nn::ResNetClassifier> train_model(bool sngp, std::uint64_t seed,
             }
             opt.zero_grad();
             Var loss = cross_entropy(model->forward(Var(x)), yb);
+            experiment::check_loss(loss.item(), sngp ? "sngp" : fmt::format("model of seed {}", seed), e, b);
             backward(loss);
             opt.step();
             reset_tape();
@@ -114,13 +116,13 @@ std::vector<double> uncertainty(const std::vector<double>& probs) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{"two_moons: SNGP vs deterministic ResNet, MC dropout and deep ensemble on two moons"};
     experiment::CommonArgs args;
     experiment::add_common_flags(app, args, "reports/results/two_moons");
     Settings s;
     app.add_option("--epochs", s.epochs, "training epochs")->check(CLI::Range(1, 100000));
-    app.add_option("--lr", s.lr, "Adam learning rate")->check(CLI::PositiveNumber);
+    app.add_option("--lr", s.lr, "Adam learning rate")->check(experiment::PositiveFinite);
     app.add_option("--mc-samples", s.mc_samples, "MC dropout samples")->check(CLI::Range(1, 1000));
     app.add_option("--ensemble", s.ensemble, "deep ensemble members")->check(CLI::Range(1, 100));
     SDEUQ_PARSE(app, argc, argv);
@@ -159,11 +161,13 @@ int main(int argc, char** argv) {
         double t0 = experiment::wall_seconds();
         auto model = train_model(false, args.seed * 1000 + 1, train, s, bar, done);
         double tt = experiment::wall_seconds() - t0;
-        MethodOut det{.name = "deterministic"};
+        MethodOut det;
+        det.name = "deterministic";
         det.train_seconds = tt;
         eval_all(det, [&](const data::Points2d& p) { return predict(*model, p, Predict::deterministic, 1); });
         outs.push_back(det);
-        MethodOut mc{.name = "mc_dropout"};
+        MethodOut mc;
+        mc.name = "mc_dropout";
         mc.train_seconds = tt;
         eval_all(mc, [&](const data::Points2d& p) { return predict(*model, p, Predict::mc_dropout, s.mc_samples); });
         outs.push_back(mc);
@@ -171,13 +175,15 @@ int main(int argc, char** argv) {
     {
         double t0 = experiment::wall_seconds();
         auto model = train_model(true, args.seed * 1000 + 2, train, s, bar, done);
-        MethodOut sn{.name = "sngp"};
+        MethodOut sn;
+        sn.name = "sngp";
         sn.train_seconds = experiment::wall_seconds() - t0;
         eval_all(sn, [&](const data::Points2d& p) { return predict(*model, p, Predict::sngp, 1); });
         outs.push_back(sn);
     }
     {
-        MethodOut ens{.name = "deep_ensemble"};
+        MethodOut ens;
+        ens.name = "deep_ensemble";
         std::vector<std::unique_ptr<nn::ResNetClassifier>> members;
         double t0 = experiment::wall_seconds();
         for (int k = 0; k < s.ensemble; ++k)
@@ -255,3 +261,6 @@ int main(int argc, char** argv) {
                     timings[name]["train_seconds"].get<double>());
     return 0;
 }
+
+// Every error ends in one line naming its cause and exit status 1 or 2 (experiments/common.hpp).
+int main(int argc, char** argv) { return sdeuq::experiment::run_main("two_moons", argc, argv, run); }

@@ -1,5 +1,6 @@
 #include "nn/checkpoint.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -386,6 +387,72 @@ std::string load_checkpoint(const std::string& path, Module& model, Optimizer* o
         opt->set_lr(lr);
     }
     return ck.metadata;
+}
+
+nlohmann::json file_identity(const std::vector<std::filesystem::path>& files) {
+    nlohmann::json out = nlohmann::json::object();
+    std::vector<char> buf(1 << 20);
+    for (const auto& f : files) {
+        std::ifstream in(f, std::ios::binary);
+        if (!in) throw std::runtime_error(fmt::format("{}: cannot open: {}", f.string(), std::strerror(errno)));
+        uLong crc = crc32(0L, Z_NULL, 0);
+        std::uint64_t bytes = 0;
+        while (in) {
+            in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+            const auto got = static_cast<std::size_t>(in.gcount());
+            crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+            bytes += got;
+        }
+        if (in.bad()) throw std::runtime_error(fmt::format("{}: read error", f.string()));
+        out[f.filename().string()] = {{"bytes", bytes}, {"crc32", fmt::format("{:08x}", crc)}};
+    }
+    return out;
+}
+
+namespace {
+std::string short_json(const nlohmann::json& j) {
+    std::string s = j.dump();
+    return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+}  // namespace
+
+std::optional<nlohmann::json> checkpoint_to_resume(const std::string& path, const nlohmann::json& identity,
+                                                   bool resume) {
+    std::error_code ec;
+    if (!resume || !std::filesystem::exists(path, ec)) return std::nullopt;
+    const CheckpointFile ck = read_checkpoint_file(path);
+    nlohmann::json meta;
+    try {
+        meta = nlohmann::json::parse(ck.metadata);
+    } catch (const nlohmann::json::exception& e) {
+        throw CheckpointError(fmt::format("{}: corrupt checkpoint metadata ({})", path, e.what()));
+    }
+    const nlohmann::json theirs = meta.is_object() && meta.contains("identity") ? meta["identity"]
+                                                                               : nlohmann::json(nullptr);
+    if (theirs == identity) return meta;
+    std::string what;
+    int shown = 0;
+    // Shortest paths first: "/dataset" or "/slot" say more than the fields of a data file.
+    auto ops = nlohmann::json::diff(theirs, identity);
+    std::stable_sort(ops.begin(), ops.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+        return a["path"].get<std::string>().size() < b["path"].get<std::string>().size();
+    });
+    for (const auto& op : ops) {
+        if (++shown > 4) {
+            what += "; ...";
+            break;
+        }
+        const std::string ptr = op["path"].get<std::string>();
+        const nlohmann::json::json_pointer jp(ptr);
+        const std::string here = identity.contains(jp) ? short_json(identity[jp]) : "absent";
+        const std::string there = theirs.is_structured() && theirs.contains(jp) ? short_json(theirs[jp]) : "absent";
+        what += fmt::format("{}{} is {} in the checkpoint, {} in this run", what.empty() ? "" : "; ",
+                            ptr.empty() ? "identity" : ptr, there, here);
+    }
+    throw CheckpointError(fmt::format(
+        "{} belongs to another run ({}): not resumed and not overwritten; to start over, delete it, rerun with "
+        "--no-resume (which overwrites it) or choose another --out",
+        path, what));
 }
 
 }  // namespace sdeuq::nn

@@ -21,6 +21,9 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -67,5 +70,25 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt = nu
 // type and state shapes) only when opt is given; each requested extra generator must be present.
 std::string load_checkpoint(const std::string& path, Module& model, Optimizer* opt = nullptr,
                             const NamedGenerators& generators = {});
+
+// ---- which run a checkpoint belongs to ----------------------------------------------------------------------
+//
+// A checkpoint is resumed only by the run it belongs to. Experiments store an identity in the metadata
+// (key "identity"): the experiment, the data set and the size and CRC-32 of each data file it trains on
+// (file_identity), the model slot (e.g. "member1", "dropout"), the configuration and the seed. Before
+// training, checkpoint_to_resume compares it with this run's identity: a foreign checkpoint (another
+// ensemble member's, another data set's, one trained on other data files or with other settings) is
+// refused, never resumed silently and never overwritten.
+
+// {"<file name>": {"bytes": n, "crc32": c}} of each file (zlib CRC-32 of the bytes as stored). Throws
+// std::runtime_error naming a file that cannot be read.
+nlohmann::json file_identity(const std::vector<std::filesystem::path>& files);
+
+// The metadata of the checkpoint at `path` to resume from, or nullopt when there is none (no file) or
+// resume is false (--no-resume: the caller starts over and overwrites it). Throws CheckpointError when the
+// file is unreadable or corrupt, and when its metadata["identity"] differs from `identity`: the message
+// names the file, each differing field with both values, and how to start over.
+std::optional<nlohmann::json> checkpoint_to_resume(const std::string& path, const nlohmann::json& identity,
+                                                   bool resume);
 
 }  // namespace sdeuq::nn

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <new>
 #include <numbers>
 #include <numeric>
 #include <stdexcept>
@@ -69,7 +70,28 @@ bool has_gzip_magic(const std::vector<std::uint8_t>& bytes) {
     return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
 }
 
-// Inflates a complete gzip file (RFC 1952), including multi-member files as produced by concatenation.
+// The IDX size its header declares (header + product of the dims), once `n` bytes of it are known;
+// SIZE_MAX while the header is incomplete or not an IDX header (load_idx then reports what is wrong).
+std::size_t idx_declared_size(const std::uint8_t* p, std::size_t n) {
+    if (n < 4 || p[0] != 0 || p[1] != 0 || p[2] != 0x08 || p[3] < 1 || p[3] > 4)
+        return std::numeric_limits<std::size_t>::max();
+    const std::size_t header = 4 + 4 * std::size_t{p[3]};
+    if (n < header) return std::numeric_limits<std::size_t>::max();
+    std::size_t total = 1;
+    for (std::size_t k = 0; k < p[3]; ++k) {
+        const std::size_t d = (std::size_t{p[4 + 4 * k]} << 24) | (std::size_t{p[5 + 4 * k]} << 16) |
+                              (std::size_t{p[6 + 4 * k]} << 8) | std::size_t{p[7 + 4 * k]};
+        if (d != 0 && total > std::numeric_limits<std::size_t>::max() / d)
+            return std::numeric_limits<std::size_t>::max();
+        total *= d;
+    }
+    return total > std::numeric_limits<std::size_t>::max() - header ? std::numeric_limits<std::size_t>::max()
+                                                                    : header + total;
+}
+
+// Inflates a complete gzip file (RFC 1952), including multi-member files as produced by concatenation. It
+// stops as soon as the output exceeds the size the IDX header at its start declares (a small file cannot
+// inflate to gigabytes before it is refused).
 std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const fs::path& path) {
     if (in.size() > std::numeric_limits<uInt>::max()) data_error(path, "gzip file larger than 4 GiB");
     std::vector<std::uint8_t> out;
@@ -93,6 +115,12 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const fs::
         zs.avail_out = static_cast<uInt>(out.size() - produced);
         const int ret = inflate(&zs, Z_NO_FLUSH);
         produced = out.size() - zs.avail_out;
+        if (const std::size_t declared = idx_declared_size(out.data(), produced); produced > declared) {
+            inflateEnd(&zs);
+            data_error(path, fmt::format("corrupt: the gzip data decompresses to more than the {} bytes its IDX "
+                                         "header declares (stopped after {})",
+                                         declared, produced));
+        }
         if (ret == Z_STREAM_END) {
             if (zs.avail_in == 0) break;
             if (zs.avail_in >= 2 && zs.next_in[0] == 0x1f && zs.next_in[1] == 0x8b) {
@@ -127,7 +155,8 @@ std::uint32_t read_be32(const std::uint8_t* p) {
 
 } // namespace
 
-IdxArray load_idx(const fs::path& path) {
+namespace {
+IdxArray load_idx_unguarded(const fs::path& path) {
     std::vector<std::uint8_t> bytes = read_file(path);
     const bool gz = has_gzip_magic(bytes);
     if (gz) bytes = gunzip(bytes, path);
@@ -176,6 +205,15 @@ IdxArray load_idx(const fs::path& path) {
     }
     arr.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
     return arr;
+}
+}  // namespace
+
+IdxArray load_idx(const fs::path& path) {
+    try {
+        return load_idx_unguarded(path);
+    } catch (const std::bad_alloc&) {
+        data_error(path, "too large to load: out of memory");
+    }
 }
 
 // ---- image data sets ------------------------------------------------------------------------------------
@@ -250,6 +288,18 @@ Dataset load_mnist_like(const fs::path& dir, Split split) {
 }
 
 } // namespace
+
+std::vector<fs::path> mnist_files(const fs::path& data_dir, Split split) {
+    const std::string prefix = split == Split::train ? "train" : "t10k";
+    return {find_idx(data_dir / "mnist", prefix + "-images-idx3-ubyte"),
+            find_idx(data_dir / "mnist", prefix + "-labels-idx1-ubyte")};
+}
+
+std::vector<fs::path> fashion_mnist_files(const fs::path& data_dir, Split split) {
+    const std::string prefix = split == Split::train ? "train" : "t10k";
+    return {find_idx(data_dir / "fashion-mnist", prefix + "-images-idx3-ubyte"),
+            find_idx(data_dir / "fashion-mnist", prefix + "-labels-idx1-ubyte")};
+}
 
 Dataset load_mnist(const fs::path& data_dir, Split split) {
     return load_mnist_like(data_dir / "mnist", split);

@@ -67,6 +67,10 @@ struct Dataset {
 // works. Checks images are N x 28 x 28, labels N with the same N and values in 0..9.
 Dataset load_mnist(const std::filesystem::path& data_dir, Split split);
 Dataset load_fashion_mnist(const std::filesystem::path& data_dir, Split split);
+// The images and labels files that load_mnist / load_fashion_mnist read for `split` (e.g. to record their
+// checksums in a checkpoint's identity).
+std::vector<std::filesystem::path> mnist_files(const std::filesystem::path& data_dir, Split split);
+std::vector<std::filesystem::path> fashion_mnist_files(const std::filesystem::path& data_dir, Split split);
 
 // Loads an MNIST-layout pair of IDX files (images N x H x W, labels N, 10 classes) from explicit paths.
 Dataset load_idx_dataset(const std::filesystem::path& images_path, const std::filesystem::path& labels_path);

@@ -101,7 +101,7 @@ TEST_CASE("lincomb of three (y + a x1 + b x2, the solver steps): float64 gradien
     const Tensor y = rnd({3, 5}, 1), x1 = rnd({3, 5}, 2), x2 = rnd({3, 5}, 3);
     for (auto [a, b] : {std::pair{0.37, -1.25}, std::pair{1.0, 1.0}, std::pair{-0.5, 0.0}}) {
         auto r = check_gradients(
-            "lincomb3", [a, b](std::span<const Var> x) { return lincomb(x, std::vector<double>{1.0, a, b}); }, {y, x1, x2});
+            "lincomb3", [a = a, b = b](std::span<const Var> x) { return lincomb(x, std::vector<double>{1.0, a, b}); }, {y, x1, x2});
         INFO(r.message);
         CHECK(r.ok);
     }
