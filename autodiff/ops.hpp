@@ -105,8 +105,17 @@ Var log_softmax(const Var& a, int axis = -1);
 Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels);
 Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels);
 Var mse_loss(const Var& pred, const Var& target);
-// 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements.
+// 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements. Differs from PyTorch's
+// gaussian_nll_loss on purpose: the constant 0.5 log(2 pi) is included (PyTorch's full=True), and by
+// default there is no variance floor: var must be > 0 everywhere (ShapeError naming the first bad element)
+// instead of being clamped silently, so a collapsing variance head shows up. PyTorch's floor is an option.
+struct GaussianNllOptions {
+    // PyTorch's clamp: v = max(var, eps), a negative var throws, the gradient passes through the clamp
+    bool clamp_var = false;
+    double eps = 1e-6;       // PyTorch's default
+};
 Var gaussian_nll(const Var& mean, const Var& var, const Var& target);
+Var gaussian_nll(const Var& mean, const Var& var, const Var& target, GaussianNllOptions opt);
 // Stable: max(z, 0) - z*y + log1p(exp(-|z|)), mean over elements.
 Var bce_with_logits(const Var& logits, const Var& targets);
 // gather along axis 1 of [N, C]: out[i] = a[i, idx[i]]
