@@ -22,8 +22,14 @@ Var add(const Var& a, const Var& b);
 Var sub(const Var& a, const Var& b);
 Var mul(const Var& a, const Var& b);
 Var div(const Var& a, const Var& b);
+// pow follows C99 Annex F (std::pow) on special values: pow(x, 0) = pow(1, y) = 1, pow(0, -1) = inf,
+// pow(-0, 3) = -0, negative base with non-integer y NaN; the vector kernel (kernels::pow_v) matches.
 Var pow(const Var& a, const Var& b);       // a > 0 where b is differentiated
-Var maximum(const Var& a, const Var& b);   // gradient to a where a >= b
+// Ties (a == b): maximum sends the whole gradient to a (a >= b), minimum to a (a <= b). PyTorch splits it
+// (half to each) on purpose; ours is a subgradient, as relu's. NaN: the value is b's when a or b is NaN
+// and a is not >= b (select(a >= b, a, b)), so maximum(NaN, 1) = 1 but maximum(1, NaN) = NaN; PyTorch
+// propagates NaN from either side.
+Var maximum(const Var& a, const Var& b);
 Var minimum(const Var& a, const Var& b);
 // scalar forms
 Var add(const Var& a, double s);
@@ -54,10 +60,16 @@ Var log1p(const Var& a);
 Var sqrt(const Var& a);
 Var square(const Var& a);
 Var abs(const Var& a);                     // gradient sign(a), 0 at 0
-Var clamp(const Var& a, double lo, double hi);  // gradient 1 strictly inside (lo, hi)
+// Gradient 1 strictly inside (lo, hi), 0 at and beyond the boundaries; PyTorch passes the gradient at
+// x == lo or x == hi (its mask is lo <= x <= hi). Ours is the one-sided choice that keeps a clamped
+// value from being pushed further out; NaN passes through (value and gradient 0).
+Var clamp(const Var& a, double lo, double hi);
 Var tanh(const Var& a);
 Var sigmoid(const Var& a);
 Var relu(const Var& a);
+// log(1 + exp(x)) computed stably as max(x, 0) + log1p(exp(-|x|)) for every x. PyTorch's softplus
+// switches to the identity above threshold = 20 (an error of exp(-20) ~ 2e-9); ours has no threshold,
+// so values and gradients (sigmoid(x)) differ from PyTorch's by up to ~2e-9 above 20.
 Var softplus(const Var& a);
 Var silu(const Var& a);
 Var sin(const Var& a);
@@ -95,7 +107,9 @@ Var sum(const Var& a);                                   // all elements -> scal
 Var sum(const Var& a, std::vector<int> axes, bool keepdims = false);
 Var mean(const Var& a);
 Var mean(const Var& a, std::vector<int> axes, bool keepdims = false);
-Var max(const Var& a, int axis, bool keepdims = false);  // gradient to the first maximum
+// Ties: the whole gradient goes to the first maximum along the axis (PyTorch's max(dim) to the index it
+// returns; its amax and full max() reduction split it evenly among the tied elements).
+Var max(const Var& a, int axis, bool keepdims = false);
 Var logsumexp(const Var& a, int axis, bool keepdims = false);
 Var softmax(const Var& a, int axis = -1);
 Var log_softmax(const Var& a, int axis = -1);
@@ -105,8 +119,17 @@ Var log_softmax(const Var& a, int axis = -1);
 Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels);
 Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels);
 Var mse_loss(const Var& pred, const Var& target);
-// 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements.
+// 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements. Differs from PyTorch's
+// gaussian_nll_loss on purpose: the constant 0.5 log(2 pi) is included (PyTorch's full=True), and by
+// default there is no variance floor: var must be > 0 everywhere (ShapeError naming the first bad element)
+// instead of being clamped silently, so a collapsing variance head shows up. PyTorch's floor is an option.
+struct GaussianNllOptions {
+    // PyTorch's clamp: v = max(var, eps), a negative var throws, the gradient passes through the clamp
+    bool clamp_var = false;
+    double eps = 1e-6;       // PyTorch's default
+};
 Var gaussian_nll(const Var& mean, const Var& var, const Var& target);
+Var gaussian_nll(const Var& mean, const Var& var, const Var& target, GaussianNllOptions opt);
 // Stable: max(z, 0) - z*y + log1p(exp(-|z|)), mean over elements.
 Var bce_with_logits(const Var& logits, const Var& targets);
 // gather along axis 1 of [N, C]: out[i] = a[i, idx[i]]

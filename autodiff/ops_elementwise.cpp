@@ -15,7 +15,7 @@ struct Add { template <class V> V operator()(V a, V b) const { return a + b; } }
 struct Sub { template <class V> V operator()(V a, V b) const { return a - b; } };
 struct Mul { template <class V> V operator()(V a, V b) const { return a * b; } };
 struct Div { template <class V> V operator()(V a, V b) const { return a / b; } };
-struct Pow { template <class V> V operator()(V a, V b) const { using std::pow; return pow(a, b); } };
+struct Pow { template <class V> V operator()(V a, V b) const { return kernels::pow_v(a, b); } };
 struct Max { template <class V> V operator()(V a, V b) const { return kernels::select(a >= b, a, b); } };
 struct Min { template <class V> V operator()(V a, V b) const { return kernels::select(a <= b, a, b); } };
 // 1 where a >= b (for maximum's gradient), else 0.
@@ -172,14 +172,12 @@ Var pow(const Var& a, const Var& b) {
     Tensor y = t_binary("pow", a.value(), b.value(), Pow{});
     return record("pow", y, {a, b}, [na = node_of(a), nb = node_of(b), av = a.value(), bv = b.value(), y](const Tensor& g) {
         if (na) {  // g * b * a^(b-1)
-            Tensor d = t_binary("pow", av, bv, [](auto x, auto p) {
-                using std::pow;
-                return p * pow(x, p - decltype(p)(1));
-            });
+            Tensor d = t_binary("pow", av, bv,
+                                [](auto x, auto p) { return p * kernels::pow_v(x, p - decltype(p)(1)); });
             accumulate_fresh(na, sum_to(t_mul(g, d), av.shape()));
         }
         if (nb) {  // g * y * log(a)
-            Tensor la = t_unary(av, [](auto x) { using std::log; return log(x); });
+            Tensor la = t_unary(av, [](auto x) { return kernels::log_v(x); });
             accumulate_fresh(nb, sum_to(t_mul(t_mul(g, y), la), bv.shape()));
         }
     });
@@ -234,10 +232,8 @@ Var pow(const Var& a, double p) {
     Tensor ps = scalar_like(a.value(), p);
     Tensor y = t_binary("pow", a.value(), ps, Pow{});
     return record("pow_scalar", y, {a}, [na = node_of(a), av = a.value(), ps](const Tensor& g) {
-        Tensor d = t_binary("pow", av, ps, [](auto x, auto q) {
-            using std::pow;
-            return q * pow(x, q - decltype(q)(1));
-        });
+        Tensor d = t_binary("pow", av, ps,
+                            [](auto x, auto q) { return q * kernels::pow_v(x, q - decltype(q)(1)); });
         accumulate_fresh(na, t_mul(g, d));
     });
 }
@@ -259,25 +255,27 @@ Var pow(const Var& a, double p) {
     }
 
 using std::abs;
-SDEUQ_UNARY(exp, using std::exp; return exp(x), return y)
-SDEUQ_UNARY(log, using std::log; return log(x), return decltype(x)(1) / x)
-SDEUQ_UNARY(log1p, using std::log1p; return log1p(x), return decltype(x)(1) / (decltype(x)(1) + x))
+SDEUQ_UNARY(exp, return kernels::exp_v(x), return y)
+SDEUQ_UNARY(log, return kernels::log_v(x), return decltype(x)(1) / x)
+SDEUQ_UNARY(log1p, return kernels::log1p_v(x), return decltype(x)(1) / (decltype(x)(1) + x))
 SDEUQ_UNARY(sqrt, using std::sqrt; return sqrt(x), return decltype(x)(0.5) / y)
 SDEUQ_UNARY(square, return x * x, return decltype(x)(2) * x)
 SDEUQ_UNARY(abs, using std::abs; return abs(x),
             using V = decltype(x); return kernels::select(x > V(0), V(1), kernels::select(x < V(0), V(-1), V(0))))
 SDEUQ_UNARY(tanh, return kernels::tanh_v(x), return decltype(x)(1) - y * y)
-SDEUQ_UNARY(sigmoid, using std::exp; using V = decltype(x); return V(1) / (V(1) + exp(-x)), return y * (decltype(x)(1) - y))
+SDEUQ_UNARY(sigmoid, using V = decltype(x); return V(1) / (V(1) + kernels::exp_v(-x)),
+            return y * (decltype(x)(1) - y))
 SDEUQ_UNARY(relu, using V = decltype(x); return kernels::select(x > V(0), x, V(0)),
             using V = decltype(x); return kernels::select(x > V(0), V(1), V(0)))
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)); derivative sigmoid(x).
 SDEUQ_UNARY(softplus,
-            using std::exp; using std::log1p; using std::abs; using V = decltype(x);
-            return kernels::select(x > V(0), x, V(0)) + log1p(exp(-abs(x))),
-            using std::exp; using V = decltype(x); return V(1) / (V(1) + exp(-x)))
+            using std::abs; using V = decltype(x);
+            return kernels::select(x > V(0), x, V(0)) + kernels::log1p_v(kernels::exp_v(-abs(x))),
+            using V = decltype(x); return V(1) / (V(1) + kernels::exp_v(-x)))
 // silu(x) = x sigmoid(x); derivative s (1 + x (1 - s)).
-SDEUQ_UNARY(silu, using std::exp; using V = decltype(x); return x / (V(1) + exp(-x)),
-            using std::exp; using V = decltype(x); V s = V(1) / (V(1) + exp(-x)); return s * (V(1) + x * (V(1) - s)))
+SDEUQ_UNARY(silu, using V = decltype(x); return x / (V(1) + kernels::exp_v(-x)),
+            using V = decltype(x); V s = V(1) / (V(1) + kernels::exp_v(-x));
+            return s * (V(1) + x * (V(1) - s)))
 SDEUQ_UNARY(sin, using std::sin; return sin(x), using std::cos; return cos(x))
 SDEUQ_UNARY(cos, using std::cos; return cos(x), using std::sin; return -sin(x))
 #undef SDEUQ_UNARY

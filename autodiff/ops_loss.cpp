@@ -159,7 +159,17 @@ Var mse_loss(const Var& pred, const Var& target) {
 // non-positive variance throws ShapeError naming the first offending element instead of returning NaN.
 // d/dmu = -r / v, d/dx = r / v, d/dv = 0.5 (1/v - r^2 / v^2); all times g / M.
 Var gaussian_nll(const Var& mean, const Var& var, const Var& target) {
+    return gaussian_nll(mean, var, target, GaussianNllOptions{});
+}
+
+// With opt.clamp_var, PyTorch's floor (torch.nn.functional.gaussian_nll_loss: var.clone(), then
+// var.clamp_(min=eps) under no_grad): negative variances throw, the loss and all three gradients use
+// v = max(var, eps), and the gradient reaches var unchanged by the clamp (the clamp is outside the
+// graph), so d/dvar = 0.5 (1/v - r^2 / v^2) also where var < eps.
+Var gaussian_nll(const Var& mean, const Var& var, const Var& target, GaussianNllOptions opt) {
     const char* op = "gaussian_nll";
+    if (opt.clamp_var && !(opt.eps > 0.0))
+        throw UsageError(fmt::format("{}: eps must be > 0, got {}", op, opt.eps));
     check_defined(op, mean);
     check_defined(op, var);
     check_defined(op, target);
@@ -180,11 +190,19 @@ Var gaussian_nll(const Var& mean, const Var& var, const Var& target) {
         using T = decltype(z);
         const T* pv = var.value().data<T>();
         for (std::int64_t i = 0; i < var.numel(); ++i)
-            if (!(pv[i] > T(0)))
-                throw ShapeError(fmt::format("{}: var must be > 0, got {} at flat index {} of {}", op,
+            if (opt.clamp_var ? !(pv[i] >= T(0)) : !(pv[i] > T(0)))
+                throw ShapeError(fmt::format("{}: var must be {}, got {} at flat index {} of {}", op,
+                                             opt.clamp_var ? ">= 0 (clamp_var)" : "> 0",
                                              static_cast<double>(pv[i]), i, describe(var.value())));
     });
     Tensor mu = expand(mean.value(), os), v = expand(var.value(), os), x = expand(target.value(), os);
+    if (opt.clamp_var) {  // a fresh tensor: expand may return var's own storage
+        v = dispatch(dt, [&](auto z) {
+            using T = decltype(z);
+            const T e = static_cast<T>(opt.eps);
+            return t_unary(v, [e](auto a) { return kernels::select(a < decltype(a)(e), decltype(a)(e), a); });
+        });
+    }
     double total = 0.0;
     dispatch(dt, [&](auto z) {
         using T = decltype(z);

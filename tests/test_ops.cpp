@@ -223,3 +223,41 @@ TEST_CASE("ops name themselves and the shapes on bad input", "[ops][errors]") {
     REQUIRE_THROWS_WITH(linear(a, w), Catch::Contains("linear") && Catch::Contains("[5, 3]"));
     reset_tape();
 }
+
+TEST_CASE("gaussian_nll's optional variance floor follows PyTorch's clamp", "[ops][loss]") {
+    GaussianNllOptions opt;
+    opt.clamp_var = true;  // eps = 1e-6, PyTorch's default
+    // Hand-computed: element 0 has var 1e-8 -> 1e-6, r = 2e-3:
+    // 0.5 (ln(2 pi) + ln(1e-6) + 4) = -3.98881674577746;
+    // element 1: var 0.5, r = 1: 0.5 (ln(pi) + 2) = 1.57236494292470; mean -1.20822590142638.
+    // d/dvar = 0.5 (1/v - r^2/v^2) / 2 = -750000 and -0.5 (through the clamp, as PyTorch); d/dmu = -r/v/2.
+    Var mu = leaf(Tensor::from_vector({0.0, 1.0}, Shape{2}, DType::f64));
+    Var var = leaf(Tensor::from_vector({1e-8, 0.5}, Shape{2}, DType::f64));
+    Var x = leaf(Tensor::from_vector({2e-3, 2.0}, Shape{2}, DType::f64));
+    Var loss = gaussian_nll(mu, var, x, opt);
+    CHECK(loss.item() == Approx(-1.2082259014263823).epsilon(1e-14));
+    backward(loss);
+    CHECK(var.grad().flat(0) == Approx(-750000.0).epsilon(1e-12));
+    CHECK(var.grad().flat(1) == Approx(-0.5).epsilon(1e-14));
+    CHECK(mu.grad().flat(0) == Approx(-1000.0).epsilon(1e-12));
+    CHECK(x.grad().flat(1) == Approx(1.0).epsilon(1e-14));
+    reset_tape();
+    // Without the option a variance below zero or at zero still throws; with it, only a negative one.
+    Tensor zero_var = Tensor::from_vector({0.0, 0.5}, Shape{2}, DType::f64);
+    REQUIRE_THROWS_AS(gaussian_nll(mu.value(), zero_var, x.value()), ShapeError);
+    CHECK(std::isfinite(gaussian_nll(mu.value(), zero_var, x.value(), opt).item()));
+    REQUIRE_THROWS_WITH(gaussian_nll(mu.value(), Tensor::from_vector({-1.0, 0.5}, Shape{2}, DType::f64),
+                                     x.value(), opt),
+                        Catch::Contains("gaussian_nll") && Catch::Contains(">= 0"));
+    opt.eps = 0.0;
+    REQUIRE_THROWS_AS(gaussian_nll(mu.value(), zero_var, x.value(), opt), UsageError);
+    reset_tape();
+    // float64 gradient check: a floor (0.3) below every variance (all gradients), and a floor above
+    // some of them with the variance held constant (mean and target gradients through clamped elements).
+    GaussianNllOptions floor_low{true, 0.3}, floor_high{true, 1.0};
+    Tensor m = rnd({3, 4}, 40), t = rnd({3, 4}, 41), v = rnd({3, 4}, 42, 0.5, 2.0);
+    expect_grad("gaussian_nll clamp_var inactive",
+                [floor_low](auto in) { return gaussian_nll(in[0], in[1], in[2], floor_low); }, {m, v, t});
+    expect_grad("gaussian_nll clamp_var active",
+                [floor_high, v](auto in) { return gaussian_nll(in[0], Var(v), in[1], floor_high); }, {m, t});
+}

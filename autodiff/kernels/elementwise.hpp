@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "autodiff/parallel.hpp"
@@ -131,6 +132,89 @@ template <class V> inline V tanh_v(const V& x) {
     {
         using std::tanh;
         return tanh(x);
+    }
+}
+
+// ---- log and pow with exact special values
+// xsimd 8.1's generic float64 log reads the exponent bits before it rescales a subnormal input, so
+// log(1e-310) came out as -746.5 instead of -713.8 (and pow(x, 0.5) inherited it). log_v rescales
+// subnormals itself first (x 2^54, then subtracts 54 ln 2 in the two parts fdlibm uses, so the result is
+// as close as xsimd's normal path); the rescaled input is normal, so xsimd's own (wrong) branch never
+// runs. Cost: one compare, one multiply, two blends. float32 batches and scalars are unchanged (xsimd's
+// float32 log rescales correctly).
+template <class V> inline V log_v(const V& x) {
+#if SDEUQ_SIMD
+    if constexpr (std::is_same_v<V, xsimd::batch<double>>) {
+        const auto tiny = xsimd::abs(x) < V(2.2250738585072014e-308) && x != V(0.0);
+        const V r = xsimd::log(xsimd::select(tiny, x * V(18014398509481984.0), x));  // 2^54
+        // 54 ln2 = 54 (ln2_hi + ln2_lo), ln2_hi with 32 trailing zero bits: 54 ln2_hi is exact.
+        const V ln2_hi(6.93147180369123816490e-01), ln2_lo(1.90821492927058770002e-10);
+        return xsimd::select(tiny, (r - V(54.0) * ln2_hi) - V(54.0) * ln2_lo, r);
+    } else
+#endif
+    {
+        using std::log;
+        return log(x);
+    }
+}
+
+// exp: xsimd 8.1 returns 0 below its minlog (-88.38 f32, -708.40 f64), where std::exp still has
+// subnormal results down to -103.97 / -745.13, and inf above 88.38 in f32 (FLT_MAX is exp(88.72)). Lanes
+// with a finite |x| beyond 88 / 708 (rare: one predictable branch) take exp(x / 2)^2 instead, which
+// covers the whole range with <= 3 ulp for normal results.
+template <class V> inline V exp_v(const V& x) {
+    using std::exp;
+#if SDEUQ_SIMD
+    if constexpr (!std::is_floating_point_v<V>) {
+        using T = typename V::value_type;
+        const V r = exp(x);
+        const auto edge = xsimd::abs(x) > V(std::is_same_v<T, float> ? T(88) : T(708)) && xsimd::isfinite(x);
+        if (!xsimd::any(edge)) return r;
+        const V h = exp(x * V(T(0.5)));
+        return xsimd::select(edge, h * h, r);
+    } else
+#endif
+        return exp(x);
+}
+
+// log1p: xsimd's gives +0 for -0 (std::log1p(-0) = -0).
+template <class V> inline V log1p_v(const V& x) {
+    using std::log1p;
+#if SDEUQ_SIMD
+    if constexpr (!std::is_floating_point_v<V>) return xsimd::select(x == V(0), x, log1p(x));
+    else
+#endif
+        return log1p(x);
+}
+
+// pow(x, y) with C99 Annex F's special cases, which xsimd 8.1's generic pow (exp(y log|x|), then 0 for
+// any zero base) gets wrong: pow(0, 0) = 1 (it gave 0), pow(0, -1) = inf (0), pow(-0, 3) = -0 (+0),
+// pow(1, NaN) = pow(NaN, 0) = pow(-1, +-inf) = 1 (NaN), and subnormal bases (its log, above). Here
+// exp(y log|x|) already gives the right zero or infinity for zero and infinite bases once log(0) = -inf
+// is kept; the sign is put back for a negative base (-0 included) and an odd integer y; a negative finite
+// base with a finite non-integer y is NaN; y = 0, x = 1, and x = -1 with y = +-inf give 1; y = 1 gives x
+// (exp(log x) can round FLT_MAX up to inf). All blends on
+// the vector path: no branch, and the common case pays a handful of compares.
+template <class V> inline V pow_v(const V& x, const V& y) {
+#if SDEUQ_SIMD
+    if constexpr (!std::is_floating_point_v<V>) {
+        using T = typename V::value_type;
+        const V ax = xsimd::abs(x);
+        V z = exp_v(y * log_v(ax));
+        const auto neg = xsimd::copysign(V(1), x) < V(0);  // the sign bit, -0 and -inf included
+        // xsimd's is_odd calls every y >= 2^(mantissa bits + 1) odd; such y are all even integers.
+        const V big(std::is_same_v<T, float> ? 16777216.0f : 9007199254740992.0);
+        z = xsimd::select(neg && xsimd::is_odd(y) && xsimd::abs(y) < big, -z, z);
+        const auto invalid = x < V(0) && xsimd::isfinite(x) && xsimd::isfinite(y) && !xsimd::is_flint(y);
+        z = xsimd::select(invalid, V(std::numeric_limits<T>::quiet_NaN()), z);
+        const auto one = y == V(0) || x == V(1) || (x == V(-1) && xsimd::isinf(y));
+        // y = 1 returns x itself (exp(log x) can round x = FLT_MAX up to inf).
+        return xsimd::select(one, V(1), xsimd::select(y == V(1), x, z));
+    } else
+#endif
+    {
+        using std::pow;
+        return pow(x, y);
     }
 }
 
