@@ -33,8 +33,10 @@ public:
             if (std::abs(n - std::round(n)) > 1e-9)
                 throw std::invalid_argument("user_euler: every output time must lie on the grid of dt");
             for (std::int64_t k = 0; k < static_cast<std::int64_t>(std::round(n)); ++k) {
-                Tensor dw;
-                brownian_increment(bm, t, opt.dt, batch, m, y0.value().dtype(), dw, nullptr);
+                // dW = W(t + dt) - W(t) of the public Brownian path, element (b, k) = coordinate b m + k.
+                std::vector<double> buf(static_cast<std::size_t>(batch * m));
+                bm.increment(t, t + opt.dt, buf);
+                Tensor dw = Tensor::from_vector(buf, Shape{batch, m}, DType::f64).to(y0.value().dtype());
                 y = add(add(y, mul(sde.f(t, y), opt.dt)), sde.g_prod(t, y, Var(dw)));
                 t = ts[0] + static_cast<double>(++steps) * opt.dt;
             }
