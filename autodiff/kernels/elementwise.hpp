@@ -161,17 +161,23 @@ template <class V> inline V log_v(const V& x) {
 // exp: xsimd 8.1 returns 0 below its minlog (-88.38 f32, -708.40 f64), where std::exp still has
 // subnormal results down to -103.97 / -745.13, and inf above 88.38 in f32 (FLT_MAX is exp(88.72)). Lanes
 // with a finite |x| beyond 88 / 708 (rare: one predictable branch) take exp(x / 2)^2 instead, which
-// covers the whole range with <= 3 ulp for normal results.
+// covers the whole range with <= 3 ulp for normal results. xsimd's exp converts its argument to an integer
+// (a scalar cast on AVX2 for doubles), which is undefined behaviour for an infinite or NaN lane (UBSan
+// reports it): such lanes, and the edge lanes, call it on 0 and are blended afterwards; exp(+-inf) comes
+// from the clamped x / 2 (exp(+-thr)^2 is inf or 0), NaN is passed through.
 template <class V> inline V exp_v(const V& x) {
     using std::exp;
 #if SDEUQ_SIMD
     if constexpr (!std::is_floating_point_v<V>) {
         using T = typename V::value_type;
-        const V r = exp(x);
-        const auto edge = xsimd::abs(x) > V(std::is_same_v<T, float> ? T(88) : T(708)) && xsimd::isfinite(x);
-        if (!xsimd::any(edge)) return r;
-        const V h = exp(x * V(T(0.5)));
-        return xsimd::select(edge, h * h, r);
+        const V thr(std::is_same_v<T, float> ? T(88) : T(708));
+        const auto edge = xsimd::abs(x) > thr;  // the finite edges and +-inf; NaN compares false
+        const auto nan = xsimd::isnan(x);
+        const auto special = edge || nan;
+        if (!xsimd::any(special)) return exp(x);
+        const V r = exp(xsimd::select(special, V(T(0)), x));
+        const V h = exp(xsimd::select(nan, V(T(0)), xsimd::clip(x * V(T(0.5)), -thr, thr)));
+        return xsimd::select(nan, x, xsimd::select(edge, h * h, r));
     } else
 #endif
         return exp(x);
