@@ -100,19 +100,6 @@ data::Dataset noise_set(std::size_t n, bool gaussian, std::uint64_t seed) {
     return ds;
 }
 
-Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
-                    std::vector<std::int32_t>& labels) {
-    const std::size_t ss = ds.sample_size();
-    Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 Tensor range_tensor(const data::Dataset& ds, std::size_t lo, std::size_t hi) {
     const std::size_t ss = ds.sample_size();
     Tensor x = Tensor::empty({static_cast<std::int64_t>(hi - lo), 1, 28, 28}, DType::f32);
@@ -170,7 +157,7 @@ void train(nn::Module& model, nn::ConfidenceClassifier* conf, const data::Datase
         double closs_sum = 0;
         std::size_t nb = 0;
         for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++nb) {
-            Tensor x = batch_tensor(tr, idx, yb);
+            Tensor x = data::batch_tensor(tr, idx, yb);
             // Per-(epoch, batch) generators: the augmentation and hints of a batch do not depend on
             // whether the run was resumed.
             const std::uint64_t tag = static_cast<std::uint64_t>(e) * 1000003 + nb;

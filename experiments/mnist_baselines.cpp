@@ -28,7 +28,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using baselines::Settings;
-using baselines::subset;
 using baselines::predict;
 using baselines::train;
 
@@ -112,8 +111,8 @@ int run(int argc, char** argv) {
         const auto& in = sets[d];
         const auto& other = sets[1 - d];
         const data::MeanStd st = in.name == "mnist" ? data::mnist_stats : data::fashion_mnist_stats;
-        data::Dataset tr = subset(in.train, s.train_subset), te = subset(in.test, s.eval_subset),
-                      ood = subset(other.test, s.eval_subset);
+        data::Dataset tr = data::subset(in.train, s.train_subset), te = data::subset(in.test, s.eval_subset),
+                      ood = data::subset(other.test, s.eval_subset);
         data::normalize(tr, st);
         data::normalize(te, st);
         data::normalize(ood, st);

@@ -39,28 +39,6 @@ struct Settings {
     std::size_t eval_subset = 2000;    // 0 = all
 };
 
-inline data::Dataset subset(const data::Dataset& ds, std::size_t n) {
-    if (n == 0 || n >= ds.n) return ds;
-    data::Dataset out = ds;
-    out.n = n;
-    out.images.resize(n * ds.sample_size());
-    out.labels.resize(n);
-    return out;
-}
-
-inline Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
-                           std::vector<std::int32_t>& labels) {
-    const std::size_t ss = ds.sample_size();
-    Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 struct TrainResult {
     std::unique_ptr<nn::MnistConvNet> model;
     std::vector<double> epoch_seconds;
@@ -96,7 +74,7 @@ inline TrainResult train(const data::Dataset& train_set, double dropout, std::ui
         it.start_epoch(static_cast<std::uint64_t>(e));
         std::int64_t b = 0;
         for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++b) {
-            Tensor x = batch_tensor(train_set, idx, yb);
+            Tensor x = data::batch_tensor(train_set, idx, yb);
             opt.zero_grad();
             Var loss = cross_entropy(r.model->forward(Var(x)), yb);
             experiment::check_loss(loss.item(), ckpt_path, e, b);
@@ -126,7 +104,7 @@ inline std::vector<double> predict(nn::MnistConvNet& model, const data::Dataset&
         const std::size_t hi = std::min(ds.n, lo + 500);
         idx.resize(hi - lo);
         for (std::size_t i = lo; i < hi; ++i) idx[i - lo] = i;
-        Var x(batch_tensor(ds, idx, yb));
+        Var x(data::batch_tensor(ds, idx, yb));
         for (int r = 0; r < reps; ++r) {
             Var p = softmax(model.forward(x), -1);
             const float* pp = p.value().data<float>();

@@ -27,14 +27,10 @@
 
 namespace sdeuq::study {
 
-// Images idx of ds as [n, 1, 28, 28] float32 pixels (heap).
+// Images idx of ds as [n, 1, 28, 28] float32 pixels (heap); the labels come from labels() below.
 inline Tensor images(const data::Dataset& ds, std::span<const std::size_t> idx) {
-    const std::size_t ss = ds.sample_size();
-    Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i)
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-    return x;
+    std::vector<std::int32_t> unused;
+    return data::batch_tensor(ds, idx, unused);
 }
 
 inline std::vector<std::int32_t> labels(const data::Dataset& ds, std::span<const std::size_t> idx) {

@@ -43,28 +43,6 @@ struct Settings {
     std::string kl = "stl", estimator = "backprop";
 };
 
-data::Dataset subset(const data::Dataset& ds, std::size_t n) {
-    if (n == 0 || n >= ds.n) return ds;
-    data::Dataset out = ds;
-    out.n = n;
-    out.images.resize(n * ds.sample_size());
-    out.labels.resize(n);
-    return out;
-}
-
-Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
-                    std::vector<std::int32_t>& labels) {
-    const std::size_t ss = ds.sample_size();
-    Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 KLEstimator parse_kl(const std::string& s) {
     return s == "plain" ? KLEstimator::plain : (s == "full" ? KLEstimator::full : KLEstimator::stl);
 }
@@ -101,7 +79,7 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
         const std::size_t hi = std::min(ds.n, lo + 250), nb = hi - lo;
         idx.resize(nb);
         for (std::size_t i = lo; i < hi; ++i) idx[i - lo] = i;
-        Var x(batch_tensor(ds, idx, yb));
+        Var x(data::batch_tensor(ds, idx, yb));
         Var p = softmax(m.forward(x, samples, seed_of(noise.fork(lo))).logits, -1);  // [S * nb, 10]
         const float* pp = p.value().data<float>();
         for (int sidx = 0; sidx < samples; ++sidx)
@@ -218,8 +196,8 @@ int main(int argc, char** argv) {
         const auto& in = sets[d];
         const auto& other = sets[1 - d];
         const data::MeanStd st = in.name == "mnist" ? data::mnist_stats : data::fashion_mnist_stats;
-        data::Dataset tr = subset(in.train, s.train_subset), te = subset(in.test, s.eval_subset),
-                      ood = subset(other.test, s.eval_subset);
+        data::Dataset tr = data::subset(in.train, s.train_subset), te = data::subset(in.test, s.eval_subset),
+                      ood = data::subset(other.test, s.eval_subset);
         data::normalize(tr, st);
         data::normalize(te, st);
         data::normalize(ood, st);
@@ -250,7 +228,7 @@ int main(int argc, char** argv) {
             double loss_sum = 0;
             std::size_t nb = 0, step = 0;
             for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++step) {
-                Tensor x = batch_tensor(tr, idx, yb);
+                Tensor x = data::batch_tensor(tr, idx, yb);
                 opt.zero_grad();
                 ClassifierOutput o = model.forward(
                     Var(x), 1, seed_of(noise.fork(static_cast<std::uint64_t>(e) * 1000003 + step)));

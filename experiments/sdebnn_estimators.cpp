@@ -59,19 +59,6 @@ SDEBNNClassifierConfig model_config(const Settings& s, const std::string& estima
     return c;
 }
 
-Tensor batch_tensor(const data::Dataset& ds, std::span<const std::size_t> idx,
-                    std::vector<std::int32_t>& labels) {
-    const std::size_t ss = ds.sample_size();
-    Tensor x = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 std::uint64_t seed_of(Generator g) {
     return (static_cast<std::uint64_t>(g()) << 32) | g();
 }
@@ -156,7 +143,7 @@ int main(int argc, char** argv) {
                 idx = it.next();
             }
             const double t0 = experiment::wall_seconds();
-            Tensor x = batch_tensor(tr, idx, yb);
+            Tensor x = data::batch_tensor(tr, idx, yb);
             opt.zero_grad();
             ClassifierOutput o = model.forward(Var(x), 1, seed_of(noise.fork(static_cast<std::uint64_t>(i))));
             Var l = cross_entropy(o.logits, yb) + sum(o.kl) * (s.kl_coef / static_cast<double>(tr.n));
@@ -176,7 +163,7 @@ int main(int argc, char** argv) {
             SDEBNNClassifier m(model_config(s, est, steps), g2);
             std::vector<std::size_t> idx(std::min<std::size_t>(s.batch, tr.n));
             for (std::size_t k = 0; k < idx.size(); ++k) idx[k] = k;
-            Tensor x = batch_tensor(tr, idx, yb);
+            Tensor x = data::batch_tensor(tr, idx, yb);
             reset_tape();
             ClassifierOutput o = m.forward(Var(x), 1, 99);
             backward(cross_entropy(o.logits, yb) + sum(o.kl) * 1e-3);

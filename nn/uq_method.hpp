@@ -105,10 +105,6 @@ const UqMethodInfo& uq_method(const std::string& name);
 
 // ---------------------------------------------------------------- helpers for image classifiers
 
-// The images idx of ds as a [B, C, H, W] float32 tensor; their labels into `labels`.
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
-                   std::vector<std::int32_t>& labels);
-
 // Trains `model` with Adam (settings.lr) on cross_entropy(logits(x), y) for settings.epochs epochs of
 // shuffled minibatches (data::BatchIterator seeded by `seed`). `epoch_start(e)` runs before each epoch
 // (e.g. to restart an SNGP precision matrix). With settings.checkpoint_dir set, the model, optimizer and

@@ -404,25 +404,6 @@ SdeNetStepStats SdeNetTrainer::step(const Tensor& x, const Tensor& y) {
     return s;
 }
 
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
-                   std::vector<std::int32_t>& labels) {
-    Shape s;
-    s.push_back(static_cast<std::int64_t>(idx.size()));
-    for (std::size_t d : ds.shape) s.push_back(static_cast<std::int64_t>(d));
-    Tensor x = Tensor::empty(s, DType::f32);
-    const std::size_t ss = ds.sample_size();
-    labels.clear();
-    float* p = x.data<float>();
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        if (idx[i] >= ds.n)
-            throw std::out_of_range(
-                fmt::format("image_batch: index {} out of range (data set of {})", idx[i], ds.n));
-        std::copy_n(ds.images.begin() + static_cast<std::ptrdiff_t>(idx[i] * ss), ss, p + i * ss);
-        if (!ds.labels.empty()) labels.push_back(ds.labels[idx[i]]);
-    }
-    return x;
-}
-
 SdeNetEpochStats SdeNetTrainer::train_epoch(const data::Dataset& ds, std::int64_t epoch, std::size_t batch,
                                             std::uint64_t shuffle_seed, bool drop_last,
                                             std::size_t max_batches) {
@@ -436,7 +417,7 @@ SdeNetEpochStats SdeNetTrainer::train_epoch(const data::Dataset& ds, std::int64_
     SdeNetEpochStats st;
     std::vector<std::int32_t> y;
     for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
-        Tensor x = image_batch(ds, idx, y);
+        Tensor x = data::batch_tensor(ds, idx, y);
         const SdeNetStepStats s = step(x, y);
         st.mean.task_loss += s.task_loss;
         st.mean.bce_in += s.bce_in;

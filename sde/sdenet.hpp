@@ -268,10 +268,6 @@ void save_sdenet_checkpoint(const std::string& path, nn::Module& model, SdeNetTr
 std::string load_sdenet_checkpoint(const std::string& path, nn::Module& model, SdeNetTrainer& trainer,
                                    const nn::NamedGenerators& extra = {});
 
-// Images idx of ds as a heap tensor [idx.size(), shape...] (f32) and their labels.
-Tensor image_batch(const data::Dataset& ds, std::span<const std::size_t> idx,
-                   std::vector<std::int32_t>& labels);
-
 // ---- evaluation helpers (no tape; batches of `batch` rows; x [N, ...] f32 or the model's dtype) ----
 
 // Softmax averaged over `passes` stochastic passes at the model's sigma(): [N, classes] row-major f64.

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -314,6 +315,42 @@ TEST_CASE("gather and normalisation", "[data]") {
     CHECK(after.mean == Approx(0.0).margin(1e-6));
     CHECK(after.std == Approx(1.0).epsilon(1e-6));
     CHECK_THROWS_AS(d::normalize(ds, d::MeanStd{0.0, 0.0}), std::invalid_argument);
+}
+
+TEST_CASE("subset and batch_tensor", "[data]") {
+    d::Dataset ds;
+    ds.n = 3;
+    ds.shape = {1, 1, 2};
+    ds.num_classes = 10;
+    ds.images = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.5f};
+    ds.labels = {4, 5, 6};
+
+    const d::Dataset head = d::subset(ds, 2);
+    CHECK(head.n == 2);
+    CHECK(head.images == std::vector<float>{0.0f, 0.5f, 1.0f, 0.25f});
+    CHECK(head.labels == std::vector<std::int32_t>{4, 5});
+    CHECK(head.shape == ds.shape);
+    CHECK(d::subset(ds, 0).n == 3); // 0 and n >= ds.n mean "all"
+    CHECK(d::subset(ds, 7).images == ds.images);
+
+    std::vector<std::int32_t> y{9, 9, 9, 9};
+    const std::vector<std::size_t> idx{2, 0};
+    const sdeuq::Tensor x = d::batch_tensor(ds, idx, y);
+    REQUIRE(x.rank() == 4); // [idx.size(), shape...]
+    CHECK(x.dim(0) == 2);
+    CHECK(x.dim(1) == 1);
+    CHECK(x.dim(2) == 1);
+    CHECK(x.dim(3) == 2);
+    CHECK(x.dtype() == sdeuq::DType::f32);
+    const float* p = x.data<float>();
+    CHECK(std::vector<float>(p, p + 4) == std::vector<float>{0.75f, 0.5f, 0.0f, 0.5f});
+    CHECK(y == std::vector<std::int32_t>{6, 4}); // cleared, then filled
+
+    ds.labels.clear(); // unlabelled sets (OOD noise) give no labels
+    d::batch_tensor(ds, idx, y);
+    CHECK(y.empty());
+    const std::vector<std::size_t> bad{1, 3};
+    CHECK_THROWS_AS(d::batch_tensor(ds, bad, y), std::out_of_range);
 }
 
 TEST_CASE("default_data_dir honours SDEUQ_DATA", "[data]") {

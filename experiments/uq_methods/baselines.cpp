@@ -180,7 +180,7 @@ public:
             const std::size_t hi = std::min(images.n, lo + 500);
             idx.resize(hi - lo);
             for (std::size_t i = lo; i < hi; ++i) idx[i - lo] = i;
-            GpPrediction g = net_->predict(Var(image_batch(images, idx, yb)));
+            GpPrediction g = net_->predict(Var(data::batch_tensor(images, idx, yb)));
             Var pr = softmax(mean_field_logits(g.logits, g.variance, mean_field_), -1);
             for (std::size_t i = 0; i < (hi - lo) * c; ++i)
                 p.probs[lo * c + i] = pr.value().flat(static_cast<std::int64_t>(i));
