@@ -30,22 +30,7 @@ namespace {
 using baselines::Settings;
 using baselines::predict;
 using baselines::train;
-
-json evaluate(const std::vector<double>& p_in, const data::Dataset& in, const std::vector<double>& p_out) {
-    auto conf_in = metrics::max_prob(std::span<const double>(p_in), 10);
-    auto conf_out = metrics::max_prob(std::span<const double>(p_out), 10);
-    auto om = metrics::ood_metrics(conf_in, conf_out);
-    return {{"accuracy", metrics::accuracy(std::span<const double>(p_in), in.labels, 10)},
-            {"nll", metrics::nll(std::span<const double>(p_in), in.labels, 10)},
-            {"brier", metrics::brier(std::span<const double>(p_in), in.labels, 10)},
-            {"ece_15", metrics::ece(std::span<const double>(p_in), in.labels, 10, 15)},
-            {"ece_10", metrics::ece(std::span<const double>(p_in), in.labels, 10, 10)},
-            {"ood_auroc", om.auroc},
-            {"ood_aupr_in", om.aupr_in},
-            {"ood_aupr_out", om.aupr_out},
-            {"ood_tnr_at_95_tpr", om.tnr_at_95_tpr},
-            {"ood_detection_accuracy", om.detection_accuracy}};
-}
+using baselines::evaluate;
 
 }  // namespace
 

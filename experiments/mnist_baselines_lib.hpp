@@ -16,6 +16,7 @@
 #include "experiments/common.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/data.hpp"
+#include "nn/metrics.hpp"
 #include "nn/models.hpp"
 #include "nn/optim.hpp"
 
@@ -115,6 +116,25 @@ inline std::vector<double> predict(nn::MnistConvNet& model, const data::Dataset&
     }
     if (mc > 0) nn::set_mc_dropout(model, false);
     return probs;
+}
+
+// The classification and OOD metrics of one method: class probabilities p_in [n x 10] on the in-distribution
+// test set `in` and p_out on the OOD set, OOD score the max softmax probability (in-distribution positive).
+inline nlohmann::json evaluate(const std::vector<double>& p_in, const data::Dataset& in,
+                               const std::vector<double>& p_out) {
+    auto conf_in = metrics::max_prob(std::span<const double>(p_in), 10);
+    auto conf_out = metrics::max_prob(std::span<const double>(p_out), 10);
+    auto om = metrics::ood_metrics(conf_in, conf_out);
+    return nlohmann::json{{"accuracy", metrics::accuracy(std::span<const double>(p_in), in.labels, 10)},
+                          {"nll", metrics::nll(std::span<const double>(p_in), in.labels, 10)},
+                          {"brier", metrics::brier(std::span<const double>(p_in), in.labels, 10)},
+                          {"ece_15", metrics::ece(std::span<const double>(p_in), in.labels, 10, 15)},
+                          {"ece_10", metrics::ece(std::span<const double>(p_in), in.labels, 10, 10)},
+                          {"ood_auroc", om.auroc},
+                          {"ood_aupr_in", om.aupr_in},
+                          {"ood_aupr_out", om.aupr_out},
+                          {"ood_tnr_at_95_tpr", om.tnr_at_95_tpr},
+                          {"ood_detection_accuracy", om.detection_accuracy}};
 }
 
 }  // namespace sdeuq::baselines

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "experiments/common.hpp"
+#include "experiments/mnist_baselines_lib.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/data.hpp"
 #include "nn/metrics.hpp"
@@ -89,22 +90,6 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
         reset_tape();
     }
     return probs;
-}
-
-json evaluate(const std::vector<double>& p_in, const data::Dataset& in, const std::vector<double>& p_out) {
-    auto conf_in = metrics::max_prob(std::span<const double>(p_in), 10);
-    auto conf_out = metrics::max_prob(std::span<const double>(p_out), 10);
-    auto om = metrics::ood_metrics(conf_in, conf_out);
-    return {{"accuracy", metrics::accuracy(std::span<const double>(p_in), in.labels, 10)},
-            {"nll", metrics::nll(std::span<const double>(p_in), in.labels, 10)},
-            {"brier", metrics::brier(std::span<const double>(p_in), in.labels, 10)},
-            {"ece_15", metrics::ece(std::span<const double>(p_in), in.labels, 10, 15)},
-            {"ece_10", metrics::ece(std::span<const double>(p_in), in.labels, 10, 10)},
-            {"ood_auroc", om.auroc},
-            {"ood_aupr_in", om.aupr_in},
-            {"ood_aupr_out", om.aupr_out},
-            {"ood_tnr_at_95_tpr", om.tnr_at_95_tpr},
-            {"ood_detection_accuracy", om.detection_accuracy}};
 }
 
 }  // namespace
@@ -252,7 +237,7 @@ int main(int argc, char** argv) {
         const Generator pred = root.fork(4);
         auto p_in = predict(model, te, s.samples, pred.fork(1)),
              p_out = predict(model, ood, s.samples, pred.fork(2));
-        json r = evaluate(p_in, te, p_out);
+        json r = baselines::evaluate(p_in, te, p_out);
         r["train_loss_per_epoch"] = epoch_loss;
         results[in.name + "_vs_" + other.name] = r;
         timings[in.name + "_vs_" + other.name] = {{"seconds_per_epoch", epoch_seconds},
