@@ -87,7 +87,7 @@ struct HeapCarry {
 };
 
 void validate(SDE& sde, const Solver& solver, const Var& y0, std::span<const double> ts,
-              const BrownianPath& bm, const SolveOptions& opt) {
+              const BrownianPath& bm, const SolveOptions& opt, bool allow_reverse) {
     const Noise noise = sde.noise();
     const Calculus calc = sde.calculus();
     if (!solver.supports(noise, calc))
@@ -107,17 +107,19 @@ void validate(SDE& sde, const Solver& solver, const Var& y0, std::span<const dou
                         solver.name(), noise_name(noise), bm.size(), describe(y0.value()), m, batch * m));
     if (ts.empty()) throw UsageError(fmt::format("integrate (solver '{}'): ts is empty", solver.name()));
     const double tol = 1e-12 * (bm.t1() - bm.t0());
+    const bool reverse = allow_reverse && ts.size() > 1 && ts[1] < ts[0];
     for (std::size_t i = 0; i < ts.size(); ++i) {
         if (!std::isfinite(ts[i]) || ts[i] < bm.t0() - tol || ts[i] > bm.t1() + tol)
             throw UsageError(
                 fmt::format("integrate (solver '{}'): ts[{}] = {} is outside the Brownian path's "
                             "[{}, {}]",
                             solver.name(), i, ts[i], bm.t0(), bm.t1()));
-        if (i > 0 && !(ts[i] > ts[i - 1]))
+        if (i > 0 && !(reverse ? ts[i] < ts[i - 1] : ts[i] > ts[i - 1]))
             throw UsageError(
-                fmt::format("integrate (solver '{}'): ts must be strictly increasing, but ts[{}] = {} "
+                fmt::format("integrate (solver '{}'): ts must be strictly {}, but ts[{}] = {} "
                             "after ts[{}] = {}",
-                            solver.name(), i, ts[i], i - 1, ts[i - 1]));
+                            solver.name(), reverse ? "decreasing" : "increasing", i, ts[i], i - 1,
+                            ts[i - 1]));
     }
     if (!(opt.dt > 0) || !std::isfinite(opt.dt))
         throw UsageError(fmt::format("integrate (solver '{}'): dt must be positive and finite, got {}",
@@ -163,14 +165,24 @@ double scaled_error(const Tensor& y, const Tensor& a, const Tensor& b, double at
 
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
                         const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
-                        RunningCost* cost) {
-    validate(sde, solver, y0, ts, bm, opt);
+                        RunningCost* cost, IntegrateControl* control) {
+    if (control && record) throw UsageError("internal: integrate() with an IntegrateControl records no tape");
+    validate(sde, solver, y0, ts, bm, opt, control != nullptr);
     SolveStats local;
     SolveStats& st = stats ? *stats : local;
     st = SolveStats{};
 
     std::optional<NoGradScope> no_grad;
-    if (!record) no_grad.emplace();
+    if (!record && (!control || control->no_grad())) no_grad.emplace();
+    const bool collect = !control || control->collect();
+    // +1 forward, -1 for a reverse-time solve (decreasing ts, negative steps).
+    const double dir = ts.size() > 1 && ts[1] < ts[0] ? -1.0 : 1.0;
+    // The hook sees the carried state (a heap buffer of `keep`: unrecorded solves only).
+    auto reached = [&](std::size_t steps, double t, std::ptrdiff_t output, const Carry& c) {
+        if (!control) return;
+        Tensor y = c.y.value();
+        control->at_time(steps, t, output, y);
+    };
 
     const std::int64_t batch = y0.dim(0), d = y0.dim(1);
     const std::int64_t m = sde.brownian_dim(d);
@@ -228,6 +240,7 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     std::vector<Var> outs_rec, costs_rec;
     std::vector<Tensor> outs_heap, costs_heap;
     auto emit = [&]() {
+        if (!collect) return;
         if (record) {
             outs_rec.push_back(cur.y);
             if (cost) costs_rec.push_back(cur.cost);
@@ -236,6 +249,7 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
             if (cost) costs_heap.push_back(cur.cost.value().clone());
         }
     };
+    reached(0, ts[0], 0, cur);
     emit();
 
     ForwardResult res;
@@ -245,7 +259,12 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     if (!opt.adaptive) {
         // The grid t0 + k dt (multiplied, not accumulated) with the outputs inserted; the adjoints replay
         // exactly these steps backward (detail::fixed_step_grid is the one definition of it).
-        const detail::StepGrid grid = detail::fixed_step_grid(ts, opt.dt);
+        // (An IntegrateControl may give the step times instead: the adjoint retraces the forward's.)
+        const bool given = control && !control->step_times().empty();
+        const detail::StepGrid grid =
+            given ? detail::grid_from_times(ts, std::vector<double>(control->step_times().begin(),
+                                                                    control->step_times().end()))
+                  : detail::fixed_step_grid(ts, opt.dt);
         std::size_t j = 0;
         for (std::size_t i = 1; i < ts.size(); ++i) {
             for (; j < grid.output_index[i]; ++j) {
@@ -260,6 +279,7 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
                 }
                 ++st.steps;
                 t = t_next;
+                reached(j + 1, t, j + 1 == grid.output_index[i] ? static_cast<std::ptrdiff_t>(i) : -1, cur);
             }
             emit();
         }
@@ -269,7 +289,7 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
         double h = std::clamp(opt.dt, opt.dt_min, opt.dt_max);
         for (std::size_t i = 1; i < ts.size(); ++i) {
             const double T = ts[i];
-            while (t < T) {
+            while (dir > 0 ? t < T : t > T) {
                 if (st.steps + st.rejected >= opt.max_steps)
                     throw UsageError(
                         fmt::format("integrate (solver '{}', adaptive): max_steps = {} reached at t = "
@@ -277,12 +297,12 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
                                     solver.name(), opt.max_steps, t, t0, ts.back(), h));
                 double hh = h;
                 bool clipped = false;
-                if (t + hh >= T - 1e-8 * hh) {
-                    hh = T - t;
+                if (dir > 0 ? t + hh >= T - 1e-8 * hh : t - hh <= T + 1e-8 * hh) {
+                    hh = dir * (T - t);
                     clipped = true;
                 }
-                const double t_next = clipped ? T : t + hh;
-                const double t_mid = t + 0.5 * hh;
+                const double t_next = clipped ? T : t + dir * hh;
+                const double t_mid = t + 0.5 * dir * hh;
                 double err = 0.0;
                 bool accept = false;
                 auto attempt = [&]() {
@@ -303,6 +323,8 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
                     res.step_times.push_back(t);
                     ++st.steps;
                     t = t_next;
+                    reached(static_cast<std::size_t>(st.steps), t,
+                            t == T ? static_cast<std::ptrdiff_t>(i) : -1, cur);
                 } else {
                     ++st.rejected;
                 }
@@ -318,7 +340,9 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     }
     res.step_times.push_back(t);
 
-    if (record) {
+    if (!collect) {
+        res.final_state = cur.y.value().clone();
+    } else if (record) {
         for (auto& v : outs_rec) res.states.push_back(v.value());
         res.stacked = stack(outs_rec, 0);
         if (cost) {
@@ -341,6 +365,7 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
             res.cost_stacked = stack(cs, 0);
         }
         for (const Var& v : cur.state.vars) res.final_solver_state.push_back(v.value().clone());
+        res.final_state = cur.y.value().clone();
     }
     return res;
 }

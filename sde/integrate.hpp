@@ -25,8 +25,13 @@ struct SolveOptions {
     // "reversible_heun" (algebraically reversible adjoint, Kidger et al. 2021), or any registered name.
     std::string estimator = "backprop";
     // Solver of the adjoint's backward solve (unset: the forward solver if it is midpoint or heun, else
-    // midpoint).
+    // midpoint; euler for additive noise only; milstein, srk and reversible_heun are a UsageError).
     SolverChoice adjoint_solver;
+    // The adjoint's backward solve with adaptive steps (between the output times, with these tolerances
+    // and the forward's dt, dt_min, dt_max, safety, max_steps) instead of retracing the forward's steps.
+    // Not with a running cost (sdeint_logqp), whose sum is differentiated at the forward's step points.
+    bool adjoint_adaptive = false;
+    double adjoint_rtol = 1e-3, adjoint_atol = 1e-4;
 };
 
 // Statistics of the last solve (reset at its start).
@@ -92,7 +97,8 @@ std::vector<std::string> estimator_names();
 // `record` true: every op goes on the current tape (backprop through the solver). `record` false: no tape
 // (NoGradScope), each step in its own NestedTape, the state copied out to heap buffers, so memory does not
 // grow with the number of steps (adjoint forward passes); the outputs are copied into the current arena.
-// ts must be strictly increasing, inside [bm.t0(), bm.t1()].
+// ts must be strictly increasing, inside [bm.t0(), bm.t1()] (strictly decreasing, a reverse-time solve
+// with negative steps and the reversed increments W(t_{n+1}) - W(t_n), only under an IntegrateControl).
 // With a running cost, it is accumulated along the accepted steps (the kept half steps when adaptive).
 struct ForwardResult {
     std::vector<Tensor> states;      // at each ts[i] (arena tensors of the current tape), ts[0]: y0
@@ -101,9 +107,30 @@ struct ForwardResult {
     std::vector<Tensor> cost_states;  // with a cost: [batch] at each ts[i]
     Var cost_stacked;                 // with a cost: [T, batch]
     std::vector<Tensor> final_solver_state;  // the solver's carried state at the end (heap copies)
+    Tensor final_state;                      // unrecorded solves: the state at ts.back() (heap copy)
 };
+
+// Hooks into integrate()'s loop for solves that are not plain forward solves (the stochastic adjoint's
+// backward solve of its AdjointSDE, sde/estimators/adjoint.cpp). Unrecorded solves only.
+class IntegrateControl {
+public:
+    virtual ~IntegrateControl() = default;
+    // Fixed steps: the step times to take (ts.front() first, ts.back() last, monotone, every ts[i] among
+    // them) instead of the grid ts[0] + k dt. Empty: that grid.
+    virtual std::span<const double> step_times() const { return {}; }
+    // Called when the solve reaches a time: at ts[0], and at the end of every accepted step. `steps`
+    // counts the accepted steps so far; `output` is i when t is ts[i], else -1. y is the carried state
+    // (a heap tensor the hook may change in place: the adjoint's jumps at the output times).
+    virtual void at_time(std::size_t steps, double t, std::ptrdiff_t output, Tensor& y) = 0;
+    // false: no states are collected (ForwardResult::final_state only).
+    virtual bool collect() const { return true; }
+    // false: the steps run with the caller's gradient mode (each still in its own NestedTape), for an SDE
+    // whose coefficients differentiate on nested tapes (the AdjointSDE's VJPs).
+    virtual bool no_grad() const { return true; }
+};
+
 ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const double> ts,
                         const BrownianPath& bm, const SolveOptions& opt, bool record, SolveStats* stats,
-                        RunningCost* cost = nullptr);
+                        RunningCost* cost = nullptr, IntegrateControl* control = nullptr);
 
 }  // namespace sdeuq::sde

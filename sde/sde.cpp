@@ -28,6 +28,10 @@ std::int64_t SDE::brownian_dim(std::int64_t d) const {
 
 Var SDE::g_prod(double t, const Var& y, const Var& dw) { return diffusion_product(noise(), g(t, y), dw); }
 
+Var SDE::increment(double t, double dt, const Var& y, const Var& dw) {
+    return f(t, y) * dt + g_prod(t, y, dw);
+}
+
 Var diffusion_product(Noise noise, const Var& g, const Var& dw) {
     switch (noise) {
         case Noise::diagonal:

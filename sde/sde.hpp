@@ -33,6 +33,12 @@ public:
     virtual Var g(double t, const Var& y) = 0;
     // g(t, y) . dW per the noise type (override for a cheaper product).
     virtual Var g_prod(double t, const Var& y, const Var& dw);
+    // f(t, y) dt + g(t, y) . dW in one call, for an SDE that computes the two more cheaply together (the
+    // adjoint SDE, sde/adjoint_sde.hpp: one nested VJP instead of two). The solvers whose stages use only
+    // that combination (euler, heun, midpoint) call it when fused_increment() is true, and f and g_prod
+    // otherwise (whose separate roundings every other SDE keeps).
+    virtual bool fused_increment() const { return false; }
+    virtual Var increment(double t, double dt, const Var& y, const Var& dw);
     // Parameters of f and g, for gradient estimators that need them listed (the adjoints).
     virtual std::vector<Parameter*> parameters() { return {}; }
 };

@@ -46,6 +46,7 @@ class Euler final : public Solver {
 public:
     SolverKind kind() const override { return SolverKind::euler; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        if (sde.fused_increment()) return combine_n({y, sde.increment(t, dt, y, dw)}, {1.0, 1.0});
         return combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, dt, 1.0});
     }
 };
@@ -129,6 +130,11 @@ class Heun final : public Solver {
 public:
     SolverKind kind() const override { return SolverKind::heun; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        if (sde.fused_increment()) {  // the same scheme with phi = f h + g.dW from one call
+            Var phi0 = sde.increment(t, dt, y, dw);
+            Var phi1 = sde.increment(t + dt, dt, combine_n({y, phi0}, {1.0, 1.0}), dw);
+            return combine_n({y, phi0, phi1}, {1.0, 0.5, 0.5});
+        }
         Var f0 = sde.f(t, y);
         Var gw0 = sde.g_prod(t, y, dw);
         Var y_bar = combine_n({y, f0, gw0}, {1.0, dt, 1.0});
@@ -146,9 +152,13 @@ class Midpoint final : public Solver {
 public:
     SolverKind kind() const override { return SolverKind::midpoint; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        const double tm = t + 0.5 * dt;
+        if (sde.fused_increment()) {  // the same scheme with phi = f h + g.dW from one call
+            Var y_mid = combine_n({y, sde.increment(t, dt, y, dw)}, {1.0, 0.5});
+            return combine_n({y, sde.increment(tm, dt, y_mid, dw)}, {1.0, 1.0});
+        }
         // One tape node each for y + a f + b g.dW (combine_n() above).
         Var y_mid = combine_n({y, sde.f(t, y), sde.g_prod(t, y, dw)}, {1.0, 0.5 * dt, 0.5});
-        const double tm = t + 0.5 * dt;
         return combine_n({y, sde.f(tm, y_mid), sde.g_prod(tm, y_mid, dw)}, {1.0, dt, 1.0});
     }
 };

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -336,6 +337,123 @@ TEST_CASE("stochastic adjoint after an adaptive forward solve retraces its accep
     CHECK(e < 1e-2);
 }
 
+namespace {
+// Least-squares slope of log e against log dt.
+double slope(const std::vector<double>& dts, const std::vector<double>& errs) {
+    double mx = 0, my = 0;
+    for (std::size_t i = 0; i < dts.size(); ++i) {
+        mx += std::log(dts[i]);
+        my += std::log(errs[i]);
+    }
+    mx /= static_cast<double>(dts.size());
+    my /= static_cast<double>(dts.size());
+    double sxy = 0, sxx = 0;
+    for (std::size_t i = 0; i < dts.size(); ++i) {
+        sxy += (std::log(dts[i]) - mx) * (std::log(errs[i]) - my);
+        sxx += (std::log(dts[i]) - mx) * (std::log(dts[i]) - mx);
+    }
+    return sxy / sxx;
+}
+}  // namespace
+
+TEST_CASE("the adjoint SDE solved backwards by integrate(): gradient error vs backprop falls at order ~1 "
+          "in dt for the midpoint and heun backward solvers (4 step sizes)",
+          "[adjoint]") {
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    BrownianPath bm = make_path(pb, sde, 0.0, 31);  // exact increments at every resolution: one path
+    const std::vector<double> dts{1.0 / 8, 1.0 / 16, 1.0 / 32, 1.0 / 64, 1.0 / 128, 1.0 / 256};
+    for (const char* back : {"midpoint", "heun"}) {
+        std::vector<double> errs;
+        for (double dt : dts) {
+            SolveOptions opt;
+            opt.solver = "midpoint";
+            opt.dt = dt;
+            opt.estimator = "backprop";
+            auto g_bp = gradient(sde, pb, bm, opt);
+            opt.estimator = "adjoint";
+            opt.adjoint_solver = back;
+            errs.push_back(rel_error(gradient(sde, pb, bm, opt), g_bp));
+        }
+        const double p = slope(dts, errs);
+        WARN(fmt::format("adjoint_solver {}: relative error vs backprop {:.2e} at dt = 1/8 .. 1/256, "
+                         "slope {:.2f}",
+                         back, fmt::join(errs, " "), p));
+        CHECK(p > 0.8);
+        CHECK(errs.back() < errs.front());
+    }
+}
+
+TEST_CASE("the adjoint with adaptive backward steps: its gradient error falls with the tolerance",
+          "[adjoint]") {
+    // The reference is backprop at a fine step (the pathwise gradient of the continuous solution up to
+    // ~1e-4): with adaptive backward steps the adjoint no longer retraces the forward's steps, so it
+    // approximates that gradient, not the one of the forward's discretisation.
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    SolveOptions opt;
+    opt.solver = "midpoint";
+    opt.dt = 1.0 / 4096;
+    BrownianPath bm = make_path(pb, sde, 0.0, 33);
+    opt.estimator = "backprop";
+    auto g_ref = gradient(sde, pb, bm, opt);
+    opt.estimator = "adjoint";
+    opt.adjoint_adaptive = true;
+    std::vector<double> errs;
+    for (double tol : {1e-2, 1e-3, 1e-4}) {
+        opt.adjoint_rtol = opt.adjoint_atol = tol;
+        errs.push_back(rel_error(gradient(sde, pb, bm, opt), g_ref));
+    }
+    WARN(fmt::format("adaptive backward (forward dt = 1/4096), rtol = atol = 1e-2, 1e-3, 1e-4: relative "
+                     "error vs backprop {:.2e}",
+                     fmt::join(errs, " ")));
+    CHECK(errs[2] < errs[0] / 4);
+    CHECK(errs[2] < 2e-3);
+    opt.adjoint_solver = "heun";
+    CHECK(rel_error(gradient(sde, pb, bm, opt), g_ref) < 2e-3);
+}
+
+TEST_CASE("integrate() solves backwards in time only under an IntegrateControl; there it retraces a "
+          "Stratonovich path to its start",
+          "[adjoint]") {
+    Problem pb;
+    TinyNeuralSDE sde(pb.d, Noise::diagonal);
+    BrownianPath bm = make_path(pb, sde, 0.0, 35);
+    SolveOptions opt;
+    opt.dt = 1.0 / 64;
+    auto solver = make_solver(SolverKind::midpoint);
+    const std::vector<double> back_ts{1.0, 0.0};
+    CHECK_THROWS_WITH(integrate(sde, *solver, Var(pb.y0), back_ts, bm, opt, false, nullptr),
+                      Catch::Contains("strictly increasing"));
+    // Forward from 0 to 1, then backwards from y(1) on the same path: y(0) again up to the discretisation
+    // (the Stratonovich flow of an SDE is invertible along its path).
+    struct Hooks final : IntegrateControl {
+        std::vector<double> seen;
+        void at_time(std::size_t, double t, std::ptrdiff_t, Tensor&) override { seen.push_back(t); }
+    };
+    std::vector<double> errs;
+    for (double dt : {1.0 / 32, 1.0 / 64, 1.0 / 128}) {
+        opt.dt = dt;
+        ForwardResult fwd = integrate(sde, *solver, Var(pb.y0), std::vector<double>{0.0, 1.0}, bm, opt, false,
+                                      nullptr);
+        Hooks hooks;
+        ForwardResult bwd = integrate(sde, *solver, Var(fwd.final_state), back_ts, bm, opt, false, nullptr,
+                                      nullptr, &hooks);
+        REQUIRE(hooks.seen.size() == static_cast<std::size_t>(std::lround(1.0 / dt)) + 1);
+        CHECK(hooks.seen.front() == 1.0);
+        CHECK(hooks.seen.back() == 0.0);
+        double e = 0;
+        for (std::int64_t i = 0; i < pb.y0.numel(); ++i)
+            e = std::max(e, std::abs(bwd.final_state.flat(i) - pb.y0.flat(i)));
+        errs.push_back(e);
+        reset_tape();
+    }
+    WARN(fmt::format("forward then backward on one path: max |y0 - y0'| = {:.2e} {:.2e} {:.2e} at dt = 1/32, "
+                     "1/64, 1/128", errs[0], errs[1], errs[2]));
+    CHECK(errs[2] < errs[0] / 2);
+    CHECK(errs[2] < 1e-2);
+}
+
 TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves", "[adjoint]") {
     register_adjoint_estimators();
     Problem pb;
@@ -352,6 +470,12 @@ TEST_CASE("the adjoint estimators reject what they cannot do, naming themselves"
     opt.adjoint_solver = "euler";
     CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
                       Catch::Contains("adjoint estimator") && Catch::Contains("euler"));
+    // The backward solve runs the adjoint SDE, whose diffusion exists only as a product g . dW.
+    for (const char* bad : {"milstein", "srk", "reversible_heun"}) {
+        opt.adjoint_solver = bad;
+        CHECK_THROWS_WITH(sdeint(diag, y0, pb.ts, bm_d, opt),
+                          Catch::Contains("adjoint_solver") && Catch::Contains(std::string("'") + bad + "'"));
+    }
     opt.adjoint_solver.clear();
     opt.estimator = "reversible_heun";
     opt.adaptive = true;

@@ -372,6 +372,14 @@ TEST_CASE("logqp with an estimator that has no running-cost support is a UsageEr
     CHECK_THROWS_WITH(
         sdeint_logqp(sde, Var(Tensor::zeros({2, 1}, DType::f64)), ts, bm, opt, KLEstimator::stl),
         Catch::Contains("no_cost_test") && Catch::Contains("running cost"));
+    // The adjoint's adaptive backward steps would not meet the forward step points the KL sum is
+    // differentiated at: refused, naming the option.
+    opt.estimator = "adjoint";
+    opt.solver = "midpoint";
+    opt.adjoint_adaptive = true;
+    CHECK_THROWS_WITH(
+        sdeint_logqp(sde, Var(Tensor::zeros({2, 1}, DType::f64)), ts, bm, opt, KLEstimator::stl),
+        Catch::Contains("adjoint_adaptive") && Catch::Contains("running cost"));
 }
 
 TEST_CASE("logqp through the adjoint with adaptive steps: the values of adaptive backprop, gradients close",

@@ -1,28 +1,22 @@
-// The stochastic adjoint estimator (Li, Wong, Chen, Duvenaud 2020). See sde/adjoint.hpp for the equations.
+// The stochastic adjoint estimator (Li, Wong, Chen, Duvenaud 2020). See sde/estimators/estimators.hpp for the
+// equations.
 //
 // Forward: integrate(..., record = false), the shared driver, which runs each step in its own NestedTape
 // and keeps the carry in heap buffers, so nothing grows with the number of steps; only the outputs at ts
 // (as the recorded node's value) and the accepted step times (8 bytes a step; for adaptive solves too)
 // are kept.
 //
-// Backward: the augmented state X = (y, a, a_theta) is integrated from ts.back() to ts[0] over the
-// forward grid in reverse, with dt' = t_n - t_{n+1} < 0 and dW' = W(t_n) - W(t_{n+1}) (the reversed
-// increment, bit for bit the negated forward one). One evaluation of the augmented increment at
-// (t, y, a) is ONE nested VJP:
-//     phi  = f(t, y) dt' + g(t, y) o dW'                       (the y increment)
-//     (v_y, v_theta) = a^T d phi / d(y, theta)                 (backward of phi with cotangent a)
-//     X increment = (phi, -v_y, -v_theta)
-// which is f dt + g o dW for y and -a df/dy dt - a d(g o dW)/dy for a (Li et al. 2020, Eq. (14)). The
-// midpoint and Heun steps of the augmented system are written out below (both evaluate the increment
-// with the full step's dt', dW' at every stage, so the drift and diffusion products combine in one VJP):
-//     midpoint: X_m = X + Phi(t, X) / 2,  X' = X + Phi(t + dt'/2, X_m)
-//     heun:     X~ = X + Phi(t, X),       X' = X + (Phi(t, X) + Phi(t + dt', X~)) / 2
-//     euler:    X' = X + Phi(t, X)        (additive noise only: it is an Ito scheme)
-// Each evaluation runs in a NestedTape that is released before the next one; the state lives in heap
-// buffers allocated once per backward pass.
+// Backward: the AdjointSDE (sde/adjoint_sde.hpp) over X = (y, a, a_theta), solved by the same driver,
+// integrate(), from ts.back() to ts[0] (decreasing times: steps dt' < 0, increments W(t_n) - W(t_{n+1}),
+// bit for bit the negated forward ones) with the chosen solver (midpoint, heun; euler for additive
+// noise). Fixed steps retrace the forward's accepted steps; with adjoint_adaptive the backward solve picks
+// its own steps between the output times. An IntegrateControl hook makes the adjoint's jumps where the
+// solve reaches a time: at an output t_i, y restarts from the stored forward value (as torchsde does) and
+// dL/dY(t_i) (and dL/dC(t_i)) enter the cotangents; at a forward step point t_n the running cost's VJP
+// adds a_c dc/dy into a and a_c dc/dtheta into a_theta (docs/estimators.md, "Running costs").
 #include "sde/estimators/estimators.hpp"
 
-#include "autodiff/ops_fused.hpp"
+#include "sde/adjoint_sde.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -35,163 +29,116 @@ namespace sdeuq::sde {
 namespace {
 
 using detail::axpy;
-using detail::StepGrid;
 using detail::time_slice;
 
-// The recorded node's backward: the augmented adjoint system, solved backwards.
+// The hooks of the backward solve (see the header comment), and the cotangents it reads.
+struct BackwardControl final : IntegrateControl {
+    AdjointSDE* adj;
+    RunningCost* cost;
+    const BrownianPath* bm;
+    const std::vector<Parameter*>* params;
+    std::vector<double> reversed_times;  // the forward's step times, last first (empty: adaptive)
+    std::int64_t T = 0;                  // number of outputs
+    Tensor outputs, grad_out;            // [T, batch, d]
+    Tensor grad_packed;                  // the node's gradient (costs after the states)
+    Tensor a_c, dw_fwd;                  // the cost's cotangent [batch] and a forward increment
+    std::vector<double> buf;
+
+    std::span<const double> step_times() const override { return reversed_times; }
+    bool collect() const override { return false; }
+    bool no_grad() const override { return false; }  // the AdjointSDE differentiates on nested tapes
+
+    void at_time(std::size_t steps, double, std::ptrdiff_t output, Tensor& x) override {
+        // Output `output` of the reversed ts is the forward's output T - 1 - output.
+        const std::int64_t i = output >= 0 ? T - 1 - output : -1;
+        Tensor y = adj->y_part(x), a = adj->a_part(x);
+        if (i >= 0) y.copy_from(time_slice(outputs, i));
+        // The running cost's step n = last - steps of the forward grid, c(t_n, h_n, y_n, dW_n), with a_c
+        // holding the costs' cotangents after t_n (t_n, t_{n+1}: reversed_times[steps], [steps - 1]).
+        if (cost && steps > 0) {
+            const double tn = reversed_times[steps], tn1 = reversed_times[steps - 1];
+            detail::brownian_into(*bm, tn, tn1, buf, dw_fwd);
+            std::vector<Tensor> a_theta = adj->a_theta_parts(x);
+            detail::running_cost_vjp(*cost, *params, tn, tn1 - tn, y, dw_fwd, a_c, a, a_theta);
+        }
+        if (i >= 0) {
+            axpy(a, 1.0, time_slice(grad_out, i));
+            if (cost) {
+                const std::int64_t B = outputs.dim(1);
+                auto* base = static_cast<std::byte*>(grad_packed.raw());
+                const std::size_t off =
+                    static_cast<std::size_t>(outputs.numel() + i * B) * dtype_size(outputs.dtype());
+                axpy(a_c, 1.0, Tensor::view(base + off, Shape{B}, outputs.dtype()));
+            }
+        }
+    }
+};
+
+// The recorded node's backward: the AdjointSDE solved backwards by integrate().
 struct AdjointBackward {
     SDE* sde;
-    RunningCost* cost;  // null without a running cost
+    RunningCost* cost;       // null without a running cost
     const BrownianPath* bm;  // the caller's: a copy would duplicate its O(log steps) cache of tree nodes
-    StepGrid grid;
-    std::string method;  // "midpoint", "heun" or "euler"
+    std::vector<double> step_times;  // the forward's accepted step times, then its final time
+    std::vector<double> ts;
+    SolverKind method;
+    SolveOptions opt;
     std::vector<Parameter*> params;
     Node* y0_node;
     std::vector<Node*> param_nodes;
     Tensor outputs;  // the states [T, batch, d] in the node's value (which lives as long as the node)
 
-    // Heap buffers of one augmented evaluation.
-    struct Eval {
-        Tensor phi, v_y;
-        std::vector<Tensor> v_theta;
-    };
-
-    // Phi at (t, y, a): phi = f dt + g o dW and the VJP of phi with cotangent a, in one nested scope.
-    void evaluate(double t, double dt, const Tensor& y, const Tensor& a, const Tensor& dw, Eval& e) const {
-        NestedTape scope;
-        Var yl = leaf(y);
-        std::vector<Var> pv;
-        pv.reserve(params.size());
-        for (Parameter* p : params) pv.push_back(p->var());
-        Var fv = sde->f(t, yl), gw = sde->g_prod(t, yl, Var(dw));
-        // f dt + g.dW as one node (lincomb, autodiff/ops_fused.hpp: the same bits as the plain ops) when
-        // the shapes agree; the plain ops otherwise (and the check below names the mismatch).
-        Var phi;
-        if (fv.shape() == y.shape() && gw.shape() == y.shape() && fv.dtype() == gw.dtype()) {
-            const Var terms[2] = {fv, gw};
-            const double coeffs[2] = {dt, 1.0};
-            phi = lincomb(terms, coeffs);
-        } else {
-            phi = fv * dt + gw;
-        }
-        if (phi.shape() != y.shape())
-            throw ShapeError(fmt::format("adjoint estimator: f dt + g dW is {}, the state {}",
-                                         describe(phi.value()), describe(y)));
-        detail::check_listed_parameters("adjoint estimator", params);
-        e.phi.copy_from(phi.value());
-        if (!node_of(phi)) {
-            e.v_y.fill(0.0);
-            for (auto& v : e.v_theta) v.fill(0.0);
-            return;
-        }
-        backward(phi, a);
-        e.v_y.copy_from(yl.grad());
-        for (std::size_t k = 0; k < pv.size(); ++k) e.v_theta[k].copy_from(pv[k].grad());
-    }
-
     void operator()(const Tensor& grad_packed) {
-        const Tensor y_T = time_slice(outputs, 0);
-        const Shape s = y_T.shape();
-        const DType dt_y = outputs.dtype();
-        // The node's gradient: the states' [T, batch, d], then (with a cost) the costs' [T, batch].
-        const Tensor grad_out = Tensor::view(grad_packed.raw(), outputs.shape(), dt_y);
-        auto grad_cost = [&](std::int64_t i) {
-            auto* base = static_cast<std::byte*>(grad_packed.raw());
-            const std::size_t off = static_cast<std::size_t>(outputs.numel() + i * s[0]) * dtype_size(dt_y);
-            return Tensor::view(base + off, Shape{s[0]}, dt_y);
-        };
-        Tensor a_c = cost ? Tensor::zeros({s[0]}, dt_y) : Tensor();  // the cost's cotangent
-        auto make_eval = [&]() {
-            Eval e{Tensor::empty(s, dt_y), Tensor::empty(s, dt_y), {}};
-            for (Parameter* p : params)
-                e.v_theta.push_back(Tensor::empty(p->value().shape(), p->value().dtype()));
-            return e;
-        };
-        Eval e1 = make_eval(), e2 = make_eval();
-        Tensor y = Tensor::empty(s, dt_y), a = Tensor::zeros(s, dt_y);
-        Tensor y_s = Tensor::empty(s, dt_y), a_s = Tensor::empty(s, dt_y);  // stage states
-        std::vector<Tensor> a_theta;
-        for (Parameter* p : params) a_theta.push_back(Tensor::zeros(p->value().shape(), p->value().dtype()));
-        const std::int64_t m = sde->brownian_dim(s[1]);
-        Tensor dw = Tensor::empty({s[0], m}, dt_y);
-        Tensor dw_fwd = cost ? Tensor::empty({s[0], m}, dt_y) : Tensor();
-        std::vector<double> buf;
-
-        std::int64_t out_i = static_cast<std::int64_t>(grid.output_index.size()) - 1;
-        auto at_output = [&](std::size_t n) {
-            // y restarts from the stored forward value at an output (as torchsde's adjoint does).
-            const bool is_out = out_i >= 0 && grid.output_index[static_cast<std::size_t>(out_i)] == n;
-            if (is_out) y.copy_from(time_slice(outputs, out_i));
-            // The running cost's step n, c(t_n, h_n, y_n, dW_n): a += a_c dc/dy, a_theta += a_c dc/dtheta
-            // (docs/estimators.md, "Running costs"). a_c holds the cost outputs after t_n.
-            if (cost && n + 1 < grid.times.size()) {
-                detail::brownian_into(*bm, grid.times[n], grid.times[n + 1], buf, dw_fwd);
-                detail::running_cost_vjp(*cost, params, grid.times[n], grid.times[n + 1] - grid.times[n], y,
-                                         dw_fwd, a_c, a, a_theta);
-            }
-            // dL/dY(ts[i]) (and dL/dC(ts[i])) enter the cotangents.
-            if (is_out) {
-                axpy(a, 1.0, time_slice(grad_out, out_i));
-                if (cost) axpy(a_c, 1.0, grad_cost(out_i));
-                --out_i;
-            }
-        };
-        at_output(grid.times.size() - 1);
-        for (std::size_t n = grid.times.size() - 1; n > 0; --n) {
-            const double t = grid.times[n], dt = grid.times[n - 1] - t;  // dt < 0
-            detail::brownian_into(*bm, t, grid.times[n - 1], buf, dw);   // W(t_{n-1}) - W(t_n)
-            if (method == "euler") {
-                evaluate(t, dt, y, a, dw, e1);
-                axpy(y, 1.0, e1.phi);
-                axpy(a, -1.0, e1.v_y);
-                for (std::size_t k = 0; k < params.size(); ++k) axpy(a_theta[k], -1.0, e1.v_theta[k]);
-            } else if (method == "midpoint") {
-                evaluate(t, dt, y, a, dw, e1);
-                y_s.copy_from(y);
-                axpy(y_s, 0.5, e1.phi);
-                a_s.copy_from(a);
-                axpy(a_s, -0.5, e1.v_y);
-                evaluate(t + 0.5 * dt, dt, y_s, a_s, dw, e2);
-                axpy(y, 1.0, e2.phi);
-                axpy(a, -1.0, e2.v_y);
-                for (std::size_t k = 0; k < params.size(); ++k) axpy(a_theta[k], -1.0, e2.v_theta[k]);
-            } else {  // heun
-                evaluate(t, dt, y, a, dw, e1);
-                y_s.copy_from(y);
-                axpy(y_s, 1.0, e1.phi);
-                a_s.copy_from(a);
-                axpy(a_s, -1.0, e1.v_y);
-                evaluate(grid.times[n - 1], dt, y_s, a_s, dw, e2);
-                axpy(y, 0.5, e1.phi);
-                axpy(y, 0.5, e2.phi);
-                axpy(a, -0.5, e1.v_y);
-                axpy(a, -0.5, e2.v_y);
-                for (std::size_t k = 0; k < params.size(); ++k) {
-                    axpy(a_theta[k], -0.5, e1.v_theta[k]);
-                    axpy(a_theta[k], -0.5, e2.v_theta[k]);
-                }
-            }
-            at_output(n - 1);
+        const std::int64_t T = outputs.dim(0), B = outputs.dim(1), d = outputs.dim(2);
+        const DType dtype = outputs.dtype();
+        AdjointSDE adj(*sde, params, B, d, dtype);
+        BackwardControl ctl;
+        ctl.adj = &adj;
+        ctl.cost = cost;
+        ctl.bm = bm;
+        ctl.params = &params;
+        ctl.T = T;
+        ctl.outputs = outputs;
+        ctl.grad_out = Tensor::view(grad_packed.raw(), outputs.shape(), dtype);
+        ctl.grad_packed = grad_packed;
+        if (!opt.adjoint_adaptive) ctl.reversed_times.assign(step_times.rbegin(), step_times.rend());
+        if (cost) {
+            ctl.a_c = Tensor::zeros({B}, dtype);
+            ctl.dw_fwd = Tensor::empty({B, sde->brownian_dim(d)}, dtype);
         }
-        if (y0_node) accumulate(y0_node, a);
+        SolveOptions back = opt;
+        back.adaptive = opt.adjoint_adaptive;
+        back.rtol = opt.adjoint_rtol;
+        back.atol = opt.adjoint_atol;
+        const std::vector<double> rts(ts.rbegin(), ts.rend());
+        // X(T) = (y_T, 0, 0); the hook at ts.back() sets y and adds dL/dY_T.
+        Tensor x0 = Tensor::zeros({1, adj.size()}, dtype);
+        auto solver = make_solver(method);
+        ForwardResult r = integrate(adj, *solver, Var(x0), rts, *bm, back, false, nullptr, nullptr, &ctl);
+        if (y0_node) accumulate(y0_node, adj.a_part(r.final_state).clone());
+        std::vector<Tensor> a_theta = adj.a_theta_parts(r.final_state);
         for (std::size_t k = 0; k < params.size(); ++k)
-            if (param_nodes[k]) accumulate(param_nodes[k], a_theta[k]);
+            if (param_nodes[k]) accumulate(param_nodes[k], a_theta[k].clone());
     }
 };
 
-std::string adjoint_method(const SDE& sde, const SolveOptions& opt) {
+// The backward solver: adjoint_solver, else the forward solver if it is midpoint or heun, else midpoint.
+// Euler (an Ito scheme) only for additive noise, where the adjoint's Ito and Stratonovich forms coincide.
+SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
     auto stratonovich = [](const SolverChoice& c) {
         return c == SolverKind::midpoint || c == SolverKind::heun;
     };
     SolverChoice choice = opt.adjoint_solver;
     if (choice.empty()) choice = stratonovich(opt.solver) ? opt.solver : SolverChoice(SolverKind::midpoint);
     const std::string name = choice.name();
-    if (stratonovich(choice)) return name;
-    if (name == "euler" && sde.noise() == Noise::additive) return name;
-    throw UsageError(
-        fmt::format("adjoint estimator: adjoint_solver '{}' is not supported for {} noise (use "
-                    "\"midpoint\" or \"heun\"{})",
-                    name, noise_name(sde.noise()), sde.noise() == Noise::additive ? ", or \"euler\"" : ""));
+    if (stratonovich(choice)) return choice.kind_or(SolverKind::midpoint);
+    if (name == "euler" && sde.noise() == Noise::additive) return SolverKind::euler;
+    const bool unusable = name != "euler";  // schemes that need g itself, or the Levy area, or z
+    throw UsageError(fmt::format(
+        "adjoint estimator: adjoint_solver '{}' {} (use \"midpoint\" or \"heun\"{})", name,
+        unusable ? "cannot solve the adjoint SDE, whose diffusion is only available as a product g . dW"
+                 : fmt::format("is not supported for {} noise", noise_name(sde.noise())),
+        sde.noise() == Noise::additive ? ", or \"euler\"" : ""));
 }
 
 }  // namespace
@@ -209,7 +156,12 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
             fmt::format("adjoint estimator: Ito SDEs with {} noise are not supported (write the SDE "
                         "in Stratonovich form)",
                         noise_name(sde.noise())));
-    const std::string method = adjoint_method(sde, opt);
+    const SolverKind method = adjoint_method(sde, opt);
+    if (opt.adjoint_adaptive && cost)
+        throw UsageError(
+            "adjoint estimator: adjoint_adaptive with a running cost (the KL of sdeint_logqp) is not "
+            "supported: the cost's sum is differentiated at the forward's step points, which the backward "
+            "solve must retrace; leave adjoint_adaptive false");
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))
         throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs",
@@ -218,14 +170,14 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
 
     // Forward: the shared driver without a tape (each step in its own nested scope, so its memory does not
     // grow with the number of steps); its accepted step times are the grid the backward solve retraces.
-    StepGrid grid;
+    std::vector<double> step_times;
     std::vector<Tensor> states, costs;
     {
         NoGradScope no_grad;
         ForwardResult r = integrate(sde, *solver, Var(y0.value()), ts, bm, opt, false, stats, cost);
         states = std::move(r.states);
         costs = std::move(r.cost_states);
-        grid = detail::grid_from_times(ts, std::move(r.step_times));
+        step_times = std::move(r.step_times);
     }
 
     const auto T = static_cast<std::int64_t>(ts.size());
@@ -239,7 +191,8 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
 
     const Tensor states_view = Tensor::view(out.raw(), Shape{T, y0.dim(0), y0.dim(1)}, out.dtype());
     auto* closure = current_tape().arena().make<AdjointBackward>(
-        AdjointBackward{&sde, cost, &bm, std::move(grid), method, params, node_of(y0), {}, states_view});
+        AdjointBackward{&sde, cost, &bm, std::move(step_times), std::vector<double>(ts.begin(), ts.end()),
+                        method, opt, params, node_of(y0), {}, states_view});
     for (std::size_t k = 0; k < params.size(); ++k) closure->param_nodes.push_back(node_of(inputs[k + 1]));
     BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<AdjointBackward*>(c))(g); };
     return detail::unpack_outputs(record_n("sde_adjoint", out, inputs, fn, closure), T, y0.dim(0), y0.dim(1),

@@ -29,6 +29,13 @@ std::vector<Var> recorded_inputs(const Var& y0, const std::vector<Parameter*>& p
 StepGrid fixed_step_grid(std::span<const double> ts, double dt) {
     if (!(dt > 0.0) || !std::isfinite(dt))
         throw UsageError(fmt::format("sdeint: dt must be positive, got {}", dt));
+    if (ts.size() > 1 && ts[1] < ts[0]) {  // reverse time: the grid of -ts, negated (exactly)
+        std::vector<double> neg(ts.size());
+        for (std::size_t i = 0; i < ts.size(); ++i) neg[i] = -ts[i];
+        StepGrid g = fixed_step_grid(neg, dt);
+        for (double& t : g.times) t = -t;
+        return g;
+    }
     // The global grid t0 + k dt (multiplied, not accumulated) with every output time inserted, a grid
     // point within 1e-8 dt of an output being that output. integrate()'s fixed-step loop steps on it.
     StepGrid g;
@@ -61,8 +68,9 @@ StepGrid grid_from_times(std::span<const double> ts, std::vector<double> times) 
     StepGrid g;
     g.times = std::move(times);
     std::size_t k = 0;
+    const bool reverse = ts.size() > 1 && ts[1] < ts[0];
     for (double t : ts) {
-        while (k < g.times.size() && g.times[k] < t) ++k;
+        while (k < g.times.size() && (reverse ? g.times[k] > t : g.times[k] < t)) ++k;
         if (k == g.times.size() || g.times[k] != t)
             throw UsageError(
                 fmt::format("internal: output time {} is not a step time of the forward solve", t));

@@ -20,8 +20,11 @@
 //     da_theta = -a df/dtheta dt - a d(g o dW)/dtheta            a_theta(T) = 0
 // and a(t0) = dL/dY_0, a_theta(t0) = dL/dtheta. With outputs at several times, dL/dY_{t_i} is added to
 // a when the backward solve reaches t_i (and Y is reset to the stored forward value there, which removes
-// the drift of the reconstructed path). Supported: Stratonovich SDEs with diagonal, scalar or additive
-// noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a UsageError.
+// the drift of the reconstructed path). The system is the AdjointSDE (sde/adjoint_sde.hpp), solved
+// backwards by integrate() with midpoint, heun (or euler for additive noise), on the forward's steps or
+// adaptively (SolveOptions::adjoint_adaptive). Supported: Stratonovich SDEs with diagonal, scalar or
+// additive noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a
+// UsageError.
 //
 // "reversible_heun" (Kidger, Foster, Li, Lyons 2021, "Efficient and Accurate Gradients for Neural SDEs",
 // NeurIPS, Algorithms 1 and 2): the forward solve with the reversible Heun method keeps only its final
