@@ -107,7 +107,7 @@ struct ForwardResult {
     std::vector<Tensor> cost_states;  // with a cost: [batch] at each ts[i]
     Var cost_stacked;                 // with a cost: [T, batch]
     std::vector<Tensor> final_solver_state;  // the solver's carried state at the end (heap copies)
-    Tensor final_state;                      // unrecorded solves: the state at ts.back() (heap copy)
+    Tensor final_state;                      // unrecorded solves: the state at ts.back() (current arena)
 };
 
 // Hooks into integrate()'s loop for solves that are not plain forward solves (the stochastic adjoint's

@@ -112,13 +112,14 @@ struct AdjointBackward {
         back.atol = opt.adjoint_atol;
         const std::vector<double> rts(ts.rbegin(), ts.rend());
         // X(T) = (y_T, 0, 0); the hook at ts.back() sets y and adds dL/dY_T.
-        Tensor x0 = Tensor::zeros({1, adj.size()}, dtype);
+        Tensor x0 = Tensor::arena_zeros({1, adj.size()}, dtype);
         auto solver = make_solver(method);
         ForwardResult r = integrate(adj, *solver, Var(x0), rts, *bm, back, false, nullptr, nullptr, &ctl);
-        if (y0_node) accumulate(y0_node, adj.a_part(r.final_state).clone());
+        // (accumulate() copies or adds the views.)
+        if (y0_node) accumulate(y0_node, adj.a_part(r.final_state));
         std::vector<Tensor> a_theta = adj.a_theta_parts(r.final_state);
         for (std::size_t k = 0; k < params.size(); ++k)
-            if (param_nodes[k]) accumulate(param_nodes[k], a_theta[k].clone());
+            if (param_nodes[k]) accumulate(param_nodes[k], a_theta[k]);
     }
 };
 
