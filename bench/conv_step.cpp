@@ -16,18 +16,20 @@
 //                              "torch_cpu_us_per_step", "cpu_torch_ratio"}],
 //                              "eval_memory": [{"passes", "peak_rss_mib"}], "torch_version"}
 //   bench_conv_step --profile  per-op tables (autodiff/profile.hpp) of each network, 1 and 2 threads
-//   bench_conv_step --only NET THREADS   10 steps of NET in-process, nothing else (for perf)
+//   bench_conv_step --only NET THREADS   10 steps of NET in-process and their times, nothing else (for
+//                                        perf and quick comparisons)
 //
 // FLOPs: 2 x the multiply-adds of the convolutions and the linear head (forward; backward: the weight
 // gradient, and the input gradient except for the first convolution, whose input needs none). The floor
 // is FLOPs / (threads x the measured single-core FMA peak, timed in CPU time). conv_peak_fraction: the
 // convolution FLOPs over the (wall) time the profiler charges to the conv2d op (forward and backward,
-// im2col and all), against the peak x threads. Peak memory: the peak resident set growth of a forked child that builds the model
-// and runs 3 steps (VmHWM after minus VmRSS before, the peak reset through /proc/self/clear_refs).
-// CPU time: the process's CPU seconds per step (all threads), best of N like the wall time; on a host
-// shared with other jobs it is the steadier figure (cpu_floor_fraction = floor x threads / CPU time).
-// Evaluation memory: the same for 1 and 10 no-grad forward passes of the quick network over a batch of 500
-// without a tape reset between passes (as mnist_baselines' MC-dropout prediction runs them).
+// im2col and all), against the peak x threads. Peak memory: the peak resident set growth of a forked
+// child that builds the model and runs 3 steps (VmHWM after minus VmRSS before, the peak reset through
+// /proc/self/clear_refs). CPU time: the process's CPU seconds per step (all threads), best of N like the
+// wall time; on a host shared with other jobs it is the steadier figure (cpu_floor_fraction = floor x
+// threads / CPU time). Evaluation memory: the same for 1 and 10 no-grad forward passes of the quick
+// network over a batch of 500 without a tape reset between passes (as mnist_baselines' MC-dropout
+// prediction runs them).
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -385,7 +387,9 @@ int main(int argc, char** argv) {
     if (argc == 4 && !std::strcmp(argv[1], "--only")) {
         ThreadsScope ts(std::atoi(argv[3]));
         Stepper s(argv[2]);
-        for (int i = 0; i < 10; ++i) s.step();
+        const StepTime st = seconds_per_step(s, 4, 2);
+        std::printf("%s, %s threads: %.0f us/step wall, %.0f us/step CPU (best of 4 blocks of 2 steps)\n",
+                    argv[2], argv[3], st.wall * 1e6, st.cpu * 1e6);
         return 0;
     }
     auto flags = bench::parse_flags(argc, argv, "bench_conv_step", true);
