@@ -115,9 +115,57 @@ void col2im(const ConvShape& g, const T* col, std::int64_t ldc, T* gx) {
         }
 }
 
+template <class T>
+void samples_to_rows(const T* y, std::int64_t ns, std::int64_t o, std::int64_t p, T* rows, std::int64_t ld) {
+    for (std::int64_t s = 0; s < ns; ++s)
+        for (std::int64_t c = 0; c < o; ++c)
+            std::memcpy(rows + c * ld + s * p, y + (s * o + c) * p, sizeof(T) * static_cast<std::size_t>(p));
+}
+
+template <class T>
+void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64_t o, std::int64_t p,
+                     const T* bias, T* y) {
+    for (std::int64_t s = 0; s < ns; ++s)
+        for (std::int64_t c = 0; c < o; ++c) {
+            const T* src = rows + c * ld + s * p;
+            T* dst = y + (s * o + c) * p;
+            if (bias) {
+                const T b = bias[c];
+                for (std::int64_t q = 0; q < p; ++q) dst[q] = src[q] + b;
+            } else {
+                std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(p));
+            }
+        }
+}
+
+template <class T>
+void transpose_add(std::int64_t m, std::int64_t n, const T* src, std::int64_t lds, T* dst, std::int64_t ldd) {
+    // 32 x 32 blocks: both the rows read and the rows written stay in L1 within a block.
+    constexpr std::int64_t bs = 32;
+    for (std::int64_t i0 = 0; i0 < m; i0 += bs)
+        for (std::int64_t j0 = 0; j0 < n; j0 += bs) {
+            const std::int64_t i1 = std::min(m, i0 + bs), j1 = std::min(n, j0 + bs);
+            for (std::int64_t j = j0; j < j1; ++j)
+                for (std::int64_t i = i0; i < i1; ++i) dst[j * ldd + i] += src[i * lds + j];
+        }
+}
+
 template void im2col<float>(const ConvShape&, const float*, float*, std::int64_t);
 template void im2col<double>(const ConvShape&, const double*, double*, std::int64_t);
 template void col2im<float>(const ConvShape&, const float*, std::int64_t, float*);
 template void col2im<double>(const ConvShape&, const double*, std::int64_t, double*);
+
+template void samples_to_rows<float>(const float*, std::int64_t, std::int64_t, std::int64_t, float*,
+                                     std::int64_t);
+template void samples_to_rows<double>(const double*, std::int64_t, std::int64_t, std::int64_t, double*,
+                                      std::int64_t);
+template void rows_to_samples<float>(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                                     const float*, float*);
+template void rows_to_samples<double>(const double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                                      const double*, double*);
+template void transpose_add<float>(std::int64_t, std::int64_t, const float*, std::int64_t, float*,
+                                   std::int64_t);
+template void transpose_add<double>(std::int64_t, std::int64_t, const double*, std::int64_t, double*,
+                                    std::int64_t);
 
 }  // namespace sdeuq::kernels
