@@ -72,7 +72,7 @@ struct ConvGeom : kernels::ConvShape {
 
 // ---------------------------------------------------------------- conv2d
 // y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per group of samples one GEMM
-// Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P]. Backward: gW^T += COL @ G^T group by group (the columns
+// Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward: gW^T += COL @ G^T group by group (the columns
 // recomputed), dCOL = W^T @ G then col2im, gb[o] = sum_{n, q} g[n, o, q]. The batch runs in a fixed
 // number of parts (ConvGeom::parts) shared out among the threads.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
@@ -114,9 +114,10 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     const std::int64_t p = g.hw_out(), ck = g.ck(), np = g.parts();
     const std::int64_t sub = g.sub_chunk(dtype_size(dt)), cols = sub * p;
     if (y.numel() > 0) {
-        // Per part: its column block (CK x sub*P) and GEMM result (O x sub*P), from the arena before the
-        // threads start.
-        Tensor col = Tensor::arena_empty(Shape{np * ck * cols}, dt);
+        // Per part: its packed columns (CK x sub*P, the column count rounded up to whole GEMM panels) and
+        // GEMM result (O x sub*P), from the arena before the threads start.
+        const std::int64_t cols_packed = (cols + 15) / 16 * 16;
+        Tensor col = Tensor::arena_empty(Shape{np * ck * cols_packed}, dt);
         Tensor tmp = Tensor::arena_empty(Shape{np * g.o * cols}, dt);
         dispatch(dt, [&](auto z) {
             using T = decltype(z);
@@ -127,15 +128,15 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             const std::int64_t xs = g.c * g.h * g.w;
             parallel_for(0, np, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t part = lo; part < hi; ++part) {
-                    T* c = col.data<T>() + part * ck * cols;
+                    T* c = col.data<T>() + part * ck * cols_packed;
                     T* t = tmp.data<T>() + part * g.o * cols;
                     const std::int64_t end = g.part_begin(part + 1);
                     for (std::int64_t s0 = g.part_begin(part); s0 < end; s0 += sub) {
-                        // Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], the columns still in L2.
+                        // Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], the columns written straight into the
+                        // GEMM's packed panels (implicit GEMM: no separate im2col and packing passes).
                         const std::int64_t ns = std::min(sub, end - s0), ld = ns * p;
-                        for (std::int64_t s = 0; s < ns; ++s)
-                            kernels::im2col(g, px + (s0 + s) * xs, c + s * p, ld);
-                        gemm_acc<T>(false, false, g.o, ld, ck, pw, ck, c, ld, false, t, ld);
+                        kernels::im2col_packed(g, px + s0 * xs, ns, kernels::gemm_nr<T>, c);
+                        kernels::gemm_packed_b<T>(g.o, ld, ck, pw, ck, c, t, ld);
                         kernels::rows_to_samples(t, ld, ns, g.o, p, pb, py + s0 * g.o * p);
                     }
                 }

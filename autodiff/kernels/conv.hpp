@@ -23,6 +23,13 @@ struct ConvShape {
 template <class T>
 void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc);
 
+// The columns of ns consecutive samples (x: ns*c*h*w values), column s*P + q for sample s and output
+// position q, written straight into the packed layout of gemm_packed_b (gemm.hpp): panel t of nr columns
+// at bp + t*CK*nr, nr values per row of the columns, zero past ns*P. The im2col and the GEMM's packing
+// pass in one.
+template <class T>
+void im2col_packed(const ConvShape& g, const T* x, std::int64_t ns, std::int64_t nr, T* bp);
+
 // gx (c*h*w values, overwritten) = the adjoint of im2col applied to col: every entry of col is added to
 // the input element it was read from, in the order (ci, i, j, oh, ow), starting from zero.
 template <class T>
