@@ -1,6 +1,6 @@
 // Convolution, pooling, normalisation and dropout. Forward and backward stand side by side.
 //
-// conv2d is im2col + GEMM over chunks of samples (one GEMM per chunk keeps its n dimension large for small
+// conv2d is im2col + GEMM over groups of samples (one GEMM per group keeps its n dimension large for small
 // images). Normalisations are fused kernels with the hand-derived backward, sharing one kernel: group_norm
 // and layer_norm both normalise contiguous blocks of the input and apply a per-channel affine map. The
 // loops live in autodiff/kernels/ (conv.hpp: im2col/col2im, norm.hpp, dropout.hpp, gemm.hpp).
@@ -50,42 +50,31 @@ void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, 
 // ---- conv2d geometry
 struct ConvGeom : kernels::ConvShape {
     std::int64_t n, o;
-    // Samples per GEMM: enough columns (>= 4096) for an efficient GEMM, at most ~8M column-buffer elements.
-    std::int64_t chunk() const {
-        const std::int64_t p = std::max<std::int64_t>(1, hw_out());
-        std::int64_t nb = std::max<std::int64_t>(1, (4096 + p - 1) / p);
-        const std::int64_t cap = (std::int64_t(1) << 23) / std::max<std::int64_t>(1, ck() * p);
-        nb = std::min(nb, std::max<std::int64_t>(1, cap));
-        return std::min(nb, std::max<std::int64_t>(1, n));
-    }
-    // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the
-    // unit in which the column matrix is written and read back (GEMM results do not depend on it: each
-    // element's sum runs over k alone).
+    // The batch is cut into a fixed number of parts, whatever the thread count: the threads share out whole
+    // parts (each runs its im2col, GEMMs and col2im alone, so the small per-image GEMMs need not be split),
+    // and the weight gradient is the sum of the parts' partial gradients in part order, so 1 and 2 threads
+    // give the same bits.
+    static constexpr std::int64_t max_parts = 4;
+    std::int64_t parts() const { return std::max<std::int64_t>(1, std::min(n, max_parts)); }
+    std::int64_t part_begin(std::int64_t i) const { return n * i / parts(); }
+    // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the unit
+    // in which the column matrix is written and read back by one GEMM (the forward and input-gradient
+    // GEMMs sum each element over k alone, so their results do not depend on it), at most a part.
     std::int64_t sub_chunk(std::size_t elem) const {
         const std::int64_t bytes =
             ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
-        return std::max<std::int64_t>(1, (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes));
+        const std::int64_t fit = (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes);
+        return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(1, (n + parts() - 1) / parts()));
     }
 };
-
-// im2col of samples [n0, n0 + nb): sample s owns columns [s*P, (s+1)*P) of col (row stride ld).
-template <class T>
-void im2col_chunk(const ConvGeom& g, const T* x, std::int64_t n0, std::int64_t nb, T* col, std::int64_t ld) {
-    const std::int64_t p = g.hw_out(), xs = g.c * g.h * g.w;
-    parallel_for(0, nb, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t s = lo; s < hi; ++s) kernels::im2col(g, x + (n0 + s) * xs, col + s * p, ld);
-    });
-}
 
 }  // namespace
 
 // ---------------------------------------------------------------- conv2d
-// y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per chunk of samples one GEMM
-// Y[O, nb*P] = W[O, CK] @ COL[CK, nb*P]. Backward: gW += G @ COL^T chunk by chunk, dCOL = W^T @ G then
-// col2im, gb[o] = sum_{n, q} g[n, o, q]. When the weight needs a gradient, the forward keeps the column
-// matrix of the whole batch (one CK x N*P tensor) for the backward instead of recomputing it, and the
-// backward overwrites it with dCOL once gW is done; otherwise the forward reuses one chunk's buffer.
-// The chunking of every GEMM (hence the order of every sum) is the same either way.
+// y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per group of samples one GEMM
+// Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward: gW^T += COL @ G^T group by group (the columns
+// recomputed), dCOL = W^T @ G then col2im, gb[o] = sum_{n, q} g[n, o, q]. The batch runs in a fixed
+// number of parts (ConvGeom::parts) shared out among the threads.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
     const char* op = "conv2d";
     check_rank4(op, "input", x);
@@ -122,47 +111,45 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
-    const std::int64_t p = g.hw_out(), ck = g.ck(), nbmax = g.chunk();
-    const std::int64_t sub = g.sub_chunk(dtype_size(x.dtype()));
-    const bool keep_col = grad_enabled() && node_of(w) != nullptr && y.numel() > 0;
-    const std::int64_t ldcol = keep_col ? g.n * p : nbmax * p;
-    Tensor col = y.numel() > 0 ? Tensor::arena_empty(Shape{ck * ldcol}, dt) : Tensor();
-    dispatch(dt, [&](auto z) {
-        using T = decltype(z);
-        if (y.numel() == 0) return;
-        const T* px = x.value().data<T>();
-        const T* pw = w.value().data<T>();
-        const T* pb = bias ? bias->value().data<T>() : nullptr;
-        T* py = y.data<T>();
-        Tensor tmp = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
-        for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
-            const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
-            T* c = col.data<T>() + (keep_col ? n0 * p : 0);
-            // im2col and the GEMM a few samples at a time, so the GEMM reads the columns from L2.
-            for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
-                const std::int64_t ns = std::min(sub, nb - s0);
-                im2col_chunk(g, px, n0 + s0, ns, c + s0 * p, ldcol);
-                gemm_acc<T>(false, false, g.o, ns * p, ck, pw, ck, c + s0 * p, ldcol, false,
-                            tmp.data<T>() + s0 * p, ld);
-            }
-            // tmp[o, s*P + q] -> y[n0 + s, o, q] (+ bias)
-            const T* t = tmp.data<T>();
-            for (std::int64_t s = 0; s < nb; ++s)
-                for (std::int64_t o = 0; o < g.o; ++o) {
-                    const T b = pb ? pb[o] : T(0);
-                    const T* src = t + o * ld + s * p;
-                    T* dst = py + ((n0 + s) * g.o + o) * p;
-                    for (std::int64_t q = 0; q < p; ++q) dst[q] = src[q] + b;
+    const std::int64_t p = g.hw_out(), ck = g.ck(), np = g.parts();
+    const std::int64_t sub = g.sub_chunk(dtype_size(dt)), cols = sub * p;
+    if (y.numel() > 0) {
+        // Per part: its packed columns (CK x sub*P, the column count rounded up to whole GEMM panels) and
+        // GEMM result (O x sub*P), from the arena before the threads start.
+        const std::int64_t cols_packed = (cols + 15) / 16 * 16;
+        Tensor col = Tensor::arena_empty(Shape{np * ck * cols_packed}, dt);
+        Tensor tmp = Tensor::arena_empty(Shape{np * g.o * cols}, dt);
+        dispatch(dt, [&](auto z) {
+            using T = decltype(z);
+            const T* px = x.value().data<T>();
+            const T* pw = w.value().data<T>();
+            const T* pb = bias ? bias->value().data<T>() : nullptr;
+            T* py = y.data<T>();
+            const std::int64_t xs = g.c * g.h * g.w;
+            parallel_for(0, np, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+                for (std::int64_t part = lo; part < hi; ++part) {
+                    T* c = col.data<T>() + part * ck * cols_packed;
+                    T* t = tmp.data<T>() + part * g.o * cols;
+                    const std::int64_t end = g.part_begin(part + 1);
+                    for (std::int64_t s0 = g.part_begin(part); s0 < end; s0 += sub) {
+                        // Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], the columns written straight into the
+                        // GEMM's packed panels (implicit GEMM: no separate im2col and packing passes).
+                        const std::int64_t ns = std::min(sub, end - s0), ld = ns * p;
+                        kernels::im2col_packed(g, px + s0 * xs, ns, kernels::gemm_nr<T>, c);
+                        kernels::gemm_packed_b<T>(g.o, ld, ck, pw, ck, c, t, ld);
+                        kernels::rows_to_samples(t, ld, ns, g.o, p, pb, py + s0 * g.o * p);
+                    }
                 }
-        }
-    });
+            });
+        });
+    }
     Var bv = bias ? *bias : Var();
-    if (!keep_col) col = Tensor();
     return record(op, y, {x, w, bv},
                   [nx = node_of(x), nw = node_of(w), nb_ = bias ? node_of(*bias) : nullptr, xv = x.value(),
-                   wv = w.value(), g, nbmax, col](const Tensor& gy) {
-        const std::int64_t p = g.hw_out(), ck = g.ck();
+                   wv = w.value(), g](const Tensor& gy) {
+        const std::int64_t p = g.hw_out(), ck = g.ck(), np = g.parts();
         const DType dt = xv.dtype();
+        const std::int64_t sub = g.sub_chunk(dtype_size(dt)), cols = sub * p;
         Tensor gx = nx ? Tensor::arena_empty(xv.shape(), dt) : Tensor();
         Tensor gw = nw ? Tensor::arena_zeros(wv.shape(), dt) : Tensor();
         Tensor gb = nb_ ? Tensor::arena_zeros(Shape{g.o}, dt) : Tensor();
@@ -184,35 +171,43 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                     }
             }
             if (!nx && !nw) return;
+            const T* px = xv.data<T>();
             const T* pw = wv.data<T>();
-            const bool have_col = col.defined();
-            const std::int64_t ldcol = have_col ? g.n * p : nbmax * p;
-            Tensor dcol = have_col ? col : Tensor::arena_empty(Shape{ck * ldcol}, dt);
-            // G[o, s*P + q] = gy[n0 + s, o, q], chunk by chunk (row stride nb*P, as the forward's GEMM)
-            Tensor gt = Tensor::arena_empty(Shape{g.o * nbmax * p}, dt);
-            for (std::int64_t n0 = 0; n0 < g.n; n0 += nbmax) {
-                const std::int64_t nb = std::min(nbmax, g.n - n0), ld = nb * p;
-                T* t = gt.data<T>();
-                for (std::int64_t s = 0; s < nb; ++s)
-                    for (std::int64_t o = 0; o < g.o; ++o)
-                        std::memcpy(t + o * ld + s * p, pg + ((n0 + s) * g.o + o) * p, sizeof(T) * p);
-                T* c = dcol.data<T>() + (have_col ? n0 * p : 0);
-                if (nw) gemm_acc<T>(false, true, g.o, ck, ld, t, ld, c, ldcol, true, gw.data<T>(), ck);
-                if (nx) {
-                    // dCOL and col2im a few samples at a time, so col2im reads dCOL from L2.
-                    T* q = gx.data<T>();
-                    const std::int64_t xs = g.c * g.h * g.w, sub = g.sub_chunk(sizeof(T));
-                    for (std::int64_t s0 = 0; s0 < nb; s0 += sub) {
-                        const std::int64_t ns = std::min(sub, nb - s0);
-                        gemm_acc<T>(true, false, ck, ns * p, g.o, pw, ck, t + s0 * p, ld, false, c + s0 * p,
-                                    ldcol);
-                        parallel_for(s0, s0 + ns, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
-                            for (std::int64_t s = lo; s < hi; ++s)
-                                kernels::col2im(g, c + s * p, ldcol, q + (n0 + s) * xs);
-                        });
+            const std::int64_t xs = g.c * g.h * g.w;
+            // Per part: the columns (recomputed: cheaper than keeping the batch's, which fit no cache), G
+            // in GEMM layout, and the part's gW^T.
+            Tensor col = Tensor::arena_empty(Shape{np * ck * cols}, dt);
+            Tensor gt = Tensor::arena_empty(Shape{np * g.o * cols}, dt);
+            Tensor gwt = nw ? Tensor::arena_empty(Shape{np * ck * g.o}, dt) : Tensor();
+            parallel_for(0, np, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
+                for (std::int64_t part = lo; part < hi; ++part) {
+                    T* c = col.data<T>() + part * ck * cols;
+                    T* t = gt.data<T>() + part * g.o * cols;
+                    const std::int64_t begin = g.part_begin(part), end = g.part_begin(part + 1);
+                    for (std::int64_t s0 = begin; s0 < end; s0 += sub) {
+                        const std::int64_t ns = std::min(sub, end - s0), ld = ns * p;
+                        kernels::samples_to_rows(pg + s0 * g.o * p, ns, g.o, p, t, ld);
+                        if (nw) {
+                            // gW^T[CK, O] += COL[CK, ns*P] @ G^T: the columns are read in place (A), only
+                            // the small G is packed.
+                            for (std::int64_t s = 0; s < ns; ++s)
+                                kernels::im2col(g, px + (s0 + s) * xs, c + s * p, ld);
+                            gemm_acc<T>(false, true, ck, g.o, ld, c, ld, t, ld, s0 > begin,
+                                        gwt.data<T>() + part * ck * g.o, g.o);
+                        }
+                        if (nx) {
+                            // dCOL = W^T @ G, then col2im while dCOL is in L2.
+                            gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
+                            for (std::int64_t s = 0; s < ns; ++s)
+                                kernels::col2im(g, c + s * p, ld, gx.data<T>() + (s0 + s) * xs);
+                        }
                     }
                 }
-            }
+            });
+            // gW[O, CK] = the parts' gW^T summed in part order.
+            if (nw)
+                for (std::int64_t part = 0; part < np; ++part)
+                    kernels::transpose_add(ck, g.o, gwt.data<T>() + part * ck * g.o, g.o, gw.data<T>(), ck);
         });
         if (nx) accumulate_fresh(nx, gx);
         if (nw) accumulate_fresh(nw, gw);

@@ -9,23 +9,30 @@
 //
 //   bench_conv_step            readable table
 //   bench_conv_step --quick    fewer repetitions
-//   bench_conv_step --json     {"peak_gflops", "results": [{"net", "threads", "us_per_step", "gflop",
-//                              "floor_us", "floor_fraction", "gflops", "peak_fraction", "conv_peak_fraction",
-//                              "torch_us_per_step", "torch_ratio", "peak_step_mib"}],
+//   bench_conv_step --json     {"peak_gflops", "load_average": [start, end], "results": [{"net",
+//                              "threads", "us_per_step", "gflop", "floor_us", "floor_fraction", "gflops",
+//                              "peak_fraction", "conv_peak_fraction", "torch_us_per_step", "torch_ratio",
+//                              "peak_step_mib", "cpu_us_per_step", "cpu_floor_fraction",
+//                              "torch_cpu_us_per_step", "cpu_torch_ratio"}],
 //                              "eval_memory": [{"passes", "peak_rss_mib"}], "torch_version"}
 //   bench_conv_step --profile  per-op tables (autodiff/profile.hpp) of each network, 1 and 2 threads
-//   bench_conv_step --only NET THREADS   10 steps of NET in-process, nothing else (for perf)
+//   bench_conv_step --only NET THREADS   10 steps of NET in-process and their times, nothing else (for
+//                                        perf and quick comparisons)
 //
 // FLOPs: 2 x the multiply-adds of the convolutions and the linear head (forward; backward: the weight
 // gradient, and the input gradient except for the first convolution, whose input needs none). The floor
-// is FLOPs / (threads x the measured single-core FMA peak). conv_peak_fraction: the convolution FLOPs
-// over the time the profiler charges to the conv2d op (forward and backward, im2col and all), against
-// the peak x threads. Peak memory: the peak resident set growth of a forked child that builds the model
-// and runs 3 steps (VmHWM after minus VmRSS before, the peak reset through /proc/self/clear_refs).
-// Evaluation memory: the same for 1 and 10 no-grad forward passes of the quick network over a batch of 500
-// without a tape reset between passes (as mnist_baselines' MC-dropout prediction runs them).
+// is FLOPs / (threads x the measured single-core FMA peak, timed in CPU time). conv_peak_fraction: the
+// convolution FLOPs over the (wall) time the profiler charges to the conv2d op (forward and backward,
+// im2col and all), against the peak x threads. Peak memory: the peak resident set growth of a forked
+// child that builds the model and runs 3 steps (VmHWM after minus VmRSS before, the peak reset through
+// /proc/self/clear_refs). CPU time: the process's CPU seconds per step (all threads), best of N like the
+// wall time; on a host shared with other jobs it is the steadier figure (cpu_floor_fraction = floor x
+// threads / CPU time). Evaluation memory: the same for 1 and 10 no-grad forward passes of the quick
+// network over a batch of 500 without a tape reset between passes (as mnist_baselines' MC-dropout
+// prediction runs them).
 #include <fmt/format.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -189,15 +196,65 @@ struct Stepper {
     }
 };
 
-// Seconds per step: the fastest of `blocks` blocks of `steps` steps, after 2 warm-up steps.
-double seconds_per_step(Stepper& s, int blocks, int steps) {
+// CPU seconds of the whole process (all threads). On a host shared with other jobs the wall time of a
+// block includes the time this process waited for a core; its CPU time does not.
+double cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// The 1-minute load average (-1 when /proc/loadavg cannot be read): recorded with the timings, which a
+// loaded host inflates.
+double load_average() {
+    double v = -1;
+    if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+        if (std::fscanf(f, "%lf", &v) != 1) v = -1;
+        std::fclose(f);
+    }
+    return v;
+}
+
+// The single-core FMA peak as bench::measure_peak_gflops measures it, timed in this thread's CPU time:
+// on a loaded host the wall-clock peak counts the time the loop waited for a core (measured at load 16
+// on 2 cores: 19 GFLOP/s by wall clock), which would understate the peak and flatter every fraction.
+double peak_gflops_cpu() {
+#ifdef SDEUQ_BENCH_X86
+    if (!__builtin_cpu_supports("fma") || !__builtin_cpu_supports("avx2")) return 0.0;
+    auto thread_cpu = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+    };
+    const std::int64_t iters = 20'000'000;
+    volatile float sink = bench::fma_peak_loop(iters / 10);  // warm up clocks
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+        const double t0 = thread_cpu();
+        sink = sink + bench::fma_peak_loop(iters);
+        best = std::min(best, thread_cpu() - t0);
+    }
+    return static_cast<double>(iters) * 12 * 8 * 2 / best * 1e-9;
+#else
+    return 0.0;
+#endif
+}
+
+struct StepTime {
+    double wall, cpu;  // seconds per step, each the best over the blocks
+};
+
+// Seconds per step: the fastest of `blocks` blocks of `steps` steps, after 2 warm-up steps, in wall and
+// in process CPU time (the minimum of each over the blocks).
+StepTime seconds_per_step(Stepper& s, int blocks, int steps) {
     s.step();
     s.step();
-    double best = 1e300;
+    StepTime best{1e300, 1e300};
     for (int b = 0; b < blocks; ++b) {
-        const double t0 = bench::now_seconds();
+        const double t0 = bench::now_seconds(), c0 = cpu_seconds();
         for (int i = 0; i < steps; ++i) s.step();
-        best = std::min(best, (bench::now_seconds() - t0) / steps);
+        best.cpu = std::min(best.cpu, (cpu_seconds() - c0) / steps);
+        best.wall = std::min(best.wall, (bench::now_seconds() - t0) / steps);
     }
     return best;
 }
@@ -280,7 +337,8 @@ void eval_passes(int passes) {
 
 struct Torch {
     std::string version;
-    double us[2] = {-1, -1};  // 1 and 2 threads
+    double us[2] = {-1, -1};      // 1 and 2 threads, wall
+    double cpu_us[2] = {-1, -1};  // process CPU time
 };
 
 // The PyTorch peer's best microseconds per step of `net`, or negative values when it cannot run.
@@ -301,6 +359,8 @@ Torch torch_peer(const std::string& net, bool quick) {
     };
     t.us[0] = num("\"torch_us_per_step_1t\": ");
     t.us[1] = num("\"torch_us_per_step_2t\": ");
+    t.cpu_us[0] = num("\"torch_cpu_us_per_step_1t\": ");
+    t.cpu_us[1] = num("\"torch_cpu_us_per_step_2t\": ");
     auto k = out.find("\"torch_version\": \"");
     if (k != std::string::npos) {
         k += 18;
@@ -313,6 +373,7 @@ struct Row {
     std::string net;
     int threads;
     double us, gflop, floor_us, gflops, conv_gflops, torch_us, peak_mib;
+    double cpu_us, torch_cpu_us;
 };
 
 std::string num_or_null(double v, int digits = 2) {
@@ -326,7 +387,9 @@ int main(int argc, char** argv) {
     if (argc == 4 && !std::strcmp(argv[1], "--only")) {
         ThreadsScope ts(std::atoi(argv[3]));
         Stepper s(argv[2]);
-        for (int i = 0; i < 10; ++i) s.step();
+        const StepTime st = seconds_per_step(s, 4, 2);
+        std::printf("%s, %s threads: %.0f us/step wall, %.0f us/step CPU (best of 4 blocks of 2 steps)\n",
+                    argv[2], argv[3], st.wall * 1e6, st.cpu * 1e6);
         return 0;
     }
     auto flags = bench::parse_flags(argc, argv, "bench_conv_step", true);
@@ -356,7 +419,8 @@ int main(int argc, char** argv) {
         }));
     const double eval1 = peak_mib_forked([] { eval_passes(1); });
     const double eval10 = peak_mib_forked([] { eval_passes(10); });
-    double peak = bench::measure_peak_gflops();
+    const double load_start = load_average();
+    double peak = peak_gflops_cpu();
     std::vector<Row> rows;
     std::string torch_version;
     for (std::size_t ni = 0; ni < kNets.size(); ++ni) {
@@ -370,23 +434,28 @@ int main(int argc, char** argv) {
             ThreadsScope ts(threads);
             Stepper s(name);
             const int steps = name == "full" ? 2 : 4;
-            const double sec = seconds_per_step(s, flags.quick ? 2 : 5, steps);
+            const StepTime st = seconds_per_step(s, flags.quick ? 2 : 5, steps);
+            const double sec = st.wall;
             const double conv_sec = conv_seconds_per_step(s, steps);
             const double floor = peak > 0 ? fl.total() / (peak * 1e9 * threads) : 0;
             rows.push_back({name, threads, sec * 1e6, fl.total() * 1e-9, floor * 1e6, fl.total() / sec * 1e-9,
-                            fl.conv / conv_sec * 1e-9, torch.us[threads - 1], mib});
+                            fl.conv / conv_sec * 1e-9, torch.us[threads - 1], mib, st.cpu * 1e6,
+                            torch.cpu_us[threads - 1]});
         }
     }
     // The peak again after the runs, the larger of the two (the host's clock and load vary); the floors
     // and fractions use it.
-    const double peak2 = bench::measure_peak_gflops();
+    const double peak2 = peak_gflops_cpu();
+    const double load_end = load_average();
     if (peak2 > peak) {
         for (Row& r : rows) r.floor_us *= peak / peak2;
         peak = peak2;
     }
     if (flags.json) {
-        std::string out = fmt::format("{{\"peak_gflops\": {:.3f}, \"torch_version\": {}, \"results\": [",
-                                      peak, torch_version.empty() ? "null" : "\"" + torch_version + "\"");
+        std::string out = fmt::format(
+            "{{\"peak_gflops\": {:.3f}, \"torch_version\": {}, \"load_average\": [{:.2f}, {:.2f}], "
+            "\"results\": [",
+            peak, torch_version.empty() ? "null" : "\"" + torch_version + "\"", load_start, load_end);
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];
             const double pk = peak * r.threads;
@@ -395,10 +464,13 @@ int main(int argc, char** argv) {
                 "\"floor_us\": {:.1f}, \"floor_fraction\": {:.4f}, \"gflops\": {:.3f}, \"peak_fraction\": "
                 "{:.4f}, "
                 "\"conv_peak_fraction\": {:.4f}, \"torch_us_per_step\": {}, \"torch_ratio\": {}, "
-                "\"peak_step_mib\": {:.1f}}}",
+                "\"peak_step_mib\": {:.1f}, \"cpu_us_per_step\": {:.1f}, \"cpu_floor_fraction\": {:.4f}, "
+                "\"torch_cpu_us_per_step\": {}, \"cpu_torch_ratio\": {}}}",
                 i ? ", " : "", r.net, r.threads, r.us, r.gflop, r.floor_us, r.floor_us / r.us, r.gflops,
                 pk > 0 ? r.gflops / pk : 0.0, pk > 0 ? r.conv_gflops / pk : 0.0, num_or_null(r.torch_us, 1),
-                r.torch_us > 0 ? fmt::format("{:.3f}", r.torch_us / r.us) : "null", r.peak_mib);
+                r.torch_us > 0 ? fmt::format("{:.3f}", r.torch_us / r.us) : "null", r.peak_mib, r.cpu_us,
+                r.floor_us * r.threads / r.cpu_us, num_or_null(r.torch_cpu_us, 1),
+                r.torch_cpu_us > 0 ? fmt::format("{:.3f}", r.torch_cpu_us / r.cpu_us) : "null");
         }
         out += fmt::format(
             "], \"eval_memory\": [{{\"passes\": 1, \"peak_rss_mib\": {:.1f}}}, "
@@ -409,15 +481,23 @@ int main(int argc, char** argv) {
     }
     std::printf("conv training steps, batch 128, Adam; single-core FMA peak %.1f GFLOP/s; PyTorch %s\n", peak,
                 torch_version.empty() ? "not available" : torch_version.c_str());
-    std::printf("%-10s %3s %10s %8s %10s %7s %8s %6s %8s %10s %7s %9s\n", "net", "thr", "us/step", "GFLOP",
-                "floor us", "floor%", "GFLOP/s", "peak%", "conv pk%", "torch us", "torch/x", "step MiB");
+    std::printf("load average %.2f at the start, %.2f at the end (2 cores); wall times are best of N blocks, "
+                "cpu = process CPU time (all threads), best of N\n",
+                load_start, load_end);
+    std::printf("%-10s %3s %10s %8s %10s %7s %8s %6s %8s %10s %7s %9s %10s %10s %7s\n", "net", "thr",
+                "us/step", "GFLOP", "floor us", "floor%", "GFLOP/s", "peak%", "conv pk%", "torch us", "torch/x",
+                "step MiB", "cpu us", "torch cpu", "cpu t/x");
     for (const Row& r : rows) {
         const double pk = peak * r.threads;
-        std::printf("%-10s %3d %10.0f %8.3f %10.0f %6.1f%% %8.1f %5.1f%% %7.1f%% %10s %7s %9.1f\n",
+        std::printf("%-10s %3d %10.0f %8.3f %10.0f %6.1f%% %8.1f %5.1f%% %7.1f%% %10s %7s %9.1f %10.0f %10s "
+                    "%7s\n",
                     r.net.c_str(), r.threads, r.us, r.gflop, r.floor_us, 100 * r.floor_us / r.us, r.gflops,
                     pk > 0 ? 100 * r.gflops / pk : 0.0, pk > 0 ? 100 * r.conv_gflops / pk : 0.0,
                     num_or_null(r.torch_us, 0).c_str(),
-                    r.torch_us > 0 ? fmt::format("{:.2f}", r.torch_us / r.us).c_str() : "-", r.peak_mib);
+                    r.torch_us > 0 ? fmt::format("{:.2f}", r.torch_us / r.us).c_str() : "-", r.peak_mib,
+                    r.cpu_us,
+                    num_or_null(r.torch_cpu_us, 0).c_str(),
+                    r.torch_cpu_us > 0 ? fmt::format("{:.2f}", r.torch_cpu_us / r.cpu_us).c_str() : "-");
     }
     std::printf(
         "no-grad evaluation (quick net, batch 500, MC dropout): peak RSS growth %.1f MiB for 1 pass, "

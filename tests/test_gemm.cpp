@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "autodiff/kernels/conv.hpp"
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/parallel.hpp"
@@ -308,4 +309,62 @@ TEST_CASE("linear with a bias: one fused GEMM, the bits of matmul + add, the sam
             CHECK(fused1[i] == split1[i]);
         }
     }
+}
+
+// ---------------------------------------------------------------- implicit GEMM (conv2d's forward)
+namespace {
+
+sdeuq::kernels::ConvShape conv_shape(int64 c, int64 h, int64 w, int64 kh, int64 kw, int64 s, int64 p) {
+    return {c, h, w, kh, kw, (h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1, s, p};
+}
+
+template <class T>
+void check_implicit_conv(const sdeuq::kernels::ConvShape& g, int64 ns, int64 m) {
+    namespace k_ = sdeuq::kernels;
+    const int64 xs = g.c * g.h * g.w, p = g.hw_out(), n = ns * p, k = g.ck(), nr = k_::gemm_nr<T>;
+    const auto x = random_vector<T>(static_cast<std::size_t>(ns * xs), 7);
+    const auto w = random_vector<T>(static_cast<std::size_t>(m * k), 8);
+    std::vector<T> col(static_cast<std::size_t>(k * n));
+    for (int64 s = 0; s < ns; ++s) k_::im2col(g, x.data() + s * xs, col.data() + s * p, n);
+    const int64 panels = (n + nr - 1) / nr;
+    std::vector<T> bp(static_cast<std::size_t>(k * panels * nr), T(-7));  // -7: not written
+    k_::im2col_packed(g, x.data(), ns, nr, bp.data());
+    int64 wrong = 0;
+    for (int64 t = 0; t < panels; ++t)
+        for (int64 kk = 0; kk < k; ++kk)
+            for (int64 c = 0; c < nr; ++c) {
+                const int64 j = t * nr + c;
+                const T want = j < n ? col[kk * n + j] : T(0);
+                wrong += bp[(t * k + kk) * nr + c] != want;
+            }
+    CHECK(wrong == 0);
+    std::vector<T> c1(static_cast<std::size_t>(m * n)), c2(c1.size(), T(5));
+    gemm<T>(false, false, m, n, k, T(1), w.data(), k, col.data(), n, T(0), c1.data(), n);
+    k_::gemm_packed_b<T>(m, n, k, w.data(), k, bp.data(), c2.data(), n);
+    CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("im2col_packed writes im2col's columns as packed panels; gemm_packed_b gives gemm's bits",
+          "[gemm][conv]") {
+    struct Case {
+        const char* name;
+        sdeuq::kernels::ConvShape g;
+    };
+    const Case cases[] = {
+        {"k3 s1 p1 on 7x9", conv_shape(3, 7, 9, 3, 3, 1, 1)},
+        {"k3 s1 p0, one channel, 28x28", conv_shape(1, 28, 28, 3, 3, 1, 0)},
+        {"k4 s2 p1 on 13x13", conv_shape(5, 13, 13, 4, 4, 2, 1)},
+        {"k4 s2 p1 on 26x26", conv_shape(4, 26, 26, 4, 4, 2, 1)},
+        {"rect k3x2 s3 p2", conv_shape(2, 8, 11, 3, 2, 3, 2)},
+        {"k3 s1 p1 6x6, CK 450 > KC", conv_shape(50, 6, 6, 3, 3, 1, 1)},
+    };
+    for (const Case& c : cases)
+        for (int64 ns : {1, 3})
+            for (int64 m : {7, 32}) {
+                INFO(c.name << ", " << ns << " samples, " << m << " output channels");
+                check_implicit_conv<float>(c.g, ns, m);
+                check_implicit_conv<double>(c.g, ns, m);
+            }
 }

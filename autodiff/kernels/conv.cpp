@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
+
+#if SDEUQ_SIMD
+#include <immintrin.h>
+#endif
 
 namespace sdeuq::kernels {
 
@@ -48,12 +53,9 @@ T* scratch(std::size_t n) {
     return buf.data();
 }
 
-}  // namespace
-
+// xp (sp.size(g.c) values) = the padded, phase-split copy of one sample x.
 template <class T>
-void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc) {
-    const Split sp = split_of(g);
-    T* xp = scratch<T>(static_cast<std::size_t>(sp.size(g.c)));
+void pad_split(const ConvShape& g, const Split& sp, const T* x, T* xp) {
     std::fill(xp, xp + sp.size(g.c), T(0));
     for (std::int64_t ci = 0; ci < g.c; ++ci)
         for (std::int64_t ih = 0; ih < g.h; ++ih) {
@@ -68,6 +70,15 @@ void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc) {
                 });
             }
         }
+}
+
+}  // namespace
+
+template <class T>
+void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc) {
+    const Split sp = split_of(g);
+    T* xp = scratch<T>(static_cast<std::size_t>(sp.size(g.c)));
+    pad_split(g, sp, x, xp);
     const std::int64_t wo = g.wo;
     for (std::int64_t ci = 0; ci < g.c; ++ci)
         for (std::int64_t i = 0; i < g.kh; ++i)
@@ -81,6 +92,105 @@ void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc) {
                     for (std::int64_t ow = 0; ow < wo; ++ow) d[ow] = s[ow];
                 }
             }
+}
+
+namespace {
+
+// One panel of im2col_packed: d[kk*nr + c] = src_kk[off[r] + c] for the lanes c of run r (start[r] to
+// start[r] + len[r]), 0 in lanes no run covers, where src_kk = xp + koff[kk].
+template <class T>
+void copy_panel(const T* xp, const std::int64_t* koff, std::int64_t k, int nr, int nruns, const int* start,
+                const int* len, const std::int64_t* off, T* d) {
+    for (std::int64_t kk = 0; kk < k; ++kk) {
+        T* dk = d + kk * nr;
+        const T* src = xp + koff[kk];
+        std::fill(dk, dk + nr, T(0));
+        for (int r = 0; r < nruns; ++r)
+            for (int c = start[r]; c < start[r] + len[r]; ++c) dk[c] = src[off[r] + c];
+    }
+}
+
+#if SDEUQ_SIMD
+// The float panel (nr = 16) as two vectors per k: each run loads the 16 values at its offset and blends
+// in its own lanes, so short runs (the 6- and 13-wide output rows of the MNIST networks) cost two loads
+// and two blends each instead of a loop. The loads may touch up to 16 values either side of the data;
+// the caller provides that margin.
+template <>
+void copy_panel<float>(const float* xp, const std::int64_t* koff, std::int64_t k, int nr, int nruns,
+                       const int* start, const int* len, const std::int64_t* off, float* d) {
+    if (nr != 16) {
+        for (std::int64_t kk = 0; kk < k; ++kk) {
+            float* dk = d + kk * nr;
+            std::fill(dk, dk + nr, 0.0f);
+            for (int r = 0; r < nruns; ++r)
+                for (int c = start[r]; c < start[r] + len[r]; ++c) dk[c] = xp[koff[kk] + off[r] + c];
+        }
+        return;
+    }
+    __m256 lo_mask[16], hi_mask[16];
+    const __m256i lane_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lane_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+    for (int r = 0; r < nruns; ++r) {
+        // lane in [start, start + len): start - 1 < lane < start + len
+        const __m256i a = _mm256_set1_epi32(start[r] - 1), b = _mm256_set1_epi32(start[r] + len[r]);
+        lo_mask[r] = _mm256_castsi256_ps(
+            _mm256_and_si256(_mm256_cmpgt_epi32(lane_lo, a), _mm256_cmpgt_epi32(b, lane_lo)));
+        hi_mask[r] = _mm256_castsi256_ps(
+            _mm256_and_si256(_mm256_cmpgt_epi32(lane_hi, a), _mm256_cmpgt_epi32(b, lane_hi)));
+    }
+    for (std::int64_t kk = 0; kk < k; ++kk) {
+        const float* src = xp + koff[kk];
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (int r = 0; r < nruns; ++r) {
+            const float* sr = src + off[r];
+            lo = _mm256_blendv_ps(lo, _mm256_loadu_ps(sr), lo_mask[r]);
+            hi = _mm256_blendv_ps(hi, _mm256_loadu_ps(sr + 8), hi_mask[r]);
+        }
+        _mm256_storeu_ps(d + kk * 16, lo);
+        _mm256_storeu_ps(d + kk * 16 + 8, hi);
+    }
+}
+#endif
+
+}  // namespace
+
+template <class T>
+void im2col_packed(const ConvShape& g, const T* x, std::int64_t ns, std::int64_t nr, T* bp) {
+    const Split sp = split_of(g);
+    const std::int64_t ss = sp.size(g.c), xs = g.c * g.h * g.w, p = g.hw_out(), n = ns * p, k = g.ck();
+    if (n == 0) return;
+    // The ns padded samples side by side, with nr values of zeros before and after (copy_panel's loads).
+    T* buf = scratch<T>(static_cast<std::size_t>(ns * ss + 2 * nr));
+    T* xp = buf + nr;
+    std::fill(buf, xp, T(0));
+    std::fill(xp + ns * ss, xp + ns * ss + nr, T(0));
+    for (std::int64_t s = 0; s < ns; ++s) pad_split(g, sp, x + s * xs, xp + s * ss);
+    // Offset of row kk = (ci, i, j) of the columns relative to output position 0.
+    std::int64_t* koff = scratch<std::int64_t>(static_cast<std::size_t>(k));
+    for (std::int64_t ci = 0; ci < g.c; ++ci)
+        for (std::int64_t i = 0; i < g.kh; ++i)
+            for (std::int64_t j = 0; j < g.kw; ++j)
+                koff[(ci * g.kh + i) * g.kw + j] =
+                    ci * sp.plane() + i * sp.row_len() + (j % g.stride) * sp.up + j / g.stride;
+    // Within a panel, the columns of one output row of one sample are one contiguous run of xp.
+    constexpr std::int64_t max_nr = 16;
+    if (nr < 1 || nr > max_nr) throw std::invalid_argument("im2col_packed: panel width must be 1..16");
+    int start[max_nr], len[max_nr];
+    std::int64_t off[max_nr];
+    for (std::int64_t j0 = 0; j0 < n; j0 += nr) {
+        const std::int64_t j1 = std::min(n, j0 + nr);
+        int nruns = 0;
+        for (std::int64_t j = j0; j < j1;) {
+            const std::int64_t s = j / p, q = j % p, oh = q / g.wo, ow = q % g.wo;
+            const std::int64_t l = std::min(g.wo - ow, j1 - j);
+            start[nruns] = static_cast<int>(j - j0);
+            len[nruns] = static_cast<int>(l);
+            off[nruns] = s * ss + oh * g.stride * sp.row_len() + ow - (j - j0);
+            ++nruns;
+            j += l;
+        }
+        copy_panel<T>(xp, koff, k, static_cast<int>(nr), nruns, start, len, off, bp + j0 * k);
+    }
 }
 
 template <class T>
@@ -115,9 +225,58 @@ void col2im(const ConvShape& g, const T* col, std::int64_t ldc, T* gx) {
         }
 }
 
+template <class T>
+void samples_to_rows(const T* y, std::int64_t ns, std::int64_t o, std::int64_t p, T* rows, std::int64_t ld) {
+    for (std::int64_t s = 0; s < ns; ++s)
+        for (std::int64_t c = 0; c < o; ++c)
+            std::memcpy(rows + c * ld + s * p, y + (s * o + c) * p, sizeof(T) * static_cast<std::size_t>(p));
+}
+
+template <class T>
+void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64_t o, std::int64_t p,
+                     const T* bias, T* y) {
+    for (std::int64_t s = 0; s < ns; ++s)
+        for (std::int64_t c = 0; c < o; ++c) {
+            const T* src = rows + c * ld + s * p;
+            T* dst = y + (s * o + c) * p;
+            if (bias) {
+                const T b = bias[c];
+                for (std::int64_t q = 0; q < p; ++q) dst[q] = src[q] + b;
+            } else {
+                std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(p));
+            }
+        }
+}
+
+template <class T>
+void transpose_add(std::int64_t m, std::int64_t n, const T* src, std::int64_t lds, T* dst, std::int64_t ldd) {
+    // 32 x 32 blocks: both the rows read and the rows written stay in L1 within a block.
+    constexpr std::int64_t bs = 32;
+    for (std::int64_t i0 = 0; i0 < m; i0 += bs)
+        for (std::int64_t j0 = 0; j0 < n; j0 += bs) {
+            const std::int64_t i1 = std::min(m, i0 + bs), j1 = std::min(n, j0 + bs);
+            for (std::int64_t j = j0; j < j1; ++j)
+                for (std::int64_t i = i0; i < i1; ++i) dst[j * ldd + i] += src[i * lds + j];
+        }
+}
+
 template void im2col<float>(const ConvShape&, const float*, float*, std::int64_t);
 template void im2col<double>(const ConvShape&, const double*, double*, std::int64_t);
+template void im2col_packed<float>(const ConvShape&, const float*, std::int64_t, std::int64_t, float*);
+template void im2col_packed<double>(const ConvShape&, const double*, std::int64_t, std::int64_t, double*);
 template void col2im<float>(const ConvShape&, const float*, std::int64_t, float*);
 template void col2im<double>(const ConvShape&, const double*, std::int64_t, double*);
+template void samples_to_rows<float>(const float*, std::int64_t, std::int64_t, std::int64_t, float*,
+                                     std::int64_t);
+template void samples_to_rows<double>(const double*, std::int64_t, std::int64_t, std::int64_t, double*,
+                                      std::int64_t);
+template void rows_to_samples<float>(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                                     const float*, float*);
+template void rows_to_samples<double>(const double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                                      const double*, double*);
+template void transpose_add<float>(std::int64_t, std::int64_t, const float*, std::int64_t, float*,
+                                   std::int64_t);
+template void transpose_add<double>(std::int64_t, std::int64_t, const double*, std::int64_t, double*,
+                                    std::int64_t);
 
 }  // namespace sdeuq::kernels

@@ -23,9 +23,30 @@ struct ConvShape {
 template <class T>
 void im2col(const ConvShape& g, const T* x, T* col, std::int64_t ldc);
 
+// The columns of ns consecutive samples (x: ns*c*h*w values), column s*P + q for sample s and output
+// position q, written straight into the packed layout of gemm_packed_b (gemm.hpp): panel t of nr columns
+// at bp + t*CK*nr, nr values per row of the columns, zero past ns*P. The im2col and the GEMM's packing
+// pass in one.
+template <class T>
+void im2col_packed(const ConvShape& g, const T* x, std::int64_t ns, std::int64_t nr, T* bp);
+
 // gx (c*h*w values, overwritten) = the adjoint of im2col applied to col: every entry of col is added to
 // the input element it was read from, in the order (ci, i, j, oh, ow), starting from zero.
 template <class T>
 void col2im(const ConvShape& g, const T* col, std::int64_t ldc, T* gx);
+
+// The GEMM layout of a group of samples and back. rows[o, s*P + q] = y[s, o, q] for ns samples of o
+// channels and p positions (rows has row stride ld >= ns*p).
+template <class T>
+void samples_to_rows(const T* y, std::int64_t ns, std::int64_t o, std::int64_t p, T* rows, std::int64_t ld);
+
+// y[s, o, q] = rows[o, s*P + q] (+ bias[o] when bias is not null).
+template <class T>
+void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64_t o, std::int64_t p,
+                     const T* bias, T* y);
+
+// dst[j, i] += src[i, j] for an m x n src (row strides lds, ldd), in cache blocks.
+template <class T>
+void transpose_add(std::int64_t m, std::int64_t n, const T* src, std::int64_t lds, T* dst, std::int64_t ldd);
 
 }  // namespace sdeuq::kernels

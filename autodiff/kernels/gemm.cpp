@@ -575,6 +575,39 @@ void scale_c(int64 m, int64 n, T beta, T* c, int64 ldc, const T* bias) {
 }  // namespace
 
 template <class T>
+void gemm_packed_b(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda, const T* bp,
+                   T* c, std::int64_t ldc) {
+    using B = Blocking<T>;
+    constexpr int mr = B::mr;
+    constexpr int nr = B::nr;
+    static_assert(nr == gemm_nr<T>);
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        scale_c<T>(m, n, T(0), c, ldc, nullptr);
+        return;
+    }
+    // As gemm_block with the whole of B packed: the KC loop outside, the B micro-panel in L1 while the
+    // rows of A stream past it.
+    for (int64 pc = 0; pc < k; pc += B::kc) {
+        const int64 kc = std::min<int64>(B::kc, k - pc);
+        const Update mode = pc == 0 ? Update::overwrite : Update::accumulate;
+        for (int64 ic = 0; ic < m; ic += B::mc) {
+            const int64 mc = std::min<int64>(B::mc, m - ic);
+            for (int64 jr = 0; jr < n; jr += nr) {
+                const int cols = static_cast<int>(std::min<int64>(nr, n - jr));
+                const T* bj = bp + jr * k + pc * nr;
+                for (int64 ir = 0; ir < mc; ir += mr) {
+                    const int rows = static_cast<int>(std::min<int64>(mr, mc - ir));
+                    T* ct = c + (ic + ir) * ldc + jr;
+                    run_kernel<T, AForm::rows>(rows, kc, a + (ic + ir) * lda + pc, lda, bj, nr, ct, ldc, cols,
+                                               T(1), T(0), mode, nullptr);
+                }
+            }
+        }
+    }
+}
+
+template <class T>
 void gemm_reference(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                     std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const T* bias) {
     for (std::int64_t i = 0; i < m; ++i)
@@ -617,6 +650,10 @@ template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, 
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double, const double*,
                            std::int64_t, const double*, std::int64_t, double, double*, std::int64_t,
                            const double*);
+template void gemm_packed_b<float>(std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t,
+                                   const float*, float*, std::int64_t);
+template void gemm_packed_b<double>(std::int64_t, std::int64_t, std::int64_t, const double*, std::int64_t,
+                                    const double*, double*, std::int64_t);
 template void gemm_reference<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
                                     std::int64_t, const float*, std::int64_t, float, float*, std::int64_t,
                                     const float*);

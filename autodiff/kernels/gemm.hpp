@@ -23,6 +23,18 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc,
           const T* bias = nullptr);
 
+// Width of the micro-kernel's column panels (NR): 16 floats or 8 doubles, two AVX2 vectors.
+template <class T>
+inline constexpr std::int64_t gemm_nr = sizeof(T) == 4 ? 16 : 8;
+
+// C = A @ B (m x n, row stride ldc, overwritten) for untransposed A (m x k, row stride lda) and B already
+// packed by the caller: panel t (columns [t*NR, t*NR + NR)) at bp + t*k*NR, NR values per k (k-major),
+// zero past column n. Single-threaded. Every element of C is the same sequence of operations as in
+// gemm() (same KC blocks, same micro-kernel), so the two give the same bits.
+template <class T>
+void gemm_packed_b(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda, const T* bp,
+                   T* c, std::int64_t ldc);
+
 // The plain triple loop (reference for tests), with the same optional bias.
 template <class T>
 void gemm_reference(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
