@@ -7,6 +7,8 @@
 // takes raw pixels (as the reference: x / 255, no normalisation).
 #pragma once
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -146,6 +148,9 @@ struct SdeNetSettings {
     int epochs = 3;
     std::size_t batch = 128;
     std::int64_t width = 32;
+    // GroupNorm(min(max_groups, width), width): 8 groups keep at least 2 channels per group at every width
+    // >= 16 (sde::SdeNet refuses one channel per group); the reference's width 64 uses 32.
+    int max_groups = 8;
     double sigma_train = 20.0;
     double sigma_eval = 500.0;
     double lr = 0.1;             // classifier (downsampling, drift, head), the reference's
@@ -154,7 +159,8 @@ struct SdeNetSettings {
     // diffusion) scaled to `epochs` (rounded), so that a shorter run keeps the shape of the schedule.
     bool scale_milestones = true;
     nlohmann::json json() const {
-        return {{"epochs", epochs}, {"batch", batch}, {"width", width}, {"sigma_train", sigma_train},
+        return {{"epochs", epochs}, {"batch", batch}, {"width", width}, {"max_groups", max_groups},
+                {"sigma_train", sigma_train},
                 {"sigma_eval", sigma_eval}, {"milestones", scale_milestones ? "reference scaled to epochs" : "none"},
                 {"lr", lr}, {"lr_diffusion", lr_diffusion},
                 {"optimizer", "SGD, momentum 0.9, weight decay 5e-4 (reference)"}};
@@ -179,10 +185,25 @@ struct SdeNetSettings {
     }
 };
 
+// The flag check of an SDE-Net's GroupNorm: an error message naming the flags, or "" if the width and
+// group count make a valid sde::SdeNet (min(max_groups, width) divides width, >= 2 channels per group).
+inline std::string sdenet_groups_error(std::int64_t width, int max_groups, const std::string& width_flag,
+                                       const std::string& groups_flag) {
+    const std::int64_t g = std::min<std::int64_t>(max_groups, width);
+    if (g < 1 || width % g != 0)
+        return fmt::format("min({} {}, {} {}) = {} must divide {}", groups_flag, max_groups, width_flag, width, g,
+                           width_flag);
+    if (width / g < 2)
+        return fmt::format("{} {} with {} {} gives one channel per GroupNorm group (an instance norm); use {} <= {}",
+                           groups_flag, max_groups, width_flag, width, groups_flag, width / 2);
+    return "";
+}
+
 inline std::unique_ptr<sde::SdeNet> make_sdenet(const SdeNetSettings& s, std::uint64_t seed) {
     Generator gen(seed, 1);
     sde::SdeNetConfig cfg;
     cfg.width = s.width;
+    cfg.max_groups = s.max_groups;
     cfg.sigma = s.sigma_eval;
     return std::make_unique<sde::SdeNet>(cfg, gen);
 }

@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
                          ->check(CLI::Range(1, 512));
     app.add_option("--blocks", s.conv.blocks, "baseline residual conv blocks")->check(CLI::Range(0, 32));
     auto* o_swidth = app.add_option("--sdenet-width", s.sdenet.width, "SDE-Net state channels")->check(CLI::Range(2, 512));
+    auto* o_sgroups = app.add_option("--sdenet-groups", s.sdenet.max_groups,
+                                     "SDE-Net GroupNorm groups min(this, width), >= 2 channels per group")
+                          ->check(CLI::Range(1, 512));
     app.add_option("--sigma-train", s.sdenet.sigma_train, "SDE-Net's sigma in training")->check(CLI::NonNegativeNumber);
     app.add_option("--sdenet-lr", s.sdenet.lr, "SDE-Net classifier SGD learning rate")->check(CLI::PositiveNumber);
     app.add_option("--sdenet-lr-diffusion", s.sdenet.lr_diffusion, "SDE-Net diffusion SGD learning rate")
@@ -122,6 +125,13 @@ int main(int argc, char** argv) {
         if (!o_width->count()) s.conv.width = 32;
         if (!o_groups->count()) s.conv.groups = 8;
         if (!o_swidth->count()) s.sdenet.width = 32;
+        if (!o_sgroups->count()) s.sdenet.max_groups = 8;
+    }
+    if (const auto err = study::sdenet_groups_error(s.sdenet.width, s.sdenet.max_groups, "--sdenet-width",
+                                                    "--sdenet-groups");
+        !err.empty()) {
+        std::fprintf(stderr, "sdenet_active_learning: %s\n", err.c_str());
+        return 2;
     }
     if (s.conv.width % s.conv.groups != 0) {
         std::fprintf(stderr, "sdenet_active_learning: --groups %d must divide --width %lld\n", s.conv.groups,

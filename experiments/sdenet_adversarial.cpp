@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
                          ->check(CLI::Range(1, 512));
     auto* o_blocks = app.add_option("--blocks", s.conv.blocks, "baseline residual conv blocks")->check(CLI::Range(0, 32));
     auto* o_swidth = app.add_option("--sdenet-width", s.sdenet.width, "SDE-Net state channels")->check(CLI::Range(2, 512));
+    auto* o_sgroups = app.add_option("--sdenet-groups", s.sdenet.max_groups,
+                                     "SDE-Net GroupNorm groups min(this, width), >= 2 channels per group")
+                          ->check(CLI::Range(1, 512));
     auto* o_ens = app.add_option("--ensemble", s.ensemble, "ensemble members")->check(CLI::Range(1, 50));
     auto* o_train = app.add_option("--train-subset", s.train_subset, "training images (0 = all 60,000)");
     auto* o_attack = app.add_option("--attack-subset", s.attack_subset, "test images attacked (1-10000)")
@@ -143,7 +146,14 @@ int main(int argc, char** argv) {
         if (!o_attack->count()) s.attack_subset = 1000;
         if (!o_sepochs->count()) s.sdenet.epochs = 40;
         if (!o_swidth->count()) s.sdenet.width = 64;
+        if (!o_sgroups->count()) s.sdenet.max_groups = 32;  // the reference's 32 groups of 2 channels
         if (!o_apasses->count()) s.attack_passes = 10;
+    }
+    if (const auto err = study::sdenet_groups_error(s.sdenet.width, s.sdenet.max_groups, "--sdenet-width",
+                                                    "--sdenet-groups");
+        !err.empty()) {
+        std::fprintf(stderr, "sdenet_adversarial: %s\n", err.c_str());
+        return 2;
     }
     if (s.conv.width % s.conv.groups != 0) {
         std::fprintf(stderr, "sdenet_adversarial: --groups %d must divide --width %lld\n", s.conv.groups,

@@ -27,6 +27,7 @@
 
 #include "experiments/common.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
+#include "experiments/mnist_study.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/data.hpp"
 #include "nn/metrics.hpp"
@@ -193,8 +194,9 @@ int main(int argc, char** argv) {
                      bs.groups, static_cast<long long>(bs.width));
         return 2;
     }
-    if (s.width % std::min<std::int64_t>(s.max_groups, s.width) != 0) {
-        std::fprintf(stderr, "sdenet_mnist: min(--max-groups, --width) must divide --width\n");
+    if (const auto err = study::sdenet_groups_error(s.width, s.max_groups, "--width", "--max-groups");
+        !err.empty()) {
+        std::fprintf(stderr, "sdenet_mnist: %s\n", err.c_str());
         return 2;
     }
     bs.train_subset = s.train_subset;

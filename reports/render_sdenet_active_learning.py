@@ -17,6 +17,15 @@ METHODS = [("random", "Random (conv net)", "#444444", "-"),
            ("sdenet_diffusion_sigma0", "Diffusion (SDE-Net, drift only)", "#d62728", "--")]
 
 
+
+def sdenet_groups(sd):
+    """SDE-Net's GroupNorm groups; results before the max_groups key used min(32, width), which at width
+    <= 32 is one channel per group (an instance norm: sde::SdeNet now refuses it)."""
+    w = sd["width"]
+    g = min(sd.get("max_groups", 32), w)
+    note = "" if "max_groups" in sd else " (one channel per group: these results predate sde::SdeNet refusing it)"
+    return f", GroupNorm({g}, {w}){note}"
+
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
     run_path = os.path.join(res_dir, "run.json")
@@ -72,7 +81,7 @@ acquire.
 * **Random / Entropy (conv net)**: mnist_baselines' conv net (width {b['width']}, GroupNorm {b['groups']}
   groups, {b['residual_blocks']} residual block(s), Adam {b['lr']}); entropy acquires the images with the
   highest entropy of its softmax.
-* **Diffusion / Random (SDE-Net)**: SDE-Net (width {sd['width']}, the reference's two SGD optimizers, classifier
+* **Diffusion / Random (SDE-Net)**: SDE-Net (width {sd['width']}{sdenet_groups(sd)}, the reference's two SGD optimizers, classifier
   lr {sd['lr']}, diffusion lr {sd['lr_diffusion']}, milestones {sd['milestones']}, sigma {sd['sigma_train']} in
   training); diffusion acquires the images with the highest g(h0(x)) (the paper's epistemic score); random
   is the control that separates the model from the score. Its accuracy is that of the softmax averaged

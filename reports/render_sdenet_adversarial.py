@@ -17,6 +17,15 @@ SDENET_COLORS = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b"]
 EPISTEMIC = {"mc_dropout": "mutual_information", "deep_ensemble": "mutual_information"}
 
 
+
+def sdenet_groups(sd):
+    """SDE-Net's GroupNorm groups; results before the max_groups key used min(32, width), which at width
+    <= 32 is one channel per group (an instance norm: sde::SdeNet now refuses it)."""
+    w = sd["width"]
+    g = min(sd.get("max_groups", 32), w)
+    note = "" if "max_groups" in sd else " (one channel per group: these results predate sde::SdeNet refusing it)"
+    return f", GroupNorm({g}, {w}){note}"
+
 def sdenet_methods(res):
     """SDE-Net rows, one per evaluation sigma ("sdenet_sigma500"), in the order of the configuration."""
     return [k for k in res if k.startswith("sdenet_sigma")]
@@ -103,7 +112,7 @@ against four methods trained by the experiment on the first {cfg['train_subset']
 * **MC dropout**: the same net with dropout {cfg['dropout']}, {cfg['eval_passes']} masks at test time.
 * **Deep ensemble**: {cfg['ensemble']} independently seeded deterministic nets (member 0 is the deterministic
   model), attacked through the averaged probabilities.
-* **SDE-Net**: the reference MNIST model at width {sd['width']} (two SGD optimizers, {sd['epochs']} epochs,
+* **SDE-Net**: the reference MNIST model at width {sd['width']}{sdenet_groups(sd)} (two SGD optimizers, {sd['epochs']} epochs,
   milestones: {sd['milestones']}; sigma {sd['sigma_train']} in training), attacked and evaluated at each sigma
   of {', '.join(f'{x:g}' for x in cfg['sdenet_sigma_eval'])} (500 is the reference's evaluation sigma, 20 its
   training sigma) with {cfg['eval_passes']} passes; one trained model, a row per sigma.

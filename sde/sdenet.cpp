@@ -128,6 +128,17 @@ SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen) : cfg_(cfg), sigma_(cfg.
             "SdeNet: need positive sizes and min(max_groups, width) dividing width (width={}, max_groups={}, "
             "in_channels={}, classes={})",
             cfg.width, cfg.max_groups, cfg.in_channels, cfg.num_classes));
+    // One channel per group makes every GroupNorm an instance norm: each channel of each sample is brought
+    // to the same mean and scale, so the head's and the diffusion's GN -> ReLU -> global average pool see
+    // only the spatial shape of each channel, never its level. min(32, C) groups give that for every
+    // C <= 32 (the reference only uses C = 64, two channels per group), which silently crippled small
+    // configurations; refuse it.
+    if (cfg.width / groups_for(cfg.max_groups, cfg.width) < 2)
+        throw std::invalid_argument(fmt::format(
+            "SdeNet: GroupNorm(min(max_groups, width), width) with width={}, max_groups={} has one channel per "
+            "group (an instance norm, which removes each channel's level before the pooled head); use "
+            "max_groups <= width / 2",
+            cfg.width, cfg.max_groups));
     if (cfg.steps < 1 || !(cfg.t_end > 0.0))
         throw std::invalid_argument(fmt::format(
             "SdeNet: steps must be >= 1 and t_end > 0 (got steps={}, t_end={})", cfg.steps, cfg.t_end));

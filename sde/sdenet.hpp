@@ -54,7 +54,7 @@ struct SdeNetConfig {
     std::int64_t in_channels = 1;
     std::int64_t width = 64;  // channels of the SDE state
     std::int64_t num_classes = 10;
-    int max_groups = 32;         // GroupNorm(min(max_groups, C), C)
+    int max_groups = 32;         // GroupNorm(min(max_groups, C), C); at least 2 channels per group
     int steps = 6;               // Euler-Maruyama steps ("layer_depth")
     double t_end = 6.0;          // integration time; dt = t_end / steps
     double sigma = 500.0;        // diffusion scale of forward(x) (the reference evaluates at 500)

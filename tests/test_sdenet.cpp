@@ -311,6 +311,26 @@ TEST_CASE("SDE-Net rejects bad input with clear errors", "[sde][sdenet]") {
     reset_tape();
 }
 
+TEST_CASE("SdeNet refuses GroupNorm configurations with one channel per group", "[sde][sdenet]") {
+    Generator g(30, 0);
+    SdeNetConfig c = small_config(DType::f32);
+    // min(32, 16) = 16 groups of 16 channels: the configuration the MNIST studies used at width 16 and 32.
+    c.width = 16;
+    c.max_groups = 32;
+    auto msg = error_of([&] { SdeNet net(c, g); });
+    CHECK(msg.find("one channel per group") != std::string::npos);
+    CHECK(msg.find("width=16") != std::string::npos);
+    c.max_groups = 16;
+    CHECK_THROWS_AS(SdeNet(c, g), std::invalid_argument);
+    // Two or more channels per group are accepted, as the reference's 32 groups of 64 channels.
+    c.max_groups = 8;
+    CHECK_NOTHROW(SdeNet(c, g));
+    c.width = 64;
+    c.max_groups = 32;
+    CHECK_NOTHROW(SdeNet(c, g));
+    reset_tape();
+}
+
 TEST_CASE("SdeNetTrainer::train_epoch runs the batches of one epoch and lowers the loss", "[sde][sdenet]") {
     data::Dataset ds;
     ds.n = 24;
