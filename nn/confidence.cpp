@@ -8,6 +8,47 @@
 
 namespace sdeuq::nn {
 
+FlatConvNet::FlatConvNet(const FlatConvNetConfig& cfg, Generator& gen) : cfg_(cfg) {
+    if (cfg.in_channels < 1 || cfg.height < 1 || cfg.width_px < 1 || cfg.width < 1 || cfg.hidden < 1 ||
+        cfg.num_classes < 2)
+        throw std::invalid_argument(fmt::format(
+            "FlatConvNet: in_channels {}, image {}x{}, width {}, hidden {} must be >= 1 and classes {} >= 2",
+            cfg.in_channels, cfg.height, cfg.width_px, cfg.width, cfg.hidden, cfg.num_classes));
+    Conv2dOptions co;
+    co.stride = 2;
+    co.padding = 2;
+    co.dtype = cfg.dtype;
+    LinearOptions lo;
+    lo.dtype = cfg.dtype;
+    // A 5x5 convolution with stride 2 and padding 2 maps n pixels to floor((n - 1) / 2) + 1.
+    auto down = [](std::int64_t n) { return (n - 1) / 2 + 1; };
+    const std::int64_t flat = 2 * cfg.width * down(down(cfg.height)) * down(down(cfg.width_px));
+    body_ = register_module("body", std::make_shared<Sequential>());
+    body_->push_back(std::make_shared<Conv2d>(cfg.in_channels, cfg.width, 5, gen, co));
+    body_->push_back(std::make_shared<Activation>(Act::relu));
+    body_->push_back(std::make_shared<Conv2d>(cfg.width, 2 * cfg.width, 5, gen, co));
+    body_->push_back(std::make_shared<Activation>(Act::relu));
+    body_->push_back(std::make_shared<Flatten>());
+    body_->push_back(std::make_shared<Linear>(flat, cfg.hidden, gen, lo));
+    body_->push_back(std::make_shared<Activation>(Act::relu));
+    out_ = register_module("out", std::make_shared<Linear>(cfg.hidden, cfg.num_classes, gen, lo));
+}
+
+std::string FlatConvNet::describe() const {
+    return fmt::format("FlatConvNet(in={}, {}x{}, width={}, hidden={}, classes={})", cfg_.in_channels,
+                       cfg_.height, cfg_.width_px, cfg_.width, cfg_.hidden, cfg_.num_classes);
+}
+
+Var FlatConvNet::features(const Var& x) {
+    if (x.rank() != 4 || x.dim(1) != cfg_.in_channels || x.dim(2) != cfg_.height || x.dim(3) != cfg_.width_px)
+        throw ShapeError(fmt::format("{}: input {} does not match (expected [N, {}, {}, {}])", describe(),
+                                     sdeuq::describe(x.value()), cfg_.in_channels, cfg_.height,
+                                     cfg_.width_px));
+    return body_->forward(x);
+}
+
+Var FlatConvNet::classify(const Var& features) { return out_->forward(features); }
+
 ConfidenceClassifier::ConfidenceClassifier(std::shared_ptr<FeatureClassifier> base, Generator& gen,
                                            DType dtype)
     : base_(register_module("base", std::move(base))) {
@@ -68,6 +109,17 @@ std::vector<std::uint8_t> draw_hints(std::size_t n, double prob, Generator& gen)
 
 double update_budget(double lambda, double confidence_loss, const BudgetOptions& opt) {
     return opt.beta > confidence_loss ? lambda / opt.decrease : lambda / opt.increase;
+}
+
+double confidence_backward(ConfidenceClassifier& model, const Var& x, std::span<const std::int32_t> labels,
+                           std::span<const std::uint8_t> hints, double& lambda, const BudgetOptions& budget,
+                           const ConfidenceLossOptions& opt) {
+    auto o = model.forward_both(x);
+    auto loss = confidence_loss(o.logits, o.confidence_logit, labels, hints, lambda, opt);
+    const double lc = loss.confidence.item();
+    lambda = update_budget(lambda, lc, budget);
+    backward(loss.total);
+    return lc;
 }
 
 namespace {

@@ -12,6 +12,8 @@
 //  * Budget (section 3.1.1): after the loss is formed, lambda /= 1.01 if beta > L_c, else lambda /= 0.99.
 //  * Input preprocessing (section 3.3): x' = x - eps sign(grad_x mean(-log c)).
 //  * ODIN: x' = x - eps sign(grad_x CE(logits / T, argmax)), score = max softmax(logits(x') / T).
+//  * FlatConvNet: a small, fast backbone for the experiments (two strided convolutions, then a dense
+//    hidden layer on the flattened map, whose output is the penultimate feature vector the branch reads).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,35 @@
 #include "nn/models.hpp"
 
 namespace sdeuq::nn {
+
+// Conv(in -> w, 5x5, stride 2, pad 2), ReLU, Conv(w -> 2w, 5x5, stride 2, pad 2), ReLU, flatten,
+// Linear(2w H/4 W/4 -> hidden), ReLU = features; classify = Linear(hidden -> classes). Unlike MnistConvNet
+// (global average pooling after GroupNorm) the flattened map keeps where a stroke is, which a narrow net
+// needs to learn MNIST in one short epoch (quick mode); PyTorch's default init everywhere.
+struct FlatConvNetConfig {
+    std::int64_t in_channels = 1;
+    std::int64_t height = 28;
+    std::int64_t width_px = 28;
+    std::int64_t width = 8;  // channels of the first convolution
+    std::int64_t hidden = 128;
+    std::int64_t num_classes = 10;
+    DType dtype = DType::f32;
+};
+
+class FlatConvNet : public FeatureClassifier {
+public:
+    FlatConvNet(const FlatConvNetConfig& cfg, Generator& gen);
+    std::string describe() const override;
+    Var forward(const Var& x) override { return classify(features(x)); }
+    Var features(const Var& x) override;  // [N, hidden]
+    Var classify(const Var& features) override;
+    std::int64_t feature_dim() const override { return cfg_.hidden; }
+
+private:
+    FlatConvNetConfig cfg_;
+    std::shared_ptr<Sequential> body_;
+    std::shared_ptr<Linear> out_;
+};
 
 struct ConfidenceOutput {
     Var logits;            // [N, classes]
@@ -71,6 +102,14 @@ struct BudgetOptions {
     double increase = 0.99;  // lambda /= increase when over budget
 };
 double update_budget(double lambda, double confidence_loss, const BudgetOptions& opt = {});
+
+// The forward and backward pass of one training step: confidence_loss with the current lambda, the budget
+// update of lambda (after the loss is formed, before the backward pass, as the reference's train.py), then
+// backward(total). The caller zeroes the gradients before and steps the optimizer after. Returns L_c.
+double confidence_backward(ConfidenceClassifier& model, const Var& x, std::span<const std::int32_t> labels,
+                           std::span<const std::uint8_t> hints, double& lambda,
+                           const BudgetOptions& budget = {},
+                           const ConfidenceLossOptions& opt = {});
 
 // x' = x - eps sign(grad_x mean(-log c)) for a batch x [N, ...] (section 3.3). sign(0) = 0. The model's
 // parameter gradients are left untouched (a nested tape). Returns a new tensor of x's shape and dtype.

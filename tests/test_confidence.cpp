@@ -290,3 +290,104 @@ TEST_CASE("confidence OOD metrics: hand-computed AUROC and AUPR; grid metrics as
     CHECK_THROWS_WITH(metrics::confidence_ood_metrics(std::vector<double>{}, out),
                       Catch::Matchers::Contains("no in"));
 }
+
+TEST_CASE("FlatConvNet: shapes, classify(features(x)) is forward(x), and a wrong input is named",
+          "[confidence]") {
+    Generator gen(4);
+    FlatConvNetConfig cfg;
+    cfg.width = 4;
+    cfg.hidden = 16;
+    FlatConvNet net(cfg, gen);
+    CHECK(net.feature_dim() == 16);
+    // 1 x 5 x 5 x 4 + 4, 4 x 5 x 5 x 8 + 8, 8 x 7 x 7 x 16 + 16, 16 x 10 + 10.
+    CHECK(net.num_parameters() == 104 + 808 + 6288 + 170);
+    Generator g2(8);
+    std::vector<double> v(2 * 784);
+    for (auto& e : v) e = g2.uniform();
+    Var x(Tensor::from_vector(v, {2, 1, 28, 28}, DType::f32));
+    NoGradScope ng;
+    Var f = net.features(x);
+    CHECK(f.shape() == Shape{2, 16});
+    CHECK(net.classify(f).value().to_vector() == net.forward(x).value().to_vector());
+    CHECK_THROWS_WITH(net.forward(Var(Tensor::zeros({2, 1, 27, 28}, DType::f32))),
+                      Catch::Matchers::Contains("f32[2, 1, 27, 28]"));
+    reset_tape();
+}
+
+TEST_CASE("confidence_backward: gradients of the loss at the old lambda, then the budget update",
+          "[confidence]") {
+    // The reference (train.py) forms total = L_t + lambda L_c, then updates lambda, then backpropagates:
+    // the step uses the lambda from before the update.
+    Generator gen(9);
+    auto net = std::make_shared<LinearNet>(5, 3, gen, DType::f64);
+    ConfidenceClassifier model(net, gen, DType::f64);
+    Generator gx(2);
+    std::vector<double> v(20);
+    for (auto& e : v) e = gx.uniform() * 2 - 1;
+    const Tensor x = Tensor::from_vector(v, {4, 5}, DType::f64);
+    const std::vector<std::int32_t> y = {2, 0, 1, 2};
+    const std::vector<std::uint8_t> b = {1, 0, 1, 1};
+    auto grads = [&] {
+        std::vector<double> g;
+        for (auto* p : model.parameters())
+            for (double e : p->grad().to_vector()) g.push_back(e);
+        return g;
+    };
+    model.zero_grad();
+    auto o = model.forward_both(Var(x));
+    auto l = confidence_loss(o.logits, o.confidence_logit, y, b, 0.25);
+    const double lc = l.confidence.item();
+    backward(l.total);
+    const auto want = grads();
+    reset_tape();
+    model.zero_grad();
+    double lambda = 0.25;
+    CHECK(confidence_backward(model, Var(x), y, b, lambda) == lc);
+    CHECK(grads() == want);
+    CHECK(lambda == update_budget(0.25, lc));
+    CHECK(lambda != 0.25);
+    reset_tape();
+}
+
+// The reference's known bugs, pinned so that we do not share them (uoguelph-mlrg/confidence_estimation
+// c98f23d; /work/shared/REFERENCES.md).
+TEST_CASE("reference bugs not shared: seeded hints and per-image Cutout; no division by zero in FPR@95",
+          "[confidence][reference]") {
+    // train.py draws the hints from torch's CPU generator, which it never seeds (only the CUDA one): two
+    // runs differ. Ours are a function of the generator's seed and stream.
+    Generator a(21, 12), b(21, 12), c(21, 13);
+    const auto ha = draw_hints(256, 0.5, a);
+    CHECK(ha == draw_hints(256, 0.5, b));
+    CHECK(ha != draw_hints(256, 0.5, c));
+    // utils.Cutout draws from numpy's global generator inside DataLoader workers, which all start from the
+    // same numpy state, so the workers repeat each other's masks. Ours: different (epoch, batch) forks give
+    // different masks, and the images of one batch get independently placed squares.
+    const std::size_t n = 32, h = 28, w = 28;
+    const std::vector<float> ones(n * h * w, 1.0f);
+    const Generator root(7, 11);
+    auto masked = [&](std::uint64_t tag) {
+        std::vector<float> im = ones;
+        Generator g = root.fork(tag);
+        cutout(im, n, 1, h, w, 8, 1.0, g);
+        return im;
+    };
+    const auto m0 = masked(0), m1 = masked(1);
+    CHECK(m0 == masked(0));
+    CHECK(m0 != m1);
+    std::set<std::vector<float>> distinct;
+    for (std::size_t i = 0; i < n; ++i)
+        distinct.insert(std::vector<float>(m0.begin() + std::ptrdiff_t(i * h * w),
+                                           m0.begin() + std::ptrdiff_t((i + 1) * h * w)));
+    CHECK(distinct.size() > n / 2);
+    // utils/ood_metrics.tpr95 divides by the number of grid points with TPR in [0.9495, 0.9505] and raises
+    // ZeroDivisionError when there is none (here: 3 in-distribution scores, TPR in {0, 1/3, 2/3, 1}); and
+    // np.arange(start, end, 0) raises when every score is equal. Ours: FPR@95 = 1, finite metrics.
+    const std::vector<double> in3 = {0.9, 0.5, 0.4}, out2 = {0.6, 0.1};
+    const auto m = metrics::confidence_ood_metrics(in3, out2);
+    CHECK(m.fpr_at_95_tpr == 1.0);
+    CHECK(m.detection_error == Approx(0.25).epsilon(1e-12));  // (0 + 1/2) / 2 at a threshold in [0.1, 0.4]
+    const std::vector<double> same = {0.5, 0.5};
+    const auto ms = metrics::confidence_ood_metrics(same, same);
+    CHECK(ms.fpr_at_95_tpr == 1.0);
+    CHECK(ms.auroc == 0.5);
+}
