@@ -51,8 +51,10 @@
 #include "autodiff/parallel.hpp"
 #include "autodiff/profile.hpp"
 #include "autodiff/random.hpp"
+#include "nn/layers.hpp"
 #include "sde/adjoint.hpp"
 #include "sde/logqp.hpp"
+#include "sde/module_sde.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -70,57 +72,44 @@ Tensor init_weight(std::int64_t out, std::int64_t in, std::uint64_t stream) {
     return randn({out, in}, g, DType::f32, 0.0, 1.0 / std::sqrt(static_cast<double>(in)));
 }
 
-// The drift and diffusion networks, shared by the plain SDE and the posterior of the KL rows.
+// The drift and diffusion networks (nn::Sequential: each Linear followed by an activation runs as one fused
+// linear(..., LinearAct) op), shared by the plain SDE, a ModuleSDE whose parameters() are the modules',
+// and the posterior of the KL rows. The weights are set to the bench's own draws (the same as before the
+// networks were modules), in the order drift w1, b1, w2, b2, then diffusion v1, c1, v2, c2.
 class Nets {
 public:
-    Nets()
-        : w1_("w1", init_weight(kHidden, kState, 1)),
-          b1_("b1", Tensor::zeros({kHidden})),
-          w2_("w2", init_weight(kState, kHidden, 2)),
-          b2_("b2", Tensor::zeros({kState})),
-          v1_("v1", init_weight(kHidden, kState, 3)),
-          c1_("c1", Tensor::zeros({kHidden})),
-          v2_("v2", init_weight(kState, kHidden, 4)),
-          c2_("c2", Tensor::full({kState}, -2.0)) {}
-    Var f(const Var& y) {
-        Var b1 = b1_.var(), b2 = b2_.var();
-        return linear(linear(y, w1_.var(), &b1, LinearAct::tanh), w2_.var(), &b2);
+    Nets() {
+        Generator unused(0, 0);  // the Linear layers' own initialisation, overwritten below
+        auto layer = [&](nn::Sequential& net, std::int64_t in, std::int64_t out, std::uint64_t stream,
+                         double bias) {
+            auto lin = net.emplace<nn::Linear>(in, out, unused);
+            lin->weight().value().copy_from(init_weight(out, in, stream));
+            lin->bias()->value().fill(bias);
+        };
+        layer(*f_, kState, kHidden, 1, 0.0);
+        f_->emplace<nn::Activation>(nn::Act::tanh);
+        layer(*f_, kHidden, kState, 2, 0.0);
+        layer(*g_, kState, kHidden, 3, 0.0);
+        g_->emplace<nn::Activation>(nn::Act::tanh);
+        layer(*g_, kHidden, kState, 4, -2.0);
+        g_->emplace<nn::Activation>(nn::Act::sigmoid);
     }
-    Var g(const Var& y) {
-        Var c1 = c1_.var(), c2 = c2_.var();
-        return linear(linear(y, v1_.var(), &c1, LinearAct::tanh), v2_.var(), &c2, LinearAct::sigmoid);
-    }
-    std::vector<Parameter*> parameters() { return {&w1_, &b1_, &w2_, &b2_, &v1_, &c1_, &v2_, &c2_}; }
-
-private:
-    Parameter w1_, b1_, w2_, b2_, v1_, c1_, v2_, c2_;
+    std::shared_ptr<nn::Sequential> f_ = std::make_shared<nn::Sequential>();
+    std::shared_ptr<nn::Sequential> g_ = std::make_shared<nn::Sequential>();
 };
 
-class NeuralSDE : public SDE {
-public:
-    explicit NeuralSDE(Nets& nets) : nets_(&nets) {}
-    Noise noise() const override { return Noise::diagonal; }
-    Calculus calculus() const override { return Calculus::stratonovich; }
-    Var f(double, const Var& y) override { return nets_->f(y); }
-    Var g(double, const Var& y) override { return nets_->g(y); }
-    std::vector<Parameter*> parameters() override { return nets_->parameters(); }
-
-private:
-    Nets* nets_;
-};
-
-// The same networks as a posterior against the OU prior h(y) = -y.
+// The same networks as a posterior against the OU prior h(y) = -y; parameters() are the ModuleSDE's.
 class NeuralPosterior : public PosteriorPriorSDE {
 public:
-    explicit NeuralPosterior(Nets& nets) : nets_(&nets) {}
+    explicit NeuralPosterior(ModuleSDE& sde) : sde_(&sde) {}
     Calculus calculus() const override { return Calculus::stratonovich; }
-    Var f(double, const Var& y) override { return nets_->f(y); }
-    Var g(double, const Var& y) override { return nets_->g(y); }
+    Var f(double t, const Var& y) override { return sde_->f(t, y); }
+    Var g(double t, const Var& y) override { return sde_->g(t, y); }
     Var h(double, const Var& y) override { return -y; }
-    std::vector<Parameter*> parameters() override { return nets_->parameters(); }
+    std::vector<Parameter*> parameters() override { return sde_->parameters(); }
 
 private:
-    Nets* nets_;
+    ModuleSDE* sde_;
 };
 
 double thread_cpu_seconds();
@@ -232,8 +221,8 @@ std::size_t arena_bytes() {
 // One benchmark configuration: the SDE, y0, the path and the solve options for METHOD with STEPS steps.
 struct Config {
     Nets nets;
-    NeuralSDE sde{nets};
-    NeuralPosterior posterior{nets};
+    ModuleSDE sde{nets.f_, nets.g_, ModuleSDEOptions{Noise::diagonal, Calculus::stratonovich}};
+    NeuralPosterior posterior{sde};
     std::string kl;
     Tensor y0;
     SolveOptions opt;

@@ -115,13 +115,20 @@ Var AdjointSDE::evaluate(double t, const Var& x, double c_f, const Var* dw) {
         const std::size_t es = dtype_size(dtype_);
         copy_signed(base, phi.value(), 1.0);
         const bool reaches = node_of(phi) != nullptr;
-        if (reaches) backward(phi, a_part(xv));
+        if (reaches) {
+            // The sweep with cotangent -a gives -a^T dphi/d(y, theta) directly, bit for bit the negated
+            // a^T dphi/d(y, theta) (negation commutes exactly with the products and sums of a VJP), and
+            // negates the [batch, d] cotangent instead of the [batch, d] + parameters results.
+            Tensor neg_a = Tensor::arena_empty(Shape{batch_, d_}, dtype_);
+            copy_signed(neg_a.raw(), a_part(xv), -1.0);
+            backward(phi, neg_a);
+        }
         // -a^T dphi/dy, then -a^T dphi/dtheta_k (zero where nothing flowed in).
         auto put = [&](const Var& v, std::int64_t offset, std::int64_t n) {
             void* dst = base + static_cast<std::size_t>(offset) * es;
             Tensor gv = reaches ? received(v) : Tensor();
             if (gv.defined())
-                copy_signed(dst, gv, -1.0);
+                copy_signed(dst, gv, 1.0);
             else
                 std::memset(dst, 0, static_cast<std::size_t>(n) * es);
         };
