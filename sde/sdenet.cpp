@@ -75,6 +75,38 @@ Var ConcatConv2d::forward(double t, const Var& x) {
     return conv_->forward(concat(parts, 1));
 }
 
+// ---------------------------------------------------------------- SdeNetBase
+
+SdeNetBase::SdeNetBase(const char* who, double sigma, int steps, double t_end, DType dtype)
+    : who_(who), sigma_(sigma), steps_(steps), t_end_(t_end), dtype_(dtype) {
+    if (steps < 1 || !(t_end > 0.0))
+        throw std::invalid_argument(
+            fmt::format("{}: steps must be >= 1 and t_end > 0 (got steps={}, t_end={})", who, steps, t_end));
+    check_sigma(who, sigma);
+}
+
+void SdeNetBase::init_noise(Generator& gen) {
+    noise_ = child_generator(gen);
+    register_generator("noise", &noise_);
+}
+
+void SdeNetBase::set_sigma(double s) {
+    check_sigma(fmt::format("{}::set_sigma", who_).c_str(), s);
+    sigma_ = s;
+}
+
+Var SdeNetBase::euler_maruyama(Var h, const Var& g0, double sigma, Generator& noise,
+                               const std::function<Var(double, const Var&)>& drift) const {
+    check_sigma(who_, sigma);
+    const double dt = t_end_ / steps_;
+    const Var g = g0 * (sigma * std::sqrt(dt));  // sigma g(x0) sqrt(dt), the same for every step
+    for (int k = 0; k < steps_; ++k) {
+        Var eps(randn(h.shape(), noise, h.dtype()));
+        h = h + drift(k * dt, h) * dt + g * eps;
+    }
+    return h;
+}
+
 // ---------------------------------------------------------------- drift and diffusion
 
 SdeNetDrift::SdeNetDrift(std::int64_t width, int groups, Generator& gen, DType dtype) : width_(width) {
@@ -121,7 +153,8 @@ Var SdeNetDiffusion::forward_logit(double t, const Var& x) {
 
 // ---------------------------------------------------------------- SdeNet (MNIST)
 
-SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen) : cfg_(cfg), sigma_(cfg.sigma) {
+SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen)
+    : SdeNetBase("SdeNet", cfg.sigma, cfg.steps, cfg.t_end, cfg.dtype), cfg_(cfg) {
     if (cfg.width <= 0 || cfg.in_channels <= 0 || cfg.num_classes <= 0 || cfg.max_groups <= 0 ||
         cfg.width % groups_for(cfg.max_groups, cfg.width) != 0)
         throw std::invalid_argument(fmt::format(
@@ -139,10 +172,6 @@ SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen) : cfg_(cfg), sigma_(cfg.
             "group (an instance norm, which removes each channel's level before the pooled head); use "
             "max_groups <= width / 2",
             cfg.width, cfg.max_groups));
-    if (cfg.steps < 1 || !(cfg.t_end > 0.0))
-        throw std::invalid_argument(fmt::format(
-            "SdeNet: steps must be >= 1 and t_end > 0 (got steps={}, t_end={})", cfg.steps, cfg.t_end));
-    check_sigma("SdeNet", cfg.sigma);
     const std::int64_t w = cfg.width;
     const int groups = groups_for(cfg.max_groups, w);
     auto conv = [&](std::int64_t in, int k, int stride, int pad) {
@@ -168,18 +197,12 @@ SdeNet::SdeNet(const SdeNetConfig& cfg, Generator& gen) : cfg_(cfg), sigma_(cfg.
     lo.dtype = cfg.dtype;
     head_->push_back(std::make_shared<nn::Linear>(w, cfg.num_classes, gen, lo));
     if (cfg.reference_init) reference_init(*this, gen, cfg.linear_init_std);
-    noise_ = child_generator(gen);
-    register_generator("noise", &noise_);
+    init_noise(gen);
 }
 
 std::string SdeNet::describe() const {
     return fmt::format("SdeNet(in={}, width={}, classes={}, steps={}, t_end={}, sigma={})", cfg_.in_channels,
-                       cfg_.width, cfg_.num_classes, cfg_.steps, cfg_.t_end, sigma_);
-}
-
-void SdeNet::set_sigma(double s) {
-    check_sigma("SdeNet::set_sigma", s);
-    sigma_ = s;
+                       cfg_.width, cfg_.num_classes, cfg_.steps, cfg_.t_end, sigma());
 }
 
 Var SdeNet::downsample(const Var& x) {
@@ -190,17 +213,11 @@ Var SdeNet::downsample(const Var& x) {
 }
 
 Var SdeNet::forward(const Var& x, double sigma, Generator& noise) {
-    check_sigma("SdeNet::forward", sigma);
     Var h = downsample(x);
-    const double dt = cfg_.t_end / cfg_.steps;
-    // sigma g(h0) sqrt(dt): [N, 1] -> [N, 1, 1, 1], broadcast over channels and positions.
-    Var g = reshape(diffusion_->forward(0.0, h), Shape{h.dim(0), 1, 1, 1}) * (sigma * std::sqrt(dt));
-    for (int k = 0; k < cfg_.steps; ++k) {
-        const double t = k * dt;
-        Var eps(randn(h.shape(), noise, h.dtype()));
-        h = h + drift_->forward(t, h) * dt + g * eps;
-    }
-    return head_->forward(h);
+    // g(h0): [N, 1] -> [N, 1, 1, 1], broadcast over channels and positions.
+    Var g = reshape(diffusion_->forward(0.0, h), Shape{h.dim(0), 1, 1, 1});
+    return head_->forward(
+        euler_maruyama(h, g, sigma, noise, [this](double t, const Var& v) { return drift_->forward(t, v); }));
 }
 
 Var SdeNet::diffusion_logit(const Var& x) {
@@ -221,14 +238,11 @@ std::vector<Parameter*> SdeNet::diffusion_parameters() {
 // ---------------------------------------------------------------- regression variant
 
 SdeNetRegression::SdeNetRegression(const SdeNetRegressionConfig& cfg, Generator& gen)
-    : cfg_(cfg), sigma_(cfg.sigma) {
-    if (cfg.in_dim <= 0 || cfg.hidden <= 0 || cfg.diffusion_hidden <= 0 || cfg.steps < 1 ||
-        !(cfg.t_end > 0.0))
-        throw std::invalid_argument(fmt::format(
-            "SdeNetRegression: sizes and steps must be positive, t_end > 0 (in_dim={}, hidden={}, "
-            "diffusion_hidden={}, steps={}, t_end={})",
-            cfg.in_dim, cfg.hidden, cfg.diffusion_hidden, cfg.steps, cfg.t_end));
-    check_sigma("SdeNetRegression", cfg.sigma);
+    : SdeNetBase("SdeNetRegression", cfg.sigma, cfg.steps, cfg.t_end, cfg.dtype), cfg_(cfg) {
+    if (cfg.in_dim <= 0 || cfg.hidden <= 0 || cfg.diffusion_hidden <= 0)
+        throw std::invalid_argument(
+            fmt::format("SdeNetRegression: sizes must be positive (in_dim={}, hidden={}, diffusion_hidden={})",
+                        cfg.in_dim, cfg.hidden, cfg.diffusion_hidden));
     nn::LinearOptions lo;
     lo.dtype = cfg.dtype;
     down_ = register_module("down", std::make_shared<nn::Linear>(cfg.in_dim, cfg.hidden, gen, lo));
@@ -238,18 +252,12 @@ SdeNetRegression::SdeNetRegression(const SdeNetRegressionConfig& cfg, Generator&
     diff2_ = register_module("diffusion2", std::make_shared<nn::Linear>(cfg.diffusion_hidden, 1, gen, lo));
     head_ = register_module("head", std::make_shared<nn::Linear>(cfg.hidden, 2, gen, lo));
     if (cfg.reference_init) reference_init(*this, gen, cfg.linear_init_std);
-    noise_ = child_generator(gen);
-    register_generator("noise", &noise_);
+    init_noise(gen);
 }
 
 std::string SdeNetRegression::describe() const {
     return fmt::format("SdeNetRegression(in={}, hidden={}, steps={}, sigma={})", cfg_.in_dim, cfg_.hidden,
-                       cfg_.steps, sigma_);
-}
-
-void SdeNetRegression::set_sigma(double s) {
-    check_sigma("SdeNetRegression::set_sigma", s);
-    sigma_ = s;
+                       cfg_.steps, sigma());
 }
 
 Var SdeNetRegression::downsample(const Var& x) {
@@ -260,15 +268,11 @@ Var SdeNetRegression::downsample(const Var& x) {
 }
 
 RegressionOutput SdeNetRegression::predict(const Var& x, double sigma, Generator& noise) {
-    check_sigma("SdeNetRegression::predict", sigma);
     Var h = downsample(x);
-    const double dt = cfg_.t_end / cfg_.steps;
-    Var g = diff2_->forward_activated(diff1_->forward_activated(h, LinearAct::relu), LinearAct::sigmoid) *
-            (sigma * std::sqrt(dt));  // [N, 1]
-    for (int k = 0; k < cfg_.steps; ++k) {
-        Var eps(randn(h.shape(), noise, h.dtype()));
-        h = h + drift_->forward_activated(h, LinearAct::relu) * dt + g * eps;
-    }
+    Var g = diff2_->forward_activated(diff1_->forward_activated(h, LinearAct::relu), LinearAct::sigmoid);
+    // The drift ReLU(Linear(h)) does not use t (the reference's YearMSD model).
+    h = euler_maruyama(h, g, sigma, noise,
+                       [this](double, const Var& v) { return drift_->forward_activated(v, LinearAct::relu); });
     Var out = head_->forward(relu(h));
     const std::int64_t n = out.dim(0);
     RegressionOutput r;
@@ -309,29 +313,26 @@ Var sdenet_regression_loss(const RegressionOutput& out, const Var& y) {
 
 // ---------------------------------------------------------------- trainer
 
+SdeNetTrainer::SdeNetTrainer(SdeNetBase& model, const SdeNetTrainConfig& cfg, std::uint64_t seed)
+    : model_(&model), cfg_(cfg), ood_gen_(seed, 0x5DE0) {
+    // torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4): no dampening, no Nesterov (the reference).
+    opt_f_ = std::make_unique<nn::SGD>(
+        model.classifier_parameters(),
+        nn::SGDOptions{.lr = cfg_.lr, .momentum = cfg_.momentum, .weight_decay = cfg_.weight_decay});
+    opt_g_ = std::make_unique<nn::SGD>(model.diffusion_parameters(), nn::SGDOptions{.lr = cfg_.lr_diffusion,
+                                                                                    .momentum = cfg_.momentum,
+                                                                                    .weight_decay =
+                                                                                        cfg_.weight_decay});
+}
+
 SdeNetTrainer::SdeNetTrainer(SdeNet& model, const SdeNetTrainConfig& cfg, std::uint64_t seed)
-    : cls_(&model), cfg_(cfg), ood_gen_(seed, 0x5DE0) {
-    init_optimizers(model.classifier_parameters(), model.diffusion_parameters());
+    : SdeNetTrainer(static_cast<SdeNetBase&>(model), cfg, seed) {
+    cls_ = &model;
 }
 
 SdeNetTrainer::SdeNetTrainer(SdeNetRegression& model, const SdeNetTrainConfig& cfg, std::uint64_t seed)
-    : reg_(&model), cfg_(cfg), ood_gen_(seed, 0x5DE0) {
-    init_optimizers(model.classifier_parameters(), model.diffusion_parameters());
-}
-
-void SdeNetTrainer::init_optimizers(std::vector<Parameter*> f, std::vector<Parameter*> g) {
-    // torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4): no dampening, no Nesterov (the reference).
-    opt_f_ = std::make_unique<nn::SGD>(
-        std::move(f),
-        nn::SGDOptions{.lr = cfg_.lr, .momentum = cfg_.momentum, .weight_decay = cfg_.weight_decay});
-    opt_g_ = std::make_unique<nn::SGD>(std::move(g), nn::SGDOptions{.lr = cfg_.lr_diffusion,
-                                                                    .momentum = cfg_.momentum,
-                                                                    .weight_decay = cfg_.weight_decay});
-}
-
-nn::Module& SdeNetTrainer::module() {
-    if (cls_) return *cls_;
-    return *reg_;
+    : SdeNetTrainer(static_cast<SdeNetBase&>(model), cfg, seed) {
+    reg_ = &model;
 }
 
 void SdeNetTrainer::set_epoch(std::int64_t e) {
@@ -352,47 +353,41 @@ void SdeNetTrainer::set_sigma_train(double s) {
 double SdeNetTrainer::step_classifier(const Tensor& x, std::span<const std::int32_t> labels) {
     if (!cls_)
         throw std::logic_error("SdeNetTrainer::step_classifier(labels): the model is a regression SDE-Net");
-    module().train();
+    cls_->train();
     opt_f_->zero_grad();
-    Var loss = cross_entropy(cls_->forward(Var(x), cfg_.sigma_train, cls_->noise_generator()), labels);
-    const double l = loss.item();
-    backward(loss);
-    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(module().parameters(), cfg_.clip_classifier);
-    opt_f_->step();
-    reset_tape();
-    return l;
+    return finish_classifier_step(
+        cross_entropy(cls_->forward(Var(x), cfg_.sigma_train, cls_->noise_generator()), labels));
 }
 
 double SdeNetTrainer::step_classifier(const Tensor& x, const Tensor& y) {
     if (!reg_) throw std::logic_error("SdeNetTrainer::step_classifier(targets): the model is a classifier");
-    module().train();
+    reg_->train();
     opt_f_->zero_grad();
-    Var loss =
-        sdenet_regression_loss(reg_->predict(Var(x), cfg_.sigma_train, reg_->noise_generator()), Var(y));
+    return finish_classifier_step(
+        sdenet_regression_loss(reg_->predict(Var(x), cfg_.sigma_train, reg_->noise_generator()), Var(y)));
+}
+
+double SdeNetTrainer::finish_classifier_step(const Var& loss) {
     const double l = loss.item();
     backward(loss);
-    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(module().parameters(), cfg_.clip_classifier);
+    if (cfg_.clip_classifier > 0.0) nn::clip_grad_norm(model_->parameters(), cfg_.clip_classifier);
     opt_f_->step();
     reset_tape();
     return l;
 }
 
-Var SdeNetTrainer::diffusion_logit(const Var& x) {
-    return cls_ ? cls_->diffusion_logit(x) : reg_->diffusion_logit(x);
-}
-
 std::pair<double, double> SdeNetTrainer::step_diffusion(const Tensor& x) {
-    module().train();
+    model_->train();
     // Zeroing here also drops what the cross-entropy pass left in the diffusion's gradients (the reference
     // calls optimizer_G.zero_grad() at the same point).
     opt_g_->zero_grad();
     const std::int64_t n = x.dim(0);
     // BCE(sigmoid(z), y) computed as bce_with_logits(z, y): the same loss without torch BCELoss' log clamp
     // at -100 (which only matters once the sigmoid saturates to exactly 0 or 1).
-    Var in = diffusion_logit(Var(x));
+    Var in = model_->diffusion_logit(Var(x));
     Var loss_in = bce_with_logits(in, Var(Tensor::zeros({n, 1}, in.dtype())));
     Tensor xo = t_add(x, randn(x.shape(), ood_gen_, x.dtype(), 0.0, cfg_.ood_noise_std));
-    Var out = diffusion_logit(Var(xo));
+    Var out = model_->diffusion_logit(Var(xo));
     Var loss_out = bce_with_logits(out, Var(Tensor::full({n, 1}, 1.0, out.dtype())));
     const double li = loss_in.item(), lo = loss_out.item();
     backward(loss_in + loss_out);
@@ -596,9 +591,7 @@ std::vector<double> predict_probs(SdeNet& model, const Tensor& x, int passes, st
     return probs;
 }
 
-namespace {
-template <class M>
-std::vector<double> diffusion_score_impl(M& model, const Tensor& x, std::int64_t batch, DType dt) {
+std::vector<double> diffusion_score(SdeNetBase& model, const Tensor& x, std::int64_t batch) {
     check_batch("diffusion_score", x, batch);
     NoGradScope ng;
     model.eval();
@@ -606,21 +599,12 @@ std::vector<double> diffusion_score_impl(M& model, const Tensor& x, std::int64_t
     std::vector<double> out(static_cast<std::size_t>(n));
     for (std::int64_t lo = 0; lo < n; lo += batch) {
         const std::int64_t hi = std::min(n, lo + batch);
-        Tensor g = model.diffusion(Var(rows(x, lo, hi, dt))).value().to(DType::f64);
+        Tensor g = model.diffusion(Var(rows(x, lo, hi, model.dtype()))).value().to(DType::f64);
         for (std::int64_t i = 0; i < hi - lo; ++i)
             out[static_cast<std::size_t>(lo + i)] = g.data<double>()[i];
         reset_tape();
     }
     return out;
-}
-}  // namespace
-
-std::vector<double> diffusion_score(SdeNet& model, const Tensor& x, std::int64_t batch) {
-    return diffusion_score_impl(model, x, batch, model.config().dtype);
-}
-
-std::vector<double> diffusion_score(SdeNetRegression& model, const Tensor& x, std::int64_t batch) {
-    return diffusion_score_impl(model, x, batch, model.config().dtype);
 }
 
 RegressionPrediction predict_regression(SdeNetRegression& model, const Tensor& x, int passes,

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,6 +49,47 @@ private:
     std::int64_t in_;
     DType dtype_;
     std::shared_ptr<nn::Conv2d> conv_;
+};
+
+// What the two SDE-Nets (SdeNet for images, SdeNetRegression) share: the diffusion scale sigma, the
+// registered generator "noise" of the Brownian increments, the Euler-Maruyama loop (eq. 5), the split of
+// the parameters between the two optimizers, and the diffusion's logit on the detached initial state, which
+// SdeNetTrainer trains and diffusion_score reads.
+class SdeNetBase : public nn::Module {
+public:
+    double sigma() const { return sigma_; }
+    void set_sigma(double s);
+    Generator& noise_generator() { return noise_; }
+    // h0: the downsampling of x (checks x's shape and dtype).
+    virtual Var downsample(const Var& x) = 0;
+    // The diffusion's logit [N, 1] on detach(downsample(x)) (the diffusion-training pass).
+    virtual Var diffusion_logit(const Var& x) = 0;
+    // sigmoid of diffusion_logit: [N, 1] in (0, 1), high = out of distribution.
+    Var diffusion(const Var& x) { return sigmoid(diffusion_logit(x)); }
+    // What the two optimizers update: downsampling, drift and head; and the diffusion net.
+    virtual std::vector<Parameter*> classifier_parameters() = 0;
+    virtual std::vector<Parameter*> diffusion_parameters() = 0;
+    // The dtype the model computes in (inputs of other dtypes are converted by the evaluation helpers).
+    DType dtype() const { return dtype_; }
+
+protected:
+    // `who` names the model in error messages.
+    SdeNetBase(const char* who, double sigma, int steps, double t_end, DType dtype);
+    // Draws the noise generator as a child stream of `gen` and registers it; called once, last, by the
+    // derived constructor (after the parameter init, which draws from `gen` first).
+    void init_noise(Generator& gen);
+    // x_{k+1} = x_k + f(t_k, x_k) dt + sigma g(x0) sqrt(dt) eps_k over `steps` steps from h (eq. 5), eps_k
+    // drawn from `noise`; g0 = g(x0), shaped to broadcast against h.
+    Var euler_maruyama(Var h, const Var& g0, double sigma, Generator& noise,
+                       const std::function<Var(double, const Var&)>& drift) const;
+    const char* who_;
+
+private:
+    double sigma_;
+    int steps_;
+    double t_end_;
+    DType dtype_;
+    Generator noise_;
 };
 
 struct SdeNetConfig {
@@ -98,36 +140,26 @@ private:
 // 28x28 -> 6x6, not normalised at the end), the SDE, and the head GN, ReLU, global average pool,
 // Linear(C, classes). Children: "down", "drift", "diffusion", "head"; one registered generator "noise"
 // draws the Brownian increments (so a checkpoint restores it).
-class SdeNet : public nn::Module {
+class SdeNet : public SdeNetBase {
 public:
     SdeNet(const SdeNetConfig& cfg, Generator& gen);
     std::string describe() const override;
     // Logits [N, classes] of one stochastic pass at sigma() with the model's noise generator.
-    Var forward(const Var& x) override { return forward(x, sigma_, noise_); }
+    Var forward(const Var& x) override { return forward(x, sigma(), noise_generator()); }
     // Logits of one pass at the given sigma drawing eps from `noise`. The diffusion is not detached (as in
     // the reference: the cross-entropy reaches the downsampling through sigma g(h0) eps too).
     Var forward(const Var& x, double sigma, Generator& noise);
     // [N, C, H', W'] after the downsampling block.
-    Var downsample(const Var& x);
-    // The diffusion's logit [N, 1] on the detached downsampled features (the diffusion-training pass).
-    Var diffusion_logit(const Var& x);
-    // sigmoid of diffusion_logit: [N, 1] in (0, 1), high = out of distribution.
-    Var diffusion(const Var& x) { return sigmoid(diffusion_logit(x)); }
-
-    double sigma() const { return sigma_; }
-    void set_sigma(double s);
-    Generator& noise_generator() { return noise_; }
-    // What the two optimizers update: downsampling, drift and head; and the diffusion net.
-    std::vector<Parameter*> classifier_parameters();
-    std::vector<Parameter*> diffusion_parameters();
+    Var downsample(const Var& x) override;
+    Var diffusion_logit(const Var& x) override;
+    std::vector<Parameter*> classifier_parameters() override;
+    std::vector<Parameter*> diffusion_parameters() override;
     const SdeNetConfig& config() const { return cfg_; }
     SdeNetDrift& drift() { return *drift_; }
     SdeNetDiffusion& diffusion_net() { return *diffusion_; }
 
 private:
     SdeNetConfig cfg_;
-    double sigma_;
-    Generator noise_;
     std::shared_ptr<nn::Sequential> down_, head_;
     std::shared_ptr<SdeNetDrift> drift_;
     std::shared_ptr<SdeNetDiffusion> diffusion_;
@@ -157,28 +189,22 @@ struct RegressionOutput {
     Var std;   // [N]
 };
 
-class SdeNetRegression : public nn::Module {
+class SdeNetRegression : public SdeNetBase {
 public:
     SdeNetRegression(const SdeNetRegressionConfig& cfg, Generator& gen);
     std::string describe() const override;
-    RegressionOutput predict(const Var& x) { return predict(x, sigma_, noise_); }
+    RegressionOutput predict(const Var& x) { return predict(x, sigma(), noise_generator()); }
     RegressionOutput predict(const Var& x, double sigma, Generator& noise);
     // [N, 2]: mean and std as columns.
     Var forward(const Var& x) override;
-    Var downsample(const Var& x);
-    Var diffusion_logit(const Var& x);  // [N, 1] on the detached h0
-    Var diffusion(const Var& x) { return sigmoid(diffusion_logit(x)); }
-    double sigma() const { return sigma_; }
-    void set_sigma(double s);
-    Generator& noise_generator() { return noise_; }
-    std::vector<Parameter*> classifier_parameters();
-    std::vector<Parameter*> diffusion_parameters();
+    Var downsample(const Var& x) override;
+    Var diffusion_logit(const Var& x) override;
+    std::vector<Parameter*> classifier_parameters() override;
+    std::vector<Parameter*> diffusion_parameters() override;
     const SdeNetRegressionConfig& config() const { return cfg_; }
 
 private:
     SdeNetRegressionConfig cfg_;
-    double sigma_;
-    Generator noise_;
     std::shared_ptr<nn::Linear> down_, drift_, diff1_, diff2_, head_;
 };
 
@@ -249,10 +275,10 @@ public:
     const SdeNetTrainConfig& config() const { return cfg_; }
 
 private:
-    void init_optimizers(std::vector<Parameter*> f, std::vector<Parameter*> g);
-    nn::Module& module();
-    Var task_loss_classification(const Tensor& x, std::span<const std::int32_t> labels);
-    Var diffusion_logit(const Var& x);
+    SdeNetTrainer(SdeNetBase& model, const SdeNetTrainConfig& cfg, std::uint64_t seed);
+    // zero_grad, backward(loss), the optional clip, the classifier step; returns the loss.
+    double finish_classifier_step(const Var& loss);
+    SdeNetBase* model_;
     SdeNet* cls_ = nullptr;
     SdeNetRegression* reg_ = nullptr;
     SdeNetTrainConfig cfg_;
@@ -273,8 +299,7 @@ std::string load_sdenet_checkpoint(const std::string& path, nn::Module& model, S
 // Softmax averaged over `passes` stochastic passes at the model's sigma(): [N, classes] row-major f64.
 std::vector<double> predict_probs(SdeNet& model, const Tensor& x, int passes, std::int64_t batch = 500);
 // g(h0(x)) per sample [N] (f64): the epistemic score; high = out of distribution.
-std::vector<double> diffusion_score(SdeNet& model, const Tensor& x, std::int64_t batch = 500);
-std::vector<double> diffusion_score(SdeNetRegression& model, const Tensor& x, std::int64_t batch = 500);
+std::vector<double> diffusion_score(SdeNetBase& model, const Tensor& x, std::int64_t batch = 500);
 // Regression: per sample the mean over passes of the predicted mean, the std over passes of the predicted
 // mean (population std: the reference's OOD score), the mean predicted std (aleatoric), and the variance of
 // the Gaussian matching the mixture of the passes' Gaussians, mean of s^2 + mean_std^2.
