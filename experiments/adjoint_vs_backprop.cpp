@@ -448,12 +448,14 @@ int run(int argc, char** argv) {
     json out = {{"provenance", experiment::provenance("adjoint_vs_backprop", args, config)},
                 {"gradient_error", grad},
                 {"training", training}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv", {"dt", "method", "compared_to", "relative_error"},
-                          grad_rows);
-    experiment::write_csv(args.out + "/training.csv", {"method", "iteration", "loss", "steps", "rejected"},
-                          train_rows);
-    experiment::write_json(args.out + "/run.json", run);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv", {"dt", "method", "compared_to", "relative_error"},
+                   grad_rows);
+    result_set.csv("training.csv", {"method", "iteration", "loss", "steps", "rejected"},
+                   train_rows);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json, ... as one set
 
     const auto& err = grad["relative_error"];
     const auto& dts = grad["dts"];

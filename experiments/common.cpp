@@ -1,5 +1,6 @@
 #include "experiments/common.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -42,6 +43,9 @@ std::string run_command(const std::string& cmd) {
     while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
     return out;
 }
+
+// The directory commit_results builds beside `dir`: <parent>/.<name>.set.<pid>.
+std::string set_prefix(const fs::path& dir) { return "." + dir.filename().string() + ".set."; }
 
 std::string cpu_model() {
     std::ifstream in("/proc/cpuinfo");
@@ -144,6 +148,19 @@ void lock_out(const std::string& out) {
     // With the lock held no other run writes here: temporary files left by a killed run (write_atomic's
     // "<file>.tmp.<pid>", the checkpoint writer's "<file>.tmp") are removed.
     std::error_code ec;
+    // A result directory that a killed commit_results left beside <out>: half built, or the old set.
+    const fs::path real = fs::canonical(out, ec);
+    if (!ec) {
+        const std::string prefix = set_prefix(real);
+        std::vector<fs::path> stale;
+        for (const auto& e : fs::directory_iterator(real.parent_path(), ec)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(prefix, 0) == 0 && name.size() > prefix.size() &&
+                name.find_first_not_of("0123456789", prefix.size()) == std::string::npos)
+                stale.push_back(e.path());
+        }
+        for (const auto& p : stale) fs::remove_all(p, ec);
+    }
     for (const fs::path& dir : {fs::path(out), fs::path(out) / "checkpoints"}) {
         if (!fs::is_directory(dir, ec)) continue;
         for (const auto& e : fs::directory_iterator(dir, ec)) {
@@ -225,12 +242,14 @@ void write_atomic(const std::string& path, const std::string& text) {
     }
 }
 
-void write_json(const std::string& path, const nlohmann::json& j) { write_atomic(path, j.dump(2) + "\n"); }
+std::string json_text(const nlohmann::json& j) { return j.dump(2) + "\n"; }
+
+void write_json(const std::string& path, const nlohmann::json& j) { write_atomic(path, json_text(j)); }
 
 std::string num(double v) { return fmt::format("{:.17g}", v); }
 
-void write_csv(const std::string& path, const std::vector<std::string>& header,
-               const std::vector<std::vector<std::string>>& rows) {
+std::string csv_text(const std::vector<std::string>& header,
+                     const std::vector<std::vector<std::string>>& rows) {
     std::string s;
     auto line = [&](const std::vector<std::string>& cells) {
         for (std::size_t i = 0; i < cells.size(); ++i) s += (i ? "," : "") + cells[i];
@@ -238,7 +257,132 @@ void write_csv(const std::string& path, const std::vector<std::string>& header,
     };
     line(header);
     for (auto& r : rows) line(r);
-    write_atomic(path, s);
+    return s;
+}
+
+void write_csv(const std::string& path, const std::vector<std::string>& header,
+               const std::vector<std::vector<std::string>>& rows) {
+    write_atomic(path, csv_text(header, rows));
+}
+
+// ---- result sets ----------------------------------------------------------------------------------------
+
+namespace {
+
+// A test hook: SDEUQ_RESULTS_PAUSE=<seconds> widens the window between the steps of a commit so that the
+// kill test can land in it. Read once; a bad value is refused like every other SDEUQ_* variable.
+void commit_pause() {
+    static const double seconds = [] {
+        const char* e = std::getenv("SDEUQ_RESULTS_PAUSE");
+        if (!e || !*e) return 0.0;
+        char* end = nullptr;
+        const double v = std::strtod(e, &end);
+        if (*end != '\0' || !std::isfinite(v) || v < 0 || v > 60)
+            throw UsageError(fmt::format("SDEUQ_RESULTS_PAUSE='{}': expected seconds from 0 to 60", e));
+        return v;
+    }();
+    if (seconds > 0) ::usleep(static_cast<useconds_t>(seconds * 1e6));
+}
+
+void fsync_path(const fs::path& p) {
+    const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)::fsync(fd);
+    ::close(fd);
+}
+
+void write_synced(const fs::path& path, const std::string& text) {
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) throw std::runtime_error(fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
+                    ::fsync(fileno(f)) == 0;
+    const int err = errno;
+    std::fclose(f);
+    if (!ok) throw std::runtime_error(fmt::format("cannot write {}: {}", path.string(), std::strerror(err)));
+}
+
+// Hard-links the tree `from` into `to` (directories recreated, files and symlinks linked), leaving out the
+// top-level names in `skip`. False when the file system cannot hard-link.
+bool link_tree(const fs::path& from, const fs::path& to, const std::vector<std::string>& skip) {
+    for (const auto& e : fs::directory_iterator(from)) {
+        const std::string name = e.path().filename().string();
+        if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
+        const fs::path target = to / name;
+        if (e.is_directory() && !e.is_symlink()) {
+            fs::create_directory(target);
+            if (!link_tree(e.path(), target, {})) return false;
+        } else if (::link(e.path().c_str(), target.c_str()) != 0) {
+            if (errno == EPERM || errno == EXDEV || errno == EOPNOTSUPP || errno == EMLINK) return false;
+            throw std::runtime_error(fmt::format("cannot link {} into the new result set {}: {}",
+                                                 e.path().string(), to.string(), std::strerror(errno)));
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void ResultSet::add(const std::string& name, std::string text) {
+    for (auto& [n, t] : files_)
+        if (n == name) throw std::logic_error(fmt::format("result set {}: {} added twice", out_, name));
+    files_.emplace_back(name, std::move(text));
+}
+
+void ResultSet::commit() { commit_results(out_, files_); }
+
+void commit_results(const std::string& out, const std::vector<std::pair<std::string, std::string>>& files) {
+    std::vector<std::string> names;
+    for (auto& [name, text] : files) {
+        if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+            throw std::logic_error(fmt::format("result set {}: '{}' is not a plain file name", out, name));
+        names.push_back(name);
+    }
+    // The real directory (a symlinked --out stays a symlink: its target is swapped).
+    const fs::path dir = fs::canonical(out);
+    const fs::path tmp = dir.parent_path() / (set_prefix(dir) + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    if (!fs::create_directory(tmp, ec) || ec)
+        throw std::runtime_error(fmt::format("cannot create {} for the result set of {}: {}", tmp.string(),
+                                             dir.string(), ec.message()));
+    bool swapped = false;
+    try {
+        commit_pause();
+        for (auto& [name, text] : files) {
+            write_synced(tmp / name, text);
+            commit_pause();
+        }
+        if (link_tree(dir, tmp, names)) {
+            fsync_path(tmp);
+            swapped = ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0;
+            if (!swapped && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+                throw std::runtime_error(fmt::format("cannot swap the new result set {} into {}: {}",
+                                                     tmp.string(), dir.string(), std::strerror(errno)));
+        }
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    if (swapped) {
+        fsync_path(dir.parent_path());
+        commit_pause();
+        fs::remove_all(tmp, ec);  // the old set; if this is killed, the next lock_out removes it
+        return;
+    }
+    // No exchange or no hard links here: each file atomically, the set not.
+    std::fprintf(stderr,
+                 "warning: %s cannot swap directories atomically; the result files are replaced one by one\n",
+                 dir.parent_path().c_str());
+    for (auto& name : names) {
+        if (std::rename((tmp / name).c_str(), (dir / name).c_str()) != 0) {
+            const int err = errno;
+            fs::remove_all(tmp, ec);
+            throw std::runtime_error(
+                fmt::format("cannot write {}: {}", (dir / name).string(), std::strerror(err)));
+        }
+    }
+    fsync_path(dir);
+    fs::remove_all(tmp, ec);
 }
 
 Progress::Progress(std::string label, std::int64_t total)

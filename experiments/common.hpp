@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sdeuq::experiment {
@@ -32,7 +33,8 @@ void add_common_flags(CLI::App& app, CommonArgs& args, const std::string& defaul
 // locks it (lock_out). Call after parsing.
 void apply_common(const CommonArgs& args);
 // Takes <out>/.lock for the rest of the process (a second run on the same --out fails, exit 1, naming the
-// first one's pid) and removes temporary files a killed run left in <out> and <out>/checkpoints.
+// first one's pid) and removes temporary files a killed run left in <out> and <out>/checkpoints, and a
+// half-built or swapped-out result directory (<parent>/.<name>.set.<pid>, commit_results).
 void lock_out(const std::string& out);
 // Records the command (record_command) and parses argv with CLI11. --help prints the help and returns 0 from main; a bad flag or value prints one
 // line naming the flag and what is allowed and returns 2 from main.
@@ -68,6 +70,37 @@ void write_json(const std::string& path, const nlohmann::json& j);  // 2-space i
 void write_csv(const std::string& path, const std::vector<std::string>& header,
                const std::vector<std::vector<std::string>>& rows);
 std::string num(double v);
+// The bytes write_json / write_csv write.
+std::string json_text(const nlohmann::json& j);
+std::string csv_text(const std::vector<std::string>& header,
+                     const std::vector<std::vector<std::string>>& rows);
+
+// A run's result files (results.json, results.csv, run.json, ...) committed as a whole, so that a kill
+// between two writes can never leave a new results.json beside an old results.csv. Collect the files, then
+// commit(): see commit_results.
+class ResultSet {
+public:
+    explicit ResultSet(std::string out) : out_(std::move(out)) {}
+    void json(const std::string& name, const nlohmann::json& j) { add(name, json_text(j)); }
+    void csv(const std::string& name, const std::vector<std::string>& header,
+             const std::vector<std::vector<std::string>>& rows) { add(name, csv_text(header, rows)); }
+    void add(const std::string& name, std::string text);
+    void commit();
+
+private:
+    std::string out_;
+    std::vector<std::pair<std::string, std::string>> files_;
+};
+
+// Writes `files` (name -> content; plain names, no '/') into the directory `out` as one set. The new
+// directory is built beside `out` (<parent>/.<name>.set.<pid>): the set's files are written and fsynced,
+// everything else in `out` (checkpoints/, the .lock, files of other kinds) is hard-linked into it, and the
+// two directories are swapped with one renameat2(RENAME_EXCHANGE); the old one is then removed. A kill at
+// any point leaves `out` either entirely old or entirely new, and lock_out removes the leftover directory.
+// Where the file system cannot exchange or hard-link, the files are renamed in one by one (each atomic,
+// the set not) and a warning says so. Call with the lock held (apply_common). SDEUQ_RESULTS_PAUSE=<seconds>
+// sleeps between the steps (for the kill test tests/result_set_kill.sh only).
+void commit_results(const std::string& out, const std::vector<std::pair<std::string, std::string>>& files);
 
 // A progress bar with rate and ETA on stderr (refreshes at most 10 times a second; silent when stderr
 // is not a terminal unless SDEUQ_PROGRESS=1).

@@ -149,11 +149,13 @@ int run(int argc, char** argv) {
     std::vector<std::string> header = {"pair", "method"};
     for (auto& [k, v] : results.begin()->begin()->items()) header.push_back(k);
     json out = {{"provenance", experiment::provenance("mnist_baselines", args, config)}, {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv", header, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv", header, rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json, ... as one set
     for (auto& [pair, res] : results.items())
         for (auto& [method, r] : res.items())
             std::printf("%-26s %-14s acc %.4f  NLL %.4f  ECE15 %.4f  AUROC %.4f\n", pair.c_str(), method.c_str(),

@@ -327,14 +327,16 @@ int main(int argc, char** argv) {
     json out = {{"provenance", experiment::provenance("stl_variance", args, config)},
                 {"curves", curves},
                 {"train_loss", train_loss}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"mode", "iteration", "std_avg", "std_norm", "mean_norm"}, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
+                   {"mode", "iteration", "std_avg", "std_norm", "mean_norm"}, rows);
     json run = experiment::run_info(args);
     run["timings"] = {{"train_seconds", train_seconds},
                       {"seconds_per_train_iteration", train_seconds / std::max(1, total_it)},
                       {"measure_seconds", measure_seconds}};
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json, ... as one set
 
     std::printf("%-22s", "iteration");
     for (int c : s.checkpoints) std::printf(" %10d", c);

@@ -224,8 +224,9 @@ int run(int argc, char** argv) {
                         experiment::num(om.auroc), experiment::num(om.aupr_in), experiment::num(om.aupr_out)});
     }
     json out = {{"provenance", experiment::provenance("two_moons", args, config)}, {"methods", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
                    {"method", "train_accuracy", "test_accuracy", "test_nll", "ood_auroc", "ood_aupr_in", "ood_aupr_out"},
                    rows);
     // Grid values for the figures: x, y, then per method p(class 1) and p(1 - p).
@@ -245,16 +246,17 @@ int run(int argc, char** argv) {
             }
             g.push_back(std::move(row));
         }
-        experiment::write_csv(args.out + "/grid.csv", header, g);
+        result_set.csv("grid.csv", header, g);
         std::vector<std::vector<std::string>> pts;
         for (std::size_t i = 0; i < train.n; ++i)
             pts.push_back({"train", experiment::num(train.xy[2 * i]), experiment::num(train.xy[2 * i + 1]), std::to_string(train.labels[i])});
         for (std::size_t i = 0; i < ood.n; ++i)
             pts.push_back({"ood", experiment::num(ood.xy[2 * i]), experiment::num(ood.xy[2 * i + 1]), "-1"});
-        experiment::write_csv(args.out + "/points.csv", {"set", "x", "y", "label"}, pts);
+        result_set.csv("points.csv", {"set", "x", "y", "label"}, pts);
     }
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json, ... as one set
     for (auto& [name, r] : results.items())
         std::printf("%-14s train acc %.4f  test acc %.4f  OOD AUROC %.4f  (train %.1fs)\n", name.c_str(),
                     r["train_accuracy"].get<double>(), r["test_accuracy"].get<double>(), r["ood_auroc"].get<double>(),

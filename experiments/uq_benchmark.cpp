@@ -376,14 +376,16 @@ int main(int argc, char** argv) {
                      experiment::num(o["aupr_out"].get<double>()),
                      experiment::num(o["tnr_at_95_tpr"].get<double>())});
     json out = {{"provenance", experiment::provenance("uq_benchmark", args, config)}, {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"in_distribution", "method", "accuracy", "nll", "brier", "ece", "ood_set",
-                           "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"},
-                          rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
+                   {"in_distribution", "method", "accuracy", "nll", "brier", "ece", "ood_set",
+                    "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"},
+                   rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json, ... as one set
     for (auto& [set, res] : results.items())
         for (auto& [method, r] : res.items()) {
             std::printf("%-14s %-14s acc %.4f  NLL %.4f  ECE %.4f", set.c_str(), method.c_str(),

@@ -634,6 +634,14 @@ TabularDataset load_sklearn_csv(const std::filesystem::path& path) {
         if (names[j].empty()) throw fail(2, fmt::format("column {}: empty column name", j + 1));
     ds.feature_names.assign(names.begin(), names.end() - 1);
     ds.target_name = names.back();
+    // Line 1 is a claim, not a size to allocate: a data row of d + 1 cells takes at least 2 (d + 1) - 1
+    // bytes and a line end, so a file of B bytes holds at most B / (2 (d + 1)) + 1 rows. A larger count
+    // (e.g. 999999999999) is refused here instead of reserving terabytes (found by tests/fuzz/fuzz_csv).
+    std::error_code size_ec;
+    const auto bytes = static_cast<std::size_t>(std::filesystem::file_size(path, size_ec));
+    if (!size_ec && ds.n > bytes / (2 * (ds.d + 1)) + 1)
+        throw fail(1, fmt::format("{} rows of {} cells announced, more than the file's {} bytes can hold",
+                                  ds.n, ds.d + 1, bytes));
     ds.x.reserve(ds.n * ds.d);
     ds.y.reserve(ds.n);
     std::size_t rows = 0;

@@ -73,6 +73,10 @@ TEST_CASE("sklearn CSV loader rejects malformed files naming file, line and colu
         {"bad_first.csv", "x,2\nA,B,Y\n", "line 1", "n_samples,n_features"},
         {"bad_names.csv", "3,2\nA,Y\n", "line 2", "2 column names, expected 3"},
         {"empty.csv", "", "line 1", "empty file"},
+        // found by tests/fuzz/fuzz_csv: the announced count was reserved before any row was read
+        {"huge_count.csv", "999999999999,2\nA,B,Y\n1,2,3\n", "line 1",
+         "999999999999 rows of 3 cells announced, more than the file's 27 bytes can hold"},
+        {"huge_width.csv", "999999,1\nA,Y\n1,2\n", "line 1", "more than the file's"},
     };
     for (const auto& c : cases) {
         const auto p = write_tmp(c.name, c.text);
