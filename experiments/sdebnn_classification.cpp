@@ -16,12 +16,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "experiments/common.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
 #include "nn/checkpoint.hpp"
+#include "nn/corruptions.hpp"
 #include "nn/data.hpp"
 #include "nn/metrics.hpp"
 #include "nn/optim.hpp"
@@ -52,6 +54,7 @@ struct Settings {
     std::int64_t width = 32, hidden = 32;
     int groups = 8, blocks = 1, steps = 4, samples = 4;
     std::size_t train_subset = 5000, eval_subset = 1000;
+    std::size_t corruption_images = 100;  // per corruption and severity (0 = no corruption study)
     std::string kl = "stl", estimator = "backprop";
     std::vector<std::string> datasets{"mnist", "fashion_mnist"};
 };
@@ -104,9 +107,15 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
     return probs;
 }
 
+// Accuracy and ECE (15 bins) of class probabilities on `ds`.
+json acc_ece(const std::vector<double>& p, const data::Dataset& ds) {
+    return {{"accuracy", metrics::accuracy(std::span<const double>(p), ds.labels, 10)},
+            {"ece_15", metrics::ece(std::span<const double>(p), ds.labels, 10, 15)}};
+}
+
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{
         "sdebnn_classification: SDE-BNN on MNIST and Fashion-MNIST with OOD detection against the other set"};
     experiment::CommonArgs args;
@@ -134,8 +143,11 @@ int main(int argc, char** argv) {
     auto* o_batch = app.add_option("--batch", s.batch, "minibatch size")->check(CLI::Range(1, 100000));
     auto* o_sigma = app.add_option("--sigma", s.sigma, "diffusion of the weights (prior and posterior)")
                         ->check(CLI::PositiveNumber);
-    app.add_option("--datasets", s.datasets, "in-distribution data sets trained and evaluated (OOD: the other)")
+    app.add_option("--datasets", s.datasets, "in-distribution sets trained and evaluated (OOD: the other)")
         ->check(CLI::IsMember({"mnist", "fashion_mnist"}));
+    auto* o_corr = app.add_option("--corruption-images", s.corruption_images,
+                                  "test images per corruption and severity (0 = no corruption study; "
+                                  "quick 100, full 1000)");
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {  // mnist_baselines' full size (width 64, 32 groups), the reference's 19 steps
         if (!o_epochs->count()) s.epochs = 20;
@@ -150,10 +162,10 @@ int main(int argc, char** argv) {
         if (!o_sigma->count()) s.sigma = 0.2;  // the reference's diff_coef
         if (!o_lr->count()) s.lr = 1e-3;
         if (!o_batch->count()) s.batch = 128;
+        if (!o_corr->count()) s.corruption_images = 1000;
     }
     for (std::size_t i = 0; i < s.datasets.size(); ++i)
-        if (std::find(s.datasets.begin(), s.datasets.begin() + static_cast<std::ptrdiff_t>(i), s.datasets[i]) !=
-            s.datasets.begin() + static_cast<std::ptrdiff_t>(i)) {
+        if (std::count(s.datasets.begin(), s.datasets.end(), s.datasets[i]) > 1) {
             std::fprintf(stderr, "sdebnn_classification: --datasets names %s twice\n", s.datasets[i].c_str());
             return 2;
         }
@@ -179,6 +191,19 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "sdebnn_classification: %s\n", e.what());
         return 1;
     }
+    // Fail before training, naming the file and the script, when the corruption suite is missing.
+    if (s.corruption_images > 0)
+        for (const auto& name : s.datasets)
+            for (const auto& c : data::corruption_names())
+                for (int sev = 1; sev <= data::num_severities; ++sev) {
+                    const std::string base = name == "mnist" ? "mnist" : "fashion-mnist";
+                    const fs::path f = data::corruption_dir(data_dir, base) / c / std::to_string(sev) /
+                                       "t10k-images-idx3-ubyte.gz";
+                    if (!fs::exists(f))
+                        throw std::runtime_error(f.string() +
+                                                 ": file not found. Run scripts/make-corruptions (or pass "
+                                                 "--corruption-images 0)");
+                }
     json config = {{"epochs", s.epochs},
                    {"batch", s.batch},
                    {"lr", s.lr},
@@ -196,13 +221,19 @@ int main(int argc, char** argv) {
                    {"hypernet", "concat-time linear P-2-64-2-P softplus, last zero"},
                    {"train_subset", s.train_subset},
                    {"eval_subset", s.eval_subset},
-                   {"datasets", s.datasets},
                    {"ood_score", "max softmax probability"},
                    {"paths_per_minibatch", 1}};
     const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
+    config["datasets"] = s.datasets;  // not in the checkpoint key: each set's training is independent of it
+    config["peer"] = "deterministic: the same downsampler and head around --blocks residual conv blocks "
+                     "(mnist_baselines' net), the same optimiser, batch, epochs and images";
+    config["corruption_images"] = s.corruption_images;
+    config["corruptions"] = s.corruption_images ? data::corruption_names() : std::vector<std::string>{};
+    config["corruption_suite_seed"] = data::corruption_suite_seed;
     fs::create_directories(fs::path(args.out) / "checkpoints");
     json results, timings;
-    experiment::Progress bar("sdebnn_classification", static_cast<std::int64_t>(s.datasets.size()) * s.epochs);
+    experiment::Progress bar("sdebnn_classification",
+                             static_cast<std::int64_t>(s.datasets.size()) * s.epochs * 2);
     std::int64_t done = 0;
     for (std::size_t d = 0; d < sets.size(); ++d) {
         const auto& in = sets[d];
@@ -267,9 +298,75 @@ int main(int argc, char** argv) {
              p_out = predict(model, ood, s.samples, pred.fork(2));
         json r = baselines::evaluate(p_in, te, p_out);
         r["train_loss_per_epoch"] = epoch_loss;
+        const double inference_seconds = experiment::wall_seconds() - t0;
+
+        // The deterministic peer: mnist_baselines' net at the same width, groups and number of blocks
+        // (residual conv blocks where SDE-BNN has its blocks), trained on the same images with the same
+        // optimiser, batch and epochs.
+        baselines::Settings ps;
+        ps.epochs = s.epochs;
+        ps.batch = s.batch;
+        ps.lr = s.lr;
+        ps.width = s.width;
+        ps.groups = s.groups;
+        ps.blocks = s.blocks;
+        const json peer_identity = {
+            {"config", config_key}, {"model", "deterministic_peer"}, {"set", in.name}};
+        baselines::TrainResult peer =
+            baselines::train(tr, 0.0, seed_of(root.fork(5)), ps,
+                             (fs::path(args.out) / "checkpoints" / (in.name + "_peer.ckpt")).string(),
+                             peer_identity, args.resume, bar, done);
+        r["deterministic_peer"] = baselines::evaluate(baselines::predict(*peer.model, te, 0), te,
+                                                      baselines::predict(*peer.model, ood, 0));
+        r["deterministic_peer"]["parameters"] = peer.model->num_parameters();
+        r["parameters"] = model.num_parameters();
+
+        // Corruptions: the first corruption_images images of every corruption and severity of the committed
+        // suite (scripts/make-corruptions). Corruption error CE_c = sum_s err(c, s) / sum_s err_peer(c, s)
+        // (Hendrycks & Dietterich 2019, with the deterministic peer as the reference net); mCE = mean_c CE_c.
+        if (s.corruption_images > 0) {
+            const std::string base = in.name == "mnist" ? "mnist" : "fashion-mnist";
+            json per, ce;
+            double ce_sum = 0, acc_sum = 0, acc_peer_sum = 0, ece_sum = 0, ece_peer_sum = 0;
+            int count = 0;
+            for (const auto& c : data::corruption_names()) {
+                double err = 0, err_peer = 0;
+                for (int sev = 1; sev <= data::num_severities; ++sev) {
+                    data::Dataset cd =
+                        data::subset(data::load_corruption(data_dir, base, c, sev), s.corruption_images);
+                    data::normalize(cd, st);
+                    const std::uint64_t stream = 1000 + static_cast<std::uint64_t>(count);
+                    json a = acc_ece(predict(model, cd, s.samples, pred.fork(stream)), cd),
+                         b = acc_ece(baselines::predict(*peer.model, cd, 0), cd);
+                    per[c][std::to_string(sev)] = {{"sdebnn", a}, {"deterministic_peer", b}};
+                    err += 1 - a["accuracy"].get<double>();
+                    err_peer += 1 - b["accuracy"].get<double>();
+                    acc_sum += a["accuracy"].get<double>();
+                    acc_peer_sum += b["accuracy"].get<double>();
+                    ece_sum += a["ece_15"].get<double>();
+                    ece_peer_sum += b["ece_15"].get<double>();
+                    ++count;
+                }
+                // A peer without a single error at any severity leaves CE undefined (null in the JSON).
+                ce[c] = err_peer > 0 ? json(err / err_peer) : json(nullptr);
+                if (err_peer > 0) ce_sum += err / err_peer;
+            }
+            std::size_t defined = 0;
+            for (auto& [c, v] : ce.items()) defined += v.is_null() ? 0 : 1;
+            r["corruption"] = {
+                {"images", s.corruption_images},
+                {"per_corruption_severity", per},
+                {"ce", ce},
+                {"mce", defined ? json(ce_sum / static_cast<double>(defined)) : json(nullptr)},
+                {"mean_accuracy", acc_sum / count},
+                {"mean_accuracy_peer", acc_peer_sum / count},
+                {"mean_ece_15", ece_sum / count},
+                {"mean_ece_15_peer", ece_peer_sum / count}};
+        }
         results[in.name + "_vs_" + other.name] = r;
         timings[in.name + "_vs_" + other.name] = {{"seconds_per_epoch", epoch_seconds},
-                                                  {"inference_seconds", experiment::wall_seconds() - t0}};
+                                                  {"peer_seconds_per_epoch", peer.epoch_seconds},
+                                                  {"inference_seconds", inference_seconds}};
     }
     bar.finish();
     std::vector<std::vector<std::string>> rows;
@@ -290,10 +387,22 @@ int main(int argc, char** argv) {
     json run = experiment::run_info(args);
     run["timings"] = timings;
     experiment::write_json(args.out + "/run.json", run);
-    for (auto& [pair, r] : results.items())
-        std::printf("%-26s acc %.4f  NLL %.4f  Brier %.4f  ECE15 %.4f  AUROC %.4f  %.1f s/epoch\n",
+    for (auto& [pair, r] : results.items()) {
+        const json& pr = r["deterministic_peer"];
+        std::printf("%-26s acc %.4f  NLL %.4f  Brier %.4f  ECE15 %.4f  AUROC %.4f  %.1f s/epoch  "
+                    "(peer: acc %.4f  ECE15 %.4f  AUROC %.4f)\n",
                     pair.c_str(), r["accuracy"].get<double>(), r["nll"].get<double>(),
                     r["brier"].get<double>(), r["ece_15"].get<double>(), r["ood_auroc"].get<double>(),
-                    timings[pair]["seconds_per_epoch"].back().get<double>());
+                    timings[pair]["seconds_per_epoch"].back().get<double>(), pr["accuracy"].get<double>(),
+                    pr["ece_15"].get<double>(), pr["ood_auroc"].get<double>());
+        if (r.contains("corruption") && !r["corruption"]["mce"].is_null())
+            std::printf("%-26s corruptions: mCE %.4f vs the peer, mean accuracy %.4f (peer %.4f)\n", "",
+                        r["corruption"]["mce"].get<double>(), r["corruption"]["mean_accuracy"].get<double>(),
+                        r["corruption"]["mean_accuracy_peer"].get<double>());
+    }
     return 0;
+}
+
+int main(int argc, char** argv) {
+    return experiment::run_main("sdebnn_classification", argc, argv, run);
 }

@@ -9,7 +9,8 @@
 // layer at zero, sigma 0.2, Euler-Maruyama with 19 steps over [0, 1] (the reference's linspace(0, 1, 20)),
 // STL KL, backprop. The prediction is the first coordinate of h(1). Training: 10 weight paths per
 // iteration, each carrying all 40 points; loss = mean Gaussian NLL (std 0.1) + KL / 40 (the ELBO per
-// point: kl_coef 1); Adam 1e-3.
+// point: kl_coef 1); Adam 1e-3. --likelihood laplace: every method's observation model Laplace with the
+// same std 0.1 instead (observation_nll_mean).
 // MC dropout: MLP 1 -> 64 -> 64 -> 1 (ReLU), dropout 0.1 after each hidden layer, kept at test time.
 // Deep ensemble: 5 such MLPs without dropout, independently initialised. Both trained on the same Gaussian
 // NLL (std 0.1) with Adam 1e-3, full batch.
@@ -57,6 +58,7 @@ struct Settings {
     double sigma = 0.2, lr = 1e-3, kl_coef = 1.0, dropout = 0.1;
     std::int64_t hidden = 32, mlp_hidden = 64;
     std::string kl = "stl", estimator = "backprop";
+    std::string likelihood = "gaussian";  // or "laplace" (see observation_nll)
 };
 
 struct Data {
@@ -118,9 +120,21 @@ std::uint64_t seed_of(Generator g) {
     return (static_cast<std::uint64_t>(g()) << 32) | g();
 }
 
-Var gaussian_nll_mean(const Var& pred, const Tensor& y) {  // mean of -log N(y; pred, 0.1^2)
+// The observation model p(y | mu) of every method: Gaussian N(mu, 0.1^2) (the data's noise), or (--likelihood
+// laplace) Laplace(mu, b) with b = 0.1 / sqrt 2, the same standard deviation 0.1, so that the two differ in
+// shape only (heavier tails, a loss linear in the residual) and the total predictive std is the same.
+const double kLaplaceScale = kNoise / std::numbers::sqrt2;
+
+Var observation_nll_mean(const Var& pred, const Tensor& y, bool laplace) {  // mean of -log p(y | pred)
+    if (laplace) return mean(abs(pred - Var(y))) / kLaplaceScale + std::log(2 * kLaplaceScale);
     Var z = (pred - Var(y)) / kNoise;
     return mean(z * z) * 0.5 + (std::log(kNoise) + 0.5 * std::log(2 * std::numbers::pi));
+}
+
+double observation_log_density(double y, double mu, bool laplace) {
+    if (laplace) return -std::abs(y - mu) / kLaplaceScale - std::log(2 * kLaplaceScale);
+    const double z = (y - mu) / kNoise;
+    return -0.5 * z * z - std::log(kNoise) - 0.5 * std::log(2 * std::numbers::pi);
 }
 
 class SdeBnnModel : public Model {
@@ -145,7 +159,8 @@ public:
         Var pred = reshape(slice(r.h, 1, 0, 1), Shape{s_.paths, n});
         std::vector<double> yy;
         for (int p = 0; p < s_.paths; ++p) yy.insert(yy.end(), d.y.begin(), d.y.end());
-        return gaussian_nll_mean(pred, Tensor::from_vector(yy, {s_.paths, n})) +
+        const bool laplace = s_.likelihood == "laplace";
+        return observation_nll_mean(pred, Tensor::from_vector(yy, {s_.paths, n}), laplace) +
                mean(r.kl) * (s_.kl_coef / static_cast<double>(n));
     }
     Samples predict(const std::vector<double>& x, int samples, std::uint64_t seed) override {
@@ -179,13 +194,14 @@ public:
         if (dropout > 0) net_.emplace<nn::Dropout>(dropout, gen.fork(2));
         net_.emplace<nn::Linear>(s.mlp_hidden, 1, gen);
         dropout_ = dropout > 0;
+        laplace_ = s.likelihood == "laplace";
     }
     nn::Module& module() override { return net_; }
     Var loss(const Data& d, std::uint64_t) override {
         net_.train();
         const auto n = static_cast<std::int64_t>(d.x.size());
-        return gaussian_nll_mean(reshape(net_.forward(Var(inputs(d.x, 1))), Shape{n}),
-                                 Tensor::from_vector(d.y, {n}));
+        return observation_nll_mean(reshape(net_.forward(Var(inputs(d.x, 1))), Shape{n}),
+                                    Tensor::from_vector(d.y, {n}), laplace_);
     }
     Samples predict(const std::vector<double>& x, int samples, std::uint64_t) override {
         NoGradScope ng;
@@ -201,7 +217,7 @@ public:
 
 private:
     nn::Sequential net_;
-    bool dropout_ = false;
+    bool dropout_ = false, laplace_ = false;
 };
 
 // Trains with Adam, checkpointing every 200 iterations; returns seconds spent.
@@ -253,13 +269,12 @@ Summary summarise(const Samples& f) {
 }
 
 // -mean_i log (1/S) sum_s N(y_i; mu_s(x_i), 0.1^2), by log-sum-exp.
-double mixture_nll(const Samples& f, const std::vector<double>& y) {
+double mixture_nll(const Samples& f, const std::vector<double>& y, bool laplace) {
     double total = 0;
     for (std::size_t i = 0; i < y.size(); ++i) {
         std::vector<double> lp;
         for (const auto& row : f) {
-            const double z = (y[i] - row[i]) / kNoise;
-            lp.push_back(-0.5 * z * z - std::log(kNoise) - 0.5 * std::log(2 * std::numbers::pi));
+            lp.push_back(observation_log_density(y[i], row[i], laplace));
         }
         const double mx = *std::max_element(lp.begin(), lp.end());
         double acc = 0;
@@ -288,6 +303,8 @@ int main(int argc, char** argv) {
     app.add_option("--estimator", s.estimator, "gradient estimator")
         ->check(CLI::IsMember({"backprop", "adjoint", "reversible_heun"}));
     app.add_option("--kl-coef", s.kl_coef, "KL weight (1 = the ELBO)")->check(CLI::NonNegativeNumber);
+    app.add_option("--likelihood", s.likelihood, "observation model of every method (both with std 0.1)")
+        ->check(CLI::IsMember({"gaussian", "laplace"}));
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick && !o_it->count()) s.iterations = 2000;  // the reference's 2000 Adam iterations
     experiment::apply_common(args);
@@ -313,7 +330,8 @@ int main(int argc, char** argv) {
                    {"drift", fmt::format("concat-time linear 3-{}-{}-3 silu", s.hidden, s.hidden)},
                    {"hypernet", "concat-time linear P-32-P tanh, last layer zero"},
                    {"mlp_hidden", s.mlp_hidden},
-                   {"likelihood", "Gaussian, std 0.1"},
+                   {"likelihood", s.likelihood == "laplace" ? "Laplace, scale 0.1 / sqrt 2 (std 0.1)"
+                                                            : "Gaussian, std 0.1"},
                    {"optimizer", "Adam"},
                    {"heldout", 200}};
     const std::string config_key = config.dump() + fmt::format("|seed={}", args.seed);
@@ -341,8 +359,8 @@ int main(int argc, char** argv) {
                 clu += sg.epi_std[i], clu_t += tot, ++nc;
             }
         }
-        metrics[name] = {{"heldout_nll", mixture_nll(fc_held, held.y)},
-                         {"train_nll", mixture_nll(f_train, train_d.y)},
+        metrics[name] = {{"heldout_nll", mixture_nll(fc_held, held.y, s.likelihood == "laplace")},
+                         {"train_nll", mixture_nll(f_train, train_d.y, s.likelihood == "laplace")},
                          {"gap_std", gap / ng},
                          {"cluster_std", clu / nc},
                          {"std_ratio_epistemic", (gap / ng) / (clu / nc)},
