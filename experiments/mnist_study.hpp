@@ -1,6 +1,6 @@
-// What the SDE-Net studies on MNIST (sdenet_adversarial, sdenet_active_learning) share: image batches,
-// the baseline conv net of mnist_baselines and SDE-Net trained on a set of images with per-epoch
-// checkpoints, and per-pass class probabilities.
+// What the SDE-Net studies on MNIST (sdenet_mnist, sdenet_adversarial, sdenet_active_learning, and
+// uq_benchmark's SDE-Net) share: image batches, the baseline conv net of mnist_baselines and SDE-Net trained
+// on a set of images with per-epoch checkpoints, and per-pass class probabilities.
 //
 // Both kinds of model take pixels in [0, 1] (what the attacks perturb and clip): the baseline standardises
 // with the MNIST constants inside its forward pass (as mnist_baselines standardises its data), SDE-Net
@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -46,6 +47,23 @@ inline std::vector<std::size_t> first_n(std::size_t n) {
     std::vector<std::size_t> v(n);
     for (std::size_t i = 0; i < n; ++i) v[i] = i;
     return v;
+}
+
+// Every image of ds as one [n, C, H, W] float32 tensor.
+inline Tensor all_images(const data::Dataset& ds) {
+    return images(ds, first_n(ds.n));
+}
+
+// Image tensor [n, C, H, W] (f32) and labels as a data set (copied), for SdeNetTrainer::train_epoch.
+inline data::Dataset as_dataset(const Tensor& x, std::span<const std::int32_t> y, std::size_t num_classes = 10) {
+    data::Dataset ds;
+    ds.n = static_cast<std::size_t>(x.dim(0));
+    for (int i = 1; i < x.rank(); ++i) ds.shape.push_back(static_cast<std::size_t>(x.dim(i)));
+    ds.num_classes = num_classes;
+    const Tensor xf = x.dtype() == DType::f32 ? x : x.to(DType::f32);
+    ds.images.assign(xf.data<float>(), xf.data<float>() + xf.numel());
+    ds.labels.assign(y.begin(), y.end());
+    return ds;
 }
 
 // Rows [lo, hi) of x (heap copy).
@@ -185,6 +203,55 @@ struct SdeNetSettings {
     }
 };
 
+// What train_sdenet_epochs did: seconds and mean losses per epoch (the resumed epochs' from the checkpoint).
+struct SdeNetTraining {
+    std::vector<double> epoch_seconds;
+    nlohmann::json losses = nlohmann::json::array();
+    int resumed_epochs = 0;  // epochs restored from the checkpoint
+};
+
+// Trains an SDE-Net classifier for epochs [0, epochs) by trainer.train_epoch on `train` (batches of
+// min(batch, n), shuffled by `shuffle_seed`; drop_last as the reference unless the set is smaller than a
+// batch). With a checkpoint path: a checkpoint whose metadata "config" equals `config_key` is resumed from
+// (if `resume`), and after every epoch the model, both optimizers, the generators, the epoch seconds and the
+// losses are saved to it. on_epoch(e, stats) runs after each trained epoch (progress bars).
+inline SdeNetTraining train_sdenet_epochs(
+    sde::SdeNet& net, sde::SdeNetTrainer& trainer, const data::Dataset& train, int epochs, std::size_t batch,
+    std::uint64_t shuffle_seed, bool drop_last, const std::string& ckpt, const std::string& config_key,
+    bool resume, const std::function<void(int, const sde::SdeNetEpochStats&)>& on_epoch = {}) {
+    SdeNetTraining r;
+    if (!ckpt.empty() && resume && std::filesystem::exists(ckpt)) {
+        const auto meta = nlohmann::json::parse(nn::read_checkpoint_file(ckpt).metadata, nullptr, false);
+        if (!meta.is_discarded() && meta.value("config", "") == config_key) {
+            sde::load_sdenet_checkpoint(ckpt, net, trainer);
+            r.resumed_epochs = meta.value("epochs_done", 0);
+            r.epoch_seconds = meta.value("epoch_seconds", std::vector<double>{});
+            r.losses = meta.value("losses", nlohmann::json::array());
+            std::fprintf(stderr, "resuming %s after epoch %d\n", ckpt.c_str(), r.resumed_epochs);
+        }
+    }
+    const std::size_t b = std::min(batch, train.n);
+    for (int e = r.resumed_epochs; e < epochs; ++e) {
+        const double t0 = experiment::wall_seconds();
+        const auto st = trainer.train_epoch(train, e, b, shuffle_seed, drop_last);
+        r.epoch_seconds.push_back(experiment::wall_seconds() - t0);
+        r.losses.push_back({{"epoch", e},
+                            {"cross_entropy", st.mean.task_loss},
+                            {"bce_in", st.mean.bce_in},
+                            {"bce_out", st.mean.bce_out},
+                            {"batches", st.batches}});
+        if (!ckpt.empty()) {
+            const nlohmann::json meta = {{"config", config_key},
+                                         {"epochs_done", e + 1},
+                                         {"epoch_seconds", r.epoch_seconds},
+                                         {"losses", r.losses}};
+            sde::save_sdenet_checkpoint(ckpt, net, trainer, meta.dump());
+        }
+        if (on_epoch) on_epoch(e, st);
+    }
+    return r;
+}
+
 // The flag check of an SDE-Net's GroupNorm: an error message naming the flags, or "" if the width and
 // group count make a valid sde::SdeNet (min(max_groups, width) divides width, >= 2 channels per group).
 inline std::string sdenet_groups_error(std::int64_t width, int max_groups, const std::string& width_flag,
@@ -216,42 +283,13 @@ inline std::unique_ptr<sde::SdeNet> train_sdenet(const Tensor& x, std::span<cons
                                                  bool resume, std::vector<double>* epoch_seconds) {
     auto model = make_sdenet(s, seed);
     sde::SdeNetTrainer tr(*model, s.train_config(), seed);
-    int start = 0;
-    std::vector<double> secs;
-    if (!ckpt.empty() && resume && std::filesystem::exists(ckpt)) {
-        auto meta = nlohmann::json::parse(nn::read_checkpoint_file(ckpt).metadata);
-        if (meta.value("config", "") == config_key) {
-            sde::load_sdenet_checkpoint(ckpt, *model, tr);
-            start = meta.value("epochs_done", 0);
-            secs = meta.value("epoch_seconds", std::vector<double>{});
-        }
-    }
-    const std::size_t n = static_cast<std::size_t>(x.dim(0));
-    // The reference drops the last partial batch; with a small labelled set that would drop everything.
-    data::BatchIterator it(n, std::min(s.batch, n), seed);
-    for (int e = start; e < s.epochs; ++e) {
-        const double t0 = experiment::wall_seconds();
-        tr.set_epoch(e);
-        it.start_epoch(static_cast<std::uint64_t>(e));
-        for (auto idx = it.next(); !idx.empty(); idx = it.next()) {
-            Tensor xb = Tensor::empty({static_cast<std::int64_t>(idx.size()), 1, 28, 28}, DType::f32);
-            std::vector<std::int32_t> yb;
-            const std::size_t ss = 28 * 28;
-            for (std::size_t i = 0; i < idx.size(); ++i) {
-                std::memcpy(xb.data<float>() + i * ss, x.data<float>() + idx[i] * ss, ss * sizeof(float));
-                yb.push_back(y[idx[i]]);
-            }
-            tr.step(xb, yb);
-        }
-        secs.push_back(experiment::wall_seconds() - t0);
-        if (!ckpt.empty()) {
-            nlohmann::json meta = {{"config", config_key}, {"epochs_done", e + 1}, {"epoch_seconds", secs}};
-            sde::save_sdenet_checkpoint(ckpt, *model, tr, meta.dump());
-        }
-    }
+    // The reference drops the last partial batch; with a small labelled set that would drop everything, and
+    // the active-learning rounds would lose a different part of their few images every epoch: kept here.
+    const auto r = train_sdenet_epochs(*model, tr, as_dataset(x, y), s.epochs, s.batch, seed,
+                                       /*drop_last=*/false, ckpt, config_key, resume);
     model->set_sigma(s.sigma_eval);
     model->eval();
-    if (epoch_seconds) epoch_seconds->insert(epoch_seconds->end(), secs.begin(), secs.end());
+    if (epoch_seconds) epoch_seconds->insert(epoch_seconds->end(), r.epoch_seconds.begin(), r.epoch_seconds.end());
     return model;
 }
 

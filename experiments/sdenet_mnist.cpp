@@ -74,13 +74,6 @@ data::Dataset noise_set(const std::string& kind, std::size_t n, data::MeanStd st
     return d;
 }
 
-Tensor all_images(const data::Dataset& ds) {
-    std::vector<std::size_t> idx(ds.n);
-    for (std::size_t i = 0; i < ds.n; ++i) idx[i] = i;
-    std::vector<std::int32_t> y;
-    return data::batch_tensor(ds, idx, y);
-}
-
 json metrics_json(const std::vector<double>& in, const std::vector<double>& out, std::size_t grid_steps) {
     const auto e = metrics::ood_metrics(in, out);
     const auto g = metrics::grid_ood_metrics(in, out, grid_steps);
@@ -284,38 +277,19 @@ int main(int argc, char** argv) {
             const std::string ckpt =
                 (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();
             const std::string key = config.dump() + fmt::format("|seed={}|in={}", args.seed, in_name);
-            int start = 0;
-            std::vector<double> secs;
-            json losses = json::array();
-            if (args.resume && fs::exists(ckpt)) {
-                auto meta = json::parse(nn::read_checkpoint_file(ckpt).metadata);
-                if (meta.value("config", "") == key) {
-                    sde::load_sdenet_checkpoint(ckpt, net, trainer);
-                    start = meta.value("epochs_done", 0);
-                    secs = meta.value("epoch_seconds", std::vector<double>{});
-                    losses = meta.value("losses", json::array());
-                    done += start;
-                    std::fprintf(stderr, "resuming %s after epoch %d\n", ckpt.c_str(), start);
-                }
-            }
-            for (int e = start; e < s.epochs; ++e) {
-                const double t0 = experiment::wall_seconds();
-                auto st = trainer.train_epoch(tr, e, s.batch, dseed + 2);
-                secs.push_back(experiment::wall_seconds() - t0);
-                losses.push_back({{"epoch", e},
-                                  {"cross_entropy", st.mean.task_loss},
-                                  {"bce_in", st.mean.bce_in},
-                                  {"bce_out", st.mean.bce_out},
-                                  {"batches", st.batches}});
-                json meta = {
-                    {"config", key}, {"epochs_done", e + 1}, {"epoch_seconds", secs}, {"losses", losses}};
-                sde::save_sdenet_checkpoint(ckpt, net, trainer, meta.dump());
-                bar.update(++done,
-                           fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
-            }
+            const std::int64_t done0 = done;  // e is the absolute epoch, resumed ones included
+            const auto run = study::train_sdenet_epochs(
+                net, trainer, tr, s.epochs, s.batch, dseed + 2, /*drop_last=*/true, ckpt, key, args.resume,
+                [&](int e, const sde::SdeNetEpochStats& st) {
+                    bar.update(done0 + e + 1,
+                               fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
+                });
+            done = done0 + s.epochs;
+            const std::vector<double>& secs = run.epoch_seconds;
+            const json& losses = run.losses;
             const double t0 = experiment::wall_seconds();
             std::vector<Tensor> xs;
-            for (auto& [n, ds] : sets) xs.push_back(all_images(ds));
+            for (auto& [n, ds] : sets) xs.push_back(study::all_images(ds));
             for (double sigma : s.sigma_eval) {
                 net.set_sigma(sigma);
                 MethodOutputs m{fmt::format("sdenet_sigma{}", sigma), "max_prob", {}, {}};

@@ -18,9 +18,8 @@
 
 #include <cmath>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
-#include "nn/checkpoint.hpp"
+#include "experiments/mnist_study.hpp"
 #include "nn/data.hpp"
 #include "nn/uq_method.hpp"
 #include "sde/sdenet.hpp"
@@ -29,14 +28,6 @@ using namespace sdeuq;
 using namespace sdeuq::nn;
 
 namespace {
-
-// All images of ds as one [n, C, H, W] f32 tensor (the SDE-Net evaluation helpers batch it themselves).
-Tensor all_images(const data::Dataset& ds) {
-    std::vector<std::size_t> idx(ds.n);
-    for (std::size_t i = 0; i < ds.n; ++i) idx[i] = i;
-    std::vector<std::int32_t> labels;
-    return data::batch_tensor(ds, idx, labels);
-}
 
 class SdeNetMethod : public UqMethod {
 public:
@@ -75,31 +66,20 @@ public:
             s_.seed, s_.epochs, s_.batch, cfg_.width, cfg_.max_groups, tc_.sigma_train, cfg_.sigma, tc_.lr,
             tc_.lr_diffusion, tc_.ood_noise_std, train.n);
         std::string ckpt;
-        int start = 0;
         if (!s_.checkpoint_dir.empty()) {
             std::filesystem::create_directories(s_.checkpoint_dir);
             ckpt = (std::filesystem::path(s_.checkpoint_dir) / "sdenet.ckpt").string();
-            if (s_.resume && std::filesystem::exists(ckpt)) {
-                const auto meta = nlohmann::json::parse(read_checkpoint_file(ckpt).metadata, nullptr, false);
-                if (!meta.is_discarded() && meta.value("config", "") == key) {
-                    sde::load_sdenet_checkpoint(ckpt, *net_, tr);
-                    start = meta.value("epochs_done", 0);
-                }
-            }
         }
-        for (int e = start; e < s_.epochs; ++e) {
-            tr.train_epoch(train, e, s_.batch, s_.seed + 2);
-            if (!ckpt.empty())
-                sde::save_sdenet_checkpoint(ckpt, *net_, tr,
-                                            nlohmann::json{{"config", key}, {"epochs_done", e + 1}}.dump());
-            if (s_.on_epoch) s_.on_epoch();
-        }
+        study::train_sdenet_epochs(*net_, tr, train, s_.epochs, s_.batch, s_.seed + 2, /*drop_last=*/true, ckpt,
+                                   key, s_.resume, [this](int, const sde::SdeNetEpochStats&) {
+                                       if (s_.on_epoch) s_.on_epoch();
+                                   });
         net_->set_sigma(cfg_.sigma);
         net_->eval();
     }
 
     UqPrediction predict(const data::Dataset& images) override {
-        const Tensor x = all_images(images);
+        const Tensor x = study::all_images(images);
         UqPrediction p;
         p.probs = sde::predict_probs(*net_, x, s_.mc_samples);
         p.scores["diffusion"] = sde::diffusion_score(*net_, x);
