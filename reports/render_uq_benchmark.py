@@ -21,6 +21,10 @@ PUBLISHED = [
 ]
 
 
+# The scores of learned_confidence and odin (experiments/uq_methods/confidence.cpp): column titles.
+CONFIDENCE_SCORES = {"confidence": "1 - c", "confidence_preprocessed": "1 - c(x')", "odin": "ODIN"}
+
+
 def load(res_dir):
     """{(set, method): {metric path: (mean, std, n)}}, timings likewise, the provenance and the config."""
     agg_path = os.path.join(res_dir, "aggregate.json")
@@ -71,6 +75,8 @@ def render(res_dir, out_dir, rel):
         return pm(v[0], v[1], digits)
 
     n_seeds = prov.get("n_seeds", 1)
+    # Their columns only when a run has them (a run without these methods renders as before).
+    conf_scores = [s for s in CONFIDENCE_SCORES if any(k.endswith(f".auroc_by_score.{s}") for k in metrics)]
     tables, details, fig_points = [], [], {}
     for key, title, other, other_title in SETS:
         rows, drows = [], []
@@ -93,7 +99,8 @@ def render(res_dir, out_dir, rel):
                               get(f"{base}.ood.{oset}.aupr_out", 2, 100),
                               get(f"{base}.ood.{oset}.tnr_at_95_tpr", 2, 100)] +
                              [get(f"{base}.ood.{oset}.auroc_by_score.{s}", 2, 100)
-                              for s in ("max_prob", "entropy", "mutual_information", "gp_variance")])
+                              for s in ("max_prob", "entropy", "mutual_information", "gp_variance")] +
+                             [get(f"{base}.ood.{oset}.auroc_by_score.{s}", 2, 100) for s in conf_scores])
             acc = metrics[f"{base}.accuracy"]
             au = metrics.get(f"{base}.ood.{other}.auroc", (None, None, 0))
             fig_points.setdefault(key, []).append((titles[name], acc, au))
@@ -102,7 +109,8 @@ def render(res_dir, out_dir, rel):
         tables.append(f"### In-distribution {title}\n\n" + table(hdr, rows))
         details.append(f"#### In-distribution {title}\n\n" + table(
             ["method", "OOD set", "AUROC %", "AUPR in %", "AUPR out %", "TNR@95TPR %", "AUROC by 1 - max p",
-             "by entropy", "by mutual information", "by GP variance"], drows))
+             "by entropy", "by mutual information", "by GP variance"] +
+            [f"by {CONFIDENCE_SCORES[s]}" for s in conf_scores], drows))
 
     # Corrupted test images (when the corruption suite was part of the build): per severity, the mean over
     # the 9 corruptions.
