@@ -6,17 +6,12 @@ networks, batch 128, float32, best of several timed blocks after warm-up, 1 and 
   sde_drift  6 Euler steps of an SDE-Net-style concat-time drift (64 channels on 6 x 6, GroupNorm 32,
              concat-time convolutions 65 -> 64, kernel 3, padding 1), loss mean(x_T^2)
 Run by bench_conv_step (and scripts/run-benchmarks) with Debian's python3-torch."""
-import json
 import sys
-import time
 
-try:
-    import torch
-    import torch.nn as nn
-except ImportError:  # the benchmark is optional; say so instead of failing
-    print(json.dumps({"torch_us_per_step_1t": None, "error": "python3-torch not installed"}) if "--json" in sys.argv
-          else "PyTorch not installed (apt-get install python3-torch)")
-    sys.exit(0)
+from torch_peer import adam_step, check_flags, import_torch, report, us_per_step
+
+torch = import_torch("torch_us_per_step_1t")
+nn = torch.nn
 
 BATCH = 128
 
@@ -81,25 +76,10 @@ def make(net):
     return model, (lambda: loss_fn(model(x), y))
 
 
-def us_per_step(net, threads, blocks, steps):
-    torch.set_num_threads(threads)
+def train_us_per_step(net, threads, blocks, steps):
+    torch.set_num_threads(threads)  # before the model is made, as the peer always did
     model, loss = make(net)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss().backward()
-        opt.step()
-
-    for _ in range(2):
-        step()
-    best = float("inf")
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best * 1e6
+    return us_per_step(torch, threads, adam_step(model, loss), warmup=2, blocks=blocks, steps=steps)
 
 
 def main():
@@ -112,20 +92,13 @@ def main():
             sys.exit(2)
         net = args[i + 1]
         del args[i:i + 2]
-    for a in args:
-        if a not in ("--json", "--quick"):
-            print(f"conv_step_torch.py: unknown flag '{a}' (allowed: --json, --quick, --net NAME)", file=sys.stderr)
-            sys.exit(2)
+    check_flags("conv_step_torch.py", args, ("--json", "--quick"))
     blocks = 2 if "--quick" in args else 5
     steps = 2 if net == "full" else 4
-    r1 = us_per_step(net, 1, blocks, steps)
-    r2 = us_per_step(net, 2, blocks, steps)
+    r1 = train_us_per_step(net, 1, blocks, steps)
+    r2 = train_us_per_step(net, 2, blocks, steps)
     res = {"torch_version": torch.__version__, "net": net, "torch_us_per_step_1t": r1, "torch_us_per_step_2t": r2}
-    if "--json" in args:
-        print(json.dumps(res))
-    else:
-        print(f"PyTorch {torch.__version__} conv train step ({net}, batch {BATCH}, Adam):")
-        print(f"  1 thread  {r1:9.1f} us/step\n  2 threads {r2:9.1f} us/step")
+    report(res, args, f"PyTorch {torch.__version__} conv train step ({net}, batch {BATCH}, Adam):", r1, r2)
 
 
 if __name__ == "__main__":
