@@ -72,9 +72,10 @@ struct ConvGeom : kernels::ConvShape {
 
 // ---------------------------------------------------------------- conv2d
 // y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per group of samples one GEMM
-// Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward: gW^T += COL @ G^T group by group (the columns
-// recomputed), dCOL = W^T @ G then col2im, gb[o] = sum_{n, q} g[n, o, q]. The batch runs in a fixed
-// number of parts (ConvGeom::parts) shared out among the threads.
+// Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward:
+// gW^T += COL @ G^T group by group (the columns recomputed), dCOL = W^T @ G then col2im, gb[o] =
+// sum_{n, q} g[n, o, q]. The batch runs in a fixed number of parts (ConvGeom::parts) shared out among
+// the threads.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
     const char* op = "conv2d";
     check_rank4(op, "input", x);
@@ -174,17 +175,39 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             const T* px = xv.data<T>();
             const T* pw = wv.data<T>();
             const std::int64_t xs = g.c * g.h * g.w;
+            // A stride-1 square kernel's input gradient is itself a convolution: gx = conv2d(gy, W'),
+            // W'[c, o, i, j] = W[o, c, k-1-i, k-1-j], padding k-1-p. It runs as the forward does (implicit
+            // GEMM over K = O k^2), with no dCOL matrix and no col2im scatter.
+            const bool dx_conv = nx && g.stride == 1 && g.kh == g.kw && g.pad <= g.kh - 1;
+            ConvGeom gd;
+            gd.n = g.n;
+            gd.o = g.c;
+            gd.c = g.o;
+            gd.h = g.ho;
+            gd.w = g.wo;
+            gd.kh = g.kh;
+            gd.kw = g.kw;
+            gd.stride = 1;
+            gd.pad = g.kh - 1 - g.pad;
+            gd.ho = g.h;
+            gd.wo = g.w;
+            const std::int64_t subd = gd.sub_chunk(sizeof(T)), colsd = (subd * gd.hw_out() + 15) / 16 * 16;
+            Tensor wflip = dx_conv ? Tensor::arena_empty(Shape{g.c * g.o * g.kh * g.kw}, dt) : Tensor();
+            Tensor dcol = dx_conv ? Tensor::arena_empty(Shape{np * gd.ck() * colsd}, dt) : Tensor();
+            Tensor dtmp = dx_conv ? Tensor::arena_empty(Shape{np * g.c * colsd}, dt) : Tensor();
+            if (dx_conv) kernels::flip_transpose(g.o, g.c, g.kh, g.kw, pw, wflip.data<T>());
             // Per part: the columns (recomputed: cheaper than keeping the batch's, which fit no cache), G
             // in GEMM layout, and the part's gW^T.
-            Tensor col = Tensor::arena_empty(Shape{np * ck * cols}, dt);
-            Tensor gt = Tensor::arena_empty(Shape{np * g.o * cols}, dt);
+            const bool dcol_path = nx && !dx_conv;
+            Tensor col = nw || dcol_path ? Tensor::arena_empty(Shape{np * ck * cols}, dt) : Tensor();
+            Tensor gt = nw || dcol_path ? Tensor::arena_empty(Shape{np * g.o * cols}, dt) : Tensor();
             Tensor gwt = nw ? Tensor::arena_empty(Shape{np * ck * g.o}, dt) : Tensor();
             parallel_for(0, np, 1, 2, [&](std::int64_t lo, std::int64_t hi) {
                 for (std::int64_t part = lo; part < hi; ++part) {
-                    T* c = col.data<T>() + part * ck * cols;
-                    T* t = gt.data<T>() + part * g.o * cols;
                     const std::int64_t begin = g.part_begin(part), end = g.part_begin(part + 1);
-                    for (std::int64_t s0 = begin; s0 < end; s0 += sub) {
+                    for (std::int64_t s0 = begin; s0 < end && (nw || dcol_path); s0 += sub) {
+                        T* c = col.data<T>() + part * ck * cols;
+                        T* t = gt.data<T>() + part * g.o * cols;
                         const std::int64_t ns = std::min(sub, end - s0), ld = ns * p;
                         kernels::samples_to_rows(pg + s0 * g.o * p, ns, g.o, p, t, ld);
                         if (nw) {
@@ -195,12 +218,21 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                             gemm_acc<T>(false, true, ck, g.o, ld, c, ld, t, ld, s0 > begin,
                                         gwt.data<T>() + part * ck * g.o, g.o);
                         }
-                        if (nx) {
+                        if (dcol_path) {
                             // dCOL = W^T @ G, then col2im while dCOL is in L2.
                             gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
                             for (std::int64_t s = 0; s < ns; ++s)
                                 kernels::col2im(g, c + s * p, ld, gx.data<T>() + (s0 + s) * xs);
                         }
+                    }
+                    for (std::int64_t s0 = begin; s0 < end && dx_conv; s0 += subd) {
+                        T* c = dcol.data<T>() + part * gd.ck() * colsd;
+                        T* t = dtmp.data<T>() + part * g.c * colsd;
+                        const std::int64_t ns = std::min(subd, end - s0), ld = ns * gd.hw_out();
+                        kernels::im2col_packed(gd, pg + s0 * g.o * p, ns, kernels::gemm_nr<T>, c);
+                        kernels::gemm_packed_b<T>(g.c, ld, gd.ck(), wflip.data<T>(), gd.ck(), c, t, ld);
+                        kernels::rows_to_samples(t, ld, ns, g.c, gd.hw_out(), static_cast<const T*>(nullptr),
+                                                 gx.data<T>() + s0 * xs);
                     }
                 }
             });

@@ -235,6 +235,12 @@ TEST_CASE("conv2d passes the gradient check for input, weight and bias", "[ops_n
     Tensor w2 = rnd({2, 3, 2, 4}, 34);
     expect_grad("conv2d rect kernel s3 p2",
                 [](std::span<const Var> v) { return conv2d(v[0], v[1], nullptr, 3, 2); }, {x, w2});
+    // Stride 1, square kernel: the input gradient runs as a convolution with padding k-1-p (here 0), or,
+    // with padding beyond the kernel (1x1, p1), through dCOL and col2im.
+    expect_grad("conv2d s1 p2 (gradient convolution unpadded)",
+                [](std::span<const Var> v) { return conv2d(v[0], v[1], &v[2], 1, 2); }, {x, w, b});
+    expect_grad("conv2d 1x1 p1", [](std::span<const Var> v) { return conv2d(v[0], v[1], nullptr, 1, 1); },
+                {x, w1});
 }
 
 TEST_CASE("conv2d passes the gradient check in the configurations the image models use",

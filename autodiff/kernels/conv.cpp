@@ -249,6 +249,16 @@ void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64
 }
 
 template <class T>
+void flip_transpose(std::int64_t o, std::int64_t c, std::int64_t kh, std::int64_t kw, const T* w, T* wt) {
+    for (std::int64_t oo = 0; oo < o; ++oo)
+        for (std::int64_t cc = 0; cc < c; ++cc)
+            for (std::int64_t i = 0; i < kh; ++i)
+                for (std::int64_t j = 0; j < kw; ++j)
+                    wt[((cc * o + oo) * kh + i) * kw + j] =
+                        w[((oo * c + cc) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+}
+
+template <class T>
 void transpose_add(std::int64_t m, std::int64_t n, const T* src, std::int64_t lds, T* dst, std::int64_t ldd) {
     // 32 x 32 blocks: both the rows read and the rows written stay in L1 within a block.
     constexpr std::int64_t bs = 32;
@@ -274,6 +284,10 @@ template void rows_to_samples<float>(const float*, std::int64_t, std::int64_t, s
                                      const float*, float*);
 template void rows_to_samples<double>(const double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                                       const double*, double*);
+template void flip_transpose<float>(std::int64_t, std::int64_t, std::int64_t, std::int64_t, const float*,
+                                    float*);
+template void flip_transpose<double>(std::int64_t, std::int64_t, std::int64_t, std::int64_t, const double*,
+                                     double*);
 template void transpose_add<float>(std::int64_t, std::int64_t, const float*, std::int64_t, float*,
                                    std::int64_t);
 template void transpose_add<double>(std::int64_t, std::int64_t, const double*, std::int64_t, double*,

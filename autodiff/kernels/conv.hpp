@@ -45,6 +45,11 @@ template <class T>
 void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64_t o, std::int64_t p,
                      const T* bias, T* y);
 
+// wt[c, o, i, j] = w[o, c, kh-1-i, kw-1-j] for w [o, c, kh, kw]: the weight of the convolution that is
+// the input gradient of a stride-1 convolution.
+template <class T>
+void flip_transpose(std::int64_t o, std::int64_t c, std::int64_t kh, std::int64_t kw, const T* w, T* wt);
+
 // dst[j, i] += src[i, j] for an m x n src (row strides lds, ldd), in cache blocks.
 template <class T>
 void transpose_add(std::int64_t m, std::int64_t n, const T* src, std::int64_t lds, T* dst, std::int64_t ldd);
