@@ -17,7 +17,8 @@
 //   * Metrics under two definitions: "exact" (nn/metrics: rank AUROC, average precision, FPR at the first
 //     threshold with TPR >= 95%) and "grid" (nn/metrics_grid: the reference's calculate_log.py).
 // Training is checkpointed after every epoch (out/checkpoints/); a killed run resumes where it stopped unless
-// --no-resume. Seconds per epoch and per evaluation go to run.json.
+// --no-resume. Seconds per epoch and per evaluation go to run.json. --profile-steps N only prints where N
+// training steps spend their time, per op (autodiff/profile.hpp), and exits.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <map>
 
+#include "autodiff/profile.hpp"
 #include "experiments/common.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
 #include "experiments/mnist_study.hpp"
@@ -57,6 +59,7 @@ struct Settings {
     sde::SdeNetTrainConfig train;
     bool baselines = true;
     std::size_t grid_steps = 200000;
+    std::size_t profile_steps = 0;  // > 0: profile this many SDE-Net training steps per op, then exit
 };
 
 data::Dataset noise_set(const std::string& kind, std::size_t n, data::MeanStd st, std::uint64_t seed) {
@@ -150,6 +153,10 @@ int main(int argc, char** argv) {
     app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")
         ->check(CLI::Range(1, 10000000));
     app.add_flag("!--no-baselines", s.baselines, "skip the mnist_baselines networks");
+    app.add_option("--profile-steps", s.profile_steps,
+                   "time this many SDE-Net training steps per op (autodiff/profile.hpp) on the first data "
+                   "set's training images, print the table and exit; writes nothing")
+        ->check(CLI::Range(1, 100000));
     auto* o_bepochs =
         app.add_option("--baseline-epochs", bs.epochs, "baseline epochs")->check(CLI::Range(1, 1000));
     auto* o_bwidth =
@@ -212,6 +219,38 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sdenet_mnist: %s\n", e.what());
         return 1;
+    }
+
+    if (s.profile_steps > 0) {
+        // Where a training step's time goes at this configuration (both optimizer steps, pseudo-OOD pass
+        // included), after one unprofiled warm-up step (allocations, thread pool).
+        const data::Dataset tr = data::subset(raw[names[0]].train, s.train_subset);
+        Generator gen(args.seed, 1);
+        sde::SdeNetConfig mc;
+        mc.width = s.width;
+        mc.max_groups = s.max_groups;
+        sde::SdeNet net(mc, gen);
+        sde::SdeNetTrainer trainer(net, s.train, args.seed + 1);
+        trainer.train_epoch(tr, 0, s.batch, args.seed + 2, true, 1);
+        const double t0 = experiment::wall_seconds();
+        std::int64_t steps = 0;
+        {
+            ProfileScope prof;
+            for (std::int64_t e = 1; steps < static_cast<std::int64_t>(s.profile_steps); ++e)
+                steps += trainer.train_epoch(tr, e, s.batch, args.seed + 2, true, s.profile_steps - steps).batches;
+        }
+        const double secs = experiment::wall_seconds() - t0;
+        double total = 0, conv = 0;
+        for (const auto& r : profile_results()) {
+            total += r.forward_us + r.backward_us;
+            if (r.op.find("conv") != std::string::npos) conv += r.forward_us + r.backward_us;
+        }
+        std::printf("%s", profile_table(fmt::format("SDE-Net training, width {}, batch {}, {} steps, totals in us",
+                                                    s.width, s.batch, steps))
+                              .c_str());
+        std::printf("%.3f s per step; ops named conv*: %.1f%% of the profiled time\n", secs / double(steps),
+                    total > 0 ? 100.0 * conv / total : 0.0);
+        return 0;
     }
 
     json config = {{"dataset", s.dataset},

@@ -1,5 +1,6 @@
 """Report of experiments/sdenet_regression: SDE-Net's regression variant, MC dropout and a deep ensemble on
 Boston housing (study 5): RMSE, Gaussian NLL and OOD detection for regression."""
+import math
 import os
 
 from render import provenance_block, read_json, table, timing_block
@@ -13,6 +14,12 @@ METRICS = [("auroc", "AUROC"), ("tnr_at_95_tpr", "TNR@95"), ("detection_accuracy
 
 def pm(d, scale=1.0, digits=3):
     return f"{scale * d['mean']:.{digits}f} ± {scale * d['std']:.{digits}f}"
+
+
+def fit_rows(cfg, r):
+    """Rows the models are fitted on in the first random split: the training rows minus the validation ones."""
+    n = r["splits"][0]["n_train"]
+    return n - math.floor(cfg.get("val_fraction", 0) * n + 0.5)  # std::lround
 
 
 def stopping_text(cfg, s):
@@ -75,8 +82,8 @@ All models: batch {cfg['batch']}, {stopping_text(cfg, s)} Predictive distributio
 the ensemble: the Gaussian with the mixture's mean and variance (mean of s^2 + variance of the means).
 
 Deviation from the reference, on purpose: its YearMSD learning rate 1e-4 for 60 epochs of 3,622 batches would
-hardly train on Boston's 455 training rows (15 batches an epoch), so drift and head use lr {cfg['sdenet_lr']}
-for up to {cfg['epochs']} epochs.
+hardly train on Boston's {r['splits'][0]['n_train']} training rows ({fit_rows(cfg, r)} fitted after the validation hold-out, batch
+{cfg['batch']}), so drift and head use lr {cfg['sdenet_lr']} for up to {cfg['epochs']} epochs.
 
 OOD for regression, two constructions (in = the test split of the same run): **shifted inputs** — the
 standardised test inputs moved by {cfg['shift']} standard deviations along a random ±1 direction per feature
