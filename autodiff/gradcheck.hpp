@@ -33,4 +33,12 @@ struct GradcheckResult {
 GradcheckResult check_gradients(const std::string& name, const std::function<Var(std::span<const Var>)>& f,
                                 const std::vector<Tensor>& inputs, const GradcheckOptions& opt = {});
 
+// Second derivatives: with L = sum(f(x) * w) and fixed random u_k, the scalar
+// L2(x) = sum_k <u_k, dL/dx_k> (dL/dx_k from grad(..., {.create_graph = true}), so every op's
+// differentiable backward enters) is differentiated again by grad() and compared with central differences
+// of L2, whose values come from first gradients only. Parameters in opt.params count as inputs.
+GradcheckResult check_second_gradients(const std::string& name,
+                                       const std::function<Var(std::span<const Var>)>& f,
+                                       const std::vector<Tensor>& inputs, const GradcheckOptions& opt = {});
+
 }  // namespace sdeuq

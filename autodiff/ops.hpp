@@ -16,6 +16,8 @@ namespace sdeuq {
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 // Sums t over the broadcast dimensions so that it has `target` shape.
 Tensor sum_to(const Tensor& t, const Shape& target);
+// The same as a differentiable op (sum over the broadcast axes, then reshape).
+Var sum_to(const Var& a, const Shape& target);
 
 // ---- elementwise binary (broadcasting) ----
 Var add(const Var& a, const Var& b);
@@ -100,6 +102,9 @@ Var permute(const Var& a, std::vector<int> perm);
 Var slice(const Var& a, int axis, std::int64_t start, std::int64_t stop);  // [start, stop)
 Var concat(std::span<const Var> xs, int axis);
 Var stack(std::span<const Var> xs, int axis);
+// Braced lists: concat({a, b}, 1) (a braced list does not convert to a span).
+inline Var concat(std::initializer_list<Var> xs, int axis) { return concat(std::span<const Var>(xs.begin(), xs.size()), axis); }
+inline Var stack(std::initializer_list<Var> xs, int axis) { return stack(std::span<const Var>(xs.begin(), xs.size()), axis); }
 Var broadcast_to(const Var& a, const Shape& s);
 
 // ---- reductions ----

@@ -32,6 +32,15 @@ Tensor scalar_like(const Tensor& a, double s) {
     return t;
 }
 
+// maximum (is_max) / minimum: the gradient goes to a where a >= b (a <= b), else to b; the mask is
+// piecewise constant, so it enters the differentiable backward as a constant.
+void select_higher(HigherCtx& c, bool is_max) {
+    Var a = c.in(0), b = c.in(1);
+    Tensor m = is_max ? t_binary("maximum", a.value(), b.value(), Ge{}) : t_binary("minimum", a.value(), b.value(), Le{});
+    if (c.needs(0)) c.dx[0] = sum_to(mul(c.gout, Var(m)), a.shape());
+    if (c.needs(1)) c.dx[1] = sum_to(mul(c.gout, rsub(1.0, Var(m))), b.shape());
+}
+
 }  // namespace
 
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
@@ -140,6 +149,9 @@ Var add(const Var& a, const Var& b) {
     return record("add", y, {a, b}, [na = node_of(a), nb = node_of(b)](const Tensor& g) {
         if (na) accumulate(na, sum_to(g, na->value.shape()));
         if (nb) accumulate(nb, sum_to(g, nb->value.shape()));
+    }, [](HigherCtx& c) {
+        if (c.needs(0)) c.dx[0] = sum_to(c.gout, c.in(0).shape());
+        if (c.needs(1)) c.dx[1] = sum_to(c.gout, c.in(1).shape());
     });
 }
 
@@ -148,6 +160,9 @@ Var sub(const Var& a, const Var& b) {
     return record("sub", y, {a, b}, [na = node_of(a), nb = node_of(b)](const Tensor& g) {
         if (na) accumulate(na, sum_to(g, na->value.shape()));
         if (nb) accumulate_fresh(nb, sum_to(t_neg(g), nb->value.shape()));
+    }, [](HigherCtx& c) {
+        if (c.needs(0)) c.dx[0] = sum_to(c.gout, c.in(0).shape());
+        if (c.needs(1)) c.dx[1] = sum_to(neg(c.gout), c.in(1).shape());
     });
 }
 
@@ -156,6 +171,9 @@ Var mul(const Var& a, const Var& b) {
     return record("mul", y, {a, b}, [na = node_of(a), nb = node_of(b), av = a.value(), bv = b.value()](const Tensor& g) {
         if (na) accumulate_fresh(na, sum_to(t_mul(g, bv), av.shape()));
         if (nb) accumulate_fresh(nb, sum_to(t_mul(g, av), bv.shape()));
+    }, [](HigherCtx& c) {
+        if (c.needs(0)) c.dx[0] = sum_to(mul(c.gout, c.in(1)), c.in(0).shape());
+        if (c.needs(1)) c.dx[1] = sum_to(mul(c.gout, c.in(0)), c.in(1).shape());
     });
 }
 
@@ -165,6 +183,10 @@ Var div(const Var& a, const Var& b) {
         Tensor gb = t_div(g, bv);  // g / b
         if (na) accumulate_fresh(na, sum_to(gb, av.shape()));
         if (nb) accumulate_fresh(nb, sum_to(t_neg(t_mul(gb, y)), bv.shape()));  // -g a / b^2 = -(g/b) y
+    }, [](HigherCtx& c) {
+        Var gb = div(c.gout, c.in(1));
+        if (c.needs(0)) c.dx[0] = sum_to(gb, c.in(0).shape());
+        if (c.needs(1)) c.dx[1] = sum_to(neg(mul(gb, c.out())), c.in(1).shape());
     });
 }
 
@@ -180,6 +202,10 @@ Var pow(const Var& a, const Var& b) {
             Tensor la = t_unary(av, [](auto x) { return kernels::log_v(x); });
             accumulate_fresh(nb, sum_to(t_mul(t_mul(g, y), la), bv.shape()));
         }
+    }, [](HigherCtx& c) {
+        Var a = c.in(0), b = c.in(1);
+        if (c.needs(0)) c.dx[0] = sum_to(mul(c.gout, mul(b, pow(a, b - 1.0))), a.shape());
+        if (c.needs(1)) c.dx[1] = sum_to(mul(mul(c.gout, c.out()), log(a)), b.shape());
     });
 }
 
@@ -189,7 +215,7 @@ Var maximum(const Var& a, const Var& b) {
         Tensor m = t_binary("maximum", av, bv, Ge{});
         if (na) accumulate_fresh(na, sum_to(t_mul(g, m), av.shape()));
         if (nb) accumulate_fresh(nb, sum_to(t_mul(g, t_unary(m, [](auto x) { return decltype(x)(1) - x; })), bv.shape()));
-    });
+    }, [](HigherCtx& c) { select_higher(c, true); });
 }
 
 Var minimum(const Var& a, const Var& b) {
@@ -198,25 +224,28 @@ Var minimum(const Var& a, const Var& b) {
         Tensor m = t_binary("minimum", av, bv, Le{});
         if (na) accumulate_fresh(na, sum_to(t_mul(g, m), av.shape()));
         if (nb) accumulate_fresh(nb, sum_to(t_mul(g, t_unary(m, [](auto x) { return decltype(x)(1) - x; })), bv.shape()));
-    });
+    }, [](HigherCtx& c) { select_higher(c, false); });
 }
 
 Var add(const Var& a, double s) {
     check_var("add", a);
     Tensor y = t_binary("add", a.value(), scalar_like(a.value(), s), Add{});
-    return record("add_scalar", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate(na, g); });
+    return record("add_scalar", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate(na, g); },
+                  [](HigherCtx& c) { c.dx[0] = c.gout; });
 }
 
 Var mul(const Var& a, double s) {
     check_var("mul", a);
     Tensor y = t_scale(a.value(), s);
-    return record("mul_scalar", y, {a}, [na = node_of(a), s](const Tensor& g) { accumulate_fresh(na, t_scale(g, s)); });
+    return record("mul_scalar", y, {a}, [na = node_of(a), s](const Tensor& g) { accumulate_fresh(na, t_scale(g, s)); },
+                  [s](HigherCtx& c) { c.dx[0] = mul(c.gout, s); });
 }
 
 Var rsub(double s, const Var& a) {
     check_var("rsub", a);
     Tensor y = t_binary("rsub", scalar_like(a.value(), s), a.value(), Sub{});
-    return record("rsub", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, t_neg(g)); });
+    return record("rsub", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, t_neg(g)); },
+                  [](HigherCtx& c) { c.dx[0] = neg(c.gout); });
 }
 
 Var rdiv(double s, const Var& a) {
@@ -224,7 +253,7 @@ Var rdiv(double s, const Var& a) {
     Tensor y = t_binary("rdiv", scalar_like(a.value(), s), a.value(), Div{});
     return record("rdiv", y, {a}, [na = node_of(a), av = a.value(), y](const Tensor& g) {
         accumulate_fresh(na, t_neg(t_mul(g, t_div(y, av))));  // d(s/a) = -s/a^2 = -y/a
-    });
+    }, [](HigherCtx& c) { c.dx[0] = neg(mul(c.gout, div(c.out(), c.in(0)))); });
 }
 
 Var pow(const Var& a, double p) {
@@ -235,13 +264,14 @@ Var pow(const Var& a, double p) {
         Tensor d = t_binary("pow", av, ps,
                             [](auto x, auto q) { return q * kernels::pow_v(x, q - decltype(q)(1)); });
         accumulate_fresh(na, t_mul(g, d));
-    });
+    }, [p](HigherCtx& c) { c.dx[0] = mul(c.gout, mul(pow(c.in(0), p - 1.0), p)); });
 }
 
 // ---------------------------------------------------------------- unary
 // Each entry: forward f(x), and the derivative as a function of (x, y) multiplied into g (in one pass:
 // g * f'(x, y) per element).
-#define SDEUQ_UNARY(NAME, FWD, DERIV)                                                                          \
+// HDERIV: the same derivative as Var ops of the Vars x and y (the differentiable backward of grad()).
+#define SDEUQ_UNARY(NAME, FWD, DERIV, HDERIV)                                                                  \
     Var NAME(const Var& a) {                                                                                   \
         check_var(#NAME, a);                                                                                   \
         Tensor y = t_unary(a.value(), [](auto x) { FWD; });                                                    \
@@ -251,39 +281,53 @@ Var pow(const Var& a, double p) {
                 auto d = [&] { DERIV; }();                                                                     \
                 return gg * d;                                                                                 \
             }));                                                                                               \
+        }, [](HigherCtx& c) {                                                                                  \
+            auto deriv = []([[maybe_unused]] const Var& x, [[maybe_unused]] const Var& y) -> Var { HDERIV; }; \
+            c.dx[0] = mul(c.gout, deriv(c.in(0), c.out()));                                                    \
         });                                                                                                    \
     }
 
 using std::abs;
-SDEUQ_UNARY(exp, return kernels::exp_v(x), return y)
-SDEUQ_UNARY(log, return kernels::log_v(x), return decltype(x)(1) / x)
-SDEUQ_UNARY(log1p, return kernels::log1p_v(x), return decltype(x)(1) / (decltype(x)(1) + x))
-SDEUQ_UNARY(sqrt, using std::sqrt; return sqrt(x), return decltype(x)(0.5) / y)
-SDEUQ_UNARY(square, return x * x, return decltype(x)(2) * x)
+SDEUQ_UNARY(exp, return kernels::exp_v(x), return y, return y)
+SDEUQ_UNARY(log, return kernels::log_v(x), return decltype(x)(1) / x, return rdiv(1.0, x))
+SDEUQ_UNARY(log1p, return kernels::log1p_v(x), return decltype(x)(1) / (decltype(x)(1) + x),
+            return rdiv(1.0, x + 1.0))
+SDEUQ_UNARY(sqrt, using std::sqrt; return sqrt(x), return decltype(x)(0.5) / y, return rdiv(0.5, y))
+SDEUQ_UNARY(square, return x * x, return decltype(x)(2) * x, return mul(x, 2.0))
 SDEUQ_UNARY(abs, using std::abs; return abs(x),
-            using V = decltype(x); return kernels::select(x > V(0), V(1), kernels::select(x < V(0), V(-1), V(0))))
-SDEUQ_UNARY(tanh, return kernels::tanh_v(x), return decltype(x)(1) - y * y)
+            using V = decltype(x); return kernels::select(x > V(0), V(1), kernels::select(x < V(0), V(-1), V(0))),
+            return Var(t_unary(x.value(), [](auto v) {
+                using V = decltype(v);
+                return kernels::select(v > V(0), V(1), kernels::select(v < V(0), V(-1), V(0)));
+            })))
+SDEUQ_UNARY(tanh, return kernels::tanh_v(x), return decltype(x)(1) - y * y, return rsub(1.0, square(y)))
 SDEUQ_UNARY(sigmoid, using V = decltype(x); return V(1) / (V(1) + kernels::exp_v(-x)),
-            return y * (decltype(x)(1) - y))
+            return y * (decltype(x)(1) - y), return mul(y, rsub(1.0, y)))
 SDEUQ_UNARY(relu, using V = decltype(x); return kernels::select(x > V(0), x, V(0)),
-            using V = decltype(x); return kernels::select(x > V(0), V(1), V(0)))
+            using V = decltype(x); return kernels::select(x > V(0), V(1), V(0)),
+            return Var(t_unary(x.value(), [](auto v) {
+                using V = decltype(v);
+                return kernels::select(v > V(0), V(1), V(0));
+            })))
 // softplus(x) = max(x, 0) + log1p(exp(-|x|)); derivative sigmoid(x).
 SDEUQ_UNARY(softplus,
             using std::abs; using V = decltype(x);
             return kernels::select(x > V(0), x, V(0)) + kernels::log1p_v(kernels::exp_v(-abs(x))),
-            using V = decltype(x); return V(1) / (V(1) + kernels::exp_v(-x)))
+            using V = decltype(x); return V(1) / (V(1) + kernels::exp_v(-x)), return sigmoid(x))
 // silu(x) = x sigmoid(x); derivative s (1 + x (1 - s)).
 SDEUQ_UNARY(silu, using V = decltype(x); return x / (V(1) + kernels::exp_v(-x)),
             using V = decltype(x); V s = V(1) / (V(1) + kernels::exp_v(-x));
-            return s * (V(1) + x * (V(1) - s)))
-SDEUQ_UNARY(sin, using std::sin; return sin(x), using std::cos; return cos(x))
-SDEUQ_UNARY(cos, using std::cos; return cos(x), using std::sin; return -sin(x))
+            return s * (V(1) + x * (V(1) - s)),
+            Var s = sigmoid(x); return mul(s, add(mul(x, rsub(1.0, s)), 1.0)))
+SDEUQ_UNARY(sin, using std::sin; return sin(x), using std::cos; return cos(x), return cos(x))
+SDEUQ_UNARY(cos, using std::cos; return cos(x), using std::sin; return -sin(x), return neg(sin(x)))
 #undef SDEUQ_UNARY
 
 Var neg(const Var& a) {
     check_var("neg", a);
     Tensor y = t_neg(a.value());
-    return record("neg", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, t_neg(g)); });
+    return record("neg", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, t_neg(g)); },
+                  [](HigherCtx& c) { c.dx[0] = neg(c.gout); });
 }
 
 Var clamp(const Var& a, double lo, double hi) {
@@ -302,6 +346,12 @@ Var clamp(const Var& a, double lo, double hi) {
                 return kernels::select(x > V(l), kernels::select(x < V(h), V(1), V(0)), V(0));
             });
             accumulate_fresh(na, t_mul(g, m));
+        }, [l, h](HigherCtx& c) {
+            Tensor m = t_unary(c.in(0).value(), [l, h](auto x) {
+                using V = decltype(x);
+                return kernels::select(x > V(l), kernels::select(x < V(h), V(1), V(0)), V(0));
+            });
+            c.dx[0] = mul(c.gout, Var(m));
         });
     });
 }
@@ -319,6 +369,9 @@ Var where(const Tensor& cond, const Var& a, const Var& b) {
     return record("where", y, {a, b}, [na = node_of(a), nb = node_of(b), m, as = a.shape(), bs = b.shape()](const Tensor& g) {
         if (na) accumulate_fresh(na, sum_to(t_mul(g, m), as));
         if (nb) accumulate_fresh(nb, sum_to(t_mul(g, t_unary(m, [](auto x) { return decltype(x)(1) - x; })), bs));
+    }, [m](HigherCtx& c) {
+        if (c.needs(0)) c.dx[0] = sum_to(mul(c.gout, Var(m)), c.in(0).shape());
+        if (c.needs(1)) c.dx[1] = sum_to(mul(c.gout, rsub(1.0, Var(m))), c.in(1).shape());
     });
 }
 
@@ -327,7 +380,8 @@ Var masked(const Var& a, const Tensor& mask) {
     Tensor y = t_mul(a.value(), mk);
     if (y.shape() != a.shape())
         throw ShapeError(fmt::format("masked: mask {} does not broadcast to input {}", describe(mask), describe(a.value())));
-    return record("masked", y, {a}, [na = node_of(a), mk](const Tensor& g) { accumulate_fresh(na, t_mul(g, mk)); });
+    return record("masked", y, {a}, [na = node_of(a), mk](const Tensor& g) { accumulate_fresh(na, t_mul(g, mk)); },
+                  [mk](HigherCtx& c) { c.dx[0] = mul(c.gout, Var(mk)); });
 }
 
 }  // namespace sdeuq

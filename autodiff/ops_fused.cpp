@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <string>
 
+#include "autodiff/ops.hpp"
 #include "autodiff/tensor_ops.hpp"
 
 namespace sdeuq {
@@ -78,7 +79,12 @@ Var lincomb(std::span<const Var> xs, std::span<const double> coeffs) {
         const auto* cl = static_cast<const Closure*>(c);
         for (std::size_t k = 0; k < cl->n; ++k) accumulate_scaled(cl->nodes[k], g, cl->c[k]);
     };
-    return record_n("lincomb", out, xs, fn, cl);
+    HigherFn hf = [](void* c, HigherCtx& hc) {
+        const auto* cl = static_cast<const Closure*>(c);
+        for (std::size_t k = 0; k < cl->n; ++k)
+            if (hc.needs(static_cast<int>(k))) hc.dx[k] = cl->c[k] == 1.0 ? hc.gout : mul(hc.gout, cl->c[k]);
+    };
+    return record_n("lincomb", out, xs, fn, cl, hf);
 }
 
 namespace {
@@ -112,6 +118,9 @@ Var sum_products2(const Var& a, const Tensor& ca, const Var& b, const Tensor& cb
         const double G = g.item();
         accumulate_scaled(na, ca, G);  // G == 1: ca itself (copied into the arena if on the heap)
         accumulate_scaled(nb, cb, G);
+    }, [ca, cb](HigherCtx& c) {
+        if (c.needs(0)) c.dx[0] = mul(Var(ca), c.gout);
+        if (c.needs(1)) c.dx[1] = mul(Var(cb), c.gout);
     });
 }
 

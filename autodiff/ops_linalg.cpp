@@ -145,6 +145,15 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
                           using T = decltype(z);
                           matmul_backward<T>(na, nb, av, bv, d, ta, tb, g);
                       });
+                  },
+                  [ta, tb](HigherCtx& c) {
+                      // y = op(A) op(B): d op(A) = G op(B)^T, d op(B) = op(A)^T G; a shared 2-D operand
+                      // sums over the batch (sum_to).
+                      Var a = c.in(0), b = c.in(1), g = c.gout;
+                      if (c.needs(0))
+                          c.dx[0] = sum_to(ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb), a.shape());
+                      if (c.needs(1))
+                          c.dx[1] = sum_to(tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false), b.shape());
                   });
 }
 
@@ -263,6 +272,26 @@ Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act) {
                                accumulate_fresh(nbias, gb);
                            }
                        });
+                   },
+                   [act](HigherCtx& c) {
+                       Var y = c.out(), g = c.gout;
+                       switch (act) {  // dL/d(x W^T + b) from the output, as the backward
+                           case LinearAct::tanh: g = mul(g, rsub(1.0, square(y))); break;
+                           case LinearAct::sigmoid: g = mul(g, mul(y, rsub(1.0, y))); break;
+                           case LinearAct::relu:
+                               g = mul(g, Var(t_unary(y.value(), [](auto v) {
+                                       using V = decltype(v);
+                                       return kernels::select(v > V(0), V(1), V(0));
+                                   })));
+                               break;
+                           case LinearAct::none: break;
+                       }
+                       Var x = c.in(0), w = c.in(1);
+                       const std::int64_t rows = x.numel() / x.dim(-1);
+                       Var g2 = reshape(g, Shape{rows, w.dim(0)});
+                       if (c.needs(0)) c.dx[0] = matmul(g, w);
+                       if (c.needs(1)) c.dx[1] = matmul(g2, reshape(x, Shape{rows, x.dim(-1)}), true, false);
+                       if (c.needs(2)) c.dx[2] = sum(g2, {0});
                    });
     }
     return x.rank() == 1 ? reshape(y, Shape{w.dim(0)}) : y;

@@ -56,6 +56,13 @@ Tensor expand(const Tensor& t, const Shape& s) {
     return t_binary("expand", t, z, [](auto a, auto) { return a; });
 }
 
+// [n, c] with 1 at (i, lab[i]): a constant of the differentiable backwards.
+Tensor labels_one_hot(const std::int32_t* lab, std::int64_t n, std::int64_t c, DType dt) {
+    Tensor t = Tensor::arena_zeros(Shape{n, c}, dt);
+    for (std::int64_t i = 0; i < n; ++i) t.set_flat(i * c + lab[i], 1.0);
+    return t;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- cross_entropy
@@ -99,6 +106,10 @@ Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels) {
             for (std::int64_t i = 0; i < n; ++i) pg[i * c + lab[i]] -= s;
         });
         accumulate_fresh(nx, gx);
+    }, [lab, n, c](HigherCtx& hc) {
+        Var z = hc.in(0);
+        Tensor oh = labels_one_hot(lab, n, c, z.dtype());
+        hc.dx[0] = mul(sub(softmax(z, -1), Var(oh)), mul(hc.gout, 1.0 / static_cast<double>(n)));
     });
 }
 
@@ -126,6 +137,9 @@ Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels) {
             for (std::int64_t i = 0; i < n; ++i) pg[i * c + lab[i]] = s;
         });
         accumulate_fresh(nx, gx);
+    }, [lab, n, c](HigherCtx& hc) {
+        Tensor oh = labels_one_hot(lab, n, c, hc.gout.dtype());
+        hc.dx[0] = mul(Var(oh), mul(hc.gout, -1.0 / static_cast<double>(n)));
     });
 }
 
@@ -150,6 +164,11 @@ Var mse_loss(const Var& pred, const Var& target) {
         Tensor gd = t_scale(d, s);
         if (np) accumulate_fresh(np, sum_to(gd, np->value.shape()));
         if (nt) accumulate_fresh(nt, sum_to(t_neg(gd), nt->value.shape()));
+    }, [m](HigherCtx& c) {
+        Var p = c.in(0), t = c.in(1);
+        Var gd = mul(sub(p, t), mul(c.gout, 2.0 / static_cast<double>(m)));
+        if (c.needs(0)) c.dx[0] = sum_to(gd, p.shape());
+        if (c.needs(1)) c.dx[1] = sum_to(neg(gd), t.shape());
     });
 }
 
@@ -243,6 +262,19 @@ Var gaussian_nll(const Var& mean, const Var& var, const Var& target, GaussianNll
         if (nm) accumulate_fresh(nm, sum_to(gm, nm->value.shape()));
         if (nv) accumulate_fresh(nv, sum_to(gv, nv->value.shape()));
         if (nx) accumulate_fresh(nx, sum_to(t_neg(gm), nx->value.shape()));
+    }, [v, m, clamp = opt.clamp_var](HigherCtx& c) {
+        Var mu = c.in(0), var = c.in(1), x = c.in(2);
+        // With the clamp, v = var + (max(var, eps) - var): the clamped value, and the gradient reaches var
+        // unchanged (PyTorch clamps outside the graph).
+        Var vv = var;
+        if (clamp) vv = add(var, Var(t_sub(v, expand(var.value(), v.shape()))));
+        Var s = mul(c.gout, 1.0 / static_cast<double>(m));
+        Var r = sub(x, mu);
+        Var iv = rdiv(1.0, vv);
+        Var rv = mul(r, iv);
+        if (c.needs(0)) c.dx[0] = sum_to(neg(mul(rv, s)), mu.shape());
+        if (c.needs(2)) c.dx[2] = sum_to(mul(rv, s), x.shape());
+        if (c.needs(1)) c.dx[1] = sum_to(mul(mul(sub(iv, square(rv)), 0.5), s), var.shape());
     });
 }
 
@@ -296,6 +328,11 @@ Var bce_with_logits(const Var& logits, const Var& targets) {
         });
         if (nz) accumulate_fresh(nz, sum_to(gz, nz->value.shape()));
         if (ny) accumulate_fresh(ny, sum_to(gy, ny->value.shape()));
+    }, [m](HigherCtx& c) {
+        Var z = c.in(0), y = c.in(1);
+        Var s = mul(c.gout, 1.0 / static_cast<double>(m));
+        if (c.needs(0)) c.dx[0] = sum_to(mul(sub(sigmoid(z), y), s), z.shape());
+        if (c.needs(1)) c.dx[1] = sum_to(neg(mul(z, s)), y.shape());
     });
 }
 
@@ -321,6 +358,9 @@ Var gather(const Var& a, std::span<const std::int32_t> index) {
             for (std::int64_t i = 0; i < n; ++i) q[i * c + idx[i]] = pg[i];
         });
         accumulate_fresh(na, ga);
+    }, [idx, n, c](HigherCtx& hc) {
+        Tensor oh = labels_one_hot(idx, n, c, hc.gout.dtype());
+        hc.dx[0] = mul(Var(oh), reshape(hc.gout, Shape{n, 1}));
     });
 }
 

@@ -15,6 +15,7 @@
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/kernels/norm.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/ops_higher.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
 #include "autodiff/tensor_ops.hpp"
@@ -244,7 +245,7 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
         if (nx) accumulate_fresh(nx, gx);
         if (nw) accumulate_fresh(nw, gw);
         if (nb_) accumulate_fresh(nb_, gb);
-    });
+    }, [stride, padding](HigherCtx& c) { detail::conv2d_higher(c, stride, padding); });
 }
 
 // ---------------------------------------------------------------- pooling
@@ -296,7 +297,7 @@ Var avg_pool2d(const Var& x, int kernel, int stride) {
             }
         });
         accumulate_fresh(nx, gx);
-    });
+    }, [kernel, stride](HigherCtx& c) { detail::avg_pool2d_higher(c, kernel, stride); });
 }
 
 // y[n, c] = mean over (h, w) of x[n, c, h, w]; backward broadcasts g / (H W).
@@ -326,7 +327,7 @@ Var global_avg_pool(const Var& x) {
                 std::fill(q + pl * hw, q + (pl + 1) * hw, pg[pl] / static_cast<T>(hw));
         });
         accumulate_fresh(nx, gx);
-    });
+    }, [](HigherCtx& c) { detail::global_avg_pool_higher(c); });
 }
 
 // ---------------------------------------------------------------- normalisation
@@ -390,6 +391,8 @@ Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Va
     Tensor gam = gamma ? gamma->value() : Tensor();
     return record(op, y, {x, gv, bv}, [ng, sv, nx = node_of(x), ngam, nbet, gam](const Tensor& g) {
         norm_backward(ng, sv, gam, nx, ngam, nbet, Shape{ng.channels}, g);
+    }, [groups = ng.groups, layer = op[0] == 'l', eps](HigherCtx& c) {
+        detail::norm_higher(c, layer ? 0 : static_cast<int>(groups), eps);
     });
 }
 
@@ -461,7 +464,7 @@ Var dropout_op(const char* op, const Var& x, double p, Generator& gen) {
     });
     return record(op, y, {x}, [nx = node_of(x), mask](const Tensor& g) {
         accumulate_fresh(nx, t_mul(g, mask));
-    });
+    }, [mask](HigherCtx& c) { detail::dropout_higher(c, mask); });
 }
 
 }  // namespace

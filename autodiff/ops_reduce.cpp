@@ -87,7 +87,20 @@ Var sum(const Var& a, std::vector<int> axes, bool keepdims) {
     if (axes.empty()) y = y.clone_arena();
     return record("sum", y, {a}, [na = node_of(a), keep](const Tensor& g) {
         accumulate_fresh(na, expand(g.reshaped(keep), na->value.shape()));
-    });
+    }, [keep](HigherCtx& c) { c.dx[0] = broadcast_to(reshape(c.gout, keep), c.in(0).shape()); });
+}
+
+Var sum_to(const Var& a, const Shape& target) {
+    if (a.shape() == target) return a;
+    if (a.numel() == target.numel()) return reshape(a, target);
+    Shape bs = broadcast_shapes("sum_to", target, a.shape());
+    if (bs != a.shape())
+        throw ShapeError(fmt::format("sum_to: {} does not broadcast to {}", target.str(), a.shape().str()));
+    const int lead = a.rank() - target.rank();
+    std::vector<int> axes;
+    for (int i = 0; i < a.rank(); ++i)
+        if (i < lead || (target[i - lead] == 1 && a.dim(i) != 1)) axes.push_back(i);
+    return reshape(sum(a, axes, true), target);
 }
 
 Var sum(const Var& a) {
@@ -97,7 +110,7 @@ Var sum(const Var& a) {
         Tensor gx = Tensor::arena_empty(na->value.shape(), g.dtype());
         gx.fill(g.item());
         accumulate_fresh(na, gx);
-    });
+    }, [](HigherCtx& c) { c.dx[0] = broadcast_to(c.gout, c.in(0).shape()); });
 }
 
 Var mean(const Var& a) {
@@ -149,6 +162,13 @@ Var max(const Var& a, int axis, bool keepdims) {
                     px[(o * p.r + arg[o * p.inner + i]) * p.inner + i] = pg[o * p.inner + i];
         });
         accumulate_fresh(na, gx);
+    }, [p, arg, keep = reduced_shape(a.shape(), ax, true)](HigherCtx& c) {
+        // The one-hot mask of the maxima (a constant: piecewise), times the broadcast adjoint.
+        Var x = c.in(0);
+        Tensor m = Tensor::arena_zeros(x.shape(), x.dtype());
+        for (std::int64_t o = 0; o < p.outer; ++o)
+            for (std::int64_t i = 0; i < p.inner; ++i) m.set_flat((o * p.r + arg[o * p.inner + i]) * p.inner + i, 1.0);
+        c.dx[0] = mul(broadcast_to(reshape(c.gout, keep), x.shape()), Var(m));
     });
 }
 
@@ -191,7 +211,7 @@ Var log_softmax(const Var& a, int axis) {
         Tensor sm = t_unary(y, [](auto v) { using std::exp; return exp(v); });
         Tensor gs = sum_axis(g, ax);
         accumulate_fresh(na, t_sub(g, t_mul(sm, gs)));
-    });
+    }, [ax](HigherCtx& c) { c.dx[0] = sub(c.gout, mul(exp(c.out()), sum(c.gout, {ax}, true))); });
 }
 
 Var softmax(const Var& a, int axis) {
@@ -201,6 +221,9 @@ Var softmax(const Var& a, int axis) {
         // dx = y * (g - sum(g y))
         Tensor gy = t_mul(g, y);
         accumulate_fresh(na, t_mul(y, t_sub(g, sum_axis(gy, ax))));
+    }, [ax](HigherCtx& c) {
+        Var y = c.out();
+        c.dx[0] = mul(y, sub(c.gout, sum(mul(c.gout, y), {ax}, true)));
     });
 }
 
@@ -231,7 +254,7 @@ Var logsumexp(const Var& a, int axis, bool keepdims) {
     return record("logsumexp", y, {a}, [na = node_of(a), ls, keep](const Tensor& g) {
         Tensor sm = t_unary(ls, [](auto v) { using std::exp; return exp(v); });
         accumulate_fresh(na, t_mul(sm, g.reshaped(keep)));
-    });
+    }, [ax, keep](HigherCtx& c) { c.dx[0] = mul(softmax(c.in(0), ax), reshape(c.gout, keep)); });
 }
 
 }  // namespace sdeuq

@@ -1,4 +1,5 @@
 // Shape ops: reshape (a view), transpose/permute, slice, concat, stack, broadcast_to.
+#include <array>
 #include <cstring>
 #include <fmt/format.h>
 #include <numeric>
@@ -78,7 +79,8 @@ Var reshape(const Var& a, const Shape& s) {
     if (s.numel() != a.numel())
         throw ShapeError(fmt::format("reshape: cannot reshape {} ({} elements) to {}", describe(a.value()), a.numel(), s.str()));
     Tensor y = a.value().reshaped(s);
-    return record("reshape", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate(na, g.reshaped(na->value.shape())); });
+    return record("reshape", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate(na, g.reshaped(na->value.shape())); },
+                  [](HigherCtx& c) { c.dx[0] = reshape(c.gout, c.in(0).shape()); });
 }
 
 Var reshape_infer(const Var& a, std::vector<std::int64_t> dims) {
@@ -112,7 +114,10 @@ Var permute(const Var& a, std::vector<int> perm) {
         inv[static_cast<std::size_t>(p)] = i;
     }
     Tensor y = permute_tensor(a.value(), perm);
-    return record("permute", y, {a}, [na = node_of(a), inv](const Tensor& g) { accumulate_fresh(na, permute_tensor(g, inv)); });
+    std::array<int, Shape::max_rank> inv_a{};  // a fixed-size copy for the Var backward (no allocation)
+    std::copy(inv.begin(), inv.end(), inv_a.begin());
+    return record("permute", y, {a}, [na = node_of(a), inv](const Tensor& g) { accumulate_fresh(na, permute_tensor(g, inv)); },
+                  [inv_a, r](HigherCtx& c) { c.dx[0] = permute(c.gout, std::vector<int>(inv_a.begin(), inv_a.begin() + r)); });
 }
 
 Var transpose(const Var& a, int d0, int d1) {
@@ -137,6 +142,14 @@ Var slice(const Var& a, int axis, std::int64_t start, std::int64_t stop) {
         Tensor gx = Tensor::arena_zeros(na->value.shape(), g.dtype());
         copy_block(g, gx, ax, start, true);
         accumulate_fresh(na, gx);
+    }, [ax, start](HigherCtx& c) {
+        // Zero blocks on either side of the adjoint along the axis.
+        const Shape xs = c.in(0).shape();
+        Shape lo = xs, hi = xs;
+        lo[ax] = start;
+        hi[ax] = xs[ax] - start - c.gout.shape()[ax];
+        c.dx[0] = concat({Var(Tensor::arena_zeros(lo, c.gout.dtype())), c.gout,
+                          Var(Tensor::arena_zeros(hi, c.gout.dtype()))}, ax);
     });
 }
 
@@ -182,7 +195,14 @@ Var concat(std::span<const Var> xs, int axis) {
             copy_block(g, gx, c->ax, c->offsets[i], false);
             accumulate_fresh(n, gx);
         }
-    }, c);
+    }, c, [](void* cl, HigherCtx& hc) {
+        auto* c = static_cast<Closure*>(cl);
+        for (std::size_t i = 0; i < c->nodes.size(); ++i) {
+            if (!hc.needs(static_cast<int>(i))) continue;
+            const std::int64_t len = hc.in(static_cast<int>(i)).shape()[c->ax];
+            hc.dx[i] = slice(hc.gout, c->ax, c->offsets[i], c->offsets[i] + len);
+        }
+    });
 }
 
 Var stack(std::span<const Var> xs, int axis) {
@@ -204,7 +224,8 @@ Var broadcast_to(const Var& a, const Shape& s) {
     Shape b = broadcast_shapes("broadcast_to", a.shape(), s);
     if (b != s) throw ShapeError(fmt::format("broadcast_to: {} cannot broadcast to {}", describe(a.value()), s.str()));
     Tensor y = t_binary("broadcast_to", Tensor::arena_empty(s, a.dtype()), a.value(), [](auto, auto v) { return v; });
-    return record("broadcast_to", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, sum_to(g, na->value.shape())); });
+    return record("broadcast_to", y, {a}, [na = node_of(a)](const Tensor& g) { accumulate_fresh(na, sum_to(g, na->value.shape())); },
+                  [](HigherCtx& c) { c.dx[0] = sum_to(c.gout, c.in(0).shape()); });
 }
 
 }  // namespace sdeuq

@@ -4,8 +4,10 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <optional>
 
 #include "autodiff/kernels/elementwise.hpp"
+#include "autodiff/ops.hpp"
 #include "autodiff/profile.hpp"
 
 namespace sdeuq {
@@ -102,6 +104,8 @@ NestedTape::~NestedTape() {
 bool grad_enabled() { return t_grad; }
 NoGradScope::NoGradScope() : prev_(t_grad) { t_grad = false; }
 NoGradScope::~NoGradScope() { t_grad = prev_; }
+EnableGradScope::EnableGradScope() : prev_(t_grad) { t_grad = true; }
+EnableGradScope::~EnableGradScope() { t_grad = prev_; }
 
 void set_anomaly_mode(bool on) { t_anomaly = on; }
 bool anomaly_mode() { return t_anomaly; }
@@ -148,7 +152,8 @@ bool any_on_tape(std::span<const Var> inputs, Tape& t) {
 }
 }  // namespace detail
 
-Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure) {
+Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure,
+             HigherFn higher) {
     anomaly_check(op, out);
     Tape& t = current_tape();
     Node* buf[16];
@@ -162,7 +167,25 @@ Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, Bac
     Node* n = t.push(op, out, std::span<Node* const>(ins, inputs.size()));
     n->backward = fn;
     n->closure = closure;
+    if (higher) {
+        n->higher = higher;
+        // Constant inputs are not reachable through n->inputs: keep their values for the Var backward.
+        for (std::size_t i = 0; i < inputs.size(); ++i) {
+            if (ins[i] || !inputs[i].value().defined()) continue;
+            if (!n->consts) {
+                n->consts = static_cast<Tensor**>(t.arena().allocate(sizeof(Tensor*) * inputs.size()));
+                std::fill(n->consts, n->consts + inputs.size(), nullptr);
+            }
+            n->consts[i] = t.arena().make<Tensor>(inputs[i].value());
+        }
+    }
     return Var(out, n);
+}
+
+Var HigherCtx::in(int k) const {
+    if (Node* n = node->inputs[k]) return Var(n->value, n);
+    if (node->consts && node->consts[k]) return Var(*node->consts[k]);
+    return Var();
 }
 
 Var leaf(const Tensor& value) {
@@ -315,5 +338,117 @@ VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const
     for (auto& g : heap.param_grads) r.param_grads.push_back(g.clone_arena());
     return r;
 }
+
+namespace {
+
+// The Var-level reverse sweep from root (seeded with `seed`) over the nodes with index >= stop: each
+// node's HigherFn turns its output adjoint into its inputs' adjoints, summed with add(). adj[i - stop]
+// holds node i's adjoint; nodes below stop are not expanded and collect into `below`.
+struct VarSweep {
+    std::int64_t stop;
+    std::vector<Var> adj;
+    std::vector<std::pair<Node*, Var>> below;
+
+    void add_to(Node* in, const Var& d) {
+        if (d.shape() != in->value.shape() || d.dtype() != in->value.dtype())
+            throw ShapeError(fmt::format("internal: Var gradient {} for node '{}' of value {}", describe(d.value()),
+                                         in->op, describe(in->value)));
+        Var* slot = nullptr;
+        if (in->index >= stop) {
+            slot = &adj[static_cast<std::size_t>(in->index - stop)];
+        } else {
+            for (auto& [nd, v] : below)
+                if (nd == in) slot = &v;
+            if (!slot) {
+                below.emplace_back(in, Var());
+                slot = &below.back().second;
+            }
+        }
+        *slot = slot->value().defined() ? add(*slot, d) : d;
+    }
+
+    void run(Node* root, const Var& seed) {
+        Tape& t = *root->tape;
+        adj.assign(static_cast<std::size_t>(root->index - stop + 1), Var());
+        adj.back() = seed;
+        std::vector<Var> dx;
+        for (std::int64_t i = root->index; i >= stop; --i) {
+            Node* n = t.nodes()[static_cast<std::size_t>(i)];
+            const Var a = adj[static_cast<std::size_t>(i - stop)];
+            if (!a.value().defined() || n->n_inputs == 0) continue;
+            if (!n->higher)
+                throw UsageError(fmt::format("grad: op '{}' has no differentiable backward (use backward() or vjp() "
+                                             "through it)",
+                                             n->op));
+            dx.assign(static_cast<std::size_t>(n->n_inputs), Var());
+            HigherCtx ctx{n, a, dx.data()};
+            n->higher(n->closure, ctx);
+            for (int k = 0; k < n->n_inputs; ++k)
+                if (n->inputs[k] && dx[static_cast<std::size_t>(k)].value().defined())
+                    add_to(n->inputs[k], dx[static_cast<std::size_t>(k)]);
+        }
+    }
+
+    Var get(Node* n) const {
+        if (n->index >= stop + static_cast<std::int64_t>(adj.size())) return Var();  // recorded after out
+        if (n->index >= stop) return adj[static_cast<std::size_t>(n->index - stop)];
+        for (auto& [nd, v] : below)
+            if (nd == n) return v;
+        return Var();
+    }
+};
+
+}  // namespace
+
+std::vector<Var> grad(const Var& out, const std::vector<Var>& inputs, GradOptions opt) {
+    if (out.numel() != 1)
+        throw ShapeError(fmt::format("grad: output {} is not a scalar; pass a cotangent", describe(out.value())));
+    return grad(out, inputs, Var(Tensor::full(out.shape(), 1.0, out.dtype())), opt);
+}
+
+std::vector<Var> grad(const Var& out, const std::vector<Var>& inputs, const Var& cotangent, GradOptions opt) {
+    if (!out.value().defined()) throw UsageError("grad: undefined output");
+    if (!cotangent.value().defined() || cotangent.shape() != out.shape() || cotangent.dtype() != out.dtype())
+        throw ShapeError(fmt::format("grad: cotangent {} for output {} (same shape and dtype needed)",
+                                     cotangent.value().defined() ? describe(cotangent.value()) : "undefined",
+                                     describe(out.value())));
+    Node* root = node_of(out);
+    if (!root) throw UsageError("grad: the output does not depend on any leaf or parameter of the current tape");
+    std::int64_t stop = root->index;
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+        Node* n = node_of(inputs[k]);
+        if (!n)
+            throw UsageError(fmt::format("grad: input {} ({}) is a constant on the current tape; make it a leaf(), "
+                                         "a Parameter::var() or an op's result",
+                                         k, inputs[k].value().defined() ? describe(inputs[k].value()) : "undefined"));
+        stop = std::min(stop, n->index);
+    }
+    VarSweep sw{stop, {}, {}};
+    std::vector<Var> res;
+    {
+        std::optional<NoGradScope> off;
+        if (!opt.create_graph) off.emplace();
+        sw.run(root, cotangent);
+        for (auto& v : inputs) {
+            Var g = sw.get(node_of(v));
+            if (!g.value().defined()) g = Var(Tensor::arena_zeros(v.shape(), v.dtype()));
+            res.push_back(opt.create_graph ? g : detach(g));
+        }
+    }
+    return res;
+}
+
+namespace detail {
+std::vector<Var> local_grad(const Var& out, std::span<const Var> inputs, const Var& gout, std::int64_t first) {
+    std::vector<Var> res(inputs.size());
+    Node* root = node_of(out);
+    if (!root || root->index < first) return res;  // out does not depend on any input here
+    VarSweep sw{first, {}, {}};
+    sw.run(root, gout);
+    for (std::size_t k = 0; k < inputs.size(); ++k)
+        if (Node* n = node_of(inputs[k])) res[k] = sw.get(n);
+    return res;
+}
+}  // namespace detail
 
 }  // namespace sdeuq

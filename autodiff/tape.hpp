@@ -27,6 +27,10 @@ class Tape;
 struct Node;
 
 using BackwardFn = void (*)(void* closure, const Tensor& grad_out);
+struct HigherCtx;
+// An op's backward written with Var ops (recorded on the tape), for grad(..., {.create_graph = true}):
+// reads the op's inputs, output and output adjoint from the context and sets the input adjoints.
+using HigherFn = void (*)(void* closure, HigherCtx& ctx);
 
 struct Node {
     const char* op = "";
@@ -39,7 +43,10 @@ struct Node {
     bool* zero_pending = nullptr;
     BackwardFn backward = nullptr;
     void* closure = nullptr;  // Parameter leaves (op "parameter"): the Parameter (for error messages)
+    HigherFn higher = nullptr;  // null: the op's backward is not differentiable (grad() says which op)
     Node** inputs = nullptr;
+    // With `higher`: the values of inputs that are constants here (null node), by input index, else null.
+    Tensor** consts = nullptr;
     int n_inputs = 0;
     std::int64_t index = 0;
     Tape* tape = nullptr;
@@ -74,6 +81,17 @@ public:
 private:
     Tensor value_;
     Node* node_ = nullptr;
+};
+
+// What a HigherFn sees: input k as a Var (its node when it is on the tape, else its value as a constant),
+// the op's output, the output's adjoint, and dx[k] to set (left undefined: no gradient for input k).
+struct HigherCtx {
+    Node* node;
+    Var gout;
+    Var* dx;
+    bool needs(int k) const { return node->inputs[k] != nullptr; }
+    Var in(int k) const;
+    Var out() const { return Var(node->value, node); }
 };
 
 class Tape {
@@ -121,6 +139,15 @@ class NoGradScope {
 public:
     NoGradScope();
     ~NoGradScope();
+
+private:
+    bool prev_;
+};
+// Recording on for the scope (inside a NoGradScope: ops that compute a value through a nested vjp).
+class EnableGradScope {
+public:
+    EnableGradScope();
+    ~EnableGradScope();
 
 private:
     bool prev_;
@@ -201,12 +228,22 @@ private:
 // result is a constant.
 template <class F>
 Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn);
-Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure);
+// Same, with the op's differentiable backward `higher_fn` (a callable taking HigherCtx&), stored with
+// backward_fn in one arena closure.
+template <class F, class H>
+Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn, H&& higher_fn);
+Var record_n(const char* op, const Tensor& out, std::span<const Var> inputs, BackwardFn fn, void* closure,
+             HigherFn higher = nullptr);
 // The exit of an op that records nothing: the anomaly check, and a forward call for the profiler.
 void check_anomaly(const char* op, const Tensor& out);
 
 namespace detail {
 bool any_on_tape(std::span<const Var> inputs, Tape& t);
+// The partial derivatives of `out` with respect to `inputs` (with output adjoint gout) through the nodes
+// recorded at tape index >= first only; nodes below first are not expanded. The differentiable backward
+// of an op whose forward is restated as a composite of ops (the norms): the composite is recorded from
+// index first on, and its Var-level sweep gives the op's input adjoints.
+std::vector<Var> local_grad(const Var& out, std::span<const Var> inputs, const Var& gout, std::int64_t first);
 }
 
 template <class F>
@@ -220,6 +257,23 @@ Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs,
     Fn* closure = current_tape().arena().make<Fn>(std::forward<F>(backward_fn));
     BackwardFn fn = [](void* c, const Tensor& g) { (*static_cast<Fn*>(c))(g); };
     return record_n(op, out, in, fn, closure);
+}
+
+template <class F, class H>
+Var record(const char* op, const Tensor& out, std::initializer_list<Var> inputs, F&& backward_fn, H&& higher_fn) {
+    std::span<const Var> in(inputs.begin(), inputs.size());
+    if (!grad_enabled() || !detail::any_on_tape(in, current_tape())) {
+        check_anomaly(op, out);
+        return Var(out);
+    }
+    struct Both {
+        std::decay_t<F> f;
+        std::decay_t<H> h;
+    };
+    Both* closure = current_tape().arena().make<Both>(Both{std::forward<F>(backward_fn), std::forward<H>(higher_fn)});
+    BackwardFn fn = [](void* c, const Tensor& g) { static_cast<Both*>(c)->f(g); };
+    HigherFn hf = [](void* c, HigherCtx& x) { static_cast<Both*>(c)->h(x); };
+    return record_n(op, out, in, fn, closure, hf);
 }
 
 // Input node of a Var if it lives on the current tape, else null (a constant there).
@@ -236,5 +290,19 @@ struct VjpResult {
 };
 VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const Tensor> inputs,
               std::span<Parameter* const> params, const Tensor& cotangent);
+
+// d out / d inputs as Vars (PyTorch's torch.autograd.grad). The sweep runs each op's differentiable
+// backward (HigherFn) from out down to the earliest input; it neither reads nor writes any node's or
+// parameter's .grad. With create_graph the gradient ops are recorded on the tape, so the results can be
+// differentiated again (Hessian-vector products, gradient penalties, grad of grad); without it they are
+// constants. An input out does not depend on gets zeros. inputs must live on the current tape (leaves,
+// Parameter::var(), or intermediates: the gradient then counts the paths through that Var). Ops without a
+// differentiable backward (the SDE estimators' fused nodes) throw UsageError naming the op.
+struct GradOptions {
+    bool create_graph = false;
+};
+std::vector<Var> grad(const Var& out, const std::vector<Var>& inputs, GradOptions opt = {});
+// With the output's cotangent (a Var of out's shape; it may itself be on the tape).
+std::vector<Var> grad(const Var& out, const std::vector<Var>& inputs, const Var& cotangent, GradOptions opt = {});
 
 }  // namespace sdeuq
