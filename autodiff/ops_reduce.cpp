@@ -174,32 +174,96 @@ Var max(const Var& a, int axis, bool keepdims) {
 
 namespace {
 
-// Row-wise (axis) softmax statistics: m = max, s = sum exp(x - m). Writes y = x - m - log s (log-softmax).
-Tensor log_softmax_tensor(const Tensor& x, int ax) {
+// Per row (along the axis): the special cases, or m = the (first) maximum and rest = sum over the other
+// elements of exp(x - m) in double, so that lse = m + log1p(rest) (log1p: rest may be small) and
+// softmax = exp(x - m) / (1 + rest) are within about an ulp. Special rows, as their limits: any NaN gives
+// NaN; k elements +inf give lse = +inf, softmax 1/k on them and 0 elsewhere (log_softmax -log k and
+// -inf); all -inf (or an empty axis) gives lse = -inf and NaN softmax (0/0; PyTorch gives the same).
+enum class RowKind { finite, nan, pos_inf, all_neg_inf };
+struct RowStats {
+    RowKind kind = RowKind::finite;
+    double m = 0.0, log1p_rest = 0.0, one_plus_rest = 1.0;
+    std::int64_t n_pos_inf = 0;
+};
+
+template <class T> RowStats row_stats(const T* xr, std::int64_t r, std::int64_t stride) {
+    RowStats st;
+    T m = -std::numeric_limits<T>::infinity();
+    std::int64_t arg = -1;
+    for (std::int64_t j = 0; j < r; ++j) {
+        const T v = xr[j * stride];
+        if (std::isnan(v)) {
+            st.kind = RowKind::nan;
+            return st;
+        }
+        if (v == std::numeric_limits<T>::infinity()) ++st.n_pos_inf;
+        if (arg < 0 || v > m) {
+            m = v;
+            arg = j;
+        }
+    }
+    if (st.n_pos_inf > 0) {
+        st.kind = RowKind::pos_inf;
+        return st;
+    }
+    if (arg < 0 || m == -std::numeric_limits<T>::infinity()) {
+        st.kind = RowKind::all_neg_inf;
+        return st;
+    }
+    double rest = 0.0;
+    for (std::int64_t j = 0; j < r; ++j)
+        if (j != arg) rest += std::exp(static_cast<double>(xr[j * stride]) - static_cast<double>(m));
+    st.m = static_cast<double>(m);
+    st.log1p_rest = std::log1p(rest);
+    st.one_plus_rest = 1.0 + rest;
+    return st;
+}
+
+enum class RowOut { log_softmax, softmax };
+
+// y = log_softmax or softmax of x along ax.
+Tensor softmax_family(const Tensor& x, int ax, RowOut what) {
     Split p = split(x.shape(), ax);
     Tensor y = Tensor::arena_empty(x.shape(), x.dtype());
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
         const T* px = x.data<T>();
         T* py = y.data<T>();
+        const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
         parallel_for(0, p.outer, 1, std::max<std::int64_t>(1, kernels::parallel_min / std::max<std::int64_t>(1, p.r * p.inner)),
                      [&](std::int64_t lo, std::int64_t hi) {
             for (std::int64_t o = lo; o < hi; ++o)
                 for (std::int64_t i = 0; i < p.inner; ++i) {
                     const T* xr = px + o * p.r * p.inner + i;
                     T* yr = py + o * p.r * p.inner + i;
-                    T m = -std::numeric_limits<T>::infinity();
-                    for (std::int64_t j = 0; j < p.r; ++j) m = std::max(m, xr[j * p.inner]);
-                    if (!std::isfinite(m)) m = 0;
-                    T s = 0;
-                    for (std::int64_t j = 0; j < p.r; ++j) s += std::exp(xr[j * p.inner] - m);
-                    const T lse = m + std::log(s);
-                    for (std::int64_t j = 0; j < p.r; ++j) yr[j * p.inner] = xr[j * p.inner] - lse;
+                    const RowStats st = row_stats(xr, p.r, p.inner);
+                    const bool lsm = what == RowOut::log_softmax;
+                    for (std::int64_t j = 0; j < p.r; ++j) {
+                        const T v = xr[j * p.inner];
+                        T out;
+                        switch (st.kind) {
+                            case RowKind::nan:
+                            case RowKind::all_neg_inf: out = nan; break;
+                            case RowKind::pos_inf: {
+                                const double k = static_cast<double>(st.n_pos_inf);
+                                out = v == inf ? static_cast<T>(lsm ? -std::log(k) : 1.0 / k) : (lsm ? -inf : T(0));
+                                break;
+                            }
+                            case RowKind::finite:
+                            default: {
+                                const double d = static_cast<double>(v) - st.m;
+                                out = static_cast<T>(lsm ? d - st.log1p_rest : std::exp(d) / st.one_plus_rest);
+                            }
+                        }
+                        yr[j * p.inner] = out;
+                    }
                 }
         });
     });
     return y;
 }
+
+Tensor log_softmax_tensor(const Tensor& x, int ax) { return softmax_family(x, ax, RowOut::log_softmax); }
 
 }  // namespace
 
@@ -216,7 +280,7 @@ Var log_softmax(const Var& a, int axis) {
 
 Var softmax(const Var& a, int axis) {
     int ax = detail::norm_axis("softmax", axis, a.rank());
-    Tensor y = t_unary(log_softmax_tensor(a.value(), ax), [](auto v) { using std::exp; return exp(v); });
+    Tensor y = softmax_family(a.value(), ax, RowOut::softmax);
     return record("softmax", y, {a}, [na = node_of(a), y, ax](const Tensor& g) {
         // dx = y * (g - sum(g y))
         Tensor gy = t_mul(g, y);
@@ -229,24 +293,25 @@ Var softmax(const Var& a, int axis) {
 
 Var logsumexp(const Var& a, int axis, bool keepdims) {
     int ax = detail::norm_axis("logsumexp", axis, a.rank());
-    Tensor ls = log_softmax_tensor(a.value(), ax);  // x - lse
-    // lse = x_0 - ls_0 along the axis; take it from the first slice.
-    Tensor xf = a.value();
+    Tensor ls = log_softmax_tensor(a.value(), ax);  // x - lse, for the backward
     Split p = split(a.shape(), ax);
     Tensor y = Tensor::arena_empty(reduced_shape(a.shape(), ax, true), a.dtype());
     dispatch(a.dtype(), [&](auto z) {
         using T = decltype(z);
-        const T* px = xf.data<T>();
-        const T* pl = ls.data<T>();
+        const T* px = a.value().data<T>();
         T* py = y.data<T>();
         for (std::int64_t o = 0; o < p.outer; ++o)
             for (std::int64_t i = 0; i < p.inner; ++i) {
-                // The largest element gives the most accurate difference.
-                std::int64_t best = 0;
-                for (std::int64_t j = 1; j < p.r; ++j)
-                    if (px[(o * p.r + j) * p.inner + i] > px[(o * p.r + best) * p.inner + i]) best = j;
-                const std::int64_t k = (o * p.r + best) * p.inner + i;
-                py[o * p.inner + i] = px[k] - pl[k];
+                const RowStats st = row_stats(px + o * p.r * p.inner + i, p.r, p.inner);
+                T v;
+                switch (st.kind) {
+                    case RowKind::nan: v = std::numeric_limits<T>::quiet_NaN(); break;
+                    case RowKind::pos_inf: v = std::numeric_limits<T>::infinity(); break;
+                    case RowKind::all_neg_inf: v = -std::numeric_limits<T>::infinity(); break;
+                    case RowKind::finite:
+                    default: v = static_cast<T>(st.m + st.log1p_rest);
+                }
+                py[o * p.inner + i] = v;
             }
     });
     Shape keep = y.shape();
