@@ -27,9 +27,10 @@ FIG_META_PNG = {"Software": None}
 
 
 def fmt(v, digits=4):
-    """A number as a table shows it: integers (also integer-valued floats such as step counts) without
-    decimals, otherwise about `digits` significant figures (at most `digits` decimals; 1067.31 -> 1067.3,
-    40.0 -> 40, 0.98765 -> 0.9877), scientific notation below 1e-3 and from 1e5 on."""
+    """A number as a table shows it: integers (also integer-valued floats such as step counts, and floats
+    within rounding error of an integer such as 2.0000000000000004 = 100 * 10 / 500) without decimals,
+    otherwise about `digits` significant figures (at most `digits` decimals; 1067.31 -> 1067.3, 40.0 -> 40,
+    0.98765 -> 0.9877), scientific notation below 1e-3 and from 1e5 on. Tested by tests/render_format.py."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -39,8 +40,8 @@ def fmt(v, digits=4):
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
             return str(v)
-        if v.is_integer() and abs(v) < 1e5:
-            return str(int(v))
+        if abs(v) < 1e5 and abs(v - round(v)) <= 1e-9 * max(1.0, abs(v)):
+            return str(int(round(v)))
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.{digits - 1}e}"
         decimals = digits if abs(v) < 10 else max(1, min(digits, digits - len(str(int(abs(v))))))
