@@ -553,11 +553,13 @@ int main(int argc, char** argv) {
                             experiment::num(v["std"].get<double>())});
     }
     json out = {{"provenance", experiment::provenance("confidence_ood", args, config)}, {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv", {"in", "set", "method", "metric", "mean", "std"}, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv", {"in", "set", "method", "metric", "mean", "std"}, rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json as one set
     for (auto& [in_name, r] : results.items()) {
         std::printf("%s: accuracy baseline %.4f confidence %.4f\n", in_name.c_str(),
                     r["accuracy"]["baseline"]["mean"].get<double>(),

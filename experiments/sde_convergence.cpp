@@ -287,10 +287,9 @@ int run(int argc, char** argv) {
         if (!o_kmax->count()) cfg.k_max = 11;
         if (!o_kref->count()) cfg.k_ref = 16;
     }
-    if (cfg.k_ref <= cfg.k_max) {
-        std::fprintf(stderr, "sde_convergence: --k-ref %d must exceed --k-max %d\n", cfg.k_ref, cfg.k_max);
-        return 2;
-    }
+    if (cfg.k_ref <= cfg.k_max)
+        throw experiment::UsageError("--k-ref " + std::to_string(cfg.k_ref) + " must exceed --k-max " +
+                                     std::to_string(cfg.k_max));
     cfg.seed = args.seed;
     // --threads is the number of workers, one SDE each at a time; the kernels run on 1 thread (each worker
     // has its own thread-local tape). Every SDE has its own Brownian seed, so the results do not depend on
@@ -382,15 +381,17 @@ int run(int argc, char** argv) {
     }
     json results_json = {{"provenance", experiment::provenance("sde_convergence", args, config)},
                          {"runs", runs}};
-    experiment::write_json(args.out + "/results.json", results_json);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"sde", "noise", "calculus", "solver", "theory_order", "expected_order", "slope",
-                           "slope_se", "slope_fine", "dt", "error"},
-                          csv_rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", results_json);
+    result_set.csv("results.csv",
+                   {"sde", "noise", "calculus", "solver", "theory_order", "expected_order", "slope",
+                    "slope_se", "slope_fine", "dt", "error"},
+                   csv_rows);
     json run = experiment::run_info(args);
     run["threads"] = workers;  // the workers (the kernels run on one thread each)
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json as one set
     std::printf("wrote %s/results.json, results.csv, run.json (%.1f s)\n", args.out.c_str(), total_seconds);
     return 0;
 }

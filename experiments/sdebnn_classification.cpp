@@ -379,14 +379,16 @@ int run(int argc, char** argv) {
     }
     json out = {{"provenance", experiment::provenance("sdebnn_classification", args, config)},
                 {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"pair", "accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in",
-                           "ood_aupr_out", "ood_tnr_at_95_tpr"},
-                          rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
+                   {"pair", "accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in",
+                    "ood_aupr_out", "ood_tnr_at_95_tpr"},
+                   rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json as one set
     for (auto& [pair, r] : results.items()) {
         const json& pr = r["deterministic_peer"];
         std::printf("%-26s acc %.4f  NLL %.4f  Brier %.4f  ECE15 %.4f  AUROC %.4f  %.1f s/epoch  "

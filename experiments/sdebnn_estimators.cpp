@@ -182,11 +182,13 @@ int main(int argc, char** argv) {
     json out = {{"provenance", experiment::provenance("sdebnn_estimators", args, config)},
                 {"curves", curves},
                 {"memory", memory}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/training.csv", {"estimator", "iteration", "loss"}, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("training.csv", {"estimator", "iteration", "loss"}, rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, training.csv, run.json as one set
     for (const auto& est : estimators) {
         std::printf("%-16s final loss %.4f  %.3f s/iteration  memory(MiB) by steps:", est.c_str(),
                     curves[est]["loss"].back().get<double>(),

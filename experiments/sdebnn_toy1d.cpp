@@ -421,18 +421,20 @@ int main(int argc, char** argv) {
         for (const auto& c : cols) r.push_back(experiment::num(c[i]));
         rows.push_back(r);
     }
-    experiment::write_csv(args.out + "/grid.csv", header, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.csv("grid.csv", header, rows);
     std::vector<std::vector<std::string>> drows;
     for (std::size_t i = 0; i < train_d.x.size(); ++i)
         drows.push_back({"train", experiment::num(train_d.x[i]), experiment::num(train_d.y[i])});
     for (std::size_t i = 0; i < held.x.size(); ++i)
         drows.push_back({"heldout", experiment::num(held.x[i]), experiment::num(held.y[i])});
-    experiment::write_csv(args.out + "/data.csv", {"split", "x", "y"}, drows);
+    result_set.csv("data.csv", {"split", "x", "y"}, drows);
     json out = {{"provenance", experiment::provenance("sdebnn_toy1d", args, config)}, {"metrics", metrics}};
-    experiment::write_json(args.out + "/results.json", out);
+    result_set.json("results.json", out);
     json run = experiment::run_info(args);
     run["timings"] = {{"train_seconds", timings}};
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // grid.csv, data.csv, results.json, run.json as one set
     std::printf("%-14s %12s %12s %12s %12s\n", "method", "heldout NLL", "train NLL", "ratio(epi)",
                 "ratio(tot)");
     for (auto& [k, v] : metrics.items())

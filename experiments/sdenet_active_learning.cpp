@@ -305,13 +305,15 @@ int main(int argc, char** argv) {
     json out = {{"provenance", experiment::provenance("sdenet_active_learning", args, config)},
                 {"curves", curves},
                 {"runs", runs}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"method", "seed", "round", "labelled", "accuracy", "accuracy_sigma500", "accuracy_sigma0"},
-                          rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
+                   {"method", "seed", "round", "labelled", "accuracy", "accuracy_sigma500", "accuracy_sigma0"},
+                   rows);
     json run_rec = experiment::run_info(args);
     run_rec["timings"] = {{"seconds_per_round", timings}};
-    experiment::write_json(args.out + "/run.json", run_rec);
+    result_set.json("run.json", run_rec);
+    result_set.commit();  // results.json, results.csv, run.json as one set
     for (auto& [name, c] : curves.items()) {
         std::printf("%-26s", name.c_str());
         for (std::size_t r = 0; r < c["mean"].size(); ++r)

@@ -368,14 +368,16 @@ int main(int argc, char** argv) {
             }
     }
     json out = {{"provenance", experiment::provenance("sdenet_adversarial", args, config)}, {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
-    experiment::write_csv(args.out + "/results.csv",
-                          {"method", "attack", "epsilon", "accuracy", "auroc_max_prob", "auroc_entropy",
-                           "auroc_mutual_information", "auroc_diffusion"},
-                          rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json", out);
+    result_set.csv("results.csv",
+                   {"method", "attack", "epsilon", "accuracy", "auroc_max_prob", "auroc_entropy",
+                    "auroc_mutual_information", "auroc_diffusion"},
+                   rows);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.json, results.csv, run.json as one set
     for (auto& [method, r] : results.items()) {
         std::printf("%-14s clean acc %.4f\n", method.c_str(), r["clean"]["accuracy"].get<double>());
         for (const std::string attack : {"fgsm", "pgd"})

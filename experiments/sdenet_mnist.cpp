@@ -449,12 +449,14 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> header = {"in_dataset", "task", "method/score", "definition"};
     header.insert(header.end(), cols.begin(), cols.end());
-    experiment::write_csv(args.out + "/results.csv", header, rows);
+    experiment::ResultSet result_set(args.out);
+    result_set.csv("results.csv", header, rows);
     json out = {{"provenance", experiment::provenance("sdenet_mnist", args, config)}, {"results", results}};
-    experiment::write_json(args.out + "/results.json", out);
+    result_set.json("results.json", out);
     json run = experiment::run_info(args);
     run["timings"] = timings;
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.csv, results.json, run.json as one set
     for (auto& [in_name, r] : results.items()) {
         for (auto& [key, c] : r["metrics"]["classification"].items()) {
             std::string line =

@@ -657,15 +657,17 @@ int main(int argc, char** argv) {
                                     experiment::num(ms(v)["mean"].get<double>()),
                                     experiment::num(ms(v)["std"].get<double>())});
                 }
-    experiment::write_csv(args.out + "/results.csv",
-                          {"quantity", "method/score", "definition", "metric", "mean", "std"}, rows);
-    experiment::write_json(args.out + "/results.json",
-                           {{"provenance", experiment::provenance("sdenet_regression", args, config)},
-                            {"summary", summary},
-                            {"splits", per_split}});
+    experiment::ResultSet result_set(args.out);
+    result_set.csv("results.csv",
+                   {"quantity", "method/score", "definition", "metric", "mean", "std"}, rows);
+    result_set.json("results.json",
+                    {{"provenance", experiment::provenance("sdenet_regression", args, config)},
+                     {"summary", summary},
+                     {"splits", per_split}});
     json run = experiment::run_info(args);
     run["timings"] = {{"seconds_per_split", split_seconds}};
-    experiment::write_json(args.out + "/run.json", run);
+    result_set.json("run.json", run);
+    result_set.commit();  // results.csv, results.json, run.json as one set
     for (auto& [method, r] : summary["rmse"].items())
         std::printf("%-14s RMSE %.3f +- %.3f  NLL %.3f +- %.3f\n", method.c_str(), r["mean"].get<double>(),
                     r["std"].get<double>(), summary["nll"][method]["mean"].get<double>(),
