@@ -35,6 +35,36 @@ expect 2 "SDEUQ_THREADS='abc'" env SDEUQ_THREADS=abc "${tm[@]}" --out "$tmp/tm"
 expect 2 "SDEUQ_ANOMALY='yes'" env SDEUQ_ANOMALY=yes "${tm[@]}" --out "$tmp/tm"
 touch "$tmp/afile"
 expect 2 "--out $tmp/afile: exists and is not a directory" "${tm[@]}" --out "$tmp/afile"
+# A full disk while the results are written: one line naming the file, exit 1, and the previous result set
+# left whole (commit_results builds the new set beside it). On a tiny tmpfs filled up where mounting is
+# allowed (root), and always with a file-size limit (ulimit -f, SIGXFSZ ignored so that write fails EFBIG).
+tiny=("$bin/two_moons" --epochs 1 --ensemble 1 --mc-samples 1 --threads 1)
+full_disk_left_whole() { # DIR: the earlier run's results are still there and parse, no half-built set
+    local dir="$1"
+    if ! cmp -s "$dir/results.json" "$tmp/full_disk_before.json" \
+            || ! python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$dir/results.json" \
+            || compgen -G "$(dirname "$dir")/.$(basename "$dir").set.*" > /dev/null; then
+        echo "FAILED: a failed write on a full disk did not leave the earlier result set whole in $dir"
+        fails=$((fails + 1))
+    fi
+}
+mnt="$tmp/tmpfs"
+mkdir -p "$mnt"
+if mount -t tmpfs -o size=4m tmpfs "$mnt" 2> /dev/null; then
+    trap 'umount "$mnt" 2> /dev/null; rm -rf -- "$tmp"' EXIT
+    expect 0 "" "${tiny[@]}" --out "$mnt/out"
+    cp "$mnt/out/results.json" "$tmp/full_disk_before.json"
+    dd if=/dev/zero of="$mnt/filler" bs=64k 2> /dev/null || true   # until the disk is full
+    expect 1 "No space left on device" "${tiny[@]}" --out "$mnt/out"
+    full_disk_left_whole "$mnt/out"
+    umount "$mnt"
+else
+    echo "note: cannot mount a tmpfs here (not root?): the full-disk case runs with ulimit -f only"
+fi
+expect 0 "" "${tiny[@]}" --out "$tmp/fsize"
+cp "$tmp/fsize/results.json" "$tmp/full_disk_before.json"
+expect 1 "File too large" bash -c 'trap "" XFSZ; ulimit -f 2; exec "$@"' limited "${tiny[@]}" --out "$tmp/fsize"
+full_disk_left_whole "$tmp/fsize"
 # A diverging loss stops at once with the epoch, the batch and the hint.
 expect 1 "rerun with --anomaly" "${tm[@]}" --lr 1e300 --out "$tmp/tm"
 expect 1 "anomaly" "${tm[@]}" --lr 1e300 --anomaly --out "$tmp/tm"
