@@ -30,6 +30,7 @@ expect 2 "--lr" "${tm[@]}" --lr nan --out "$tmp/tm"
 expect 2 "--lr" "${tm[@]}" --lr inf --out "$tmp/tm"
 expect 2 "--train-subset" "$bin/mnist_baselines" --train-subset -5 --out "$tmp/mb"
 expect 2 "--threads" "$bin/sde_convergence" --threads 100000 --out "$tmp/sc"
+expect 2 "--k-ref 6 must exceed --k-max 8" "$bin/sde_convergence" --k-max 8 --k-ref 6 --out "$tmp/sc"
 # Environment and --out.
 expect 2 "SDEUQ_THREADS='abc'" env SDEUQ_THREADS=abc "${tm[@]}" --out "$tmp/tm"
 expect 2 "SDEUQ_ANOMALY='yes'" env SDEUQ_ANOMALY=yes "${tm[@]}" --out "$tmp/tm"

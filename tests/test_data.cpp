@@ -1,7 +1,7 @@
 // Data loading and generation: IDX files written by the test itself (plain, gzip, multi-member gzip and
 // damaged variants), the SNGP two-moons data, the evaluation grid, and seeded permutations / batching.
-// If the real MNIST / Fashion-MNIST files are in the data directory (scripts/fetch-data), they are checked
-// too; otherwise that part is skipped with a warning.
+// The real MNIST / Fashion-MNIST files in the data directory (scripts/fetch-data) are checked too: their
+// absence fails that case, it is not skipped.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
