@@ -3,12 +3,19 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <numbers>
+#include <numeric>
 #include <stdexcept>
+#include <utility>
 
 namespace sdeuq::data {
 
@@ -55,6 +62,18 @@ void check_severity(int severity, int lo) {
 
 float clip01(double v) {
     return static_cast<float>(std::clamp(v, 0.0, 1.0));
+}
+
+// An image's floats as an [h, w] array (no copy).
+template <class T>
+auto image_view(std::span<T> v, std::size_t h, std::size_t w) {
+    return xt::adapt(v.data(), v.size(), xt::no_ownership(), std::array<std::size_t, 2>{h, w});
+}
+
+// An expression of doubles clipped to [0, 1] and rounded to float, as clip01 does for one value.
+template <class E>
+auto clipped01(E&& e) {
+    return xt::cast<float>(xt::clip(std::forward<E>(e), 0.0, 1.0));
 }
 
 // Bilinear sample of `in` at (y, x) with zero outside the image (the MNIST background).
@@ -134,6 +153,8 @@ void corrupt_image(std::span<const float> in, std::span<float> out, std::size_t 
     }
     const double p = specs[k].param[static_cast<std::size_t>(severity - 1)];
     const std::string name = specs[k].name;
+    const auto x = image_view(in, h, w);
+    auto y = image_view(out, h, w);
     if (name == "gaussian_noise") {
         for (std::size_t i = 0; i < n; ++i) out[i] = clip01(in[i] + p * rng.normal());
     } else if (name == "shot_noise") {
@@ -183,21 +204,18 @@ void corrupt_image(std::span<const float> in, std::span<float> out, std::size_t 
         static constexpr std::array<std::array<int, 2>, 8> dirs{
             {{-1, -1}, {-1, 0}, {-1, 1}, {0, -1}, {0, 1}, {1, -1}, {1, 0}, {1, 1}}};
         const auto& d = dirs[rng.uniform_index(8)];
-        const long t = static_cast<long>(p);
-        for (std::size_t r = 0; r < h; ++r)
-            for (std::size_t c = 0; c < w; ++c) {
-                const long sr = long(r) - d[0] * t, sc = long(c) - d[1] * t;
-                const bool inside = sr >= 0 && sc >= 0 && sr < long(h) && sc < long(w);
-                out[r * w + c] =
-                    inside ? in[static_cast<std::size_t>(sr) * w + static_cast<std::size_t>(sc)] : 0.0f;
-            }
+        // The source of output (r, c) is (r - d0 t, c - d1 t), black outside the image: in the image padded
+        // by t on every side, (r + (1 - d0) t, c + (1 - d1) t).
+        const auto t = static_cast<std::size_t>(p);
+        const auto oy = static_cast<std::size_t>(1 - d[0]) * t, ox = static_cast<std::size_t>(1 - d[1]) * t;
+        xt::xtensor<float, 2> padded(std::array<std::size_t, 2>{h + 2 * t, w + 2 * t}, 0.0f);
+        xt::view(padded, xt::range(t, t + h), xt::range(t, t + w)) = x;
+        y = xt::view(padded, xt::range(oy, oy + h), xt::range(ox, ox + w));
     } else if (name == "contrast") {
-        double m = 0;
-        for (std::size_t i = 0; i < n; ++i) m += in[i];
-        m /= static_cast<double>(n);
-        for (std::size_t i = 0; i < n; ++i) out[i] = clip01(m + p * (in[i] - m));
+        const double m = std::accumulate(in.begin(), in.end(), 0.0) / static_cast<double>(n);
+        y = clipped01(m + p * (xt::cast<double>(x) - m));
     } else {  // brightness
-        for (std::size_t i = 0; i < n; ++i) out[i] = clip01(in[i] + p);
+        y = clipped01(xt::cast<double>(x) + p);
     }
 }
 
@@ -218,7 +236,8 @@ Dataset corrupt(const Dataset& clean, const std::string& dataset_tag, const std:
         std::span<float> dst(out.images.data() + i * ss, ss);
         corrupt_image(clean.image(i), dst, h, w, corruption, severity, rng);
         // The files store bytes; round here so memory and files agree.
-        for (auto& v : dst) v = static_cast<float>(std::lround(double(v) * 255.0)) / 255.0f;
+        auto d = image_view(dst, h, w);
+        d = xt::cast<float>(xt::round(xt::cast<double>(d) * 255.0)) / 255.0f;
     }
     return out;
 }

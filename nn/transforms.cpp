@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
 #include <algorithm>
+#include <array>
 #include <stdexcept>
-#include <vector>
 
 namespace sdeuq::nn {
 
@@ -15,6 +19,11 @@ void check(std::span<float> images, std::size_t n, std::size_t c, std::size_t h,
     if (images.size() != n * c * h * w)
         throw std::invalid_argument(
             fmt::format("{}: {} values for a batch of [{}, {}, {}, {}]", op, images.size(), n, c, h, w));
+}
+
+// The caller's floats as an [n, c, h, w] array (no copy).
+auto batch_view(std::span<float> images, std::size_t n, std::size_t c, std::size_t h, std::size_t w) {
+    return xt::adapt(images.data(), images.size(), xt::no_ownership(), std::array<std::size_t, 4>{n, c, h, w});
 }
 
 // Uniform integer in [0, m) from 53 random bits (m is small here; the bias is below 2^-40).
@@ -28,23 +37,20 @@ void random_crop_pad(std::span<float> images, std::size_t n, std::size_t c, std:
                      int padding, Generator& gen, float fill) {
     check(images, n, c, h, w, "random_crop_pad");
     if (padding < 0) throw std::invalid_argument(fmt::format("random_crop_pad: padding {} < 0", padding));
-    std::vector<float> src(c * h * w);
+    auto batch = batch_view(images, n, c, h, w);
+    const auto p = static_cast<std::size_t>(padding);
+    // The padded image, filled with `fill` once; each image is copied into its centre. (xt::pad is not used:
+    // in xtensor 0.24.3 its strided-view assignment throws std::bad_alloc for a fixed-rank xtensor.)
+    xt::xtensor<float, 3> padded(std::array<std::size_t, 3>{c, h + 2 * p, w + 2 * p}, fill);
+    auto centre = xt::view(padded, xt::all(), xt::range(p, p + h), xt::range(p, p + w));
     for (std::size_t i = 0; i < n; ++i) {
-        // Offset of the crop in the padded image, minus the padding: the source pixel of output (r, q) is
-        // (r + dy, q + dx) with dy, dx in [-padding, padding].
-        const std::int64_t dy = uniform_int(gen, 2 * padding + 1) - padding;
-        const std::int64_t dx = uniform_int(gen, 2 * padding + 1) - padding;
-        float* img = images.data() + i * c * h * w;
-        std::copy(img, img + c * h * w, src.begin());
-        for (std::size_t ch = 0; ch < c; ++ch)
-            for (std::size_t r = 0; r < h; ++r)
-                for (std::size_t q = 0; q < w; ++q) {
-                    const std::int64_t sr = std::int64_t(r) + dy, sq = std::int64_t(q) + dx;
-                    const bool in = sr >= 0 && sq >= 0 && sr < std::int64_t(h) && sq < std::int64_t(w);
-                    img[(ch * h + r) * w + q] =
-                        in ? src[(ch * h + static_cast<std::size_t>(sr)) * w + static_cast<std::size_t>(sq)]
-                           : fill;
-                }
+        // Offset of the crop in the padded image: the output pixel (r, q) is padded pixel (r + oy, q + ox),
+        // i.e. source pixel (r + oy - padding, q + ox - padding), with oy, ox in [0, 2 padding].
+        const auto oy = static_cast<std::size_t>(uniform_int(gen, 2 * padding + 1));
+        const auto ox = static_cast<std::size_t>(uniform_int(gen, 2 * padding + 1));
+        auto img = xt::view(batch, i);
+        centre = img;
+        img = xt::view(padded, xt::all(), xt::range(oy, oy + h), xt::range(ox, ox + w));
     }
 }
 
@@ -54,6 +60,7 @@ void cutout(std::span<float> images, std::size_t n, std::size_t c, std::size_t h
     if (size < 0 || !(prob >= 0 && prob <= 1))
         throw std::invalid_argument(
             fmt::format("cutout: size {} must be >= 0 and probability {} in [0, 1]", size, prob));
+    auto batch = batch_view(images, n, c, h, w);
     for (std::size_t i = 0; i < n; ++i) {
         // Draw all three numbers for every image so one image's outcome does not shift the next one's draws.
         const bool apply = gen.uniform() < prob;
@@ -63,11 +70,7 @@ void cutout(std::span<float> images, std::size_t n, std::size_t c, std::size_t h
                            y1 = std::min<std::int64_t>(h, cy + size - size / 2);
         const std::int64_t x0 = std::max<std::int64_t>(0, cx - size / 2),
                            x1 = std::min<std::int64_t>(w, cx + size - size / 2);
-        float* img = images.data() + i * c * h * w;
-        for (std::size_t ch = 0; ch < c; ++ch)
-            for (std::int64_t r = y0; r < y1; ++r)
-                for (std::int64_t q = x0; q < x1; ++q)
-                    img[(ch * h + std::size_t(r)) * w + std::size_t(q)] = fill;
+        xt::view(batch, i, xt::all(), xt::range(y0, y1), xt::range(x0, x1)) = fill;
     }
 }
 
