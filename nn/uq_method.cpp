@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "nn/checkpoint.hpp"
+#include "nn/models.hpp"
 #include "nn/optim.hpp"
 
 namespace sdeuq::nn {
@@ -19,6 +20,16 @@ std::map<std::string, UqMethodInfo>& registry() {
     return r;
 }
 }  // namespace
+
+ConvNetConfig conv_net_config(const UqSettings& s) {
+    ConvNetConfig c;
+    c.in_channels = static_cast<std::int64_t>(s.input_shape.at(0));
+    c.width = s.width;
+    c.num_blocks = s.blocks;
+    c.num_classes = s.num_classes;
+    c.groups = s.groups;
+    return c;
+}
 
 double UqSettings::option(const std::string& key, double fallback) const {
     auto it = options.find(key);

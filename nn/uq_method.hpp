@@ -66,6 +66,11 @@ struct UqSettings {
     std::string option_str(const std::string& key, const std::string& fallback) const;
 };
 
+struct ConvNetConfig;  // nn/models.hpp
+// The conv net of the benchmark's protocol: input channels, width, blocks, classes and GroupNorm groups from
+// `s`; the rest (dropout, SNGP) at ConvNetConfig's defaults for the method to set.
+ConvNetConfig conv_net_config(const UqSettings& s);
+
 struct UqPrediction {
     std::vector<double> probs;                              // [n x num_classes]
     std::map<std::string, std::vector<double>> scores;      // each [n], larger = more uncertain

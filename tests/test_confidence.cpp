@@ -158,6 +158,24 @@ TEST_CASE("confidence loss passes the float64 gradient check through the branch 
     CHECK(r2.ok);
 }
 
+namespace {
+
+// A feature classifier on a batch of two random 28 x 28 images: features(x) has `feature_dim` columns and
+// classify(features(x)) is forward(x), bit for bit.
+void check_classify_of_features(FeatureClassifier& net, std::int64_t feature_dim) {
+    Generator g(8);
+    std::vector<double> v(2 * 784);
+    for (auto& e : v) e = g.uniform();
+    Var x(Tensor::from_vector(v, {2, 1, 28, 28}, DType::f32));
+    NoGradScope ng;
+    Var f = net.features(x);
+    CHECK(f.shape() == Shape{2, feature_dim});
+    CHECK(net.classify(f).value().to_vector() == net.forward(x).value().to_vector());
+    reset_tape();
+}
+
+}  // namespace
+
 TEST_CASE("MnistConvNet: classify(features(x)) is forward(x), bit for bit", "[confidence]") {
     Generator gen(4);
     ConvNetConfig cfg;
@@ -165,15 +183,7 @@ TEST_CASE("MnistConvNet: classify(features(x)) is forward(x), bit for bit", "[co
     cfg.groups = 2;
     cfg.num_blocks = 1;
     MnistConvNet net(cfg, gen);
-    Generator g2(8);
-    std::vector<double> v(2 * 784);
-    for (auto& e : v) e = g2.uniform();
-    Var x(Tensor::from_vector(v, {2, 1, 28, 28}, DType::f32));
-    NoGradScope ng;
-    Var f = net.features(x);
-    CHECK(f.shape() == Shape{2, 8});
-    CHECK(net.classify(f).value().to_vector() == net.forward(x).value().to_vector());
-    reset_tape();
+    check_classify_of_features(net, 8);
 }
 
 TEST_CASE("transforms: random crop with padding and Cutout are seeded and keep shapes and values",
@@ -301,14 +311,7 @@ TEST_CASE("FlatConvNet: shapes, classify(features(x)) is forward(x), and a wrong
     CHECK(net.feature_dim() == 16);
     // 1 x 5 x 5 x 4 + 4, 4 x 5 x 5 x 8 + 8, 8 x 7 x 7 x 16 + 16, 16 x 10 + 10.
     CHECK(net.num_parameters() == 104 + 808 + 6288 + 170);
-    Generator g2(8);
-    std::vector<double> v(2 * 784);
-    for (auto& e : v) e = g2.uniform();
-    Var x(Tensor::from_vector(v, {2, 1, 28, 28}, DType::f32));
-    NoGradScope ng;
-    Var f = net.features(x);
-    CHECK(f.shape() == Shape{2, 16});
-    CHECK(net.classify(f).value().to_vector() == net.forward(x).value().to_vector());
+    check_classify_of_features(net, 16);
     CHECK_THROWS_WITH(net.forward(Var(Tensor::zeros({2, 1, 27, 28}, DType::f32))),
                       Catch::Matchers::Contains("f32[2, 1, 27, 28]"));
     reset_tape();

@@ -19,12 +19,7 @@ using namespace sdeuq::nn;
 namespace {
 
 ConvNetConfig conv_config(const UqSettings& s, double dropout) {
-    ConvNetConfig c;
-    c.in_channels = static_cast<std::int64_t>(s.input_shape.at(0));
-    c.width = s.width;
-    c.num_blocks = s.blocks;
-    c.num_classes = s.num_classes;
-    c.groups = s.groups;
+    ConvNetConfig c = conv_net_config(s);
     c.dropout = dropout;
     return c;
 }

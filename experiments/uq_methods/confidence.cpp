@@ -27,16 +27,6 @@ using namespace sdeuq::nn;
 
 namespace {
 
-ConvNetConfig conv_config(const UqSettings& s) {
-    ConvNetConfig c;
-    c.in_channels = static_cast<std::int64_t>(s.input_shape.at(0));
-    c.width = s.width;
-    c.num_blocks = s.blocks;
-    c.num_classes = s.num_classes;
-    c.groups = s.groups;
-    return c;
-}
-
 std::string config_key(const UqSettings& s, const std::string& method) {
     std::string opts;
     for (const auto& [k, v] : s.options) opts += k + "=" + v + ";";
@@ -72,8 +62,8 @@ public:
         namespace fs = std::filesystem;
         using nlohmann::json;
         Generator gen(s_.seed, 1);
-        model_ = std::make_unique<ConfidenceClassifier>(std::make_shared<MnistConvNet>(conv_config(s_), gen),
-                                                        gen);
+        auto net = std::make_shared<MnistConvNet>(conv_net_config(s_), gen);
+        model_ = std::make_unique<ConfidenceClassifier>(net, gen);
         Adam opt(model_->trainable_parameters(), {.lr = s_.lr});
         auto gens = model_->named_generators();
         const std::string key = config_key(s_, "learned_confidence");
@@ -156,7 +146,7 @@ public:
     void fit(const data::Dataset& train) override {
         // The deterministic baseline's network and training; the benchmark gives each method its own seed.
         Generator gen(s_.seed, 1);
-        net_ = std::make_unique<MnistConvNet>(conv_config(s_), gen);
+        net_ = std::make_unique<MnistConvNet>(conv_net_config(s_), gen);
         train_classifier(
             *net_, [this](const Var& x) { return net_->forward(x); }, train, s_, s_.seed, "odin",
             config_key(s_, "odin"));
