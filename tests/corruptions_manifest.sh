@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regeneration gives the committed bytes: regenerates four corruptions (random, geometric, and translate and
 # contrast, written with xtensor) of both test sets with one worker thread into a temporary directory and
-# compares the uncompressed files with scripts/corruptions.sha256 (scripts/make-corruptions generated the manifest with two threads).
+# compares the uncompressed files with scripts/corruptions.sha256 (scripts/make-corruptions generated the
+# manifest with two threads).
 #   tests/corruptions_manifest.sh MAKE_CORRUPTIONS_BINARY SOURCE_ROOT
 set -euo pipefail
 exe="$1"; root="$2"
