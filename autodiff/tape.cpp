@@ -135,9 +135,45 @@ void check_anomaly(const char* op, const Tensor& out) {
 }
 
 Tensor Var::grad() const {
-    if (node_ && node_->grad.defined()) return node_->grad;
+    if (!node_)
+        throw UsageError(fmt::format("Var::grad: {} is a constant (no tape node), it has no gradient; make it a "
+                                     "leaf() or a Parameter::var()",
+                                     value_.defined() ? describe(value_) : "undefined"));
+    if (node_->backward) {  // an op's result
+        if (!node_->retained)
+            throw UsageError(fmt::format("Var::grad: the result {} of op '{}' is an intermediate: its gradient is "
+                                         "freed by backward(); call retain_grad() on it before backward() "
+                                         "(PyTorch returns None here)",
+                                         describe(value_), node_->op));
+        if (node_->retained->defined()) return *node_->retained;
+        return Tensor::arena_zeros(value_.shape(), value_.dtype());
+    }
+    if (node_->grad.defined()) return node_->grad;
     return Tensor::arena_zeros(value_.shape(), value_.dtype());
 }
+
+void Var::retain_grad() const {
+    if (!node_)
+        throw UsageError(fmt::format("Var::retain_grad: {} is a constant (no tape node)",
+                                     value_.defined() ? describe(value_) : "undefined"));
+    if (!node_->backward || node_->retained) return;  // leaves keep their gradient anyway
+    node_->retained = node_->tape->arena().make<Tensor>();
+}
+
+namespace {
+// backward(): keep a spent adjoint of a retain_grad() node (a copy: its storage may be shared).
+[[gnu::noinline]] void keep_retained(Node* n) {
+    Tensor& r = *n->retained;
+    if (!r.defined()) {
+        r = n->grad.clone_arena();
+        return;
+    }
+    dispatch(r.dtype(), [&](auto z) {
+        using T = decltype(z);
+        add_into(r.data<T>(), n->grad.data<T>(), r.numel());
+    });
+}
+}  // namespace
 
 Node* node_of(const Var& v) {
     Node* n = v.node();
@@ -281,6 +317,8 @@ void backward(const Var& out, const Tensor& cotangent) {
         }
         // Spent: a later backward on the same tape (another loss, or a graph that shares this node) must
         // not run this node's backward again with the gradient of this sweep. Leaves keep theirs.
+        if (n->retained) [[unlikely]]
+            keep_retained(n);
         n->grad = Tensor();
     }
     if (detail::t_profiling) detail::profile_mark();
@@ -329,8 +367,12 @@ VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const
         Var out = f(in);
         heap.output = out.value().clone();
         if (node_of(out)) backward(out, cotangent);
-        for (auto& v : in) heap.input_grads.push_back(v.grad().clone());
-        for (auto& v : pv) heap.param_grads.push_back(v.grad().clone());
+        // Inputs and parameters are constants when gradients are off (or a parameter is frozen): zeros.
+        auto grad_or_zeros = [](const Var& v) {
+            return v.node() ? v.grad().clone() : Tensor::zeros(v.shape(), v.dtype());
+        };
+        for (auto& v : in) heap.input_grads.push_back(grad_or_zeros(v));
+        for (auto& v : pv) heap.param_grads.push_back(grad_or_zeros(v));
     }
     VjpResult r;
     r.output = heap.output.clone_arena();

@@ -50,6 +50,8 @@ struct Node {
     int n_inputs = 0;
     std::int64_t index = 0;
     Tape* tape = nullptr;
+    // Var::retain_grad(): where backward() keeps this intermediate's adjoint (summed over sweeps).
+    Tensor* retained = nullptr;
 };
 
 // True (once) when n's gradient storage must be overwritten rather than added to: see Node::zero_pending.
@@ -60,10 +62,15 @@ inline bool take_zero(Node* n) {
 }
 
 // A differentiable value: a tensor, plus the tape node that produced it (null for constants).
+//
+// A Tensor converts implicitly to a constant Var (no node): a value, never a gradient path. So a gradient
+// obtained as a Tensor (Var::grad(), vjp()) and passed back into an op is a constant there: to
+// differentiate through a gradient, take it as a Var from grad(..., {.create_graph = true}). constant(t)
+// spells the conversion out where the intent should be visible.
 class Var {
 public:
     Var() = default;
-    Var(Tensor v) : value_(std::move(v)) {}  // NOLINT: constants convert implicitly
+    Var(Tensor v) : value_(std::move(v)) {}  // NOLINT: constants convert implicitly (see above)
     Var(Tensor v, Node* n) : value_(std::move(v)), node_(n) {}
 
     const Tensor& value() const { return value_; }
@@ -75,8 +82,14 @@ public:
     std::int64_t numel() const { return value_.numel(); }
     DType dtype() const { return value_.dtype(); }
     double item() const { return value_.item(); }
-    // The adjoint after backward(); zeros if nothing flowed in.
+    // The adjoint after backward(), as PyTorch's .grad: for a leaf (leaf(), Parameter::var()) what
+    // flowed in, zeros if nothing did (PyTorch: None); for an intermediate (an op's result) only after
+    // retain_grad() (zeros before anything flowed in); otherwise UsageError, as for a constant: the
+    // adjoints of intermediates are freed by the sweep, and PyTorch returns None there.
     Tensor grad() const;
+    // Keep this intermediate's adjoint through backward() (summed over several backward calls, as
+    // PyTorch's retain_grad); a no-op on leaves; UsageError on a constant. Call it before backward().
+    void retain_grad() const;
 
 private:
     Tensor value_;
@@ -174,6 +187,8 @@ bool all_finite(const Tensor& t);
 Var leaf(const Tensor& value);
 // Stop-gradient: the same value, no node.
 inline Var detach(const Var& v) { return Var(v.value()); }
+// A tensor as a constant Var (the implicit conversion, spelled out).
+inline Var constant(const Tensor& t) { return Var(t); }
 
 // Reverse sweep from `out`, seeded with ones (out must hold one element) or with `cotangent`.
 void backward(const Var& out);
