@@ -155,7 +155,7 @@ enum class Reduction { mean, sum, none };
 // smoothing; NaN when every sample is ignored, as PyTorch), sum = sum_i loss_i.
 struct CrossEntropyOptions {
     Reduction reduction = Reduction::mean;
-    Tensor weight;
+    Tensor weight = {};  // (an initializer: designated initializers may leave it out under -Wextra)
     std::int32_t ignore_index = -100;
     double label_smoothing = 0.0;
 };

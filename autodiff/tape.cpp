@@ -134,22 +134,30 @@ void check_anomaly(const char* op, const Tensor& out) {
     anomaly_check(op, out);
 }
 
+void Var::gradient_as_constant_error(const Tensor& t) {
+    throw UsageError(fmt::format("a gradient {} from Var::grad() was passed where a Var is expected: it would be a "
+                                 "constant there, with no path back through the gradient; write constant(g) if a "
+                                 "constant is meant, or use grad(out, inputs, {{.create_graph = true}}) to "
+                                 "differentiate through it",
+                                 describe(t)));
+}
+
 Tensor Var::grad() const {
-    if (!node_)
-        throw UsageError(fmt::format("Var::grad: {} is a constant (no tape node), it has no gradient; make it a "
-                                     "leaf() or a Parameter::var()",
-                                     value_.defined() ? describe(value_) : "undefined"));
+    if (!node_) {  // a constant (frozen parameter, leaf under NoGradScope): its gradient is zero
+        if (!value_.defined()) throw UsageError("Var::grad: undefined Var");
+        return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
+    }
     if (node_->backward) {  // an op's result
         if (!node_->retained)
             throw UsageError(fmt::format("Var::grad: the result {} of op '{}' is an intermediate: its gradient is "
                                          "freed by backward(); call retain_grad() on it before backward() "
                                          "(PyTorch returns None here)",
                                          describe(value_), node_->op));
-        if (node_->retained->defined()) return *node_->retained;
-        return Tensor::arena_zeros(value_.shape(), value_.dtype());
+        if (node_->retained->defined()) return node_->retained->marked_gradient();
+        return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
     }
-    if (node_->grad.defined()) return node_->grad;
-    return Tensor::arena_zeros(value_.shape(), value_.dtype());
+    if (node_->grad.defined()) return node_->grad.marked_gradient();
+    return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
 }
 
 void Var::retain_grad() const {
@@ -367,12 +375,8 @@ VjpResult vjp(const std::function<Var(std::span<const Var>)>& f, std::span<const
         Var out = f(in);
         heap.output = out.value().clone();
         if (node_of(out)) backward(out, cotangent);
-        // Inputs and parameters are constants when gradients are off (or a parameter is frozen): zeros.
-        auto grad_or_zeros = [](const Var& v) {
-            return v.node() ? v.grad().clone() : Tensor::zeros(v.shape(), v.dtype());
-        };
-        for (auto& v : in) heap.input_grads.push_back(grad_or_zeros(v));
-        for (auto& v : pv) heap.param_grads.push_back(grad_or_zeros(v));
+        for (auto& v : in) heap.input_grads.push_back(v.grad().clone());
+        for (auto& v : pv) heap.param_grads.push_back(v.grad().clone());
     }
     VjpResult r;
     r.output = heap.output.clone_arena();

@@ -275,7 +275,7 @@ TEST_CASE("sum and none reductions of mse, bce_with_logits and gaussian_nll pass
     }
 }
 
-TEST_CASE("retain_grad keeps an intermediate's gradient; grad() of other intermediates and constants throws",
+TEST_CASE("retain_grad keeps an intermediate's gradient; grad() of other intermediates throws",
           "[api][tape]") {
     reset_tape();
     Tensor xt = t64({1.0, -2.0, 3.0}, Shape{3});
@@ -288,11 +288,15 @@ TEST_CASE("retain_grad keeps an intermediate's gradient; grad() of other interme
     CHECK(y.grad().to_vector() == std::vector<double>{6, 6, 6});
     CHECK(x.grad().to_vector() == std::vector<double>{12, -24, 36});
     CHECK_THROWS_WITH(u.grad(), Catch::Contains("intermediate") && Catch::Contains("retain_grad"));
-    CHECK_THROWS_AS(Var(xt).grad(), UsageError);
+    CHECK(Var(xt).grad().to_vector() == std::vector<double>{0, 0, 0});  // a constant: zero gradient
     CHECK_THROWS_AS(Var(xt).retain_grad(), UsageError);
     // Summed over backward calls, as PyTorch's retained .grad.
     backward(sum(y));
     CHECK(y.grad().to_vector() == std::vector<double>{7, 7, 7});
+    // A gradient does not become a constant Var without saying so.
+    CHECK_THROWS_WITH(exp(x.grad()), Catch::Contains("constant(g)"));
+    CHECK(exp(constant(x.grad())).value().flat(0) == Approx(std::exp(14.0)));  // 12 + 2 x from the second backward
+    CHECK(exp(x.grad().clone()).value().flat(0) == Approx(std::exp(14.0)));  // a copy is a plain value
     // Retained but nothing flowed in yet: zeros.
     Var w = exp(x);
     w.retain_grad();
