@@ -2,9 +2,15 @@
 //
 // Binary elementwise ops broadcast as NumPy does; their gradients are un-broadcast once, centrally, by
 // sum_to(). Every op checks its inputs and throws ShapeError naming the op and the shapes.
+//
+// No type promotion: the inputs of a binary op (add, sub, mul, div, pow, maximum, minimum, where, matmul,
+// the losses, scatter_add) must have one dtype; f32 with f64 throws ShapeError naming the op and both
+// operands ("add: dtype mismatch f32[3] vs f64[3]"). Convert explicitly (Tensor::to) where PyTorch would
+// promote to f64. Scalars (double) take the tensor's dtype.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -93,6 +99,13 @@ Var linear(const Var& x, const Var& w, const Var* bias = nullptr);
 // of two. The same bits as act(linear(...)), values and gradients (tests/test_ops_fused.cpp).
 enum class LinearAct { none, tanh, sigmoid, relu };
 Var linear(const Var& x, const Var& w, const Var* bias, LinearAct act);
+// The bias as a value (linear(x, w.var(), b.var()) needs no named local); std::nullopt: no bias.
+inline Var linear(const Var& x, const Var& w, const std::optional<Var>& bias) {
+    return linear(x, w, bias ? &*bias : nullptr);
+}
+inline Var linear(const Var& x, const Var& w, const std::optional<Var>& bias, LinearAct act) {
+    return linear(x, w, bias ? &*bias : nullptr, act);
+}
 
 // ---- shape ----
 Var reshape(const Var& a, const Shape& s);  // one dim may be -1 (pass as Shape via reshape_infer)
@@ -112,18 +125,53 @@ Var sum(const Var& a);                                   // all elements -> scal
 Var sum(const Var& a, std::vector<int> axes, bool keepdims = false);
 Var mean(const Var& a);
 Var mean(const Var& a, std::vector<int> axes, bool keepdims = false);
-// Ties: the whole gradient goes to the first maximum along the axis (PyTorch's max(dim) to the index it
-// returns; its amax and full max() reduction split it evenly among the tied elements).
+// Ties: the whole gradient goes to the first maximum (minimum) along the axis (PyTorch's max(dim) and
+// min(dim) send it to the index they return; its amax/amin and full max()/min() reductions split it
+// evenly among the tied elements). NaN counts as the extremum: the first NaN is returned (as PyTorch).
 Var max(const Var& a, int axis, bool keepdims = false);
+Var min(const Var& a, int axis, bool keepdims = false);
+// Over several axes (PyTorch's amax/amin values): ties go to the first extremum in row-major order over
+// the reduced axes (its index within them, flattened). axes must not be empty (pass all axes to reduce
+// all); repeated axes throw.
+Var max(const Var& a, std::vector<int> axes, bool keepdims = false);
+Var min(const Var& a, std::vector<int> axes, bool keepdims = false);
 Var logsumexp(const Var& a, int axis, bool keepdims = false);
 Var softmax(const Var& a, int axis = -1);
 Var log_softmax(const Var& a, int axis = -1);
 
-// ---- losses (mean over the batch) ----
-// logits [N, C], labels int32 [N] stored as a Tensor of f32/f64 integral values or via std::span.
+// ---- losses ----
+// Every loss reduces by the mean unless told otherwise (PyTorch's reduction='mean'|'sum'|'none'); with
+// none the per-element (per-sample for cross_entropy and nll_loss) losses are returned, in the broadcast
+// shape of the inputs.
+enum class Reduction { mean, sum, none };
+// Labels: int32 values, as a std::span, or as a rank-1 tensor [N] holding integers in float storage (f32
+// or f64: the engine has no integer dtype; a non-integer or out-of-range label throws ShapeError naming
+// the row). PyTorch's probability targets (float [N, C]) are not supported.
+// Options as PyTorch's cross_entropy/nll_loss: class weights w [C] (undefined: all ones), labels equal to
+// ignore_index contribute 0 (and, with none, give a 0 entry), label_smoothing e in [0, 1] mixes the
+// one-hot target with the uniform one. Per sample i with target y_i (not ignored):
+//   loss_i = -(1 - e) w[y_i] log p_i[y_i] - (e / C) sum_c w[c] log p_i[c],
+// mean = sum_i loss_i / sum_i w[y_i] over the non-ignored samples (PyTorch's weighted mean, also with
+// smoothing; NaN when every sample is ignored, as PyTorch), sum = sum_i loss_i.
+struct CrossEntropyOptions {
+    Reduction reduction = Reduction::mean;
+    Tensor weight = {};  // (an initializer: designated initializers may leave it out under -Wextra)
+    std::int32_t ignore_index = -100;
+    double label_smoothing = 0.0;
+};
+// nll_loss takes log-probabilities; the same options without smoothing (label_smoothing must be 0).
+using NllLossOptions = CrossEntropyOptions;
+// logits [N, C]. Without options: the mean, no weights, every label in [0, C).
 Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels);
+Var cross_entropy(const Var& logits, std::span<const std::int32_t> labels, const CrossEntropyOptions& opt);
+Var cross_entropy(const Var& logits, const Tensor& labels, const CrossEntropyOptions& opt = {});
 Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels);
+Var nll_loss(const Var& log_probs, std::span<const std::int32_t> labels, const NllLossOptions& opt);
+Var nll_loss(const Var& log_probs, const Tensor& labels, const NllLossOptions& opt = {});
+// The labels of a rank-1 tensor of integers in float storage, checked (op names the caller).
+std::vector<std::int32_t> labels_from_tensor(const char* op, const Tensor& labels);
 Var mse_loss(const Var& pred, const Var& target);
+Var mse_loss(const Var& pred, const Var& target, Reduction reduction);
 // 0.5 * (log(2 pi var) + (x - mu)^2 / var), mean over elements. Differs from PyTorch's
 // gaussian_nll_loss on purpose: the constant 0.5 log(2 pi) is included (PyTorch's full=True), and by
 // default there is no variance floor: var must be > 0 everywhere (ShapeError naming the first bad element)
@@ -132,13 +180,24 @@ struct GaussianNllOptions {
     // PyTorch's clamp: v = max(var, eps), a negative var throws, the gradient passes through the clamp
     bool clamp_var = false;
     double eps = 1e-6;       // PyTorch's default
+    Reduction reduction = Reduction::mean;
 };
 Var gaussian_nll(const Var& mean, const Var& var, const Var& target);
 Var gaussian_nll(const Var& mean, const Var& var, const Var& target, GaussianNllOptions opt);
 // Stable: max(z, 0) - z*y + log1p(exp(-|z|)), mean over elements.
 Var bce_with_logits(const Var& logits, const Var& targets);
+Var bce_with_logits(const Var& logits, const Var& targets, Reduction reduction);
 // gather along axis 1 of [N, C]: out[i] = a[i, idx[i]]
 Var gather(const Var& a, std::span<const std::int32_t> index);
+// PyTorch's gather and scatter_add on any axis of N-d tensors. The index is a tensor of the input's rank
+// holding integers in float storage (f32 or f64: the engine has no integer dtype; f32 is exact up to
+// 2^24); a non-integer or out-of-range value throws ShapeError naming the op, the value and its position.
+// gather: out has index's shape, out[..., i_axis, ...] = a[..., index[...], ...]; index.dim(d) <= a.dim(d)
+// for d != axis. scatter_add: out = self, plus src[e] added at e's position with coordinate `axis`
+// replaced by index[e] (sums in index order); src must have index's shape. Each is the other's backward,
+// so both have derivatives of every order.
+Var gather(const Var& a, int axis, const Tensor& index);
+Var scatter_add(const Var& self, int axis, const Tensor& index, const Var& src);
 Tensor one_hot(std::span<const std::int32_t> labels, std::int64_t classes, DType dt = DType::f32);
 
 // ---- convolution, pooling, normalisation, dropout ----
@@ -150,6 +209,15 @@ Var global_avg_pool(const Var& x);  // [N, C, H, W] -> [N, C]
 Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps = 1e-5);
 // normalises over the last dimension; gamma, beta [D] optional.
 Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps = 1e-5);
+// gamma, beta as values (Parameter::var() needs no named local); std::nullopt: absent.
+inline Var group_norm(const Var& x, int groups, const std::optional<Var>& gamma, const std::optional<Var>& beta,
+                      double eps = 1e-5) {
+    return group_norm(x, groups, gamma ? &*gamma : nullptr, beta ? &*beta : nullptr, eps);
+}
+inline Var layer_norm(const Var& x, const std::optional<Var>& gamma, const std::optional<Var>& beta,
+                      double eps = 1e-5) {
+    return layer_norm(x, gamma ? &*gamma : nullptr, beta ? &*beta : nullptr, eps);
+}
 class Generator;
 // Inverted dropout: the mask (Bernoulli(1-p) / (1-p)) is materialized once from gen.
 Var dropout(const Var& x, double p, Generator& gen);

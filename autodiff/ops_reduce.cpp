@@ -1,4 +1,4 @@
-// Reductions over axes: sum, mean, max, logsumexp, softmax, log_softmax.
+// Reductions over axes: sum, mean, max, min, logsumexp, softmax, log_softmax.
 //
 // A reduction over one axis views the input as [outer, r, inner] and reduces the middle index. Each
 // output element is summed by one thread in index order, so results do not depend on the thread count.
@@ -126,10 +126,14 @@ Var mean(const Var& a, std::vector<int> axes, bool keepdims) {
     return mul(sum(a, ax, keepdims), 1.0 / static_cast<double>(count));
 }
 
-Var max(const Var& a, int axis, bool keepdims) {
-    int ax = detail::norm_axis("max", axis, a.rank());
+namespace {
+
+// max (IsMax) or min over one axis. Ties go to the first extremum along the axis, and NaN counts as the
+// extremum (the first NaN wins), as PyTorch's max(dim)/min(dim) return it.
+template <bool IsMax> Var extremum(const char* op, const Var& a, int axis, bool keepdims) {
+    int ax = detail::norm_axis(op, axis, a.rank());
     Split p = split(a.shape(), ax);
-    if (p.r == 0) throw ShapeError(fmt::format("max: empty axis {} of {}", axis, describe(a.value())));
+    if (p.r == 0) throw ShapeError(fmt::format("{}: empty axis {} of {}", op, axis, describe(a.value())));
     Tensor y = Tensor::arena_empty(reduced_shape(a.shape(), ax, keepdims), a.dtype());
     auto* arg = static_cast<std::int64_t*>(current_tape().arena().allocate(sizeof(std::int64_t) * static_cast<std::size_t>(p.outer * p.inner)));
     dispatch(a.dtype(), [&](auto z) {
@@ -142,7 +146,8 @@ Var max(const Var& a, int axis, bool keepdims) {
                 T bv = px[o * p.r * p.inner + i];
                 for (std::int64_t j = 1; j < p.r; ++j) {
                     T v = px[(o * p.r + j) * p.inner + i];
-                    if (v > bv || (std::isnan(v) && !std::isnan(bv))) {
+                    const bool better = IsMax ? v > bv : v < bv;
+                    if (better || (std::isnan(v) && !std::isnan(bv))) {
                         bv = v;
                         best = j;
                     }
@@ -151,7 +156,7 @@ Var max(const Var& a, int axis, bool keepdims) {
                 arg[o * p.inner + i] = best;
             }
     });
-    return record("max", y, {a}, [na = node_of(a), p, arg](const Tensor& g) {
+    return record(op, y, {a}, [na = node_of(a), p, arg](const Tensor& g) {
         Tensor gx = Tensor::arena_zeros(na->value.shape(), g.dtype());
         dispatch(g.dtype(), [&](auto z) {
             using T = decltype(z);
@@ -163,13 +168,53 @@ Var max(const Var& a, int axis, bool keepdims) {
         });
         accumulate_fresh(na, gx);
     }, [p, arg, keep = reduced_shape(a.shape(), ax, true)](HigherCtx& c) {
-        // The one-hot mask of the maxima (a constant: piecewise), times the broadcast adjoint.
+        // The one-hot mask of the extrema (a constant: piecewise), times the broadcast adjoint.
         Var x = c.in(0);
         Tensor m = Tensor::arena_zeros(x.shape(), x.dtype());
         for (std::int64_t o = 0; o < p.outer; ++o)
             for (std::int64_t i = 0; i < p.inner; ++i) m.set_flat((o * p.r + arg[o * p.inner + i]) * p.inner + i, 1.0);
         c.dx[0] = mul(broadcast_to(reshape(c.gout, keep), x.shape()), Var(m));
     });
+}
+
+// Over several axes: the reduced axes are moved last (in increasing order) and flattened, so the first
+// extremum is the first in row-major order over the reduced axes; permute and reshape carry the
+// gradient (and its derivatives) back.
+template <bool IsMax> Var extremum_axes(const char* op, const Var& a, std::vector<int> axes, bool keepdims) {
+    if (axes.empty())
+        throw UsageError(fmt::format("{}: no axes given for {} (pass every axis to reduce them all)", op,
+                                     describe(a.value())));
+    axes = norm_axes(op, axes, a.rank());
+    if (axes.size() == 1) return extremum<IsMax>(op, a, axes[0], keepdims);
+    std::vector<int> perm;
+    std::vector<std::int64_t> flat, out;
+    std::int64_t r = 1;
+    for (int i = 0; i < a.rank(); ++i) {
+        if (std::binary_search(axes.begin(), axes.end(), i)) {
+            r *= a.dim(i);
+            if (keepdims) out.push_back(1);
+            continue;
+        }
+        perm.push_back(i);
+        flat.push_back(a.dim(i));
+        out.push_back(a.dim(i));
+    }
+    for (int i : axes) perm.push_back(i);
+    flat.push_back(r);
+    if (r == 0) throw ShapeError(fmt::format("{}: empty reduction of {}", op, describe(a.value())));
+    Var y = extremum<IsMax>(op, reshape(permute(a, perm), Shape(flat)), -1, false);
+    return reshape(y, Shape(out));
+}
+
+}  // namespace
+
+Var max(const Var& a, int axis, bool keepdims) { return extremum<true>("max", a, axis, keepdims); }
+Var min(const Var& a, int axis, bool keepdims) { return extremum<false>("min", a, axis, keepdims); }
+Var max(const Var& a, std::vector<int> axes, bool keepdims) {
+    return extremum_axes<true>("max", a, std::move(axes), keepdims);
+}
+Var min(const Var& a, std::vector<int> axes, bool keepdims) {
+    return extremum_axes<false>("min", a, std::move(axes), keepdims);
 }
 
 namespace {

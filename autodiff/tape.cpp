@@ -134,10 +134,54 @@ void check_anomaly(const char* op, const Tensor& out) {
     anomaly_check(op, out);
 }
 
-Tensor Var::grad() const {
-    if (node_ && node_->grad.defined()) return node_->grad;
-    return Tensor::arena_zeros(value_.shape(), value_.dtype());
+void Var::gradient_as_constant_error(const Tensor& t) {
+    throw UsageError(fmt::format("a gradient {} from Var::grad() was passed where a Var is expected: it would be a "
+                                 "constant there, with no path back through the gradient; write constant(g) if a "
+                                 "constant is meant, or use grad(out, inputs, {{.create_graph = true}}) to "
+                                 "differentiate through it",
+                                 describe(t)));
 }
+
+Tensor Var::grad() const {
+    if (!node_) {  // a constant (frozen parameter, leaf under NoGradScope): its gradient is zero
+        if (!value_.defined()) throw UsageError("Var::grad: undefined Var");
+        return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
+    }
+    if (node_->backward) {  // an op's result
+        if (!node_->retained)
+            throw UsageError(fmt::format("Var::grad: the result {} of op '{}' is an intermediate: its gradient is "
+                                         "freed by backward(); call retain_grad() on it before backward() "
+                                         "(PyTorch returns None here)",
+                                         describe(value_), node_->op));
+        if (node_->retained->defined()) return node_->retained->marked_gradient();
+        return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
+    }
+    if (node_->grad.defined()) return node_->grad.marked_gradient();
+    return Tensor::arena_zeros(value_.shape(), value_.dtype()).marked_gradient();
+}
+
+void Var::retain_grad() const {
+    if (!node_)
+        throw UsageError(fmt::format("Var::retain_grad: {} is a constant (no tape node)",
+                                     value_.defined() ? describe(value_) : "undefined"));
+    if (!node_->backward || node_->retained) return;  // leaves keep their gradient anyway
+    node_->retained = node_->tape->arena().make<Tensor>();
+}
+
+namespace {
+// backward(): keep a spent adjoint of a retain_grad() node (a copy: its storage may be shared).
+[[gnu::noinline]] void keep_retained(Node* n) {
+    Tensor& r = *n->retained;
+    if (!r.defined()) {
+        r = n->grad.clone_arena();
+        return;
+    }
+    dispatch(r.dtype(), [&](auto z) {
+        using T = decltype(z);
+        add_into(r.data<T>(), n->grad.data<T>(), r.numel());
+    });
+}
+}  // namespace
 
 Node* node_of(const Var& v) {
     Node* n = v.node();
@@ -281,6 +325,8 @@ void backward(const Var& out, const Tensor& cotangent) {
         }
         // Spent: a later backward on the same tape (another loss, or a graph that shares this node) must
         // not run this node's backward again with the gradient of this sweep. Leaves keep theirs.
+        if (n->retained) [[unlikely]]
+            keep_retained(n);
         n->grad = Tensor();
     }
     if (detail::t_profiling) detail::profile_mark();

@@ -50,6 +50,8 @@ struct Node {
     int n_inputs = 0;
     std::int64_t index = 0;
     Tape* tape = nullptr;
+    // Var::retain_grad(): where backward() keeps this intermediate's adjoint (summed over sweeps).
+    Tensor* retained = nullptr;
 };
 
 // True (once) when n's gradient storage must be overwritten rather than added to: see Node::zero_pending.
@@ -60,10 +62,20 @@ inline bool take_zero(Node* n) {
 }
 
 // A differentiable value: a tensor, plus the tape node that produced it (null for constants).
+//
+// A Tensor converts implicitly to a constant Var (no node): a value, never a gradient path. The one
+// dangerous case is guarded: a gradient returned by Var::grad() (Tensor::is_gradient()) does not convert
+// implicitly (UsageError): pass it as constant(g) to mean "a constant", or take the gradient as a Var
+// from grad(..., {.create_graph = true}) to differentiate through it. Tensors from vjp() and
+// Parameter::grad() are plain values (the SDE adjoints use them as constants on purpose).
+// Making every conversion explicit would change several hundred call sites across the tree.
 class Var {
 public:
     Var() = default;
-    Var(Tensor v) : value_(std::move(v)) {}  // NOLINT: constants convert implicitly
+    Var(Tensor v) : value_(std::move(v)) {  // NOLINT: constants convert implicitly (see above)
+        if (value_.is_gradient()) [[unlikely]]
+            gradient_as_constant_error(value_);
+    }
     Var(Tensor v, Node* n) : value_(std::move(v)), node_(n) {}
 
     const Tensor& value() const { return value_; }
@@ -75,10 +87,19 @@ public:
     std::int64_t numel() const { return value_.numel(); }
     DType dtype() const { return value_.dtype(); }
     double item() const { return value_.item(); }
-    // The adjoint after backward(); zeros if nothing flowed in.
+    // The adjoint after backward(), as PyTorch's .grad: for a leaf (leaf(), Parameter::var()) what
+    // flowed in, zeros if nothing did (PyTorch: None); for an intermediate (an op's result) only after
+    // retain_grad() (zeros before anything flowed in), otherwise UsageError naming the op: the sweep
+    // frees the adjoints of intermediates (PyTorch returns None there). A constant (a frozen parameter's
+    // var(), a leaf made under NoGradScope) gives zeros: its gradient is zero.
     Tensor grad() const;
+    // Keep this intermediate's adjoint through backward() (summed over several backward calls, as
+    // PyTorch's retain_grad); a no-op on leaves; UsageError on a constant. Call it before backward().
+    void retain_grad() const;
 
 private:
+    friend Var constant(const Tensor& t);
+    [[noreturn]] static void gradient_as_constant_error(const Tensor& t);
     Tensor value_;
     Node* node_ = nullptr;
 };
@@ -174,6 +195,9 @@ bool all_finite(const Tensor& t);
 Var leaf(const Tensor& value);
 // Stop-gradient: the same value, no node.
 inline Var detach(const Var& v) { return Var(v.value()); }
+// A tensor as a constant Var: the implicit conversion spelled out, and the only way to pass a gradient
+// from Var::grad() into an op as a constant.
+inline Var constant(const Tensor& t) { return Var(t, nullptr); }
 
 // Reverse sweep from `out`, seeded with ones (out must hold one element) or with `cotangent`.
 void backward(const Var& out);

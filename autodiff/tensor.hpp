@@ -125,6 +125,16 @@ public:
     void set_flat(std::int64_t i, double v);
     std::vector<double> to_vector() const;
 
+    // Marks a gradient handed out by Var::grad(): such a tensor does not convert implicitly to a Var (an
+    // adjoint passed back into an op would silently be a constant there); constant(t) converts it on
+    // purpose. Copies and reshapes keep the mark, clones and results of ops do not.
+    bool is_gradient() const { return gradient_; }
+    Tensor marked_gradient() const {
+        Tensor t = *this;
+        t.gradient_ = true;
+        return t;
+    }
+
     void check_alive() const {
         if (arena_ && arena_->generation() != generation_) stale_error();
     }
@@ -146,6 +156,7 @@ private:
     Shape shape_;
     DType dtype_ = DType::f32;
     bool dtype_set_ = false;
+    bool gradient_ = false;
     void* data_ = nullptr;
     std::shared_ptr<void> owner_;
     Arena* arena_ = nullptr;
