@@ -203,7 +203,34 @@ Tensor one_hot(std::span<const std::int32_t> labels, std::int64_t classes, DType
 // ---- convolution, pooling, normalisation, dropout ----
 // x [N, C, H, W], w [O, C, kh, kw], bias [O] optional; zero padding.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride = 1, int padding = 0);
+// PyTorch's F.conv2d(x, w, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups): w is
+// [O, C/groups, kh, kw], O divisible by groups; output [N, O, ho, wo] with
+// ho = (H + 2 ph - dh (kh - 1) - 1) / sh + 1. Options equivalent to (stride, padding) above run that
+// op (same kernels, same bits); the others run the general path (docs/conv_general.md). Bad options or
+// shapes throw UsageError naming conv2d, the shapes and the options.
+struct Conv2dFuncOptions {
+    int stride_h = 1, stride_w = 1;
+    int pad_h = 0, pad_w = 0;
+    int dilation_h = 1, dilation_w = 1;
+    int groups = 1;
+};
+Var conv2d(const Var& x, const Var& w, const Var* bias, const Conv2dFuncOptions& opt);
+// bias by reference (no named local needed for Parameter::var()), and without bias.
+Var conv2d(const Var& x, const Var& w, const Var& bias, const Conv2dFuncOptions& opt);
+Var conv2d(const Var& x, const Var& w, const Conv2dFuncOptions& opt);
+inline Var conv2d(const Var& x, const Var& w, const Var& bias, int stride = 1, int padding = 0) {
+    return conv2d(x, w, &bias, stride, padding);
+}
 Var avg_pool2d(const Var& x, int kernel, int stride);
+// PyTorch's F.avg_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=False, count_include_pad): a stride
+// of 0 means the kernel's extent (PyTorch's stride=None); zero padding of at most half the kernel.
+struct AvgPool2dFuncOptions {
+    int kernel_h = 2, kernel_w = 2;
+    int stride_h = 0, stride_w = 0;
+    int pad_h = 0, pad_w = 0;
+    bool count_include_pad = true;
+};
+Var avg_pool2d(const Var& x, const AvgPool2dFuncOptions& opt);
 Var global_avg_pool(const Var& x);  // [N, C, H, W] -> [N, C]
 // x [N, C, ...]: per sample, per group of C/groups channels; gamma, beta [C] optional.
 Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps = 1e-5);

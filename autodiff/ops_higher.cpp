@@ -18,50 +18,63 @@ Tensor linear_adjoint(const std::function<Var(const Var&)>& f, const Shape& x_sh
     return r.input_grads[0];
 }
 
-Tensor input_grad_value(const Tensor& gy, const Tensor& w, const Shape& xs, int stride, int padding) {
-    return linear_adjoint([&](const Var& x) { return conv2d(x, Var(w), nullptr, stride, padding); }, xs, w.dtype(), gy);
+// The plain (stride, padding) convolution as options: conv2d(x, w, nullptr, opt) runs that op.
+Conv2dFuncOptions plain(int stride, int padding) {
+    return {.stride_h = stride, .stride_w = stride, .pad_h = padding, .pad_w = padding};
 }
 
-Tensor weight_grad_value(const Tensor& x, const Tensor& gy, const Shape& ws, int stride, int padding) {
-    return linear_adjoint([&](const Var& w) { return conv2d(Var(x), w, nullptr, stride, padding); }, ws, x.dtype(), gy);
+Tensor input_grad_value(const Tensor& gy, const Tensor& w, const Shape& xs, const Conv2dFuncOptions& opt) {
+    return linear_adjoint([&](const Var& x) { return conv2d(x, Var(w), nullptr, opt); }, xs, w.dtype(), gy);
 }
 
-Tensor conv_value(const Tensor& x, const Tensor& w, int stride, int padding) {
+Tensor weight_grad_value(const Tensor& x, const Tensor& gy, const Shape& ws, const Conv2dFuncOptions& opt) {
+    return linear_adjoint([&](const Var& w) { return conv2d(Var(x), w, nullptr, opt); }, ws, x.dtype(), gy);
+}
+
+Tensor conv_value(const Tensor& x, const Tensor& w, const Conv2dFuncOptions& opt) {
     NoGradScope off;
-    return conv2d(Var(x), Var(w), nullptr, stride, padding).value();
+    return conv2d(Var(x), Var(w), nullptr, opt).value();
 }
 
 }  // namespace
 
 Var conv2d_input_grad(const Var& gy, const Var& w, const Shape& x_shape, int stride, int padding) {
-    check_same_dtype("conv2d_input_grad", gy.value(), w.value());
-    Tensor y = input_grad_value(gy.value(), w.value(), x_shape, stride, padding);
-    // <v, J_x^T gy(gy, w)> is bilinear: d gy = conv2d(v, w), d w = J_w^T gy evaluated at x = v.
-    return record("conv2d_input_grad", y, {gy, w},
-                  [ng = node_of(gy), nw = node_of(w), gyv = gy.value(), wv = w.value(), stride, padding](const Tensor& v) {
-                      if (ng) accumulate_fresh(ng, conv_value(v, wv, stride, padding));
-                      if (nw) accumulate_fresh(nw, weight_grad_value(v, gyv, wv.shape(), stride, padding));
-                  },
-                  [stride, padding](HigherCtx& c) {
-                      Var gy = c.in(0), w = c.in(1);
-                      if (c.needs(0)) c.dx[0] = conv2d(c.gout, w, nullptr, stride, padding);
-                      if (c.needs(1)) c.dx[1] = conv2d_weight_grad(c.gout, gy, w.shape(), stride, padding);
-                  });
+    return conv2d_input_grad(gy, w, x_shape, plain(stride, padding));
 }
 
 Var conv2d_weight_grad(const Var& x, const Var& gy, const Shape& w_shape, int stride, int padding) {
+    return conv2d_weight_grad(x, gy, w_shape, plain(stride, padding));
+}
+
+Var conv2d_input_grad(const Var& gy, const Var& w, const Shape& x_shape, const Conv2dFuncOptions& opt) {
+    check_same_dtype("conv2d_input_grad", gy.value(), w.value());
+    Tensor y = input_grad_value(gy.value(), w.value(), x_shape, opt);
+    // <v, J_x^T gy(gy, w)> is bilinear: d gy = conv2d(v, w), d w = J_w^T gy evaluated at x = v.
+    return record("conv2d_input_grad", y, {gy, w},
+                  [ng = node_of(gy), nw = node_of(w), gyv = gy.value(), wv = w.value(), opt](const Tensor& v) {
+                      if (ng) accumulate_fresh(ng, conv_value(v, wv, opt));
+                      if (nw) accumulate_fresh(nw, weight_grad_value(v, gyv, wv.shape(), opt));
+                  },
+                  [opt](HigherCtx& c) {
+                      Var gy = c.in(0), w = c.in(1);
+                      if (c.needs(0)) c.dx[0] = conv2d(c.gout, w, nullptr, opt);
+                      if (c.needs(1)) c.dx[1] = conv2d_weight_grad(c.gout, gy, w.shape(), opt);
+                  });
+}
+
+Var conv2d_weight_grad(const Var& x, const Var& gy, const Shape& w_shape, const Conv2dFuncOptions& opt) {
     check_same_dtype("conv2d_weight_grad", x.value(), gy.value());
-    Tensor y = weight_grad_value(x.value(), gy.value(), w_shape, stride, padding);
+    Tensor y = weight_grad_value(x.value(), gy.value(), w_shape, opt);
     // <v, J_w^T gy(x, gy)>: d x = J_x^T gy at w = v, d gy = conv2d(x, v).
     return record("conv2d_weight_grad", y, {x, gy},
-                  [nx = node_of(x), ng = node_of(gy), xv = x.value(), gyv = gy.value(), stride, padding](const Tensor& v) {
-                      if (nx) accumulate_fresh(nx, input_grad_value(gyv, v, xv.shape(), stride, padding));
-                      if (ng) accumulate_fresh(ng, conv_value(xv, v, stride, padding));
+                  [nx = node_of(x), ng = node_of(gy), xv = x.value(), gyv = gy.value(), opt](const Tensor& v) {
+                      if (nx) accumulate_fresh(nx, input_grad_value(gyv, v, xv.shape(), opt));
+                      if (ng) accumulate_fresh(ng, conv_value(xv, v, opt));
                   },
-                  [stride, padding](HigherCtx& c) {
+                  [opt](HigherCtx& c) {
                       Var x = c.in(0), gy = c.in(1);
-                      if (c.needs(0)) c.dx[0] = conv2d_input_grad(gy, c.gout, x.shape(), stride, padding);
-                      if (c.needs(1)) c.dx[1] = conv2d(x, c.gout, nullptr, stride, padding);
+                      if (c.needs(0)) c.dx[0] = conv2d_input_grad(gy, c.gout, x.shape(), opt);
+                      if (c.needs(1)) c.dx[1] = conv2d(x, c.gout, nullptr, opt);
                   });
 }
 
@@ -83,6 +96,17 @@ void conv2d_higher(HigherCtx& c, int stride, int padding) {
     if (c.needs(0)) c.dx[0] = conv2d_input_grad(c.gout, w, x.shape(), stride, padding);
     if (c.needs(1)) c.dx[1] = conv2d_weight_grad(x, c.gout, w.shape(), stride, padding);
     if (c.needs(2)) c.dx[2] = sum(c.gout, {0, 2, 3});
+}
+
+void conv2d_general_higher(HigherCtx& c, const Conv2dFuncOptions& opt) {
+    Var x = c.in(0), w = c.in(1);
+    if (c.needs(0)) c.dx[0] = conv2d_input_grad(c.gout, w, x.shape(), opt);
+    if (c.needs(1)) c.dx[1] = conv2d_weight_grad(x, c.gout, w.shape(), opt);
+    if (c.needs(2)) c.dx[2] = sum(c.gout, {0, 2, 3});
+}
+
+void avg_pool2d_general_higher(HigherCtx& c, const AvgPool2dFuncOptions& opt) {
+    c.dx[0] = avg_pool2d_adjoint(c.gout, c.in(0).shape(), opt);
 }
 
 void avg_pool2d_higher(HigherCtx& c, int kernel, int stride) {

@@ -19,10 +19,16 @@ Var conv2d_input_grad(const Var& gy, const Var& w, const Shape& x_shape, int str
 Var conv2d_weight_grad(const Var& x, const Var& gy, const Shape& w_shape, int stride, int padding);
 // J_x^T gy of y = avg_pool2d(x, kernel, stride) for x of shape x_shape.
 Var avg_pool2d_adjoint(const Var& gy, const Shape& x_shape, int kernel, int stride);
+// The same adjoints for conv2d(x, w, nullptr, opt) and avg_pool2d(x, opt) (autodiff/ops_conv_general.cpp).
+Var conv2d_input_grad(const Var& gy, const Var& w, const Shape& x_shape, const Conv2dFuncOptions& opt);
+Var conv2d_weight_grad(const Var& x, const Var& gy, const Shape& w_shape, const Conv2dFuncOptions& opt);
+Var avg_pool2d_adjoint(const Var& gy, const Shape& x_shape, const AvgPool2dFuncOptions& opt);
 
 namespace detail {
 // The Var-level backwards the ops of ops_nn.cpp record (inputs as those ops order them).
 void conv2d_higher(HigherCtx& c, int stride, int padding);           // {x, w, bias}
+void conv2d_general_higher(HigherCtx& c, const Conv2dFuncOptions& opt);  // {x, w, bias}
+void avg_pool2d_general_higher(HigherCtx& c, const AvgPool2dFuncOptions& opt);  // {x}
 void avg_pool2d_higher(HigherCtx& c, int kernel, int stride);        // {x}
 void global_avg_pool_higher(HigherCtx& c);                           // {x}
 void norm_higher(HigherCtx& c, int groups, double eps);              // {x, gamma, beta}; groups 0: layer_norm
