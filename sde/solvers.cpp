@@ -101,7 +101,8 @@ private:
     // Three products and one drift a step (the adjoint: three VJPs and one fused one).
     static Var product_form(SDE& sde, double t, double dt, const Var& y, const Var& dw) {
         if (sde.calculus() != Calculus::stratonovich)
-            throw UsageError("milstein: the product form (an SDE with fused_increment()) is Stratonovich only");
+            throw UsageError(
+                "milstein: the product form (an SDE with fused_increment()) is Stratonovich only");
         Var v = sde.g_prod(t, y, dw);
         Var phi = sde.increment(t, dt, y, dw);
         Var gp = sde.g_prod(t, combine_n({y, v}, {1.0, 1.0}), dw);

@@ -218,12 +218,13 @@ struct LossGrads {
 // adjoint_tol > 0: the adjoint's backward solve with adaptive steps at rtol = atol = adjoint_tol.
 LossGrads loss_grads(OUPair& sde, std::int64_t batch, double dt, KLEstimator kl, const std::string& estimator,
                      const std::string& solver, std::uint64_t seed = 5, double adjoint_tol = 0.0,
-                     SolveStats* stats = nullptr) {
+                     SolveStats* stats = nullptr, const char* adjoint_solver = "") {
     BrownianPath bm(0.0, kT, batch, seed, BrownianOptions{dt, 0.0, false});
     SolveOptions opt;
     opt.solver = solver;
     opt.dt = dt;
     opt.estimator = estimator;
+    opt.adjoint_solver = adjoint_solver;
     if (adjoint_tol > 0) {
         opt.adjoint_adaptive = true;
         opt.adjoint_rtol = opt.adjoint_atol = adjoint_tol;
@@ -416,6 +417,29 @@ TEST_CASE("logqp through the adjoint with adaptive backward steps: the values of
                          kl_estimator_name(kl), line, slope));
         CHECK(slope > 0.8);
         CHECK(std::exp(ly.back()) < 2e-2);
+    }
+}
+
+TEST_CASE("logqp, adjoint with reversible_heun or milstein backwards: backprop's values, error falls",
+          "[logqp]") {
+    register_adjoint_estimators();
+    const std::int64_t batch = 8;
+    OUPair sde(batch, 1.0, 0.8, 0.3, 0.7, Calculus::stratonovich, 0.6);
+    for (const char* back : {"reversible_heun", "milstein"}) {
+        for (KLEstimator kl : kKLs) {
+            std::vector<double> errs;
+            for (double dt : {0.05, 0.0125}) {
+                LossGrads bp = loss_grads(sde, batch, dt, kl, "backprop", "midpoint");
+                LossGrads adj = loss_grads(sde, batch, dt, kl, "adjoint", "midpoint", 5, 0.0, nullptr, back);
+                CHECK(adj.loss == bp.loss);
+                errs.push_back(rel_err(adj.g, bp.g));
+            }
+            WARN(fmt::format("adjoint_solver {}, {} KL: relative gradient error vs backprop {:.3e} "
+                             "(dt 0.05), {:.3e} (dt 0.0125)",
+                             back, kl_estimator_name(kl), errs[0], errs[1]));
+            CHECK(errs[1] < errs[0] / 2);
+            CHECK(errs[1] < 2e-2);
+        }
     }
 }
 

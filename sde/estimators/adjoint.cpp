@@ -8,13 +8,15 @@
 //
 // Backward: the AdjointSDE (sde/adjoint_sde.hpp) over X = (y, a, a_theta), solved by the same driver,
 // integrate(), from ts.back() to ts[0] (decreasing times: steps dt' < 0, increments W(t_n) - W(t_{n+1}),
-// bit for bit the negated forward ones) with the chosen solver (midpoint, heun, reversible_heun, milstein;
-// euler for additive noise). Fixed steps retrace the forward's accepted steps; with adjoint_adaptive the backward solve picks
-// its own steps between the output times (with a running cost: between the forward's step points, which
-// it must land on to add the cost's VJP there). An IntegrateControl hook makes the adjoint's jumps where the
-// solve reaches a time: at an output t_i, y restarts from the stored forward value (as torchsde does) and
-// dL/dY(t_i) (and dL/dC(t_i)) enter the cotangents; at a forward step point t_n the running cost's VJP
-// adds a_c dc/dy into a and a_c dc/dtheta into a_theta (docs/estimators.md, "Running costs").
+// bit for bit the negated forward ones) with the chosen solver (midpoint, heun, reversible_heun,
+// milstein; euler for additive noise). Fixed steps retrace the forward's accepted steps; with
+// adjoint_adaptive the backward solve picks its own steps between the output times (with a running cost:
+// between the forward's step points, which it must land on to add the cost's VJP there). An
+// IntegrateControl hook makes the adjoint's jumps where the solve reaches a time: at an output t_i, y
+// restarts from the stored forward value (as torchsde does) and dL/dY(t_i) (and dL/dC(t_i)) enter the
+// cotangents; at a forward step point t_n the running cost's VJP adds a_c dc/dy into a and a_c dc/dtheta
+// into a_theta (docs/estimators.md, "Running costs"); either jump restarts a solver's own carried state
+// (reversible Heun's z).
 #include "sde/estimators/estimators.hpp"
 
 #include "sde/adjoint_sde.hpp"
@@ -163,7 +165,8 @@ SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
         "adjoint estimator: adjoint_solver '{}' {} (use \"midpoint\", \"heun\", \"reversible_heun\"{})",
         choice.name(),
         kind == SolverKind::srk
-            ? "cannot solve the adjoint SDE, whose diffusion depends on the adjoint state even for additive noise"
+            ? "cannot solve the adjoint SDE, whose diffusion depends on the adjoint state even for "
+              "additive noise"
             : fmt::format("is not supported for {} noise", noise_name(sde.noise())),
         additive ? ", or \"euler\"" : ", or \"milstein\""));
 }
