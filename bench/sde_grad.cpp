@@ -101,12 +101,13 @@ public:
 // The same networks as a posterior against the OU prior h(y) = -y; parameters() are the ModuleSDE's.
 class NeuralPosterior : public PosteriorPriorSDE {
 public:
-    explicit NeuralPosterior(ModuleSDE& sde) : sde_(&sde) {}
+    explicit NeuralPosterior(ModuleSDE& sde) : sde_(&sde) {
+        add_parameters([s = sde_] { return s->parameters(); });
+    }
     Calculus calculus() const override { return Calculus::stratonovich; }
     Var f(double t, const Var& y) override { return sde_->f(t, y); }
     Var g(double t, const Var& y) override { return sde_->g(t, y); }
     Var h(double, const Var& y) override { return -y; }
-    std::vector<Parameter*> parameters() override { return sde_->parameters(); }
 
 private:
     ModuleSDE* sde_;

@@ -78,14 +78,14 @@ public:
         drift_.emplace<nn::Linear>(hidden, hidden, gen, o);
         drift_.emplace<nn::Activation>(nn::Act::tanh);
         drift_.emplace<nn::Linear>(hidden, d, gen, o);
-        params_ = drift_.trainable_parameters();
+        add_parameters([this] { return drift_.trainable_parameters(); });
         // PyTorch's default initialisation of the per-coordinate Linear layers: U(+-1/sqrt(fan_in)).
         const double a2 = 1.0 / std::sqrt(static_cast<double>(hidden));
         w1_ = Parameter("diffusion.w1", rand_uniform({d, hidden}, gen, DType::f64, -1.0, 1.0));
         b1_ = Parameter("diffusion.b1", rand_uniform({d, hidden}, gen, DType::f64, -1.0, 1.0));
         w2_ = Parameter("diffusion.w2", rand_uniform({d, hidden}, gen, DType::f64, -a2, a2));
         b2_ = Parameter("diffusion.b2", rand_uniform({d}, gen, DType::f64, -a2, a2));
-        for (Parameter* p : {&w1_, &b1_, &w2_, &b2_}) params_.push_back(p);
+        for (Parameter* p : {&w1_, &b1_, &w2_, &b2_}) add_parameter(*p);
     }
     Noise noise() const override { return Noise::diagonal; }
     Calculus calculus() const override { return Calculus::stratonovich; }
@@ -95,12 +95,10 @@ public:
         Var h = tanh(reshape(y, Shape{y.dim(0), y.dim(1), 1}) * w1_.var() + b1_.var());
         return sigmoid(sum(h * w2_.var(), {2}) + b2_.var());
     }
-    std::vector<Parameter*> parameters() override { return params_; }
 
 private:
     nn::Sequential drift_;
     Parameter w1_, b1_, w2_, b2_;
-    std::vector<Parameter*> params_;
 };
 
 // ||a - b|| / ||b||

@@ -61,6 +61,7 @@ public:
         drift_.emplace<nn::Linear>(3, hidden, gen);
         drift_.emplace<nn::Activation>(nn::Act::tanh);
         drift_.emplace<nn::Linear>(hidden, 1, gen);
+        add_parameters([this] { return drift_.trainable_parameters(); });
     }
     Calculus calculus() const override { return calculus_; }
     void set_calculus(Calculus c) { calculus_ = c; }
@@ -73,7 +74,6 @@ public:
     Var g_prod(double, const Var&, const Var& dw) override { return dw; }
     Var h(double, const Var& y) override { return Var(Tensor::zeros(y.shape())); }
     Var u(double t, const Var& y) override { return f(t, y); }  // (f - 0) / 1
-    std::vector<Parameter*> parameters() override { return drift_.trainable_parameters(); }
     nn::Sequential& net() { return drift_; }
 
 private:

@@ -145,7 +145,7 @@ Var AdjointSDE::f(double t, const Var& x) {
 Var AdjointSDE::g(double, const Var&) {
     throw UsageError(
         "AdjointSDE: the diffusion matrix of the adjoint state is never formed; only solvers that use "
-        "g_prod (euler, heun, midpoint) can solve the adjoint SDE");
+        "g_prod (euler, heun, midpoint, reversible_heun, milstein) can solve the adjoint SDE");
 }
 
 Var AdjointSDE::g_prod(double t, const Var& x, const Var& dw) {

@@ -10,8 +10,9 @@
 //     da_theta = -a^T df/dtheta dt    - a^T d(g o dW)/dtheta
 // Its drift F(X) = (f, -a^T df/dy, -a^T df/dtheta) is ONE nested VJP of f with cotangent a; its diffusion
 // product G(X) dW the same for g o dW. The solvers whose stages use only the combination F dt + G dW
-// (euler, heun, midpoint) ask for it in one call (SDE::increment), which is one VJP of f dt + g o dW: a
-// backward midpoint or Heun step costs two VJPs, as the hand-written steps it replaces did.
+// (euler, heun, midpoint, reversible_heun) ask for it in one call (SDE::increment), which is one VJP of
+// f dt + g o dW: a backward midpoint or Heun step costs two VJPs, as the hand-written steps it replaces
+// did. Milstein uses the product form of its correction (sde/solvers.cpp), g_prod only.
 //
 // The state is flat: X is [1, D] with D = 2 batch d + sum of the parameters' sizes (y [batch, d], then a,
 // then each parameter's a_theta in parameters() order), and its Brownian increment [1, batch m] is the

@@ -212,12 +212,6 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
     const bool collect = !control || control->collect();
     // +1 forward, -1 for a reverse-time solve (decreasing ts, negative steps).
     const double dir = ts.size() > 1 && ts[1] < ts[0] ? -1.0 : 1.0;
-    // The hook sees the carried state (a heap buffer of `keep`: unrecorded solves only).
-    auto reached = [&](std::size_t steps, double t, std::ptrdiff_t output, const Carry& c) {
-        if (!control) return;
-        Tensor y = c.y.value();
-        control->at_time(steps, t, output, y);
-    };
 
     const std::int64_t batch = y0.dim(0), d = y0.dim(1);
     const std::int64_t m = sde.brownian_dim(d);
@@ -256,6 +250,18 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
         Carry out = next_buf->store(c);
         next_buf = next_buf == &ping ? &pong : &ping;
         return out;
+    };
+
+    // The hook sees the carried state (a heap buffer of `keep`: unrecorded solves only). If it changed the
+    // state and the solver carries one of its own, that restarts from the new state.
+    auto reached = [&](std::size_t steps, double t, std::ptrdiff_t output, Carry& c) {
+        if (!control) return;
+        Tensor y = c.y.value();
+        if (!control->at_time(steps, t, output, y) || c.state.vars.empty()) return;
+        NestedTape scope;
+        Carry restart{c.y, SolverState{}, c.cost};
+        solver.init(sde, t, restart.y, restart.state);
+        c = keep(restart);
     };
 
     Carry cur;
@@ -322,9 +328,20 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
         const double order = solver.strong_order(sde.noise());
         const double expo = -1.0 / (order + 0.5);
         double h = std::clamp(opt.dt, opt.dt_min, opt.dt_max);
+        // Times every step must land on (IntegrateControl::step_times(); the adjoint's backward solve with a
+        // running cost passes the forward's step points): a step is clipped at the next one, as at ts[i].
+        const std::span<const double> stops =
+            control ? control->step_times() : std::span<const double>();
+        std::size_t next_stop = 0;
         for (std::size_t i = 1; i < ts.size(); ++i) {
-            const double T = ts[i];
-            while (dir > 0 ? t < T : t > T) {
+            const double T_out = ts[i];
+            while (dir > 0 ? t < T_out : t > T_out) {
+                while (next_stop < stops.size() && (dir > 0 ? stops[next_stop] <= t : stops[next_stop] >= t))
+                    ++next_stop;
+                const double T = next_stop < stops.size() &&
+                                         (dir > 0 ? stops[next_stop] < T_out : stops[next_stop] > T_out)
+                                     ? stops[next_stop]
+                                     : T_out;
                 if (st.steps + st.rejected >= opt.max_steps)
                     throw UsageError(
                         fmt::format("integrate (solver '{}', adaptive): max_steps = {} reached at t = "
@@ -359,14 +376,15 @@ ForwardResult integrate(SDE& sde, Solver& solver, const Var& y0, std::span<const
                     ++st.steps;
                     t = t_next;
                     reached(static_cast<std::size_t>(st.steps), t,
-                            t == T ? static_cast<std::ptrdiff_t>(i) : -1, cur);
+                            t == T_out ? static_cast<std::ptrdiff_t>(i) : -1, cur);
                 } else {
                     ++st.rejected;
                 }
                 const double factor =
                     err == 0.0 ? 5.0 : std::clamp(opt.safety * std::pow(err, expo), 0.2, 5.0);
                 double h_new = std::isfinite(factor) ? hh * factor : hh * 0.2;
-                // A step shortened only to land on T says nothing against the step size it came from.
+                // A step shortened only to land on T (an output or a stop) says nothing against the step
+                // size it came from.
                 if (accept && clipped) h_new = std::max(h_new, h);
                 h = std::clamp(h_new, opt.dt_min, opt.dt_max);
             }

@@ -25,11 +25,13 @@ struct SolveOptions {
     // "reversible_heun" (algebraically reversible adjoint, Kidger et al. 2021), or any registered name.
     std::string estimator = "backprop";
     // Solver of the adjoint's backward solve (unset: the forward solver if it is midpoint or heun, else
-    // midpoint; euler for additive noise only; milstein, srk and reversible_heun are a UsageError).
+    // midpoint; also reversible_heun, milstein for diagonal and scalar noise, euler for additive noise
+    // only; srk is a UsageError; docs/estimators.md, "What runs backwards").
     SolverChoice adjoint_solver;
     // The adjoint's backward solve with adaptive steps (between the output times, with these tolerances
     // and the forward's dt, dt_min, dt_max, safety, max_steps) instead of retracing the forward's steps.
-    // Not with a running cost (sdeint_logqp), whose sum is differentiated at the forward's step points.
+    // With a running cost (sdeint_logqp), whose sum is differentiated at the forward's step points, the
+    // backward steps land on each of those (and subdivide a forward step where the tolerance asks).
     bool adjoint_adaptive = false;
     double adjoint_rtol = 1e-3, adjoint_atol = 1e-4;
 };
@@ -116,12 +118,16 @@ class IntegrateControl {
 public:
     virtual ~IntegrateControl() = default;
     // Fixed steps: the step times to take (ts.front() first, ts.back() last, monotone, every ts[i] among
-    // them) instead of the grid ts[0] + k dt. Empty: that grid.
+    // them) instead of the grid ts[0] + k dt. Empty: that grid. Adaptive steps: times (monotone in the
+    // solve's direction) that the steps must land on exactly, besides ts, as mandatory stops: the
+    // controller picks the steps between them (and may subdivide), clipping a step at the next stop.
     virtual std::span<const double> step_times() const { return {}; }
     // Called when the solve reaches a time: at ts[0], and at the end of every accepted step. `steps`
     // counts the accepted steps so far; `output` is i when t is ts[i], else -1. y is the carried state
-    // (a heap tensor the hook may change in place: the adjoint's jumps at the output times).
-    virtual void at_time(std::size_t steps, double t, std::ptrdiff_t output, Tensor& y) = 0;
+    // (a heap tensor the hook may change in place: the adjoint's jumps at the output times). Returns
+    // true if it changed y: a solver that carries a state of its own (reversible Heun's z) restarts
+    // there from the new y (Solver::init), as at ts[0].
+    virtual bool at_time(std::size_t steps, double t, std::ptrdiff_t output, Tensor& y) = 0;
     // false: no states are collected (ForwardResult::final_state only).
     virtual bool collect() const { return true; }
     // false: the steps run with the caller's gradient mode (each still in its own NestedTape), for an SDE

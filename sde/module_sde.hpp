@@ -1,7 +1,8 @@
 // A neural SDE whose drift f and diffusion g are nn::Modules: parameters() is their trainable parameters
-// (deduplicated, in registration order), so no parameter that f or g use can be missing from it (the
-// memory-efficient estimators differentiate only what parameters() lists; for hand-written SDEs they
-// throw a UsageError naming a parameter f or g used but did not list).
+// (deduplicated, in registration order; registered from the modules, SDE::add_parameters), so no
+// parameter that f or g use can be missing from it (the memory-efficient estimators differentiate only
+// what parameters() lists; for other SDEs they throw a UsageError naming a parameter f or g used but
+// that the SDE did not register).
 //
 // The modules take y [batch, d] (or [y, t] [batch, d + 1] with time_input) and return
 //   f: [batch, d];
@@ -40,6 +41,9 @@ public:
         if (opt_.noise == Noise::general && opt_.brownian_dim < 1)
             throw UsageError(fmt::format("ModuleSDE: general noise needs brownian_dim >= 1, got {}",
                                          opt_.brownian_dim));
+        // The parameters are the modules' trainable ones, asked at each call (they follow the trees).
+        for (nn::Module* m : {drift_.get(), diffusion_.get()})
+            add_parameters([m] { return m->parameters(true); });
     }
     Noise noise() const override { return opt_.noise; }
     Calculus calculus() const override { return opt_.calculus; }
@@ -56,14 +60,6 @@ public:
                                          y.dim(0), y.dim(1) * opt_.brownian_dim, describe(out.value()),
                                          diffusion_->describe()));
         return reshape(out, Shape{y.dim(0), y.dim(1), opt_.brownian_dim});
-    }
-    // Final: the parameters are the modules', never a hand-written list.
-    std::vector<Parameter*> parameters() final {
-        std::vector<Parameter*> out;
-        for (nn::Module* m : {drift_.get(), diffusion_.get()})
-            for (Parameter* p : m->parameters(true))
-                if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
-        return out;
     }
     nn::Module& drift() { return *drift_; }
     nn::Module& diffusion() { return *diffusion_; }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace sdeuq::sde {
 
 const char* noise_name(Noise n) {
@@ -24,6 +26,24 @@ std::int64_t SDE::brownian_dim(std::int64_t d) const {
             throw UsageError(
                 fmt::format("SDE with {} noise must override brownian_dim()", noise_name(noise())));
     }
+}
+
+std::vector<Parameter*> SDE::parameters() const {
+    std::vector<Parameter*> out;
+    for (const auto& source : parameter_sources_)
+        for (Parameter* p : source())
+            if (p && std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    return out;
+}
+
+void SDE::add_parameter(Parameter& p) {
+    Parameter* q = &p;
+    parameter_sources_.emplace_back([q] { return std::vector<Parameter*>{q}; });
+}
+
+void SDE::add_parameters(std::function<std::vector<Parameter*>()> source) {
+    if (!source) throw UsageError("SDE::add_parameters: the parameter source is empty");
+    parameter_sources_.push_back(std::move(source));
 }
 
 Var SDE::g_prod(double t, const Var& y, const Var& dw) { return diffusion_product(noise(), g(t, y), dw); }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,12 @@ const char* calculus_name(Calculus c);
 
 class SDE {
 public:
+    SDE() = default;
     virtual ~SDE() = default;
+    // The registered parameters are pointers into the object (its members, its modules): a copy would
+    // report the original's, so an SDE is neither copyable nor movable.
+    SDE(const SDE&) = delete;
+    SDE& operator=(const SDE&) = delete;
     virtual Noise noise() const = 0;
     virtual Calculus calculus() const = 0;
     // Brownian dimension m for state dimension d (diagonal: d, scalar: 1; additive and general override).
@@ -39,8 +45,22 @@ public:
     // otherwise (whose separate roundings every other SDE keeps).
     virtual bool fused_increment() const { return false; }
     virtual Var increment(double t, double dt, const Var& y, const Var& dw);
-    // Parameters of f and g, for gradient estimators that need them listed (the adjoints).
-    virtual std::vector<Parameter*> parameters() { return {}; }
+    // The parameters of f and g, for the gradient estimators that need them listed (the adjoints): what the
+    // constructor registered with add_parameter() / add_parameters(), deduplicated, in registration order.
+    // Not virtual, so no SDE lists them by hand (as nn::Module, whose parameters are registered too); a
+    // trainable parameter that f or g use without registering it is a UsageError naming it under the
+    // adjoint and reversible Heun estimators (sde/estimators/common.cpp, check_listed_parameters).
+    std::vector<Parameter*> parameters() const;
+
+protected:
+    // Registers a Parameter of the SDE (a member: it must live as long as the SDE).
+    void add_parameter(Parameter& p);
+    // Registers a source of parameters, asked at every parameters() call: an nn::Module's
+    // (`[this] { return net_.parameters(); }`) or another SDE's, so that they follow the module's tree.
+    void add_parameters(std::function<std::vector<Parameter*>()> source);
+
+private:
+    std::vector<std::function<std::vector<Parameter*>()>> parameter_sources_;
 };
 
 // g . dW for a diffusion value g (shapes as above).

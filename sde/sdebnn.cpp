@@ -198,6 +198,7 @@ class SDEBNNBlock::BlockSDE : public PosteriorPriorSDE {
 public:
     BlockSDE(SDEBNNBlock& block, std::int64_t rows, std::int64_t n)
         : block_(&block), rows_(rows), n_(n), nf_(n * block.feature_size()), p_(block.num_weights()) {
+        add_parameters([b = block_] { return b->hyper_->parameters(true); });
         const SDEBNNOptions& o = block.options();
         calculus_ = o.solver == "euler" ? Calculus::ito : Calculus::stratonovich;
         g_ = Tensor::zeros({rows_, nf_ + p_}, o.dtype);
@@ -234,7 +235,6 @@ public:
                                block_->hypernet_forward(t, weights(y)) / block_->opt_.sigma};
         return concat(parts, 1);
     }
-    std::vector<Parameter*> parameters() override { return block_->hyper_->parameters(true); }
     // (dh, -w + r, 1/2 |r / sigma|^2) from one evaluation of r_phi: the drift of the KL-augmented state.
     Var f_with_kl(double t, const Var& y) {
         Var r = block_->hypernet_forward(t, weights(y));
@@ -268,7 +268,9 @@ private:
 // the plain KL through the adjoints.
 class KLStateSDE : public SDE {
 public:
-    explicit KLStateSDE(SDEBNNBlock::BlockSDE& b) : b_(&b) {}
+    explicit KLStateSDE(SDEBNNBlock::BlockSDE& b) : b_(&b) {
+        add_parameters([s = b_] { return s->parameters(); });
+    }
     Noise noise() const override { return Noise::diagonal; }
     Calculus calculus() const override { return b_->calculus(); }
     Var f(double t, const Var& z) override { return b_->f_with_kl(t, state(z)); }
@@ -280,7 +282,6 @@ public:
         std::vector<Var> parts{b_->g_prod(t, state(z), slice(dw, 1, 0, b_->width())), zero_column(z)};
         return concat(parts, 1);
     }
-    std::vector<Parameter*> parameters() override { return b_->parameters(); }
 
 private:
     Var state(const Var& z) const { return slice(z, 1, 0, b_->width()); }

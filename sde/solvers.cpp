@@ -75,6 +75,7 @@ class Milstein final : public Solver {
 public:
     SolverKind kind() const override { return SolverKind::milstein; }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        if (sde.fused_increment()) return product_form(sde, t, dt, y, dw);
         const double sq = std::sqrt(std::abs(dt));
         Var fh = sde.f(t, y) * dt;
         Var g = sde.g(t, y);
@@ -89,6 +90,24 @@ public:
         }
         // g * dw broadcasts over d for scalar noise (dw [batch, 1]), elementwise for diagonal noise.
         return y + fh + g * dw + correction;
+    }
+
+private:
+    // For an SDE whose diffusion exists only as the product G(y) dW (the adjoint SDE, sde/adjoint_sde.hpp:
+    // its G is [D, batch m]), Stratonovich. With v = G(y) dW, the commutative-noise correction
+    // 1/2 sum_jk (G_j . grad) G_k dW_j dW_k is 1/2 the derivative of y -> G(y) dW along v, taken as a
+    // central difference of step v (its error O(|v|^3 |dW|) = O(h^2) a step):
+    //   y' = y + f h + G(y) dW + (G(y + v) dW - G(y - v) dW) / 4.
+    // Three products and one drift a step (the adjoint: three VJPs and one fused one).
+    static Var product_form(SDE& sde, double t, double dt, const Var& y, const Var& dw) {
+        if (sde.calculus() != Calculus::stratonovich)
+            throw UsageError(
+                "milstein: the product form (an SDE with fused_increment()) is Stratonovich only");
+        Var v = sde.g_prod(t, y, dw);
+        Var phi = sde.increment(t, dt, y, dw);
+        Var gp = sde.g_prod(t, combine_n({y, v}, {1.0, 1.0}), dw);
+        Var gm = sde.g_prod(t, combine_n({y, v}, {1.0, -1.0}), dw);
+        return combine_n({y, phi, gp, gm}, {1.0, 1.0, 0.25, -0.25});
     }
 };
 
@@ -175,10 +194,25 @@ class ReversibleHeun final : public Solver {
 public:
     SolverKind kind() const override { return SolverKind::reversible_heun; }
     void init(SDE& sde, double t0, const Var& y0, SolverState& state) override {
+        if (sde.fused_increment()) {  // only z: see step()
+            state.vars = {y0};
+            return;
+        }
         state.vars = {y0, sde.f(t0, y0), sde.g(t0, y0)};
     }
     Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&,
              SolverState& state) override {
+        if (sde.fused_increment() && state.vars.size() == 1) {
+            // An SDE whose diffusion exists only as a product (the adjoint SDE): g(t, z) cannot be carried
+            // to the next step's dW, so phi(z) = f(t, z) h + g(t, z).dW is evaluated again with this
+            // step's dW (two fused evaluations a step, as heun): the same scheme.
+            const Var& z = state.vars[0];
+            Var phi0 = sde.increment(t, dt, z, dw);
+            Var z1 = combine_n({y, z, phi0}, {2.0, -1.0, 1.0});
+            Var phi1 = sde.increment(t + dt, dt, z1, dw);
+            state.vars = {z1};
+            return combine_n({y, phi0, phi1}, {1.0, 0.5, 0.5});
+        }
         if (state.vars.size() != 3)
             throw UsageError(
                 fmt::format("reversible_heun: step at t = {} without init() (state holds {} "

@@ -2,7 +2,8 @@
 //
 // Each has exact(t, y0, W_t): the solution at t as a function of y0 [batch, d] and the Brownian value
 // W_t = W(t) - W(0) [batch, m] only, so that a solver's error on a path can be measured exactly. The
-// coefficients are Parameters, so that estimators can differentiate with respect to them.
+// coefficients are Parameters, registered with the SDE (SDE::add_parameter), so that estimators can
+// differentiate with respect to them.
 //   GeometricBrownianMotion   diagonal or scalar noise, Ito or Stratonovich    (KP §4.4)
 //   KPAdditive                additive noise, time-dependent diffusion           (KP §4.4)
 //   ExpAdditive               additive noise, exponentially decaying diffusion
@@ -46,6 +47,8 @@ public:
             throw ShapeError("GeometricBrownianMotion: mu and sigma must have the same, nonzero length");
         if (noise != Noise::diagonal && noise != Noise::scalar)
             throw UsageError("GeometricBrownianMotion: noise must be diagonal or scalar");
+        add_parameter(mu_);
+        add_parameter(sigma_);
     }
     Noise noise() const override { return noise_; }
     Calculus calculus() const override { return calculus_; }
@@ -58,7 +61,6 @@ public:
         return y * mu;
     }
     Var g(double, const Var& y) override { return y * sigma_.var(); }
-    std::vector<Parameter*> parameters() override { return {&mu_, &sigma_}; }
     std::int64_t dim() const { return mu_.value().numel(); }
 
     Tensor exact(double t, const Tensor& y0, const Tensor& w) const {
@@ -94,13 +96,14 @@ class KPAdditive final : public SDE {
 public:
     // b: B row-major [d, m].
     KPAdditive(std::int64_t d, std::int64_t m, std::vector<double> b, Calculus calculus = Calculus::ito)
-        : d_(d), m_(m), b_("kp.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {}
+        : d_(d), m_(m), b_("kp.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {
+        add_parameter(b_);
+    }
     Noise noise() const override { return Noise::additive; }
     Calculus calculus() const override { return calculus_; }
     std::int64_t brownian_dim(std::int64_t) const override { return m_; }
     Var f(double t, const Var& y) override { return y * (-1.0 / (1.0 + t)); }
     Var g(double t, const Var&) override { return b_.var() * (1.0 / (1.0 + t)); }  // [d, m], shared
-    std::vector<Parameter*> parameters() override { return {&b_}; }
 
     Tensor exact(double t, const Tensor& y0, const Tensor& w) const {
         const std::int64_t batch = y0.dim(0);
@@ -135,7 +138,10 @@ public:
           m_(m),
           theta_("exp.theta", vec_tensor(theta)),
           b_("exp.b", Tensor::from_vector(b, Shape{d_, m}, DType::f64)),
-          calculus_(calculus) {}
+          calculus_(calculus) {
+        add_parameter(theta_);
+        add_parameter(b_);
+    }
     Noise noise() const override { return Noise::additive; }
     Calculus calculus() const override { return calculus_; }
     std::int64_t brownian_dim(std::int64_t) const override { return m_; }
@@ -144,7 +150,6 @@ public:
         Var decay = reshape(exp(theta_.var() * (-t)), Shape{d_, 1});
         return b_.var() * decay;  // [d, m], shared by the batch
     }
-    std::vector<Parameter*> parameters() override { return {&theta_, &b_}; }
 
     Tensor exact(double t, const Tensor& y0, const Tensor& w) const {
         const std::int64_t batch = y0.dim(0);
@@ -173,13 +178,14 @@ class DoubleWellAdditive final : public SDE {
 public:
     DoubleWellAdditive(std::int64_t d, std::int64_t m, std::vector<double> b,
                        Calculus calculus = Calculus::ito)
-        : m_(m), b_("dw.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {}
+        : m_(m), b_("dw.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {
+        add_parameter(b_);
+    }
     Noise noise() const override { return Noise::additive; }
     Calculus calculus() const override { return calculus_; }
     std::int64_t brownian_dim(std::int64_t) const override { return m_; }
     Var f(double, const Var& y) override { return y - y * y * y; }
     Var g(double t, const Var&) override { return b_.var() * (1.0 / (1.0 + t)); }
-    std::vector<Parameter*> parameters() override { return {&b_}; }
 
 private:
     std::int64_t m_;
@@ -195,13 +201,14 @@ private:
 class SineAdditive final : public SDE {
 public:
     SineAdditive(std::int64_t d, std::int64_t m, std::vector<double> b, Calculus calculus = Calculus::ito)
-        : m_(m), b_("sin.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {}
+        : m_(m), b_("sin.b", Tensor::from_vector(b, Shape{d, m}, DType::f64)), calculus_(calculus) {
+        add_parameter(b_);
+    }
     Noise noise() const override { return Noise::additive; }
     Calculus calculus() const override { return calculus_; }
     std::int64_t brownian_dim(std::int64_t) const override { return m_; }
     Var f(double, const Var& y) override { return sin(y); }
     Var g(double t, const Var&) override { return b_.var() * (1.0 / (1.0 + t)); }
-    std::vector<Parameter*> parameters() override { return {&b_}; }
 
 private:
     std::int64_t m_;
@@ -221,7 +228,9 @@ public:
     // Each of a, b1, b2 is the pair (diagonal, off-diagonal).
     CommutingLinear(std::vector<double> a, std::vector<double> b1, std::vector<double> b2,
                     Calculus calculus = Calculus::ito)
-        : a_("lin.a", sym(a)), b1_("lin.b1", sym(b1)), b2_("lin.b2", sym(b2)), calculus_(calculus) {}
+        : a_("lin.a", sym(a)), b1_("lin.b1", sym(b1)), b2_("lin.b2", sym(b2)), calculus_(calculus) {
+        for (Parameter* p : {&a_, &b1_, &b2_}) add_parameter(*p);
+    }
     Noise noise() const override { return Noise::general; }
     Calculus calculus() const override { return calculus_; }
     std::int64_t brownian_dim(std::int64_t) const override { return 2; }
@@ -237,7 +246,6 @@ public:
         Var cols[2] = {linear(y, b1_.var()), linear(y, b2_.var())};  // B_k y: [batch, 2] each
         return stack(cols, 2);                                       // [batch, d = 2, m = 2]
     }
-    std::vector<Parameter*> parameters() override { return {&a_, &b1_, &b2_}; }
 
     Tensor exact(double t, const Tensor& y0, const Tensor& w) const {
         const std::int64_t batch = y0.dim(0);

@@ -25,7 +25,10 @@ public:
           theta2_(Tensor::full({batch, 1}, theta2, DType::f64)),
           sigma_(Tensor::full({batch, 1}, sigma, DType::f64)),
           calc_(calc),
-          nonlinear_(nonlinear) {}
+          nonlinear_(nonlinear) {
+        add_parameter(theta1_);
+        add_parameter(m_);
+    }
     Calculus calculus() const override { return calc_; }
     // nonlinear != 0 (no closed form; for the adjoint's convergence order): f gains nonlinear * m sin(y)
     // and g becomes sigma (1 + nonlinear cos(y) / 2), a state-dependent diagonal noise.
@@ -37,7 +40,6 @@ public:
     Var g(double, const Var& y) override {
         return nonlinear_ == 0.0 ? Var(sigma_) : Var(sigma_) * (cos(y) * (0.5 * nonlinear_) + 1.0);
     }
-    std::vector<Parameter*> parameters() override { return {&theta1_, &m_}; }
     Parameter theta1_, m_;
 
 private:
@@ -213,20 +215,27 @@ struct LossGrads {
     double loss = 0;
     std::vector<double> g;  // theta1 (batch), m (batch), y0 (batch)
 };
+// adjoint_tol > 0: the adjoint's backward solve with adaptive steps at rtol = atol = adjoint_tol.
 LossGrads loss_grads(OUPair& sde, std::int64_t batch, double dt, KLEstimator kl, const std::string& estimator,
-                     const std::string& solver, std::uint64_t seed = 5) {
+                     const std::string& solver, std::uint64_t seed = 5, double adjoint_tol = 0.0,
+                     SolveStats* stats = nullptr, const char* adjoint_solver = "") {
     BrownianPath bm(0.0, kT, batch, seed, BrownianOptions{dt, 0.0, false});
     SolveOptions opt;
     opt.solver = solver;
     opt.dt = dt;
     opt.estimator = estimator;
+    opt.adjoint_solver = adjoint_solver;
+    if (adjoint_tol > 0) {
+        opt.adjoint_adaptive = true;
+        opt.adjoint_rtol = opt.adjoint_atol = adjoint_tol;
+    }
     std::vector<double> ts{0.0, 0.5, kT};
     sde.theta1_.zero_grad();
     sde.m_.zero_grad();
     std::vector<double> y0v;
     for (std::int64_t b = 0; b < batch; ++b) y0v.push_back(kY0 + 0.1 * static_cast<double>(b % 3));
     Var y0 = leaf(Tensor::from_vector(y0v, {batch, 1}, DType::f64));
-    LogqpResult r = sdeint_logqp(sde, y0, ts, bm, opt, kl);
+    LogqpResult r = sdeint_logqp(sde, y0, ts, bm, opt, kl, stats);
     Var loss = sum(r.logqp * r.logqp) * 0.1 + sum(r.logqp) + sum(r.ys * r.ys);
     LossGrads out;
     out.loss = loss.item();
@@ -372,14 +381,66 @@ TEST_CASE("logqp with an estimator that has no running-cost support is a UsageEr
     CHECK_THROWS_WITH(
         sdeint_logqp(sde, Var(Tensor::zeros({2, 1}, DType::f64)), ts, bm, opt, KLEstimator::stl),
         Catch::Contains("no_cost_test") && Catch::Contains("running cost"));
-    // The adjoint's adaptive backward steps would not meet the forward step points the KL sum is
-    // differentiated at: refused, naming the option.
-    opt.estimator = "adjoint";
-    opt.solver = "midpoint";
-    opt.adjoint_adaptive = true;
-    CHECK_THROWS_WITH(
-        sdeint_logqp(sde, Var(Tensor::zeros({2, 1}, DType::f64)), ts, bm, opt, KLEstimator::stl),
-        Catch::Contains("adjoint_adaptive") && Catch::Contains("running cost"));
+}
+
+TEST_CASE("logqp through the adjoint with adaptive backward steps: the values of backprop, the gradient "
+          "error falls with dt and tolerance, every KL estimator",
+          "[logqp]") {
+    register_adjoint_estimators();
+    const std::int64_t batch = 8;
+    OUPair sde(batch, 1.0, 0.8, 0.3, 0.7, Calculus::stratonovich, 0.6);
+    for (KLEstimator kl : kKLs) {
+        std::vector<double> lx, ly;
+        std::string line;
+        for (double dt : {0.1, 0.05, 0.025, 0.0125}) {
+            // The tolerance falls with the forward step, so that both error sources shrink together.
+            const double tol = 0.05 * dt;
+            SolveStats st;
+            LossGrads bp = loss_grads(sde, batch, dt, kl, "backprop", "midpoint");
+            LossGrads adj = loss_grads(sde, batch, dt, kl, "adjoint", "midpoint", 5, tol, &st);
+            CHECK(adj.loss == bp.loss);
+            const double e = rel_err(adj.g, bp.g);
+            lx.push_back(std::log(dt));
+            ly.push_back(std::log(e));
+            line += fmt::format(" dt {} (tol {:.2e}): {:.3e};", dt, tol, e);
+        }
+        double mx = 0, my = 0;
+        for (std::size_t i = 0; i < lx.size(); ++i) mx += lx[i] / 4, my += ly[i] / 4;
+        double sxy = 0, sxx = 0;
+        for (std::size_t i = 0; i < lx.size(); ++i) {
+            sxy += (lx[i] - mx) * (ly[i] - my);
+            sxx += (lx[i] - mx) * (lx[i] - mx);
+        }
+        const double slope = sxy / sxx;
+        WARN(fmt::format("adaptive adjoint vs backprop (midpoint), {} KL, relative gradient error:{} slope "
+                         "{:.2f}",
+                         kl_estimator_name(kl), line, slope));
+        CHECK(slope > 0.8);
+        CHECK(std::exp(ly.back()) < 2e-2);
+    }
+}
+
+TEST_CASE("logqp, adjoint with reversible_heun or milstein backwards: backprop's values, error falls",
+          "[logqp]") {
+    register_adjoint_estimators();
+    const std::int64_t batch = 8;
+    OUPair sde(batch, 1.0, 0.8, 0.3, 0.7, Calculus::stratonovich, 0.6);
+    for (const char* back : {"reversible_heun", "milstein"}) {
+        for (KLEstimator kl : kKLs) {
+            std::vector<double> errs;
+            for (double dt : {0.05, 0.0125}) {
+                LossGrads bp = loss_grads(sde, batch, dt, kl, "backprop", "midpoint");
+                LossGrads adj = loss_grads(sde, batch, dt, kl, "adjoint", "midpoint", 5, 0.0, nullptr, back);
+                CHECK(adj.loss == bp.loss);
+                errs.push_back(rel_err(adj.g, bp.g));
+            }
+            WARN(fmt::format("adjoint_solver {}, {} KL: relative gradient error vs backprop {:.3e} "
+                             "(dt 0.05), {:.3e} (dt 0.0125)",
+                             back, kl_estimator_name(kl), errs[0], errs[1]));
+            CHECK(errs[1] < errs[0] / 2);
+            CHECK(errs[1] < 2e-2);
+        }
+    }
 }
 
 TEST_CASE("logqp through the adjoint with adaptive steps: the values of adaptive backprop, gradients close",

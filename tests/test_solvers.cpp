@@ -165,6 +165,13 @@ public:
         wg_ = Parameter("wg", randn(Shape{2, 2}, gen, DType::f64, 0.0, 0.5));
         bg_ = Parameter("bg", randn(Shape{2}, gen, DType::f64, 0.0, 0.5));
         bb_ = Parameter("B", randn(Shape{2, 3}, gen, DType::f64, 0.0, 0.5));
+        for (Parameter* p : {&w1_, &b1_, &w2_, &b2_}) add_parameter(*p);
+        if (noise_ == Noise::additive) {
+            add_parameter(bb_);
+        } else {
+            add_parameter(wg_);
+            add_parameter(bg_);
+        }
     }
     Noise noise() const override { return noise_; }
     Calculus calculus() const override { return calculus_; }
@@ -177,10 +184,6 @@ public:
         if (noise_ == Noise::additive) return bb_.var() * (1.0 / (1.0 + t));
         Var bg = bg_.var();
         return tanh(linear(y, wg_.var(), &bg)) * 0.3 + 0.2;
-    }
-    std::vector<Parameter*> parameters() override {
-        if (noise_ == Noise::additive) return {&w1_, &b1_, &w2_, &b2_, &bb_};
-        return {&w1_, &b1_, &w2_, &b2_, &wg_, &bg_};
     }
 
 private:

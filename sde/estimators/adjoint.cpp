@@ -8,12 +8,15 @@
 //
 // Backward: the AdjointSDE (sde/adjoint_sde.hpp) over X = (y, a, a_theta), solved by the same driver,
 // integrate(), from ts.back() to ts[0] (decreasing times: steps dt' < 0, increments W(t_n) - W(t_{n+1}),
-// bit for bit the negated forward ones) with the chosen solver (midpoint, heun; euler for additive
-// noise). Fixed steps retrace the forward's accepted steps; with adjoint_adaptive the backward solve picks
-// its own steps between the output times. An IntegrateControl hook makes the adjoint's jumps where the
-// solve reaches a time: at an output t_i, y restarts from the stored forward value (as torchsde does) and
-// dL/dY(t_i) (and dL/dC(t_i)) enter the cotangents; at a forward step point t_n the running cost's VJP
-// adds a_c dc/dy into a and a_c dc/dtheta into a_theta (docs/estimators.md, "Running costs").
+// bit for bit the negated forward ones) with the chosen solver (midpoint, heun, reversible_heun,
+// milstein; euler for additive noise). Fixed steps retrace the forward's accepted steps; with
+// adjoint_adaptive the backward solve picks its own steps between the output times (with a running cost:
+// between the forward's step points, which it must land on to add the cost's VJP there). An
+// IntegrateControl hook makes the adjoint's jumps where the solve reaches a time: at an output t_i, y
+// restarts from the stored forward value (as torchsde does) and dL/dY(t_i) (and dL/dC(t_i)) enter the
+// cotangents; at a forward step point t_n the running cost's VJP adds a_c dc/dy into a and a_c dc/dtheta
+// into a_theta (docs/estimators.md, "Running costs"); either jump restarts a solver's own carried state
+// (reversible Heun's z).
 #include "sde/estimators/estimators.hpp"
 
 #include "sde/adjoint_sde.hpp"
@@ -37,7 +40,10 @@ struct BackwardControl final : IntegrateControl {
     RunningCost* cost;
     const BrownianPath* bm;
     const std::vector<Parameter*>* params;
-    std::vector<double> reversed_times;  // the forward's step times, last first (empty: adaptive)
+    // The forward's step times, last first: the steps of a fixed-step backward solve, and the stops an
+    // adaptive one must land on when there is a running cost (empty: adaptive without a cost).
+    std::vector<double> reversed_times;
+    std::size_t grid_point = 0;          // reversed_times[grid_point]: the last forward step point reached
     std::int64_t T = 0;                  // number of outputs
     Tensor outputs, grad_out;            // [T, batch, d]
     Tensor grad_packed;                  // the node's gradient (costs after the states)
@@ -48,15 +54,19 @@ struct BackwardControl final : IntegrateControl {
     bool collect() const override { return false; }
     bool no_grad() const override { return false; }  // the AdjointSDE differentiates on nested tapes
 
-    void at_time(std::size_t steps, double, std::ptrdiff_t output, Tensor& x) override {
+    bool at_time(std::size_t, double t, std::ptrdiff_t output, Tensor& x) override {
         // Output `output` of the reversed ts is the forward's output T - 1 - output.
         const std::int64_t i = output >= 0 ? T - 1 - output : -1;
         Tensor y = adj->y_part(x), a = adj->a_part(x);
         if (i >= 0) y.copy_from(time_slice(outputs, i));
-        // The running cost's step n = last - steps of the forward grid, c(t_n, h_n, y_n, dW_n), with a_c
-        // holding the costs' cotangents after t_n (t_n, t_{n+1}: reversed_times[steps], [steps - 1]).
-        if (cost && steps > 0) {
-            const double tn = reversed_times[steps], tn1 = reversed_times[steps - 1];
+        // At a forward step point t_n (every point of a fixed-step backward solve; the stops of an adaptive
+        // one, between which it may take several steps), the running cost's step n, c(t_n, h_n, y_n, dW_n),
+        // with a_c holding the costs' cotangents after t_n (t_{n+1} the previous point reached).
+        const bool at_grid_point =
+            grid_point + 1 < reversed_times.size() && t == reversed_times[grid_point + 1];
+        if (at_grid_point) ++grid_point;
+        if (cost && at_grid_point) {
+            const double tn = reversed_times[grid_point], tn1 = reversed_times[grid_point - 1];
             detail::brownian_into(*bm, tn, tn1, buf, dw_fwd);
             std::vector<Tensor> a_theta = adj->a_theta_parts(x);
             detail::running_cost_vjp(*cost, *params, tn, tn1 - tn, y, dw_fwd, a_c, a, a_theta);
@@ -71,6 +81,7 @@ struct BackwardControl final : IntegrateControl {
                 axpy(a_c, 1.0, Tensor::view(base + off, Shape{B}, outputs.dtype()));
             }
         }
+        return i >= 0 || (cost && at_grid_point);  // X jumped: reversible Heun's z restarts from it
     }
 };
 
@@ -101,7 +112,7 @@ struct AdjointBackward {
         ctl.outputs = outputs;
         ctl.grad_out = Tensor::view(grad_packed.raw(), outputs.shape(), dtype);
         ctl.grad_packed = grad_packed;
-        if (!opt.adjoint_adaptive) ctl.reversed_times.assign(step_times.rbegin(), step_times.rend());
+        if (!opt.adjoint_adaptive || cost) ctl.reversed_times.assign(step_times.rbegin(), step_times.rend());
         if (cost) {
             ctl.a_c = Tensor::zeros({B}, dtype);
             ctl.dw_fwd = Tensor::empty({B, sde->brownian_dim(d)}, dtype);
@@ -124,22 +135,40 @@ struct AdjointBackward {
 };
 
 // The backward solver: adjoint_solver, else the forward solver if it is midpoint or heun, else midpoint.
-// Euler (an Ito scheme) only for additive noise, where the adjoint's Ito and Stratonovich forms coincide.
+// The AdjointSDE's diffusion exists only as the product G(X) dW (its matrix is [D, batch m]), so the
+// schemes that run it use that product alone: midpoint and heun; reversible Heun (z restarting at the
+// adjoint's jumps); the derivative-free Stratonovich Milstein in its product form (diagonal and scalar
+// noise, the noise types it supports); euler (an Ito scheme) only for additive noise, where the adjoint's
+// Ito and Stratonovich forms coincide. srk is refused: it needs a diffusion independent of the state,
+// and the adjoint's a_theta diffusion -a^T d(g dW)/dtheta depends on a even when g is additive.
 SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
     auto stratonovich = [](const SolverChoice& c) {
         return c == SolverKind::midpoint || c == SolverKind::heun;
     };
     SolverChoice choice = opt.adjoint_solver;
     if (choice.empty()) choice = stratonovich(opt.solver) ? opt.solver : SolverChoice(SolverKind::midpoint);
-    const std::string name = choice.name();
-    if (stratonovich(choice)) return choice.kind_or(SolverKind::midpoint);
-    if (name == "euler" && sde.noise() == Noise::additive) return SolverKind::euler;
-    const bool unusable = name != "euler";  // schemes that need g itself, or the Levy area, or z
+    const SolverKind kind = choice.kind_or(SolverKind::midpoint);
+    const bool additive = sde.noise() == Noise::additive;
+    switch (kind) {
+        case SolverKind::midpoint:
+        case SolverKind::heun:
+        case SolverKind::reversible_heun: return kind;
+        case SolverKind::milstein:
+            if (!additive) return kind;
+            break;
+        case SolverKind::euler:
+            if (additive) return kind;
+            break;
+        case SolverKind::srk: break;
+    }
     throw UsageError(fmt::format(
-        "adjoint estimator: adjoint_solver '{}' {} (use \"midpoint\" or \"heun\"{})", name,
-        unusable ? "cannot solve the adjoint SDE, whose diffusion is only available as a product g . dW"
-                 : fmt::format("is not supported for {} noise", noise_name(sde.noise())),
-        sde.noise() == Noise::additive ? ", or \"euler\"" : ""));
+        "adjoint estimator: adjoint_solver '{}' {} (use \"midpoint\", \"heun\", \"reversible_heun\"{})",
+        choice.name(),
+        kind == SolverKind::srk
+            ? "cannot solve the adjoint SDE, whose diffusion depends on the adjoint state even for "
+              "additive noise"
+            : fmt::format("is not supported for {} noise", noise_name(sde.noise())),
+        additive ? ", or \"euler\"" : ", or \"milstein\""));
 }
 
 }  // namespace
@@ -158,11 +187,6 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
                         "in Stratonovich form)",
                         noise_name(sde.noise())));
     const SolverKind method = adjoint_method(sde, opt);
-    if (opt.adjoint_adaptive && cost)
-        throw UsageError(
-            "adjoint estimator: adjoint_adaptive with a running cost (the KL of sdeint_logqp) is not "
-            "supported: the cost's sum is differentiated at the forward's step points, which the backward "
-            "solve must retrace; leave adjoint_adaptive false");
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))
         throw UsageError(fmt::format("adjoint estimator: solver '{}' does not support {} {} SDEs",

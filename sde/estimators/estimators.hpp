@@ -21,8 +21,10 @@
 // and a(t0) = dL/dY_0, a_theta(t0) = dL/dtheta. With outputs at several times, dL/dY_{t_i} is added to
 // a when the backward solve reaches t_i (and Y is reset to the stored forward value there, which removes
 // the drift of the reconstructed path). The system is the AdjointSDE (sde/adjoint_sde.hpp), solved
-// backwards by integrate() with midpoint, heun (or euler for additive noise), on the forward's steps or
-// adaptively (SolveOptions::adjoint_adaptive). Supported: Stratonovich SDEs with diagonal, scalar or
+// backwards by integrate() with midpoint, heun, reversible_heun, milstein (product form; diagonal and
+// scalar noise) or euler (additive noise), on the forward's steps or adaptively
+// (SolveOptions::adjoint_adaptive; with a running cost landing on the forward's step points; docs/
+// estimators.md, "What runs backwards"). Supported: Stratonovich SDEs with diagonal, scalar or
 // additive noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a
 // UsageError.
 //
