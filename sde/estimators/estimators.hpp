@@ -22,9 +22,10 @@
 // a when the backward solve reaches t_i (and Y is reset to the stored forward value there, which removes
 // the drift of the reconstructed path). The system is the AdjointSDE (sde/adjoint_sde.hpp), solved
 // backwards by integrate() with midpoint, heun (or euler for additive noise), on the forward's steps or
-// adaptively (SolveOptions::adjoint_adaptive). Supported: Stratonovich SDEs with diagonal, scalar or
-// additive noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a
-// UsageError.
+// adaptively (SolveOptions::adjoint_adaptive). Supported: diagonal, scalar or additive noise, Stratonovich
+// or Ito; an Ito SDE with diagonal or scalar noise runs the Stratonovich adjoint of its Stratonovich form
+// (drift f - 1/2 (g . grad) g, sde/ito_correction.hpp; for additive noise the two calculi coincide).
+// General noise is a UsageError.
 //
 // "reversible_heun" (Kidger, Foster, Li, Lyons 2021, "Efficient and Accurate Gradients for Neural SDEs",
 // NeurIPS, Algorithms 1 and 2): the forward solve with the reversible Heun method keeps only its final
