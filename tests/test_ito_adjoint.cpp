@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <functional>
+#include <string>
 
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/random.hpp"
@@ -66,11 +67,13 @@ private:
     Parameter wf_, bf_, s_, c_, wg_;
 };
 
+// 16 paths (the batch): the parameters' gradients sum over them, which averages the single-path noise
+// of the errors.
 struct Problem {
-    std::int64_t batch = 3, d = 3;
+    std::int64_t batch = 16, d = 3;
     std::vector<double> ts{0.0, 0.5, 1.0};
-    Tensor y0 = rnd({3, 3}, 20, 0.5);
-    Tensor w = rnd({3, 3, 3}, 21);  // loss weights on every output
+    Tensor y0 = rnd({16, 3}, 20, 0.5);
+    Tensor w = rnd({3, 16, 3}, 21);  // loss weights on every output
 };
 
 // L = sum(w * ys) and its gradient (y0 first, then the parameters, flattened). `before_backward` runs
@@ -135,7 +138,11 @@ TEST_CASE("Ito adjoint (diagonal and scalar noise): gradient error vs backprop t
     for (Noise noise : {Noise::diagonal, Noise::scalar}) {
         ItoTestSDE sde(pb.d, noise);
         BrownianPath bm = make_path(pb, sde, noise == Noise::diagonal ? 41 : 42);
-        for (const char* forward : {"milstein", "milstein_exact"}) {
+        for (const char* forward : {"milstein", "milstein_exact", "euler"}) {
+            // Euler-Maruyama is strong order 0.5 here: its states, and backprop's gradient through them,
+            // differ from the adjoint's (order-1) reconstruction at order 0.5 in theory (the fitted slope
+            // over these steps is pre-asymptotic, ~0.7); only checked to fall.
+            const bool euler = std::string(forward) == "euler";
             std::vector<double> errs, errs_uncorrected;
             for (double dt : kDts) {
                 SolveOptions opt;
@@ -157,6 +164,11 @@ TEST_CASE("Ito adjoint (diagonal and scalar noise): gradient error vs backprop t
                              "{:.2e}, slope {:.2f}; uncorrected adjoint: {:.2e}, slope {:.2f}",
                              noise_name(noise), forward, fmt::join(errs, " "), p, fmt::join(errs_uncorrected, " "),
                              p_unc));
+            if (euler) {
+                CHECK(p > 0.35);
+                CHECK(errs.back() < errs.front() / 4);
+                continue;
+            }
             CHECK(p > 0.8);
             CHECK(p < 1.3);
             CHECK(errs.back() < 2e-2);
@@ -174,7 +186,7 @@ TEST_CASE("Ito GBM through the adjoint: the gradient converges at order ~1 to th
     //   dL/dy0_i = w_i Y_i / y0_i,  dL/dmu_i = T w_i Y_i,  dL/ds_i = w_i Y_i (W_i(T) - s_i T)
     // (summed over the batch for the parameters). g dg/dy = s^2 y is linear in y here, so this checks the
     // correction's value and its parameter derivative -s y, against theory rather than another scheme.
-    const std::int64_t batch = 4, d = 2;
+    const std::int64_t batch = 16, d = 2;
     for (Noise noise : {Noise::diagonal, Noise::scalar}) {
         testing::GeometricBrownianMotion gbm({0.4, -0.3}, {0.6, 0.9}, Calculus::ito, noise);
         const std::int64_t m = gbm.brownian_dim(d);
