@@ -25,8 +25,8 @@ using sdeuq::sde::testing::GeometricBrownianMotion;
 
 namespace {
 
-// Least-squares slope of log err against log dt.
-double slope(const std::vector<double>& dts, const std::vector<double>& errs) {
+// Least-squares slope of log err against log dt, and its standard error in *se.
+double slope(const std::vector<double>& dts, const std::vector<double>& errs, double* se = nullptr) {
     const double n = static_cast<double>(dts.size());
     double mx = 0, my = 0;
     for (std::size_t i = 0; i < dts.size(); ++i) {
@@ -38,7 +38,16 @@ double slope(const std::vector<double>& dts, const std::vector<double>& errs) {
         sxy += (std::log(dts[i]) - mx) * (std::log(errs[i]) - my);
         sxx += (std::log(dts[i]) - mx) * (std::log(dts[i]) - mx);
     }
-    return sxy / sxx;
+    const double p = sxy / sxx;
+    if (se) {
+        double ss = 0;
+        for (std::size_t i = 0; i < dts.size(); ++i) {
+            const double r = std::log(errs[i]) - my - p * (std::log(dts[i]) - mx);
+            ss += r * r;
+        }
+        *se = std::sqrt(ss / (n - 2) / sxx);
+    }
+    return p;
 }
 
 Tensor y0_tensor(std::int64_t batch, const std::vector<double>& per_component) {
@@ -82,10 +91,11 @@ double order(SDE& sde, const char* solver, const Tensor& y0, const BrownianPath&
         dts.push_back(std::ldexp(1.0, -k));
         errs.push_back(mean_abs_diff(solve_to_end(sde, solver, y0, bm, dts.back()), reference));
     }
-    const double p = slope(dts, errs);
+    double se = 0;
+    const double p = slope(dts, errs, &se);
     if (std::getenv("SDEUQ_VERBOSE"))
-        std::printf("strong order  %-34s %-16s slope %.3f  err(2^-4) %.3g  err(2^-9) %.3g\n", label.c_str(), solver,
-                    p, errs.front(), errs.back());
+        std::printf("strong order  %-34s %-16s slope %.3f +- %.3f  err(2^-4) %.3g  err(2^-9) %.3g\n",
+                    label.c_str(), solver, p, se, errs.front(), errs.back());
     INFO(fmt::format("{} / {}: errors {} at dt = 2^-4 .. 2^-9, slope {:.3f}", label, solver, fmt::join(errs, ", "),
                      p));
     CHECK(std::abs(p - 1.0) < 0.1);
