@@ -12,6 +12,7 @@
 #include <span>
 
 #include "autodiff/ops_fused.hpp"
+#include "sde/ito_correction.hpp"
 
 namespace sdeuq::sde {
 
@@ -64,10 +65,8 @@ public:
 //     Here dW^2 has mean |h|, so a forward difference's O(sqrt|h|) error would bias every step by
 //     O(|h|^1.5) and the global error would be O(sqrt h) (measured: slope 0.50 on GBM). The central
 //     difference is (g . grad) g + O(|h|): local bias O(h^2), global order 1.0.
-// Why not the exact derivative: vjp() of y -> g(t, y) with cotangent g gives sum_j g_j dg_j/dy_i, which
-// is g_i dg_i/dy_i for diagonal noise, but it is computed on a nested tape and returned as a constant,
-// so the correction's dependence on the parameters and on y would be lost to backprop-through-solver.
-// The finite differences are ordinary evaluations of g on the tape and differentiate exactly.
+// The finite differences are ordinary evaluations of g, so the tape differentiates them like any op; the
+// scheme with the exact derivative is MilsteinExact below.
 // For diagonal noise, (g(y + g s) - g(y))_i ~= sum_j dg_i/dy_j g_j s is g_i dg_i/dy_i s when g_i depends
 // on y_i only (the commutative case Milstein is exact for); for scalar noise it is the directional
 // derivative (g . grad) g that the scalar-noise Milstein scheme needs.
@@ -108,6 +107,30 @@ private:
         Var gp = sde.g_prod(t, combine_n({y, v}, {1.0, 1.0}), dw);
         Var gm = sde.g_prod(t, combine_n({y, v}, {1.0, -1.0}), dw);
         return combine_n({y, phi, gp, gm}, {1.0, 1.0, 0.25, -0.25});
+    }
+};
+
+// Milstein with the exact derivative term (KP §10.3; one Brownian motion per component, or one for all):
+//   Ito:           y' = y + f h + g dW + 1/2 (g . grad) g (dW^2 - |h|)
+//   Stratonovich:  y' = y + f h + g dW + 1/2 (g . grad) g dW^2
+// with (g . grad) g from the engine's derivatives (diffusion_derivative, sde/ito_correction.hpp: a VJP for
+// diagonal noise, a JVP for scalar noise), recorded with create_graph when a tape records, so that
+// backprop through the solver differentiates the term too (second derivatives of g). One g evaluation
+// and one or two derivative sweeps per step instead of the derivative-free scheme's extra g evaluations.
+// Strong order 1.0 for commutative (diagonal, scalar) noise, as the derivative-free scheme, with no
+// O(sqrt h) difference error in the correction.
+class MilsteinExact final : public Solver {
+public:
+    SolverKind kind() const override { return SolverKind::milstein_exact; }
+    Var step(SDE& sde, double t, double dt, const Var& y, const Var& dw, const Var&, SolverState&) override {
+        Var fh = sde.f(t, y) * dt;
+        DiffusionDerivative d = diffusion_derivative(sde, t, y, "milstein_exact");
+        Var dw2 = dw * dw;
+        // |h| keeps E[dW^2 - |h|] = 0 in reverse-time solves (h < 0), as in Milstein above.
+        Var correction = sde.calculus() == Calculus::ito ? d.g_dg * (dw2 - std::abs(dt)) * 0.5
+                                                         : d.g_dg * dw2 * 0.5;
+        // g * dw broadcasts over d for scalar noise (dw [batch, 1]), elementwise for diagonal noise.
+        return y + fh + d.g * dw + correction;
     }
 };
 
@@ -249,6 +272,8 @@ constexpr SolverInfo kSolvers[] = {
     {SolverKind::euler,           "euler",           true,  false, 0.5,    0.5, 1.0,     false, make<Euler>},
     {SolverKind::milstein,        "milstein",        true,  true,  0.0,    1.0, 0.0,     false,
      make<Milstein>},
+    {SolverKind::milstein_exact,  "milstein_exact",  true,  true,  0.0,    1.0, 0.0,     false,
+     make<MilsteinExact>},
     {SolverKind::srk,             "srk",             true,  true,  0.0,    0.0, 1.5,     true,  make<SRA1>},
     {SolverKind::heun,            "heun",            false, true,  0.5,    1.0, 1.0,     false, make<Heun>},
     {SolverKind::midpoint,        "midpoint",        false, true,  0.5,    1.0, 1.0,     false,

@@ -10,6 +10,7 @@
 //   name             calculus          general  commutative (diagonal, scalar)  additive
 //   euler            Ito               0.5      0.5                             1.0
 //   milstein         Ito and Strat.    -        1.0                             -
+//   milstein_exact   Ito and Strat.    -        1.0                             -
 //   srk              either (additive) -        -                               1.5
 //   heun             Stratonovich      0.5      1.0                             1.0
 //   midpoint         Stratonovich      0.5      1.0                             1.0
@@ -33,7 +34,7 @@ struct SolverState {
     std::vector<Var> vars;
 };
 
-enum class SolverKind { euler, milstein, srk, heun, midpoint, reversible_heun };
+enum class SolverKind { euler, milstein, srk, heun, midpoint, reversible_heun, milstein_exact };
 
 class Solver;
 
@@ -75,6 +76,7 @@ public:
 };
 
 // "euler" (Euler-Maruyama), "milstein" (derivative-free, Ito or Stratonovich by the SDE's calculus),
+// "milstein_exact" (Milstein with (g . grad) g from the engine's derivatives, Ito or Stratonovich),
 // "srk" (Roessler's SRA1, strong order 1.5, additive noise), "heun" (Stratonovich), "midpoint"
 // (Stratonovich), "reversible_heun". Unknown names: UsageError listing the allowed ones.
 // A solver choice (SolveOptions::solver): a row of the table, or unset. Made from a SolverKind or from a

@@ -20,10 +20,12 @@
 #include "sde/estimators/estimators.hpp"
 
 #include "sde/adjoint_sde.hpp"
+#include "sde/ito_correction.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <fmt/format.h>
 
 namespace sdeuq::sde {
@@ -102,7 +104,11 @@ struct AdjointBackward {
     void operator()(const Tensor& grad_packed) {
         const std::int64_t T = outputs.dim(0), B = outputs.dim(1), d = outputs.dim(2);
         const DType dtype = outputs.dtype();
-        AdjointSDE adj(*sde, params, B, d, dtype);
+        // An Ito SDE's adjoint is the Stratonovich adjoint of its Stratonovich form, on the same path
+        // (docs/estimators.md, "Ito SDEs through the adjoint"); the forward states are the Ito solve's.
+        std::optional<StratonovichForm> strat;
+        if (needs_ito_correction(*sde)) strat.emplace(*sde);
+        AdjointSDE adj(strat ? static_cast<SDE&>(*strat) : *sde, params, B, d, dtype);
         BackwardControl ctl;
         ctl.adj = &adj;
         ctl.cost = cost;
@@ -181,11 +187,6 @@ Solution adjoint_solve(SDE& sde, const Var& y0, std::span<const double> ts, cons
         throw UsageError(
             "adjoint estimator: general noise is not supported (diagonal, scalar or additive noise "
             "only; use the \"backprop\" or \"reversible_heun\" estimator)");
-    if (sde.calculus() == Calculus::ito && sde.noise() != Noise::additive)
-        throw UsageError(
-            fmt::format("adjoint estimator: Ito SDEs with {} noise are not supported (write the SDE "
-                        "in Stratonovich form)",
-                        noise_name(sde.noise())));
     const SolverKind method = adjoint_method(sde, opt);
     auto solver = make_solver(opt.solver);
     if (!solver->supports(sde.noise(), sde.calculus()))

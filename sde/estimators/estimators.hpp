@@ -24,9 +24,10 @@
 // backwards by integrate() with midpoint, heun, reversible_heun, milstein (product form; diagonal and
 // scalar noise) or euler (additive noise), on the forward's steps or adaptively
 // (SolveOptions::adjoint_adaptive; with a running cost landing on the forward's step points; docs/
-// estimators.md, "What runs backwards"). Supported: Stratonovich SDEs with diagonal, scalar or
-// additive noise, and Ito SDEs with additive noise (the two calculi coincide); anything else is a
-// UsageError.
+// estimators.md, "What runs backwards"). Supported: diagonal, scalar or additive noise, Stratonovich or
+// Ito; an Ito SDE with diagonal or scalar noise runs the Stratonovich adjoint of its Stratonovich form
+// (drift f - 1/2 (g . grad) g, sde/ito_correction.hpp; for additive noise the two calculi coincide).
+// General noise is a UsageError.
 //
 // "reversible_heun" (Kidger, Foster, Li, Lyons 2021, "Efficient and Accurate Gradients for Neural SDEs",
 // NeurIPS, Algorithms 1 and 2): the forward solve with the reversible Heun method keeps only its final
