@@ -72,6 +72,7 @@ DiffusionDerivative diffusion_derivative(SDE& sde, double t, const Var& y, const
 }
 
 StratonovichForm::StratonovichForm(SDE& ito_sde) : sde_(&ito_sde) {
+    add_parameters([this] { return sde_->parameters(); });
     if (ito_sde.calculus() != Calculus::ito)
         throw UsageError("StratonovichForm: the SDE is already in Stratonovich form");
     check_noise(ito_sde, "StratonovichForm");

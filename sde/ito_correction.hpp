@@ -43,7 +43,6 @@ public:
     Var f(double t, const Var& y) override;
     Var g(double t, const Var& y) override { return sde_->g(t, y); }
     Var g_prod(double t, const Var& y, const Var& dw) override { return sde_->g_prod(t, y, dw); }
-    std::vector<Parameter*> parameters() override { return sde_->parameters(); }
 
 private:
     SDE* sde_;

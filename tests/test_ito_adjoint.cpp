@@ -44,7 +44,13 @@ public:
           bf_("bf", rnd({d}, 2, 0.3)),
           s_("s", rnd({d}, 3, 0.1, 0.5)),
           c_("c", rnd({d}, 4, 0.3, 0.8)),
-          wg_("wg", rnd({d, d}, 5, 0.4)) {}
+          wg_("wg", rnd({d, d}, 5, 0.4)) {
+        add_parameter(wf_);
+        add_parameter(bf_);
+        add_parameter(s_);
+        add_parameter(c_);
+        if (noise_ != Noise::diagonal) add_parameter(wg_);
+    }
     Noise noise() const override { return noise_; }
     Calculus calculus() const override { return reported; }
     Var f(double, const Var& y) override {
@@ -55,10 +61,6 @@ public:
         if (noise_ == Noise::diagonal) return s_.var() * (sin(y * c_.var()) + 1.5);
         Var c = c_.var();
         return s_.var() * (sin(linear(y, wg_.var(), &c)) + 1.5);
-    }
-    std::vector<Parameter*> parameters() override {
-        if (noise_ == Noise::diagonal) return {&wf_, &bf_, &s_, &c_};
-        return {&wf_, &bf_, &s_, &c_, &wg_};
     }
     Calculus reported = Calculus::ito;
 

@@ -116,6 +116,9 @@ public:
         w_ = Parameter("w", randn(Shape{2, 2}, gen, DType::f64, 0.0, 0.8));
         c_ = Parameter("c", randn(Shape{2}, gen, DType::f64, 1.0, 0.3));
         b_ = Parameter("b", randn(Shape{2}, gen, DType::f64, 0.0, 0.3));
+        if (noise_ != Noise::diagonal) add_parameter(w_);
+        if (noise_ == Noise::diagonal) add_parameter(c_);
+        add_parameter(b_);
     }
     Noise noise() const override { return noise_; }
     Calculus calculus() const override { return calculus_; }
@@ -124,10 +127,6 @@ public:
         if (noise_ == Noise::diagonal) return tanh(y * c_.var() + b_.var()) * 0.2 + 0.3;
         Var b = b_.var();
         return tanh(linear(y, w_.var(), &b)) * 0.2 + 0.3;
-    }
-    std::vector<Parameter*> parameters() override {
-        if (noise_ == Noise::diagonal) return {&c_, &b_};
-        return {&w_, &b_};
     }
 
 private:

@@ -146,7 +146,8 @@ struct AdjointBackward {
 // adjoint's jumps); the derivative-free Stratonovich Milstein in its product form (diagonal and scalar
 // noise, the noise types it supports); euler (an Ito scheme) only for additive noise, where the adjoint's
 // Ito and Stratonovich forms coincide. srk is refused: it needs a diffusion independent of the state,
-// and the adjoint's a_theta diffusion -a^T d(g dW)/dtheta depends on a even when g is additive.
+// and the adjoint's a_theta diffusion -a^T d(g dW)/dtheta depends on a even when g is additive;
+// milstein_exact is refused: it differentiates the diffusion matrix, which the AdjointSDE never forms.
 SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
     auto stratonovich = [](const SolverChoice& c) {
         return c == SolverKind::midpoint || c == SolverKind::heun;
@@ -165,7 +166,8 @@ SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
         case SolverKind::euler:
             if (additive) return kind;
             break;
-        case SolverKind::srk: break;
+        case SolverKind::srk:
+        case SolverKind::milstein_exact: break;
     }
     throw UsageError(fmt::format(
         "adjoint estimator: adjoint_solver '{}' {} (use \"midpoint\", \"heun\", \"reversible_heun\"{})",
@@ -173,6 +175,9 @@ SolverKind adjoint_method(const SDE& sde, const SolveOptions& opt) {
         kind == SolverKind::srk
             ? "cannot solve the adjoint SDE, whose diffusion depends on the adjoint state even for "
               "additive noise"
+        : kind == SolverKind::milstein_exact
+            ? "cannot solve the adjoint SDE, whose diffusion exists only as the product G(X) dW, not as "
+              "the matrix whose derivative milstein_exact needs"
             : fmt::format("is not supported for {} noise", noise_name(sde.noise())),
         additive ? ", or \"euler\"" : ", or \"milstein\""));
 }
