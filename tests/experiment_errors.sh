@@ -52,13 +52,14 @@ full_disk_left_whole() { # DIR: the earlier run's results are still there and pa
 mnt="$tmp/tmpfs"
 mkdir -p "$mnt"
 if mount -t tmpfs -o size=4m tmpfs "$mnt" 2> /dev/null; then
-    trap 'umount "$mnt" 2> /dev/null; rm -rf -- "$tmp"' EXIT
+    trap 'umount "$mnt" 2> /dev/null || true; rm -rf -- "$tmp"' EXIT
     expect 0 "" "${tiny[@]}" --out "$mnt/out"
     cp "$mnt/out/results.json" "$tmp/full_disk_before.json"
     dd if=/dev/zero of="$mnt/filler" bs=64k 2> /dev/null || true   # until the disk is full
     expect 1 "No space left on device" "${tiny[@]}" --out "$mnt/out"
     full_disk_left_whole "$mnt/out"
     umount "$mnt"
+    trap 'rm -rf -- "$tmp"' EXIT   # (under set -e a second, failing umount would set the exit status)
 else
     echo "note: cannot mount a tmpfs here (not root?): the full-disk case runs with ulimit -f only"
 fi
