@@ -91,19 +91,6 @@ bool is_plain(const Conv2dFuncOptions& o) {
 
 bool is_depthwise(const kernels::ConvGeneralShape& g) { return g.groups == g.c && g.groups > 1; }
 
-// C = op(A) op(B) (+ C when accumulate), tolerating empty dimensions.
-template <class T>
-void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
-              const T* b, std::int64_t ldb, bool accumulate, T* c, std::int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        if (!accumulate)
-            for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
-        return;
-    }
-    kernels::gemm<T>(ta, tb, m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
-}
-
 // The general forward into y [N, O, ho, wo].
 template <class T>
 void conv_forward(const kernels::ConvGeneralShape& g, std::int64_t n, const T* x, const T* w, const T* bias, T* y) {
@@ -122,7 +109,7 @@ void conv_forward(const kernels::ConvGeneralShape& g, std::int64_t n, const T* x
         for (std::int64_t gr = 0; gr < g.groups; ++gr) {
             kernels::im2col_dilated(g, x + s * xs + gr * cg * g.h * g.w, pc, p);
             T* out = y + s * ys + gr * og * p;
-            gemm_acc<T>(false, false, og, p, ck, w + gr * og * ck, ck, pc, p, false, out, p);
+            kernels::gemm_acc<T>(false, false, og, p, ck, w + gr * og * ck, ck, pc, p, false, out, p);
             if (bias)
                 for (std::int64_t oc = 0; oc < og; ++oc)
                     for (std::int64_t q = 0; q < p; ++q) out[oc * p + q] += bias[gr * og + oc];
@@ -154,11 +141,11 @@ void conv_backward(const kernels::ConvGeneralShape& g, std::int64_t n, const T* 
             if (gw) {
                 // gW_g[og, CK] += G_g[og, P] COL_g[CK, P]^T, samples in order.
                 kernels::im2col_dilated(g, x + s * xs + gr * cg * g.h * g.w, pc, p);
-                gemm_acc<T>(false, true, og, ck, p, go, p, pc, p, true, gw + gr * og * ck, ck);
+                kernels::gemm_acc<T>(false, true, og, ck, p, go, p, pc, p, true, gw + gr * og * ck, ck);
             }
             if (gx) {
                 // dCOL_g = W_g^T G_g, then col2im into the group's input channels.
-                gemm_acc<T>(true, false, ck, p, og, wg, ck, go, p, false, pc, p);
+                kernels::gemm_acc<T>(true, false, ck, p, og, wg, ck, go, p, false, pc, p);
                 kernels::col2im_dilated(g, pc, p, gx + s * xs + gr * cg * g.h * g.w);
             }
         }

@@ -35,19 +35,6 @@ void check_rank4(const char* op, const char* what, const Var& a) {
             fmt::format("{}: {} must be rank 4 [N, C, H, W], got {}", op, what, describe(a.value())));
 }
 
-// C = op(A) op(B) (+ C when accumulate), tolerating empty dimensions (k == 0 gives C = 0 or C unchanged).
-template <class T>
-void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
-              const T* b, std::int64_t ldb, bool accumulate, T* c, std::int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        if (!accumulate)
-            for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
-        return;
-    }
-    kernels::gemm<T>(ta, tb, m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
-}
-
 // ---- conv2d geometry
 struct ConvGeom : kernels::ConvShape {
     std::int64_t n, o;
@@ -216,12 +203,12 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                             // the small G is packed.
                             for (std::int64_t s = 0; s < ns; ++s)
                                 kernels::im2col(g, px + (s0 + s) * xs, c + s * p, ld);
-                            gemm_acc<T>(false, true, ck, g.o, ld, c, ld, t, ld, s0 > begin,
+                            kernels::gemm_acc<T>(false, true, ck, g.o, ld, c, ld, t, ld, s0 > begin,
                                         gwt.data<T>() + part * ck * g.o, g.o);
                         }
                         if (dcol_path) {
                             // dCOL = W^T @ G, then col2im while dCOL is in L2.
-                            gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
+                            kernels::gemm_acc<T>(true, false, ck, ld, g.o, pw, ck, t, ld, false, c, ld);
                             for (std::int64_t s = 0; s < ns; ++s)
                                 kernels::col2im(g, c + s * p, ld, gx.data<T>() + (s0 + s) * xs);
                         }

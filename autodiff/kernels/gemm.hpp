@@ -6,6 +6,7 @@
 // and 2 threads. beta == 0 overwrites C without reading it (NaN in C is not propagated).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace sdeuq::kernels {
@@ -22,6 +23,20 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc,
           const T* bias = nullptr);
+
+// C = op(A) op(B) (+ C when accumulate), tolerating empty dimensions (k == 0 gives C = 0 or C unchanged):
+// the form the convolutions' GEMMs take (autodiff/ops_nn.cpp, autodiff/ops_conv_general.cpp).
+template <class T>
+void gemm_acc(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+              const T* b, std::int64_t ldb, bool accumulate, T* c, std::int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        if (!accumulate)
+            for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+        return;
+    }
+    gemm<T>(ta, tb, m, n, k, T(1), a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+}
 
 // Width of the micro-kernel's column panels (NR): 16 floats or 8 doubles, two AVX2 vectors.
 template <class T>
