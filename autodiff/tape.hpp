@@ -63,16 +63,15 @@ inline bool take_zero(Node* n) {
 
 // A differentiable value: a tensor, plus the tape node that produced it (null for constants).
 //
-// A Tensor converts implicitly to a constant Var (no node): a value, never a gradient path. The one
-// dangerous case is guarded: a gradient returned by Var::grad() (Tensor::is_gradient()) does not convert
-// implicitly (UsageError): pass it as constant(g) to mean "a constant", or take the gradient as a Var
-// from grad(..., {.create_graph = true}) to differentiate through it. Tensors from vjp() and
-// Parameter::grad() are plain values (the SDE adjoints use them as constants on purpose).
-// Making every conversion explicit would change several hundred call sites across the tree.
+// A Tensor becomes a constant Var (no node: a value, never a gradient path) only explicitly, by Var(t) or
+// constant(t). Var(t) refuses a gradient returned by Var::grad() (Tensor::is_gradient(), UsageError):
+// write constant(g) to mean "a constant", or take the gradient as a Var from
+// grad(..., {.create_graph = true}) to differentiate through it. Tensors from vjp() and Parameter::grad()
+// are plain values (the SDE adjoints use them as constants on purpose).
 class Var {
 public:
     Var() = default;
-    Var(Tensor v) : value_(std::move(v)) {  // NOLINT: constants convert implicitly (see above)
+    explicit Var(Tensor v) : value_(std::move(v)) {
         if (value_.is_gradient()) [[unlikely]]
             gradient_as_constant_error(value_);
     }
@@ -195,8 +194,8 @@ bool all_finite(const Tensor& t);
 Var leaf(const Tensor& value);
 // Stop-gradient: the same value, no node.
 inline Var detach(const Var& v) { return Var(v.value()); }
-// A tensor as a constant Var: the implicit conversion spelled out, and the only way to pass a gradient
-// from Var::grad() into an op as a constant.
+// A tensor as a constant Var: Var(t) without its check, so the only way to pass a gradient from
+// Var::grad() into an op as a constant.
 inline Var constant(const Tensor& t) { return Var(t, nullptr); }
 
 // Reverse sweep from `out`, seeded with ones (out must hold one element) or with `cotangent`.

@@ -243,14 +243,15 @@ TEST_CASE("gaussian_nll's optional variance floor follows PyTorch's clamp", "[op
     CHECK(x.grad().flat(1) == Approx(1.0).epsilon(1e-14));
     reset_tape();
     // Without the option a variance below zero or at zero still throws; with it, only a negative one.
-    Tensor zero_var = Tensor::from_vector({0.0, 0.5}, Shape{2}, DType::f64);
-    REQUIRE_THROWS_AS(gaussian_nll(mu.value(), zero_var, x.value()), ShapeError);
-    CHECK(std::isfinite(gaussian_nll(mu.value(), zero_var, x.value(), opt).item()));
-    REQUIRE_THROWS_WITH(gaussian_nll(mu.value(), Tensor::from_vector({-1.0, 0.5}, Shape{2}, DType::f64),
-                                     x.value(), opt),
+    const Var mu_c(mu.value()), x_c(x.value());
+    const Var zero_var(Tensor::from_vector({0.0, 0.5}, Shape{2}, DType::f64));
+    REQUIRE_THROWS_AS(gaussian_nll(mu_c, zero_var, x_c), ShapeError);
+    CHECK(std::isfinite(gaussian_nll(mu_c, zero_var, x_c, opt).item()));
+    const Var negative_var(Tensor::from_vector({-1.0, 0.5}, Shape{2}, DType::f64));
+    REQUIRE_THROWS_WITH(gaussian_nll(mu_c, negative_var, x_c, opt),
                         Catch::Contains("gaussian_nll") && Catch::Contains(">= 0"));
     opt.eps = 0.0;
-    REQUIRE_THROWS_AS(gaussian_nll(mu.value(), zero_var, x.value(), opt), UsageError);
+    REQUIRE_THROWS_AS(gaussian_nll(mu_c, zero_var, x_c, opt), UsageError);
     reset_tape();
     // float64 gradient check: a floor (0.3) below every variance (all gradients), and a floor above
     // some of them with the variance held constant (mean and target gradients through clamped elements).

@@ -293,10 +293,10 @@ TEST_CASE("retain_grad keeps an intermediate's gradient; grad() of other interme
     // Summed over backward calls, as PyTorch's retained .grad.
     backward(sum(y));
     CHECK(y.grad().to_vector() == std::vector<double>{7, 7, 7});
-    // A gradient does not become a constant Var without saying so.
-    CHECK_THROWS_WITH(exp(x.grad()), Catch::Contains("constant(g)"));
+    // A gradient does not become a constant Var without saying so: Var(g) refuses it, constant(g) says so.
+    CHECK_THROWS_WITH(exp(Var(x.grad())), Catch::Contains("constant(g)"));
     CHECK(exp(constant(x.grad())).value().flat(0) == Approx(std::exp(14.0)));  // 12 + 2 x from the second backward
-    CHECK(exp(x.grad().clone()).value().flat(0) == Approx(std::exp(14.0)));  // a copy is a plain value
+    CHECK(exp(Var(x.grad().clone())).value().flat(0) == Approx(std::exp(14.0)));  // a copy is a plain value
     // Retained but nothing flowed in yet: zeros.
     Var w = exp(x);
     w.retain_grad();
