@@ -13,9 +13,11 @@
 #include "nn/layers.hpp"
 #include "sde/adjoint.hpp"
 #include "sde/module_sde.hpp"
+#include "tests/sde_convergence_util.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
+using namespace sdeuq::sde::test_util;
 
 namespace {
 
@@ -139,17 +141,6 @@ std::vector<double> finite_differences(SDE& sde, const Problem& pb, const Browni
         }
     }
     return g;
-}
-
-// ||a - b|| / ||b||
-double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
-    REQUIRE(a.size() == b.size());
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        num += (a[i] - b[i]) * (a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return std::sqrt(num / den);
 }
 
 BrownianPath make_path(const Problem& pb, SDE& sde, double dt, std::uint64_t seed = 7) {
@@ -344,25 +335,6 @@ TEST_CASE("stochastic adjoint after an adaptive forward solve retraces its accep
     CHECK(e < 1e-2);
 }
 
-namespace {
-// Least-squares slope of log e against log dt.
-double slope(const std::vector<double>& dts, const std::vector<double>& errs) {
-    double mx = 0, my = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        mx += std::log(dts[i]);
-        my += std::log(errs[i]);
-    }
-    mx /= static_cast<double>(dts.size());
-    my /= static_cast<double>(dts.size());
-    double sxy = 0, sxx = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        sxy += (std::log(dts[i]) - mx) * (std::log(errs[i]) - my);
-        sxx += (std::log(dts[i]) - mx) * (std::log(dts[i]) - mx);
-    }
-    return sxy / sxx;
-}
-}  // namespace
-
 TEST_CASE("the adjoint SDE solved backwards by integrate(): gradient error vs backprop falls at order ~1 "
           "in dt for the midpoint, heun, reversible_heun and milstein backward solvers (6 step sizes)",
           "[adjoint]") {
@@ -382,7 +354,7 @@ TEST_CASE("the adjoint SDE solved backwards by integrate(): gradient error vs ba
             opt.adjoint_solver = back;
             errs.push_back(rel_error(gradient(sde, pb, bm, opt), g_bp));
         }
-        const double p = slope(dts, errs);
+        const double p = fit_log_slope(dts, errs).slope;
         WARN(fmt::format("adjoint_solver {}: relative error vs backprop {:.2e} at dt = 1/8 .. 1/256, "
                          "slope {:.2f}",
                          back, fmt::join(errs, " "), p));

@@ -17,9 +17,11 @@
 #include "sde/adjoint.hpp"
 #include "sde/ito_correction.hpp"
 #include "sde/test_sdes.hpp"
+#include "tests/sde_convergence_util.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
+using namespace sdeuq::sde::test_util;
 
 namespace {
 
@@ -97,33 +99,6 @@ std::vector<double> gradient(SDE& sde, const Problem& pb, const BrownianPath& bm
     return g;
 }
 
-// ||a - b|| / ||b||
-double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
-    REQUIRE(a.size() == b.size());
-    double num = 0, den = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        num += (a[i] - b[i]) * (a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return std::sqrt(num / den);
-}
-
-// Least-squares slope of log e against log dt.
-double slope(const std::vector<double>& dts, const std::vector<double>& errs) {
-    const double n = static_cast<double>(dts.size());
-    double mx = 0, my = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        mx += std::log(dts[i]) / n;
-        my += std::log(errs[i]) / n;
-    }
-    double sxy = 0, sxx = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        sxy += (std::log(dts[i]) - mx) * (std::log(errs[i]) - my);
-        sxx += (std::log(dts[i]) - mx) * (std::log(dts[i]) - mx);
-    }
-    return sxy / sxx;
-}
-
 const std::vector<double> kDts{1.0 / 8, 1.0 / 16, 1.0 / 32, 1.0 / 64, 1.0 / 128, 1.0 / 256};
 
 // Exact Brownian increments at every resolution: one path for every dt.
@@ -160,8 +135,8 @@ TEST_CASE("Ito adjoint (diagonal and scalar noise): gradient error vs backprop t
                     gradient(sde, pb, bm, opt, [&] { sde.reported = Calculus::stratonovich; }), g_bp));
                 sde.reported = Calculus::ito;
             }
-            const double p = slope(kDts, errs);
-            const double p_unc = slope(kDts, errs_uncorrected);
+            const double p = fit_log_slope(kDts, errs).slope;
+            const double p_unc = fit_log_slope(kDts, errs_uncorrected).slope;
             WARN(fmt::format("Ito {} noise, forward {}: adjoint vs backprop relative error at dt = 1/8 .. 1/256: "
                              "{:.2e}, slope {:.2f}; uncorrected adjoint: {:.2e}, slope {:.2f}",
                              noise_name(noise), forward, fmt::join(errs, " "), p, fmt::join(errs_uncorrected, " "),
@@ -227,7 +202,7 @@ TEST_CASE("Ito GBM through the adjoint: the gradient converges at order ~1 to th
             reset_tape();
             errs.push_back(rel_error(g, exact));
         }
-        const double p = slope(kDts, errs);
+        const double p = fit_log_slope(kDts, errs).slope;
         WARN(fmt::format("Ito GBM, {} noise: adjoint vs closed-form gradient, relative error at dt = 1/8 .. "
                          "1/256: {:.2e}, slope {:.2f}",
                          noise_name(noise), fmt::join(errs, " "), p));

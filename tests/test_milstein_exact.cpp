@@ -18,69 +18,19 @@
 #include "autodiff/random.hpp"
 #include "sde/integrate.hpp"
 #include "sde/test_sdes.hpp"
+#include "tests/sde_convergence_util.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
 using sdeuq::sde::testing::GeometricBrownianMotion;
+using namespace sdeuq::sde::test_util;
 
 namespace {
 
-// Least-squares slope of log err against log dt, and its standard error in *se.
-double slope(const std::vector<double>& dts, const std::vector<double>& errs, double* se = nullptr) {
-    const double n = static_cast<double>(dts.size());
-    double mx = 0, my = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        mx += std::log(dts[i]) / n;
-        my += std::log(errs[i]) / n;
-    }
-    double sxy = 0, sxx = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        sxy += (std::log(dts[i]) - mx) * (std::log(errs[i]) - my);
-        sxx += (std::log(dts[i]) - mx) * (std::log(dts[i]) - mx);
-    }
-    const double p = sxy / sxx;
-    if (se) {
-        double ss = 0;
-        for (std::size_t i = 0; i < dts.size(); ++i) {
-            const double r = std::log(errs[i]) - my - p * (std::log(dts[i]) - mx);
-            ss += r * r;
-        }
-        *se = std::sqrt(ss / (n - 2) / sxx);
-    }
-    return p;
-}
-
-Tensor y0_tensor(std::int64_t batch, const std::vector<double>& per_component) {
-    const auto d = static_cast<std::int64_t>(per_component.size());
-    Tensor y = Tensor::empty(Shape{batch, d}, DType::f64);
-    for (std::int64_t b = 0; b < batch; ++b)
-        for (std::int64_t i = 0; i < d; ++i) y.set_flat(b * d + i, per_component[static_cast<std::size_t>(i)]);
-    return y;
-}
-
-double mean_abs_diff(const Tensor& a, const Tensor& b) {
-    double s = 0;
-    for (std::int64_t i = 0; i < a.numel(); ++i) s += std::abs(a.flat(i) - b.flat(i));
-    return s / static_cast<double>(a.numel());
-}
-
-// Y(1) without a tape, as a heap tensor.
-Tensor solve_to_end(SDE& sde, const char* solver, const Tensor& y0, const BrownianPath& bm, double dt) {
+SolveOptions dt_options(double dt) {
     SolveOptions opt;
-    opt.solver = solver;
     opt.dt = dt;
-    const double ts[2] = {0.0, 1.0};
-    auto s = make_solver(opt.solver);
-    Tensor out = integrate(sde, *s, Var(y0), ts, bm, opt, false, nullptr).states.back().clone();
-    reset_tape();
-    return out;
-}
-
-// W(1) of the path as [batch, m].
-Tensor w_at_1(const BrownianPath& bm, std::int64_t batch) {
-    std::vector<double> wv(static_cast<std::size_t>(bm.size()));
-    bm.value(1.0, wv);
-    return Tensor::from_vector(wv, Shape{batch, bm.size() / batch}, DType::f64);
+    return opt;
 }
 
 // Errors at dt = 2^-4 .. 2^-9 against `reference` and their slope (printed with SDEUQ_VERBOSE=1).
@@ -89,10 +39,10 @@ double order(SDE& sde, const char* solver, const Tensor& y0, const BrownianPath&
     std::vector<double> dts, errs;
     for (int k = 4; k <= 9; ++k) {
         dts.push_back(std::ldexp(1.0, -k));
-        errs.push_back(mean_abs_diff(solve_to_end(sde, solver, y0, bm, dts.back()), reference));
+        errs.push_back(mean_abs_diff(solve_to_end(sde, solver, y0, bm, dt_options(dts.back())), reference));
     }
-    double se = 0;
-    const double p = slope(dts, errs, &se);
+    const SlopeFit fit = fit_log_slope(dts, errs);
+    const double p = fit.slope, se = fit.se;
     if (std::getenv("SDEUQ_VERBOSE"))
         std::printf("strong order  %-34s %-16s slope %.3f +- %.3f  err(2^-4) %.3g  err(2^-9) %.3g\n",
                     label.c_str(), solver, p, se, errs.front(), errs.back());
@@ -167,7 +117,8 @@ TEST_CASE("milstein_exact: strong order 1 on a nonlinear SDE, including a couple
         for (Calculus c : {Calculus::ito, Calculus::stratonovich}) {
             NonlinearSDE sde(c, noise);
             const Tensor ref =
-                solve_to_end(sde, c == Calculus::ito ? "milstein" : "midpoint", y0, bm, std::ldexp(1.0, -14));
+                solve_to_end(sde, c == Calculus::ito ? "milstein" : "midpoint", y0, bm,
+                             dt_options(std::ldexp(1.0, -14)));
             const std::string label = fmt::format("nonlinear {} {}", noise_name(noise), calculus_name(c));
             std::vector<double> errs;
             const double p = order(sde, "milstein_exact", y0, bm, ref, label, &errs);

@@ -44,6 +44,7 @@
 #include "autodiff/random.hpp"
 #include "sde/integrate.hpp"
 #include "sde/test_sdes.hpp"
+#include "tests/sde_convergence_util.hpp"
 
 using namespace sdeuq;
 using namespace sdeuq::sde;
@@ -53,75 +54,15 @@ using sdeuq::sde::testing::ExpAdditive;
 using sdeuq::sde::testing::GeometricBrownianMotion;
 using sdeuq::sde::testing::KPAdditive;
 using sdeuq::sde::testing::SineAdditive;
+using namespace sdeuq::sde::test_util;
 
 namespace {
 
-struct Fit {
-    double slope = 0.0, se = 0.0;
-};
-
-// Least squares fit of log err = a + slope log dt, with the slope's standard error.
-Fit fit_slope(const std::vector<double>& dts, const std::vector<double>& errs) {
-    const double n = static_cast<double>(dts.size());
-    double mx = 0, my = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        mx += std::log(dts[i]) / n;
-        my += std::log(errs[i]) / n;
-    }
-    double sxx = 0, sxy = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        const double dx = std::log(dts[i]) - mx;
-        sxx += dx * dx;
-        sxy += dx * (std::log(errs[i]) - my);
-    }
-    Fit f;
-    f.slope = sxy / sxx;
-    double ss = 0;
-    for (std::size_t i = 0; i < dts.size(); ++i) {
-        const double r = std::log(errs[i]) - my - f.slope * (std::log(dts[i]) - mx);
-        ss += r * r;
-    }
-    f.se = dts.size() > 2 ? std::sqrt(ss / (n - 2) / sxx) : 0.0;
-    return f;
-}
-
-Tensor y0_tensor(std::int64_t batch, std::vector<double> per_component) {
-    const auto d = static_cast<std::int64_t>(per_component.size());
-    Tensor y = Tensor::empty(Shape{batch, d}, DType::f64);
-    for (std::int64_t b = 0; b < batch; ++b)
-        for (std::int64_t i = 0; i < d; ++i)
-            y.set_flat(b * d + i, per_component[static_cast<std::size_t>(i)]);
-    return y;
-}
-
-double mean_abs_diff(const Tensor& a, const Tensor& b) {
-    double s = 0;
-    for (std::int64_t i = 0; i < a.numel(); ++i) s += std::abs(a.flat(i) - b.flat(i));
-    return s / static_cast<double>(a.numel());
-}
-
-// Solves to T = 1 without a tape and returns Y_T as a heap tensor.
-Tensor solve_to_end(SDE& sde, const std::string& solver, const Tensor& y0, const BrownianPath& bm,
-                    SolveOptions opt, SolveStats* stats = nullptr) {
-    opt.solver = solver;
-    const double ts[2] = {0.0, 1.0};
-    auto s = make_solver(solver);
-    Tensor out = integrate(sde, *s, Var(y0), ts, bm, opt, false, stats).states.back().clone();
-    reset_tape();
-    return out;
-}
-
-// W(1) of the path as [batch, m].
-Tensor w_at_1(const BrownianPath& bm, std::int64_t batch) {
-    std::vector<double> wv(static_cast<std::size_t>(bm.size()));
-    bm.value(1.0, wv);
-    return Tensor::from_vector(wv, Shape{batch, bm.size() / batch}, DType::f64);
-}
-
 // Errors at dt = 2^-k, k = 4..9, against `reference` (Y_1 on the same path), and the fitted slope: within 0.1
 // of `expected`, or above expected - 0.1 when `at_least`.
-Fit strong_order(SDE& sde, const std::string& solver, const Tensor& y0, const BrownianPath& bm,
-                 const Tensor& reference, const std::string& label, double expected, bool at_least = false) {
+SlopeFit strong_order(SDE& sde, const std::string& solver, const Tensor& y0, const BrownianPath& bm,
+                      const Tensor& reference, const std::string& label, double expected,
+                      bool at_least = false) {
     std::vector<double> dts, errs;
     for (int k = 4; k <= 9; ++k) {
         SolveOptions opt;
@@ -130,7 +71,7 @@ Fit strong_order(SDE& sde, const std::string& solver, const Tensor& y0, const Br
         dts.push_back(opt.dt);
         errs.push_back(mean_abs_diff(y, reference));
     }
-    Fit f = fit_slope(dts, errs);
+    SlopeFit f = fit_log_slope(dts, errs);
     if (std::getenv("SDEUQ_VERBOSE"))
         std::printf(
             "strong order  %-34s %-16s slope %.3f +- %.3f (expected %.1f)  err(2^-4) %.3g  err(2^-9) %.3g\n",
@@ -145,8 +86,8 @@ Fit strong_order(SDE& sde, const std::string& solver, const Tensor& y0, const Br
 }
 
 template <class S>
-Fit strong_order(S& sde, const std::string& solver, const Tensor& y0, const BrownianPath& bm,
-                 const std::string& label, double expected) {
+SlopeFit strong_order(S& sde, const std::string& solver, const Tensor& y0, const BrownianPath& bm,
+                      const std::string& label, double expected) {
     return strong_order(sde, solver, y0, bm, sde.exact(1.0, y0, w_at_1(bm, y0.dim(0))), label, expected);
 }
 
