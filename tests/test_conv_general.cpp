@@ -18,6 +18,24 @@
 using namespace sdeuq;
 using Catch::Matchers::Contains;
 
+// One case of tests/gen_conv_general.py (its tables are the only ones): inputs' shapes, options, PyTorch's
+// values of y and of the gradients of L = sum(y * r).
+struct ConvRef {
+    const char* name;
+    Shape xs, ws;
+    bool bias;
+    Conv2dFuncOptions opt;
+    std::vector<std::int64_t> y_shape;
+    std::vector<double> y, gx, gw, gb;
+};
+struct PoolRef {
+    const char* name;
+    Shape xs;
+    AvgPool2dFuncOptions opt;
+    std::vector<std::int64_t> y_shape;
+    std::vector<double> y, gx;
+};
+
 namespace ref {
 #include "conv_general_ref.inc"
 }
@@ -43,64 +61,25 @@ void expect_close(const std::string& what, const std::vector<double>& got, const
     CHECK(worst <= 1e-12);
 }
 
-struct ConvCase {
-    const char* name;
-    Shape xs, ws;
-    bool bias;
-    Conv2dFuncOptions opt;
-    const std::vector<std::int64_t>& y_shape;
-    const std::vector<double>&y, &gx, &gw, &gb;
-};
+// The generator's input x of case kd.
+Tensor formula_x(const Shape& s, double kd) {
+    return formula(s, [&](double i) { return std::sin(1.3 * i + 0.1 * kd); });
+}
 
-#define REF_CONV(n) ref::conv_##n::y_shape, ref::conv_##n::y, ref::conv_##n::gx, ref::conv_##n::gw, ref::conv_##n::gb
+// y's shape and values against PyTorch's, then the backward sweep of L = sum(y * r), r the generator's
+// formula.
+void check_y_and_backward(const Var& y, const std::vector<std::int64_t>& y_shape,
+                          const std::vector<double>& want, double kd) {
+    REQUIRE(y.rank() == 4);
+    for (int d = 0; d < 4; ++d) CHECK(y.dim(d) == y_shape[static_cast<std::size_t>(d)]);
+    expect_close("y", y.value().to_vector(), want);
+    Tensor r = formula(y.shape(), [&](double i) { return std::cos(0.23 * i + 0.05 * kd); });
+    backward(sum(mul(y, Var(r))));
+}
 
 Conv2dFuncOptions opts(int sh, int sw, int ph, int pw, int dh, int dw, int g) {
-    return {.stride_h = sh, .stride_w = sw, .pad_h = ph, .pad_w = pw, .dilation_h = dh, .dilation_w = dw, .groups = g};
-}
-
-// The same table as CONV in tests/gen_conv_general.py, in the same order (the case index enters the inputs).
-const std::vector<ConvCase>& conv_cases() {
-    static const std::vector<ConvCase> cases = {
-        {"stride (1,2) padding (0,1) k3 bias", {2, 3, 7, 6}, {4, 3, 3, 3}, true, opts(1, 2, 0, 1, 1, 1, 1),
-         REF_CONV(stride12_pad01_k3_bias)},
-        {"stride (2,1) padding (2,0) k4", {2, 3, 6, 9}, {2, 3, 4, 4}, false, opts(2, 1, 2, 0, 1, 1, 1),
-         REF_CONV(stride21_pad20_k4)},
-        {"dilation 2 padding 1 k3 bias", {1, 2, 8, 7}, {3, 2, 3, 3}, true, opts(1, 1, 1, 1, 2, 2, 1),
-         REF_CONV(dilation2_pad1_k3_bias)},
-        {"groups 2 stride (1,2) padding (1,0)", {2, 4, 6, 7}, {6, 2, 3, 3}, false, opts(1, 2, 1, 0, 1, 1, 2),
-         REF_CONV(groups2_stride12_pad10)},
-        {"depthwise x2 dilation (2,1) stride 2 bias", {2, 3, 7, 8}, {6, 1, 3, 3}, true, opts(2, 2, 1, 1, 2, 1, 3),
-         REF_CONV(depthwise_mult2_dil21_bias)},
-        {"depthwise k4x3 padding (2,1)", {1, 4, 6, 5}, {4, 1, 4, 3}, false, opts(1, 1, 2, 1, 1, 1, 4),
-         REF_CONV(depthwise_k43_pad21)},
-        {"groups 2 dilation (1,2) k4 stride 2 bias", {2, 4, 9, 10}, {4, 2, 4, 4}, true, opts(2, 2, 0, 1, 1, 2, 2),
-         REF_CONV(groups2_dil12_k4_stride2)},
-        {"plain stride 2 padding 1 bias", {2, 3, 6, 5}, {4, 3, 3, 3}, true, opts(2, 2, 1, 1, 1, 1, 1),
-         REF_CONV(plain_stride2_pad1_bias)},
-        {"groups 3 k3x4 dilation (2,1)", {1, 6, 7, 9}, {3, 2, 3, 4}, true, opts(2, 1, 1, 2, 2, 1, 3),
-         REF_CONV(groups3_nonsquare_k34)},
-    };
-    return cases;
-}
-
-struct PoolCase {
-    const char* name;
-    Shape xs;
-    AvgPool2dFuncOptions opt;
-    const std::vector<std::int64_t>& y_shape;
-    const std::vector<double>&y, &gx;
-};
-
-#define REF_POOL(n) ref::pool_##n::y_shape, ref::pool_##n::y, ref::pool_##n::gx
-
-const std::vector<PoolCase>& pool_cases() {
-    static const std::vector<PoolCase> cases = {
-        {"k (3,2) s (2,1) p (1,1) include pad", {2, 3, 6, 5}, {3, 2, 2, 1, 1, 1, true}, REF_POOL(k32_s21_p11_incl)},
-        {"k (3,2) s (2,1) p (1,1) exclude pad", {2, 3, 6, 5}, {3, 2, 2, 1, 1, 1, false}, REF_POOL(k32_s21_p11_excl)},
-        {"k 3 default stride p 1 exclude pad", {1, 2, 7, 8}, {3, 3, 0, 0, 1, 1, false}, REF_POOL(k3_sdefault_p1_excl)},
-        {"k (2,3) s (1,2) p (0,1) include pad", {1, 2, 5, 7}, {2, 3, 1, 2, 0, 1, true}, REF_POOL(k23_s12_p01_incl)},
-    };
-    return cases;
+    return {.stride_h = sh, .stride_w = sw, .pad_h = ph, .pad_w = pw, .dilation_h = dh, .dilation_w = dw,
+            .groups = g};
 }
 
 Tensor rnd(const Shape& s, std::uint64_t stream) {
@@ -135,21 +114,17 @@ bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
 
 TEST_CASE("conv2d with per-dimension stride/padding, dilation and groups matches PyTorch float64 to 1e-12",
           "[conv_general]") {
-    for (std::size_t k = 0; k < conv_cases().size(); ++k) {
-        const ConvCase& c = conv_cases()[k];
+    for (std::size_t k = 0; k < ref::conv.size(); ++k) {
+        const ConvRef& c = ref::conv[k];
         INFO(c.name);
         const double kd = static_cast<double>(k);
         reset_tape();
-        Var x = leaf(formula(c.xs, [&](double i) { return std::sin(1.3 * i + 0.1 * kd); }));
+        Var x = leaf(formula_x(c.xs, kd));
         Var w = leaf(formula(c.ws, [&](double i) { return 0.5 * std::cos(0.7 * i + 0.2 * kd); }));
         Var b = leaf(formula(Shape{c.ws[0]}, [](double i) { return 0.1 * (i + 1) - 0.3; }));
         // The bias by reference (no named pointer) and no bias at all: both overloads.
         Var y = c.bias ? conv2d(x, w, b, c.opt) : conv2d(x, w, c.opt);
-        REQUIRE(y.rank() == 4);
-        for (int d = 0; d < 4; ++d) CHECK(y.dim(d) == c.y_shape[static_cast<std::size_t>(d)]);
-        Tensor r = formula(y.shape(), [&](double i) { return std::cos(0.23 * i + 0.05 * kd); });
-        backward(sum(mul(y, Var(r))));
-        expect_close("y", y.value().to_vector(), c.y);
+        check_y_and_backward(y, c.y_shape, c.y, kd);
         expect_close("dL/dx", x.grad().to_vector(), c.gx);
         expect_close("dL/dw", w.grad().to_vector(), c.gw);
         if (c.bias) expect_close("dL/db", b.grad().to_vector(), c.gb);
@@ -159,18 +134,14 @@ TEST_CASE("conv2d with per-dimension stride/padding, dilation and groups matches
 
 TEST_CASE("avg_pool2d with per-dimension kernel, stride and padding matches PyTorch float64 to 1e-12",
           "[conv_general]") {
-    for (std::size_t k = 0; k < pool_cases().size(); ++k) {
-        const PoolCase& c = pool_cases()[k];
+    for (std::size_t k = 0; k < ref::pool.size(); ++k) {
+        const PoolRef& c = ref::pool[k];
         INFO(c.name);
         const double kd = static_cast<double>(k);
         reset_tape();
-        Var x = leaf(formula(c.xs, [&](double i) { return std::sin(1.3 * i + 0.1 * kd); }));
+        Var x = leaf(formula_x(c.xs, kd));
         Var y = avg_pool2d(x, c.opt);
-        REQUIRE(y.rank() == 4);
-        for (int d = 0; d < 4; ++d) CHECK(y.dim(d) == c.y_shape[static_cast<std::size_t>(d)]);
-        Tensor r = formula(y.shape(), [&](double i) { return std::cos(0.23 * i + 0.05 * kd); });
-        backward(sum(mul(y, Var(r))));
-        expect_close("y", y.value().to_vector(), c.y);
+        check_y_and_backward(y, c.y_shape, c.y, kd);
         expect_close("dL/dx", x.grad().to_vector(), c.gx);
         reset_tape();
     }

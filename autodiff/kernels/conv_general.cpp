@@ -21,6 +21,24 @@ Range valid_outputs(std::int64_t n_out, std::int64_t s, std::int64_t p, std::int
     return {lo, hi};
 }
 
+// The input index of output (oh, 0)'s tap (i, j) (may be < 0): output (oh, ow) reads base + ow * sw.
+std::int64_t tap_base(const ConvGeneralShape& g, std::int64_t oh, std::int64_t i, std::int64_t j) {
+    return (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;
+}
+
+// Calls row(k, oh, base, rw) for each kernel tap k = i * kw + j and each output row oh whose tap lands
+// inside the input, taps in order, rows in order; the columns ow in [rw.lo, rw.hi) are those whose tap does.
+template <class Row>
+void for_each_tap_row(const ConvGeneralShape& g, Row&& row) {
+    for (std::int64_t i = 0; i < g.kh; ++i) {
+        const Range rh = valid_outputs(g.ho, g.sh, g.ph, i * g.dh, g.h);
+        for (std::int64_t j = 0; j < g.kw; ++j) {
+            const Range rw = valid_outputs(g.wo, g.sw, g.pw, j * g.dw, g.w);
+            for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) row(i * g.kw + j, oh, tap_base(g, oh, i, j), rw);
+        }
+    }
+}
+
 }  // namespace
 
 template <class T>
@@ -38,7 +56,7 @@ void im2col_dilated(const ConvGeneralShape& g, const T* x, T* col, std::int64_t 
                         std::fill(r, r + g.wo, T(0));
                         continue;
                     }
-                    const std::int64_t base = (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;  // index of ow = 0's tap (may be < 0)
+                    const std::int64_t base = tap_base(g, oh, i, j);
                     std::fill(r, r + rw.lo, T(0));
                     for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] = plane[base + ow * g.sw];
                     std::fill(r + rw.hi, r + g.wo, T(0));
@@ -49,20 +67,13 @@ void im2col_dilated(const ConvGeneralShape& g, const T* x, T* col, std::int64_t 
 
 template <class T>
 void col2im_dilated(const ConvGeneralShape& g, const T* col, std::int64_t ldc, T* gx) {
-    for (std::int64_t ci = 0; ci < g.cg(); ++ci)
-        for (std::int64_t i = 0; i < g.kh; ++i) {
-            const Range rh = valid_outputs(g.ho, g.sh, g.ph, i * g.dh, g.h);
-            for (std::int64_t j = 0; j < g.kw; ++j) {
-                const Range rw = valid_outputs(g.wo, g.sw, g.pw, j * g.dw, g.w);
-                const T* row = col + ((ci * g.kh + i) * g.kw + j) * ldc;
-                T* plane = gx + ci * g.h * g.w;
-                for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-                    const T* r = row + oh * g.wo;
-                    const std::int64_t base = (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;
-                    for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) plane[base + ow * g.sw] += r[ow];
-                }
-            }
-        }
+    for (std::int64_t ci = 0; ci < g.cg(); ++ci) {
+        T* plane = gx + ci * g.h * g.w;
+        for_each_tap_row(g, [&](std::int64_t k, std::int64_t oh, std::int64_t base, Range rw) {
+            const T* r = col + (ci * g.kh * g.kw + k) * ldc + oh * g.wo;
+            for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) plane[base + ow * g.sw] += r[ow];
+        });
+    }
 }
 
 template <class T>
@@ -74,18 +85,11 @@ void depthwise_forward(const ConvGeneralShape& g, std::int64_t ns, const T* x, c
             const T* wk = w + oc * kk;
             T* out = y + (s * g.o + oc) * p;
             std::fill(out, out + p, T(0));
-            for (std::int64_t i = 0; i < g.kh; ++i) {
-                const Range rh = valid_outputs(g.ho, g.sh, g.ph, i * g.dh, g.h);
-                for (std::int64_t j = 0; j < g.kw; ++j) {
-                    const Range rw = valid_outputs(g.wo, g.sw, g.pw, j * g.dw, g.w);
-                    const T wv = wk[i * g.kw + j];
-                    for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-                        const std::int64_t base = (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;
-                        T* r = out + oh * g.wo;
-                        for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] += wv * plane[base + ow * g.sw];
-                    }
-                }
-            }
+            for_each_tap_row(g, [&](std::int64_t k, std::int64_t oh, std::int64_t base, Range rw) {
+                const T wv = wk[k];
+                T* r = out + oh * g.wo;
+                for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) r[ow] += wv * plane[base + ow * g.sw];
+            });
             if (bias)
                 for (std::int64_t q = 0; q < p; ++q) out[q] += bias[oc];
         }
@@ -101,18 +105,11 @@ void depthwise_input_grad(const ConvGeneralShape& g, std::int64_t ns, const T* g
             for (std::int64_t oc = ci * m; oc < (ci + 1) * m; ++oc) {
                 const T* wk = w + oc * kk;
                 const T* go = gy + (s * g.o + oc) * p;
-                for (std::int64_t i = 0; i < g.kh; ++i) {
-                    const Range rh = valid_outputs(g.ho, g.sh, g.ph, i * g.dh, g.h);
-                    for (std::int64_t j = 0; j < g.kw; ++j) {
-                        const Range rw = valid_outputs(g.wo, g.sw, g.pw, j * g.dw, g.w);
-                        const T wv = wk[i * g.kw + j];
-                        for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-                            const std::int64_t base = (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;
-                            const T* r = go + oh * g.wo;
-                            for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) plane[base + ow * g.sw] += wv * r[ow];
-                        }
-                    }
-                }
+                for_each_tap_row(g, [&](std::int64_t k, std::int64_t oh, std::int64_t base, Range rw) {
+                    const T wv = wk[k];
+                    const T* r = go + oh * g.wo;
+                    for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) plane[base + ow * g.sw] += wv * r[ow];
+                });
             }
         }
 }
@@ -130,7 +127,7 @@ void depthwise_weight_grad(const ConvGeneralShape& g, std::int64_t ns, const T* 
                     const T* plane = x + (s * g.c + oc / m) * hw;
                     const T* go = gy + (s * g.o + oc) * p;
                     for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh) {
-                        const std::int64_t base = (oh * g.sh - g.ph + i * g.dh) * g.w - g.pw + j * g.dw;
+                        const std::int64_t base = tap_base(g, oh, i, j);
                         const T* r = go + oh * g.wo;
                         for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow) acc += r[ow] * plane[base + ow * g.sw];
                     }
@@ -142,14 +139,27 @@ void depthwise_weight_grad(const ConvGeneralShape& g, std::int64_t ns, const T* 
 
 namespace {
 
-// The divisor of output (oh, ow): kh*kw, or the count of window elements inside the input.
-template <class T>
-T pool_divisor(const PoolShape& p, std::int64_t oh, std::int64_t ow) {
-    if (p.count_include_pad) return static_cast<T>(p.kh * p.kw);
-    const std::int64_t h0 = oh * p.sh - p.ph, w0 = ow * p.sw - p.pw;
-    const std::int64_t rows = std::min(h0 + p.kh, p.h) - std::max<std::int64_t>(h0, 0);
-    const std::int64_t cols = std::min(w0 + p.kw, p.w) - std::max<std::int64_t>(w0, 0);
-    return static_cast<T>(rows * cols);
+// One pooling window clipped to the input: rows [ilo, ihi), columns [jlo, jhi), and its output's index in
+// the plane.
+struct Window {
+    std::int64_t out, ilo, ihi, jlo, jhi;
+};
+
+// Calls visit(window, divisor) for each output of a plane, row by row; the divisor is kh*kw, or the count
+// of window elements inside the input (count_include_pad false).
+template <class T, class Visit>
+void for_each_window(const PoolShape& p, Visit&& visit) {
+    for (std::int64_t oh = 0; oh < p.ho; ++oh) {
+        const std::int64_t h0 = oh * p.sh - p.ph;
+        const std::int64_t ilo = std::max<std::int64_t>(h0, 0), ihi = std::min(h0 + p.kh, p.h);
+        for (std::int64_t ow = 0; ow < p.wo; ++ow) {
+            const std::int64_t w0 = ow * p.sw - p.pw;
+            const std::int64_t jlo = std::max<std::int64_t>(w0, 0), jhi = std::min(w0 + p.kw, p.w);
+            const T divisor = p.count_include_pad ? static_cast<T>(p.kh * p.kw)
+                                                  : static_cast<T>((ihi - ilo) * (jhi - jlo));
+            visit(Window{oh * p.wo + ow, ilo, ihi, jlo, jhi}, divisor);
+        }
+    }
 }
 
 }  // namespace
@@ -159,18 +169,12 @@ void avg_pool_forward(const PoolShape& p, const T* x, T* y) {
     for (std::int64_t pl = 0; pl < p.planes; ++pl) {
         const T* src = x + pl * p.h * p.w;
         T* dst = y + pl * p.ho * p.wo;
-        for (std::int64_t oh = 0; oh < p.ho; ++oh) {
-            const std::int64_t h0 = oh * p.sh - p.ph;
-            const std::int64_t ilo = std::max<std::int64_t>(h0, 0), ihi = std::min(h0 + p.kh, p.h);
-            for (std::int64_t ow = 0; ow < p.wo; ++ow) {
-                const std::int64_t w0 = ow * p.sw - p.pw;
-                const std::int64_t jlo = std::max<std::int64_t>(w0, 0), jhi = std::min(w0 + p.kw, p.w);
-                T acc = T(0);
-                for (std::int64_t i = ilo; i < ihi; ++i)
-                    for (std::int64_t j = jlo; j < jhi; ++j) acc += src[i * p.w + j];
-                dst[oh * p.wo + ow] = acc / pool_divisor<T>(p, oh, ow);
-            }
-        }
+        for_each_window<T>(p, [&](const Window& win, T divisor) {
+            T acc = T(0);
+            for (std::int64_t i = win.ilo; i < win.ihi; ++i)
+                for (std::int64_t j = win.jlo; j < win.jhi; ++j) acc += src[i * p.w + j];
+            dst[win.out] = acc / divisor;
+        });
     }
 }
 
@@ -180,17 +184,11 @@ void avg_pool_backward(const PoolShape& p, const T* gy, T* gx) {
     for (std::int64_t pl = 0; pl < p.planes; ++pl) {
         const T* src = gy + pl * p.ho * p.wo;
         T* dst = gx + pl * p.h * p.w;
-        for (std::int64_t oh = 0; oh < p.ho; ++oh) {
-            const std::int64_t h0 = oh * p.sh - p.ph;
-            const std::int64_t ilo = std::max<std::int64_t>(h0, 0), ihi = std::min(h0 + p.kh, p.h);
-            for (std::int64_t ow = 0; ow < p.wo; ++ow) {
-                const std::int64_t w0 = ow * p.sw - p.pw;
-                const std::int64_t jlo = std::max<std::int64_t>(w0, 0), jhi = std::min(w0 + p.kw, p.w);
-                const T v = src[oh * p.wo + ow] / pool_divisor<T>(p, oh, ow);
-                for (std::int64_t i = ilo; i < ihi; ++i)
-                    for (std::int64_t j = jlo; j < jhi; ++j) dst[i * p.w + j] += v;
-            }
-        }
+        for_each_window<T>(p, [&](const Window& win, T divisor) {
+            const T v = src[win.out] / divisor;
+            for (std::int64_t i = win.ilo; i < win.ihi; ++i)
+                for (std::int64_t j = win.jlo; j < win.jhi; ++j) dst[i * p.w + j] += v;
+        });
     }
 }
 
