@@ -43,5 +43,12 @@ if SDEUQ_BUILD="$build" bash scripts/run-all --no-setup --only nonexistent > "$t
 elif ! grep -q "unknown experiment 'nonexistent'" "$tmp/bad"; then
     echo "FAILED: --only nonexistent: $(cat "$tmp/bad")"; fails=$((fails + 1))
 fi
+# scripts/regenerate knows every committed result and every experiment run-all runs.
+listed="$(python3 scripts/regenerate --list | awk '$1 != "total" {print $1}' | sort)"
+wanted="$( (ls reports/results; sed -n '/^experiments="/,/"$/p' scripts/run-all | tr -d '"' | sed 's/experiments=//' |
+            tr ' ' '\n'; echo uq_benchmark) | grep -v '^$' | sort -u)"
+missing="$(comm -13 <(echo "$listed") <(echo "$wanted"))"
+[[ -z "$missing" ]] || { echo "FAILED: scripts/regenerate does not know: $missing"; fails=$((fails + 1)); }
 [[ "$fails" == 0 ]] || exit 1
-echo "run-all (quick) in a clean clone wrote reports/quick/ only; tracked files unchanged"
+echo "run-all (quick) in a clean clone wrote reports/quick/ only; tracked files unchanged; scripts/regenerate" \
+    "covers the $(echo "$listed" | wc -l) committed results and experiments"
