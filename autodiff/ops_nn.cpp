@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <type_traits>
+#include <vector>
 
 #include "autodiff/kernels/conv.hpp"
 #include "autodiff/kernels/dropout.hpp"
@@ -47,13 +48,15 @@ struct ConvGeom : kernels::ConvShape {
     std::int64_t part_begin(std::int64_t i) const { return n * i / parts(); }
     // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the unit
     // in which the column matrix is written and read back by one GEMM (the forward and input-gradient
-    // GEMMs sum each element over k alone, so their results do not depend on it), at most a part.
-    std::int64_t sub_chunk(std::size_t elem) const {
+    // GEMMs sum each element over k alone, so their results do not depend on it), at most a part. sh: the
+    // shape whose columns are meant (this convolution's, or one of its input-gradient phases).
+    std::int64_t sub_chunk(const kernels::ConvShape& sh, std::size_t elem) const {
         const std::int64_t bytes =
-            ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
+            sh.ck() * std::max<std::int64_t>(1, sh.hw_out()) * static_cast<std::int64_t>(elem);
         const std::int64_t fit = (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes);
         return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(1, (n + parts() - 1) / parts()));
     }
+    std::int64_t sub_chunk(std::size_t elem) const { return sub_chunk(*this, elem); }
 };
 
 }  // namespace
@@ -81,11 +84,11 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     g.kh = w.dim(2);
     g.kw = w.dim(3);
     g.stride = stride;
-    g.pad = padding;
+    g.pad_h = g.pad_w = padding;
     if (w.dim(1) != g.c)
         throw ShapeError(fmt::format("{}: channel mismatch: input {} has {} channels, weight {} expects {}",
                                      op, describe(x.value()), g.c, describe(w.value()), w.dim(1)));
-    if (g.kh < 1 || g.kw < 1 || g.kh > g.h + 2 * g.pad || g.kw > g.w + 2 * g.pad)
+    if (g.kh < 1 || g.kw < 1 || g.kh > g.h + 2 * g.pad_h || g.kw > g.w + 2 * g.pad_w)
         throw ShapeError(fmt::format("{}: kernel {}x{} of weight {} does not fit the padded input {} "
                                      "(padding {})",
                                      op, g.kh, g.kw, describe(w.value()), describe(x.value()), padding));
@@ -96,8 +99,8 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             throw ShapeError(fmt::format("{}: bias {} does not match weight {} (expected [{}])", op,
                                          describe(bias->value()), describe(w.value()), g.o));
     }
-    g.ho = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
-    g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+    g.ho = (g.h + 2 * g.pad_h - g.kh) / g.stride + 1;
+    g.wo = (g.w + 2 * g.pad_w - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
     const std::int64_t p = g.hw_out(), ck = g.ck(), np = g.parts();
@@ -163,30 +166,36 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             const T* px = xv.data<T>();
             const T* pw = wv.data<T>();
             const std::int64_t xs = g.c * g.h * g.w;
-            // A stride-1 square kernel's input gradient is itself a convolution: gx = conv2d(gy, W'),
-            // W'[c, o, i, j] = W[o, c, k-1-i, k-1-j], padding k-1-p. It runs as the forward does (implicit
-            // GEMM over K = O k^2), with no dCOL matrix and no col2im scatter.
-            const bool dx_conv = nx && g.stride == 1 && g.kh == g.kw && g.pad <= g.kh - 1;
-            ConvGeom gd;
-            gd.n = g.n;
-            gd.o = g.c;
-            gd.c = g.o;
-            gd.h = g.ho;
-            gd.w = g.wo;
-            gd.kh = g.kh;
-            gd.kw = g.kw;
-            gd.stride = 1;
-            gd.pad = g.kh - 1 - g.pad;
-            gd.ho = g.h;
-            gd.wo = g.w;
-            const std::int64_t subd = gd.sub_chunk(sizeof(T)), colsd = (subd * gd.hw_out() + 15) / 16 * 16;
-            Tensor wflip = dx_conv ? Tensor::arena_empty(Shape{g.c * g.o * g.kh * g.kw}, dt) : Tensor();
-            Tensor dcol = dx_conv ? Tensor::arena_empty(Shape{np * gd.ck() * colsd}, dt) : Tensor();
-            Tensor dtmp = dx_conv ? Tensor::arena_empty(Shape{np * g.c * colsd}, dt) : Tensor();
-            if (dx_conv) kernels::flip_transpose(g.o, g.c, g.kh, g.kw, pw, wflip.data<T>());
+            // The input gradient by stride phase (kernels::grad_phases): per phase a stride-1 convolution of
+            // gy run as the forward runs (implicit GEMM over K = O ka kb) and a scatter of its rows into gx,
+            // every gx element written once, by one GEMM: no dCOL matrix, no col2im. A phase that would
+            // need negative padding (padding beyond the kernel) falls back to dCOL = W^T G and col2im.
+            std::vector<kernels::GradPhase> phases = nx ? kernels::grad_phases(g, g.o)
+                                                        : std::vector<kernels::GradPhase>();
+            bool dx_phases = nx != nullptr;
+            for (const auto& ph : phases)
+                dx_phases = dx_phases && (!ph.taps || (ph.g.pad_h >= 0 && ph.g.pad_w >= 0));
+            std::vector<Tensor> wphase(phases.size());
+            std::vector<std::int64_t> subd(phases.size(), 0);
+            std::int64_t dcol_size = 0, dtmp_size = 0;
+            bool untapped = false;
+            for (std::size_t i = 0; i < phases.size() && dx_phases; ++i) {
+                const auto& ph = phases[i];
+                untapped = untapped || !ph.taps;
+                if (!ph.taps) continue;
+                wphase[i] = Tensor::arena_empty(Shape{g.c * ph.g.ck()}, dt);
+                kernels::phase_weights(g, g.o, ph, pw, wphase[i].data<T>());
+                subd[i] = g.sub_chunk(ph.g, sizeof(T));
+                const std::int64_t colsd = (subd[i] * ph.g.hw_out() + 15) / 16 * 16;
+                dcol_size = std::max(dcol_size, ph.g.ck() * colsd);
+                dtmp_size = std::max(dtmp_size, g.c * colsd);
+            }
+            Tensor dcol = dx_phases ? Tensor::arena_empty(Shape{np * dcol_size}, dt) : Tensor();
+            Tensor dtmp = dx_phases ? Tensor::arena_empty(Shape{np * dtmp_size}, dt) : Tensor();
+            if (dx_phases && untapped) std::fill(gx.data<T>(), gx.data<T>() + gx.numel(), T(0));
             // Per part: the columns (recomputed: cheaper than keeping the batch's, which fit no cache), G
             // in GEMM layout, and the part's gW^T.
-            const bool dcol_path = nx && !dx_conv;
+            const bool dcol_path = nx && !dx_phases;
             Tensor col = nw || dcol_path ? Tensor::arena_empty(Shape{np * ck * cols}, dt) : Tensor();
             Tensor gt = nw || dcol_path ? Tensor::arena_empty(Shape{np * g.o * cols}, dt) : Tensor();
             Tensor gwt = nw ? Tensor::arena_empty(Shape{np * ck * g.o}, dt) : Tensor();
@@ -213,14 +222,19 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                                 kernels::col2im(g, c + s * p, ld, gx.data<T>() + (s0 + s) * xs);
                         }
                     }
-                    for (std::int64_t s0 = begin; s0 < end && dx_conv; s0 += subd) {
-                        T* c = dcol.data<T>() + part * gd.ck() * colsd;
-                        T* t = dtmp.data<T>() + part * g.c * colsd;
-                        const std::int64_t ns = std::min(subd, end - s0), ld = ns * gd.hw_out();
-                        kernels::im2col_packed(gd, pg + s0 * g.o * p, ns, kernels::gemm_nr<T>, c);
-                        kernels::gemm_packed_b<T>(g.c, ld, gd.ck(), wflip.data<T>(), gd.ck(), c, t, ld);
-                        kernels::rows_to_samples(t, ld, ns, g.c, gd.hw_out(), static_cast<const T*>(nullptr),
-                                                 gx.data<T>() + s0 * xs);
+                    for (std::size_t i = 0; i < phases.size() && dx_phases; ++i) {
+                        const auto& ph = phases[i];
+                        if (!ph.taps) continue;
+                        const std::int64_t pp = ph.g.hw_out(), kp = ph.g.ck();
+                        for (std::int64_t s0 = begin; s0 < end; s0 += subd[i]) {
+                            T* c = dcol.data<T>() + part * dcol_size;
+                            T* t = dtmp.data<T>() + part * dtmp_size;
+                            const std::int64_t ns = std::min(subd[i], end - s0), ld = ns * pp;
+                            kernels::im2col_packed(ph.g, pg + s0 * g.o * p, ns, kernels::gemm_nr<T>, c);
+                            kernels::gemm_packed_b<T>(g.c, ld, kp, wphase[i].data<T>(), kp, c, t, ld);
+                            kernels::phase_scatter(ph, t, ld, ns, g.c, g.h, g.w, g.stride,
+                                                   gx.data<T>() + s0 * xs);
+                        }
                     }
                 }
             });

@@ -243,6 +243,30 @@ TEST_CASE("conv2d passes the gradient check for input, weight and bias", "[ops_n
                 {x, w1});
 }
 
+TEST_CASE("conv2d's input gradient by stride phase passes the gradient check", "[ops_nn][conv][grad]") {
+    // The input gradient runs one stride-1 convolution per stride phase (kernels::grad_phases): phases
+    // with kernels of different sizes (k3 s2: 2 and 1 taps), a rectangular kernel with different row and
+    // column paddings per phase, phases no tap reaches (k2 s3: their gx is 0), and padding beyond the
+    // kernel (k4 s2 p3: a phase would need negative padding, so dCOL and col2im run instead).
+    struct Case {
+        const char* name;
+        Shape x, w;
+        int stride, pad;
+    };
+    const Case cases[] = {{"k3 s2 p1 odd input", {2, 3, 9, 7}, {4, 3, 3, 3}, 2, 1},
+                          {"rect k3x4 s2 p1", {2, 2, 8, 9}, {3, 2, 3, 4}, 2, 1},
+                          {"k2 s3 p0 (untapped phases)", {2, 2, 8, 8}, {3, 2, 2, 2}, 3, 0},
+                          {"k4 s3 p2", {1, 3, 10, 11}, {2, 3, 4, 4}, 3, 2},
+                          {"k4 s2 p3 (col2im fallback)", {1, 2, 6, 6}, {3, 2, 4, 4}, 2, 3}};
+    std::uint64_t stream = 250;
+    for (const Case& c : cases) {
+        Tensor x = rnd(c.x, stream++), w = rnd(c.w, stream++), b = rnd({c.w[0]}, stream++);
+        const int s = c.stride, p = c.pad;
+        expect_grad(std::string("conv2d ") + c.name,
+                    [s, p](std::span<const Var> v) { return conv2d(v[0], v[1], &v[2], s, p); }, {x, w, b});
+    }
+}
+
 TEST_CASE("conv2d passes the gradient check in the configurations the image models use",
           "[ops_nn][conv][grad]") {
     // MnistConvNet: k3 s1 p0 from one channel; k4 s2 p1 downsampling (even and odd inputs, 26 -> 13 -> 6);
