@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "autodiff/conv_checks.hpp"
 #include "autodiff/kernels/conv.hpp"
 #include "autodiff/kernels/dropout.hpp"
 #include "autodiff/kernels/gemm.hpp"
@@ -92,13 +93,7 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
         throw ShapeError(fmt::format("{}: kernel {}x{} of weight {} does not fit the padded input {} "
                                      "(padding {})",
                                      op, g.kh, g.kw, describe(w.value()), describe(x.value()), padding));
-    if (bias) {
-        check_defined(op, *bias);
-        check_same_dtype(op, x.value(), bias->value());
-        if (bias->rank() != 1 || bias->dim(0) != g.o)
-            throw ShapeError(fmt::format("{}: bias {} does not match weight {} (expected [{}])", op,
-                                         describe(bias->value()), describe(w.value()), g.o));
-    }
+    detail::check_conv_bias(op, x, w, bias, g.o);
     g.ho = (g.h + 2 * g.pad_h - g.kh) / g.stride + 1;
     g.wo = (g.w + 2 * g.pad_w - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
@@ -335,37 +330,41 @@ Var global_avg_pool(const Var& x) {
 namespace {
 
 struct NormSaved {
-    Tensor xhat;  // x's dtype and shape
+    Tensor x;     // the input (xhat is recomputed from it)
+    Tensor mean;  // f64 [blocks]
     Tensor rstd;  // f64 [blocks]
+    Tensor y;     // the output, when relu is fused (its sign is the relu's mask)
 };
 
-// The kernels are autodiff/kernels/norm.hpp; the ops keep xhat and 1/std for the backward.
+// The kernels are autodiff/kernels/norm.hpp; the ops keep x, the blocks' mean and 1/std (and y with relu)
+// for the backward.
 NormSaved norm_forward(const kernels::NormShape& ng, const Tensor& x, const Var* gamma, const Var* beta,
-                       double eps, Tensor& y) {
-    NormSaved sv{Tensor::arena_empty(x.shape(), x.dtype()),
-                 Tensor::arena_empty(Shape{ng.blocks}, DType::f64)};
+                       double eps, bool relu, Tensor& y) {
+    NormSaved sv{x, Tensor::arena_empty(Shape{ng.blocks}, DType::f64),
+                 Tensor::arena_empty(Shape{ng.blocks}, DType::f64), Tensor()};
     y = Tensor::arena_empty(x.shape(), x.dtype());
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
         kernels::norm_forward<T>(ng, x.data<T>(), gamma ? gamma->value().data<T>() : nullptr,
                                  beta ? beta->value().data<T>() : nullptr, eps, y.data<T>(),
-                                 sv.xhat.data<T>(), sv.rstd.data<double>());
+                                 sv.mean.data<double>(), sv.rstd.data<double>(), relu);
     });
+    if (relu) sv.y = y;
     return sv;
 }
 
 void norm_backward(const kernels::NormShape& ng, const NormSaved& sv, const Tensor& gamma_v, Node* nx,
                    Node* ngam, Node* nbet, const Shape& cshape, const Tensor& g) {
     const DType dt = g.dtype();
-    Tensor gx = nx ? Tensor::arena_empty(sv.xhat.shape(), dt) : Tensor();
+    Tensor gx = nx ? Tensor::arena_empty(sv.x.shape(), dt) : Tensor();
     Tensor gg = ngam ? Tensor::arena_zeros(cshape, dt) : Tensor();
     Tensor gbt = nbet ? Tensor::arena_zeros(cshape, dt) : Tensor();
     dispatch(dt, [&](auto z) {
         using T = decltype(z);
-        kernels::norm_backward<T>(ng, g.data<T>(), sv.xhat.data<T>(), sv.rstd.data<double>(),
-                                  gamma_v.defined() ? gamma_v.data<T>() : nullptr, nullptr,
-                                  nx ? gx.data<T>() : nullptr, ngam ? gg.data<T>() : nullptr,
-                                  nbet ? gbt.data<T>() : nullptr);
+        kernels::norm_backward<T>(ng, g.data<T>(), sv.x.data<T>(), sv.mean.data<double>(),
+                                  sv.rstd.data<double>(), gamma_v.defined() ? gamma_v.data<T>() : nullptr,
+                                  sv.y.defined() ? sv.y.data<T>() : nullptr, nx ? gx.data<T>() : nullptr,
+                                  ngam ? gg.data<T>() : nullptr, nbet ? gbt.data<T>() : nullptr);
     });
     if (nx) accumulate_fresh(nx, gx);
     if (ngam) accumulate_fresh(ngam, gg);
@@ -382,9 +381,9 @@ void check_affine(const char* op, const char* what, const Var* p, const Var& x, 
 }
 
 Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Var* gamma, const Var* beta,
-            double eps) {
+            double eps, bool relu = false) {
     Tensor y;
-    NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, y);
+    NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, relu, y);
     Var gv = gamma ? *gamma : Var();
     Var bv = beta ? *beta : Var();
     Node* ngam = gamma ? node_of(*gamma) : nullptr;
@@ -392,16 +391,18 @@ Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Va
     Tensor gam = gamma ? gamma->value() : Tensor();
     return record(op, y, {x, gv, bv}, [ng, sv, nx = node_of(x), ngam, nbet, gam](const Tensor& g) {
         norm_backward(ng, sv, gam, nx, ngam, nbet, Shape{ng.channels}, g);
-    }, [groups = ng.groups, layer = op[0] == 'l', eps](HigherCtx& c) {
-        detail::norm_higher(c, layer ? 0 : static_cast<int>(groups), eps);
+    }, [groups = ng.groups, layer = op[0] == 'l', eps, relu](HigherCtx& c) {
+        detail::norm_higher(c, layer ? 0 : static_cast<int>(groups), eps, relu);
     });
 }
 
 }  // namespace
 
+namespace {
+
 // x [N, C, ...]: statistics per sample over each group of C/groups channels and all trailing positions.
-Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
-    const char* op = "group_norm";
+Var group_norm_op(const char* op, const Var& x, int groups, const Var* gamma, const Var* beta, double eps,
+                  bool relu) {
     check_defined(op, x);
     if (x.rank() < 2)
         throw ShapeError(fmt::format("{}: input must be [N, C, ...], got {}", op, describe(x.value())));
@@ -415,7 +416,19 @@ Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, doub
     const std::int64_t spatial = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
     const std::int64_t cpg = c / groups;
     kernels::NormShape ng{n * groups, cpg * spatial, groups, cpg, std::max<std::int64_t>(1, spatial), c};
-    return norm_op(op, ng, x, gamma, beta, eps);
+    return norm_op(op, ng, x, gamma, beta, eps, relu);
+}
+
+}  // namespace
+
+Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
+    return group_norm_op("group_norm", x, groups, gamma, beta, eps, false);
+}
+
+// relu(group_norm(x)) in one pass over the data each way (the same bits as the two ops): the forward
+// writes only y, the backward reads the relu's mask from y's sign.
+Var group_norm_relu(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
+    return group_norm_op("group_norm_relu", x, groups, gamma, beta, eps, true);
 }
 
 // Normalises over the last dimension D: every row of D elements is one block.

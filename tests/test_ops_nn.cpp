@@ -363,6 +363,62 @@ TEST_CASE("group_norm passes the gradient check in the image models' configurati
     }
 }
 
+TEST_CASE("group_norm_relu equals relu(group_norm) bitwise and passes the gradient check",
+          "[ops_nn][norm][grad]") {
+    // The image models' configurations (two channels per group on 6 x 6, four on 7 x 7), with and without
+    // gamma and beta.
+    struct Case {
+        Shape x;
+        int groups;
+        bool affine;
+    };
+    const Case cases[] = {{{2, 8, 6, 6}, 4, true}, {{2, 8, 7, 7}, 2, true}, {{2, 4, 5, 5}, 2, false}};
+    std::uint64_t stream = 450;
+    for (const Case& c : cases) {
+        Tensor x = rnd(c.x, stream++, -2.0, 3.0), gamma = rnd({c.x[1]}, stream++, 0.5, 1.5),
+               beta = rnd({c.x[1]}, stream++, -0.3, 0.3);
+        const int g = c.groups;
+        const bool aff = c.affine;
+        INFO("input " << c.x.str() << (aff ? " affine" : ""));
+        // Bitwise: values and gradients of the fused op and of the two ops, float32 and float64.
+        for (DType dt : {DType::f32, DType::f64}) {
+            auto run = [&](bool fused) {
+                reset_tape();
+                Var lx = leaf(x.to(dt)), lg = leaf(gamma.to(dt)), lb = leaf(beta.to(dt));
+                const Var* pg = aff ? &lg : nullptr;
+                const Var* pb = aff ? &lb : nullptr;
+                Var y = fused ? group_norm_relu(lx, g, pg, pb) : relu(group_norm(lx, g, pg, pb));
+                backward(y, rnd(c.x, 499).to(dt));
+                std::vector<std::vector<double>> out = {y.value().to_vector(), lx.grad().to_vector()};
+                if (aff) {
+                    out.push_back(lg.grad().to_vector());
+                    out.push_back(lb.grad().to_vector());
+                }
+                reset_tape();
+                return out;
+            };
+            CHECK(run(true) == run(false));
+        }
+        // Away from the relu's kink: steps of 1e-5 move y by ~1e-5 here (gamma r ~ 1), so they must not
+        // cross it.
+        const Var vg(gamma), vb(beta);
+        Var y0 = group_norm(Var(x), g, aff ? &vg : nullptr, aff ? &vb : nullptr);
+        double closest = 1e9;
+        for (double v : y0.value().to_vector()) closest = std::min(closest, std::abs(v));
+        REQUIRE(closest > 1e-4);
+        GradcheckOptions opt;
+        opt.eps = 1e-5;
+        if (aff)
+            expect_grad("group_norm_relu " + c.x.str(),
+                        [g](std::span<const Var> v) { return group_norm_relu(v[0], g, &v[1], &v[2], 1e-5); },
+                        {x, gamma, beta}, opt);
+        else
+            expect_grad("group_norm_relu " + c.x.str(),
+                        [g](std::span<const Var> v) { return group_norm_relu(v[0], g, nullptr, nullptr); },
+                        {x}, opt);
+    }
+}
+
 TEST_CASE("no-grad passes reuse their memory instead of growing the arena", "[ops_nn][memory]") {
     // 10 passes over a 512 KiB activation: with gradients off the intermediates are heap tensors
     // freed with their last handle, so the arena does not grow pass after pass.
