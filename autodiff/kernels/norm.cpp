@@ -72,34 +72,48 @@ void norm_backward(const NormShape& s, const T* g, const T* x, const double* mea
     // Per-block, per-channel sums of g xhat and g (double), reduced over blocks in order afterwards.
     const bool params = ggamma || gbeta;
     std::vector<double> part(params ? static_cast<std::size_t>(s.blocks * cpg * 2) : 0);
-    auto gval = [&](std::int64_t i) -> double {
-        return y_relu && !(y_relu[i] > T(0)) ? 0.0 : static_cast<double>(g[i]);
-    };
     parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+        // Per block, gm = g masked by the relu and h = xhat as the forward computed it, in plain loops
+        // the compiler vectorises; the sums and gx then read them.
+        thread_local std::vector<T> buf;
+        if (buf.size() < static_cast<std::size_t>(2 * m)) buf.resize(static_cast<std::size_t>(2 * m));
+        T* hh = buf.data();
+        T* gmask = buf.data() + m;
         for (std::int64_t b = lo; b < hi; ++b) {
             const std::int64_t o = b * m;
             const double mu = mean[b], r = rstd[b];
-            // xhat as the forward computed it
-            auto xhat = [&](std::int64_t i) {
-                return static_cast<double>(static_cast<T>((static_cast<double>(x[i]) - mu) * r));
-            };
+            const T* xb = x + o;
+            for (std::int64_t j = 0; j < m; ++j)
+                hh[j] = static_cast<T>((static_cast<double>(xb[j]) - mu) * r);
+            const T* gm = g + o;
+            if (y_relu) {
+                const T* yb = y_relu + o;
+                for (std::int64_t j = 0; j < m; ++j) gmask[j] = yb[j] > T(0) ? gm[j] : T(0);
+                gm = gmask;
+            }
             double s1 = 0.0, s2 = 0.0;  // sum d, sum d xhat with d = g gamma
             if (sp == 1) {              // one element per channel (layer norm): flat sums over the block
                 auto ga = [&](std::int64_t k) {
                     return gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
                 };
-                s1 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k); });
-                s2 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k) * xhat(o + k); });
+                s1 = sum8(m, [&](std::int64_t k) { return static_cast<double>(gm[k]) * ga(k); });
+                s2 = sum8(m, [&](std::int64_t k) {
+                    return static_cast<double>(gm[k]) * ga(k) * static_cast<double>(hh[k]);
+                });
                 if (params)
                     for (std::int64_t k = 0; k < m; ++k) {
-                        part[static_cast<std::size_t>((b * cpg + k) * 2)] = gval(o + k) * xhat(o + k);
-                        part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = gval(o + k);
+                        part[static_cast<std::size_t>((b * cpg + k) * 2)] =
+                            static_cast<double>(gm[k]) * static_cast<double>(hh[k]);
+                        part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = static_cast<double>(gm[k]);
                     }
             }
             for (std::int64_t k = 0; k < cpg && sp != 1; ++k) {
-                const std::int64_t ok = o + k * sp;
-                const double sg = sum8(sp, [&](std::int64_t j) { return gval(ok + j); });
-                const double sgh = sum8(sp, [&](std::int64_t j) { return gval(ok + j) * xhat(ok + j); });
+                const T* gk = gm + k * sp;
+                const T* hk = hh + k * sp;
+                const double sg = sum8(sp, [&](std::int64_t j) { return static_cast<double>(gk[j]); });
+                const double sgh = sum8(sp, [&](std::int64_t j) {
+                    return static_cast<double>(gk[j]) * static_cast<double>(hk[j]);
+                });
                 if (params) {
                     part[static_cast<std::size_t>((b * cpg + k) * 2)] = sgh;
                     part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = sg;
@@ -111,10 +125,12 @@ void norm_backward(const NormShape& s, const T* g, const T* x, const double* mea
             if (!gx) continue;
             const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m);
             for (std::int64_t k = 0; k < cpg; ++k) {
-                const std::int64_t ok = o + k * sp;
+                const std::int64_t kk = k * sp;
                 const double ga = gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
+                T* gxk = gx + o + kk;
                 for (std::int64_t j = 0; j < sp; ++j)
-                    gx[ok + j] = static_cast<T>(r * (gval(ok + j) * ga - a1 - xhat(ok + j) * a2));
+                    gxk[j] = static_cast<T>(r * (static_cast<double>(gm[kk + j]) * ga - a1 -
+                                                 static_cast<double>(hh[kk + j]) * a2));
             }
         }
     });
