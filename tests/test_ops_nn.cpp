@@ -650,6 +650,28 @@ TEST_CASE("relu_dropout equals dropout(relu(x)) bit for bit, values and gradient
     }, {xs});
 }
 
+TEST_CASE("strided conv2d and group_norm_relu are bitwise identical with 1 and 2 threads",
+          "[ops_nn][threads]") {
+    // The image models' downsampling (k4 s2 p1, input gradient by stride phase) then GroupNorm + ReLU.
+    Tensor x = rnd({6, 4, 13, 13}, 95), w = rnd({8, 4, 4, 4}, 96), b = rnd({8}, 97), gam = rnd({8}, 98),
+           gy = rnd({6, 8, 6, 6}, 99);
+    for (DType dt : {DType::f32, DType::f64}) {
+        auto run = [&](int threads) {
+            ThreadsScope ts(threads);
+            reset_tape();
+            Var lx = leaf(x.to(dt)), lw = leaf(w.to(dt)), lb = leaf(b.to(dt)), lg = leaf(gam.to(dt));
+            Var y = group_norm_relu(conv2d(lx, lw, &lb, 2, 1), 4, &lg, &lb);
+            backward(y, gy.to(dt));
+            std::vector<std::vector<double>> out = {y.value().to_vector(), lx.grad().to_vector(),
+                                                    lw.grad().to_vector(), lb.grad().to_vector(),
+                                                    lg.grad().to_vector()};
+            reset_tape();
+            return out;
+        };
+        CHECK(run(1) == run(2));
+    }
+}
+
 TEST_CASE("conv2d and group_norm are bitwise identical with 1 and 4 threads, float32 close to float64",
           "[ops_nn][threads]") {
     Tensor x = rnd({8, 6, 33, 31}, 90), w = rnd({5, 6, 3, 3}, 91), b = rnd({5}, 92), gam = rnd({5}, 93);
