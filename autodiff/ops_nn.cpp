@@ -65,7 +65,8 @@ struct ConvGeom : kernels::ConvShape {
 // ---------------------------------------------------------------- conv2d
 // y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per group of samples one GEMM
 // Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward:
-// gW^T += COL @ G^T group by group (the columns recomputed), dCOL = W^T @ G then col2im, gb[o] =
+// gW^T += COL @ G^T group by group (the columns recomputed), gx by stride phase (a stride-1 implicit
+// GEMM per phase, kernels::grad_phases; dCOL = W^T @ G then col2im where a phase cannot run), gb[o] =
 // sum_{n, q} g[n, o, q]. The batch runs in a fixed number of parts (ConvGeom::parts) shared out among
 // the threads.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
