@@ -234,6 +234,8 @@ Var avg_pool2d(const Var& x, const AvgPool2dFuncOptions& opt);
 Var global_avg_pool(const Var& x);  // [N, C, H, W] -> [N, C]
 // x [N, C, ...]: per sample, per group of C/groups channels; gamma, beta [C] optional.
 Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps = 1e-5);
+// relu(group_norm(x, ...)) as one op: the same values, one pass over the data each way, one tensor less.
+Var group_norm_relu(const Var& x, int groups, const Var* gamma, const Var* beta, double eps = 1e-5);
 // normalises over the last dimension; gamma, beta [D] optional.
 Var layer_norm(const Var& x, const Var* gamma, const Var* beta, double eps = 1e-5);
 // gamma, beta as values (Parameter::var() needs no named local); std::nullopt: absent.

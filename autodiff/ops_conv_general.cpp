@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "autodiff/conv_checks.hpp"
 #include "autodiff/kernels/conv_general.hpp"
 #include "autodiff/kernels/gemm.hpp"
 #include "autodiff/ops.hpp"
@@ -73,13 +74,7 @@ kernels::ConvGeneralShape conv_geometry(const Var& x, const Var& w, const Var* b
         throw UsageError(fmt::format("{}: kernel {}x{} (dilated {}x{}) of weight {} is larger than the padded "
                                      "input {} ({})",
                                      op, g.kh, g.kw, eh, ew, describe(w.value()), describe(x.value()), opts));
-    if (bias) {
-        if (!bias->value().defined()) throw UsageError(fmt::format("{}: undefined bias ({})", op, opts));
-        check_same_dtype(op, x.value(), bias->value());
-        if (bias->rank() != 1 || bias->dim(0) != g.o)
-            throw UsageError(fmt::format("{}: bias {} does not match weight {} (expected [{}])", op,
-                                         describe(bias->value()), describe(w.value()), g.o));
-    }
+    detail::check_conv_bias(op, x, w, bias, g.o, " (" + opts + ")");
     g.ho = (g.h + 2 * g.ph - eh) / g.sh + 1;
     g.wo = (g.w + 2 * g.pw - ew) / g.sw + 1;
     return g;

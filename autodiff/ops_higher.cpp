@@ -120,7 +120,7 @@ void global_avg_pool_higher(HigherCtx& c) {
 
 void dropout_higher(HigherCtx& c, const Tensor& mask) { c.dx[0] = mul(c.gout, Var(mask)); }
 
-void norm_higher(HigherCtx& c, int groups, double eps) {
+void norm_higher(HigherCtx& c, int groups, double eps, bool relu) {
     Var x = c.in(0), gamma = c.in(1), beta = c.in(2);
     // Recorded even without create_graph: local_grad differentiates the recorded composite.
     EnableGradScope on;
@@ -137,6 +137,7 @@ void norm_higher(HigherCtx& c, int groups, double eps) {
     cs[groups == 0 ? cs.size() - 1 : 1] = groups == 0 ? xs[-1] : xs[1];
     if (gamma.value().defined()) y = mul(y, reshape(gamma, Shape(cs)));
     if (beta.value().defined()) y = add(y, reshape(beta, Shape(cs)));
+    if (relu) y = sdeuq::relu(y);
     std::vector<Var> in{x, gamma, beta};
     std::vector<Var> d = local_grad(y, in, c.gout, first);
     for (int k = 0; k < 3; ++k)

@@ -31,7 +31,8 @@ void conv2d_general_higher(HigherCtx& c, const Conv2dFuncOptions& opt);  // {x, 
 void avg_pool2d_general_higher(HigherCtx& c, const AvgPool2dFuncOptions& opt);  // {x}
 void avg_pool2d_higher(HigherCtx& c, int kernel, int stride);        // {x}
 void global_avg_pool_higher(HigherCtx& c);                           // {x}
-void norm_higher(HigherCtx& c, int groups, double eps);              // {x, gamma, beta}; groups 0: layer_norm
+// {x, gamma, beta}; groups 0: layer_norm; relu: relu(norm) (group_norm_relu)
+void norm_higher(HigherCtx& c, int groups, double eps, bool relu = false);
 void dropout_higher(HigherCtx& c, const Tensor& mask);               // {x}
 }  // namespace detail
 

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <type_traits>
+#include <vector>
 
+#include "autodiff/conv_checks.hpp"
 #include "autodiff/kernels/conv.hpp"
 #include "autodiff/kernels/dropout.hpp"
 #include "autodiff/kernels/gemm.hpp"
@@ -47,13 +49,15 @@ struct ConvGeom : kernels::ConvShape {
     std::int64_t part_begin(std::int64_t i) const { return n * i / parts(); }
     // Samples whose columns (CK x P values) fit in ~512 KiB, half the L2 of this machine's cores: the unit
     // in which the column matrix is written and read back by one GEMM (the forward and input-gradient
-    // GEMMs sum each element over k alone, so their results do not depend on it), at most a part.
-    std::int64_t sub_chunk(std::size_t elem) const {
+    // GEMMs sum each element over k alone, so their results do not depend on it), at most a part. sh: the
+    // shape whose columns are meant (this convolution's, or one of its input-gradient phases).
+    std::int64_t sub_chunk(const kernels::ConvShape& sh, std::size_t elem) const {
         const std::int64_t bytes =
-            ck() * std::max<std::int64_t>(1, hw_out()) * static_cast<std::int64_t>(elem);
+            sh.ck() * std::max<std::int64_t>(1, sh.hw_out()) * static_cast<std::int64_t>(elem);
         const std::int64_t fit = (std::int64_t(512) << 10) / std::max<std::int64_t>(1, bytes);
         return std::clamp<std::int64_t>(fit, 1, std::max<std::int64_t>(1, (n + parts() - 1) / parts()));
     }
+    std::int64_t sub_chunk(std::size_t elem) const { return sub_chunk(*this, elem); }
 };
 
 }  // namespace
@@ -61,7 +65,8 @@ struct ConvGeom : kernels::ConvShape {
 // ---------------------------------------------------------------- conv2d
 // y[n, o, q] = b[o] + sum_k W[o, k] col_n[k, q] with k = (c, i, j): per group of samples one GEMM
 // Y[O, ns*P] = W[O, CK] @ COL[CK, ns*P], COL packed for the GEMM as it is gathered. Backward:
-// gW^T += COL @ G^T group by group (the columns recomputed), dCOL = W^T @ G then col2im, gb[o] =
+// gW^T += COL @ G^T group by group (the columns recomputed), gx by stride phase (a stride-1 implicit
+// GEMM per phase, kernels::grad_phases; dCOL = W^T @ G then col2im where a phase cannot run), gb[o] =
 // sum_{n, q} g[n, o, q]. The batch runs in a fixed number of parts (ConvGeom::parts) shared out among
 // the threads.
 Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding) {
@@ -81,23 +86,17 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
     g.kh = w.dim(2);
     g.kw = w.dim(3);
     g.stride = stride;
-    g.pad = padding;
+    g.pad_h = g.pad_w = padding;
     if (w.dim(1) != g.c)
         throw ShapeError(fmt::format("{}: channel mismatch: input {} has {} channels, weight {} expects {}",
                                      op, describe(x.value()), g.c, describe(w.value()), w.dim(1)));
-    if (g.kh < 1 || g.kw < 1 || g.kh > g.h + 2 * g.pad || g.kw > g.w + 2 * g.pad)
+    if (g.kh < 1 || g.kw < 1 || g.kh > g.h + 2 * g.pad_h || g.kw > g.w + 2 * g.pad_w)
         throw ShapeError(fmt::format("{}: kernel {}x{} of weight {} does not fit the padded input {} "
                                      "(padding {})",
                                      op, g.kh, g.kw, describe(w.value()), describe(x.value()), padding));
-    if (bias) {
-        check_defined(op, *bias);
-        check_same_dtype(op, x.value(), bias->value());
-        if (bias->rank() != 1 || bias->dim(0) != g.o)
-            throw ShapeError(fmt::format("{}: bias {} does not match weight {} (expected [{}])", op,
-                                         describe(bias->value()), describe(w.value()), g.o));
-    }
-    g.ho = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
-    g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+    detail::check_conv_bias(op, x, w, bias, g.o);
+    g.ho = (g.h + 2 * g.pad_h - g.kh) / g.stride + 1;
+    g.wo = (g.w + 2 * g.pad_w - g.kw) / g.stride + 1;
     const DType dt = x.dtype();
     Tensor y = Tensor::arena_empty(Shape{g.n, g.o, g.ho, g.wo}, dt);
     const std::int64_t p = g.hw_out(), ck = g.ck(), np = g.parts();
@@ -163,30 +162,36 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
             const T* px = xv.data<T>();
             const T* pw = wv.data<T>();
             const std::int64_t xs = g.c * g.h * g.w;
-            // A stride-1 square kernel's input gradient is itself a convolution: gx = conv2d(gy, W'),
-            // W'[c, o, i, j] = W[o, c, k-1-i, k-1-j], padding k-1-p. It runs as the forward does (implicit
-            // GEMM over K = O k^2), with no dCOL matrix and no col2im scatter.
-            const bool dx_conv = nx && g.stride == 1 && g.kh == g.kw && g.pad <= g.kh - 1;
-            ConvGeom gd;
-            gd.n = g.n;
-            gd.o = g.c;
-            gd.c = g.o;
-            gd.h = g.ho;
-            gd.w = g.wo;
-            gd.kh = g.kh;
-            gd.kw = g.kw;
-            gd.stride = 1;
-            gd.pad = g.kh - 1 - g.pad;
-            gd.ho = g.h;
-            gd.wo = g.w;
-            const std::int64_t subd = gd.sub_chunk(sizeof(T)), colsd = (subd * gd.hw_out() + 15) / 16 * 16;
-            Tensor wflip = dx_conv ? Tensor::arena_empty(Shape{g.c * g.o * g.kh * g.kw}, dt) : Tensor();
-            Tensor dcol = dx_conv ? Tensor::arena_empty(Shape{np * gd.ck() * colsd}, dt) : Tensor();
-            Tensor dtmp = dx_conv ? Tensor::arena_empty(Shape{np * g.c * colsd}, dt) : Tensor();
-            if (dx_conv) kernels::flip_transpose(g.o, g.c, g.kh, g.kw, pw, wflip.data<T>());
+            // The input gradient by stride phase (kernels::grad_phases): per phase a stride-1 convolution of
+            // gy run as the forward runs (implicit GEMM over K = O ka kb) and a scatter of its rows into gx,
+            // every gx element written once, by one GEMM: no dCOL matrix, no col2im. A phase that would
+            // need negative padding (padding beyond the kernel) falls back to dCOL = W^T G and col2im.
+            std::vector<kernels::GradPhase> phases = nx ? kernels::grad_phases(g, g.o)
+                                                        : std::vector<kernels::GradPhase>();
+            bool dx_phases = nx != nullptr;
+            for (const auto& ph : phases)
+                dx_phases = dx_phases && (!ph.taps || (ph.g.pad_h >= 0 && ph.g.pad_w >= 0));
+            std::vector<Tensor> wphase(phases.size());
+            std::vector<std::int64_t> subd(phases.size(), 0);
+            std::int64_t dcol_size = 0, dtmp_size = 0;
+            bool untapped = false;
+            for (std::size_t i = 0; i < phases.size() && dx_phases; ++i) {
+                const auto& ph = phases[i];
+                untapped = untapped || !ph.taps;
+                if (!ph.taps) continue;
+                wphase[i] = Tensor::arena_empty(Shape{g.c * ph.g.ck()}, dt);
+                kernels::phase_weights(g, g.o, ph, pw, wphase[i].data<T>());
+                subd[i] = g.sub_chunk(ph.g, sizeof(T));
+                const std::int64_t colsd = (subd[i] * ph.g.hw_out() + 15) / 16 * 16;
+                dcol_size = std::max(dcol_size, ph.g.ck() * colsd);
+                dtmp_size = std::max(dtmp_size, g.c * colsd);
+            }
+            Tensor dcol = dx_phases ? Tensor::arena_empty(Shape{np * dcol_size}, dt) : Tensor();
+            Tensor dtmp = dx_phases ? Tensor::arena_empty(Shape{np * dtmp_size}, dt) : Tensor();
+            if (dx_phases && untapped) std::fill(gx.data<T>(), gx.data<T>() + gx.numel(), T(0));
             // Per part: the columns (recomputed: cheaper than keeping the batch's, which fit no cache), G
             // in GEMM layout, and the part's gW^T.
-            const bool dcol_path = nx && !dx_conv;
+            const bool dcol_path = nx && !dx_phases;
             Tensor col = nw || dcol_path ? Tensor::arena_empty(Shape{np * ck * cols}, dt) : Tensor();
             Tensor gt = nw || dcol_path ? Tensor::arena_empty(Shape{np * g.o * cols}, dt) : Tensor();
             Tensor gwt = nw ? Tensor::arena_empty(Shape{np * ck * g.o}, dt) : Tensor();
@@ -213,14 +218,19 @@ Var conv2d(const Var& x, const Var& w, const Var* bias, int stride, int padding)
                                 kernels::col2im(g, c + s * p, ld, gx.data<T>() + (s0 + s) * xs);
                         }
                     }
-                    for (std::int64_t s0 = begin; s0 < end && dx_conv; s0 += subd) {
-                        T* c = dcol.data<T>() + part * gd.ck() * colsd;
-                        T* t = dtmp.data<T>() + part * g.c * colsd;
-                        const std::int64_t ns = std::min(subd, end - s0), ld = ns * gd.hw_out();
-                        kernels::im2col_packed(gd, pg + s0 * g.o * p, ns, kernels::gemm_nr<T>, c);
-                        kernels::gemm_packed_b<T>(g.c, ld, gd.ck(), wflip.data<T>(), gd.ck(), c, t, ld);
-                        kernels::rows_to_samples(t, ld, ns, g.c, gd.hw_out(), static_cast<const T*>(nullptr),
-                                                 gx.data<T>() + s0 * xs);
+                    for (std::size_t i = 0; i < phases.size() && dx_phases; ++i) {
+                        const auto& ph = phases[i];
+                        if (!ph.taps) continue;
+                        const std::int64_t pp = ph.g.hw_out(), kp = ph.g.ck();
+                        for (std::int64_t s0 = begin; s0 < end; s0 += subd[i]) {
+                            T* c = dcol.data<T>() + part * dcol_size;
+                            T* t = dtmp.data<T>() + part * dtmp_size;
+                            const std::int64_t ns = std::min(subd[i], end - s0), ld = ns * pp;
+                            kernels::im2col_packed(ph.g, pg + s0 * g.o * p, ns, kernels::gemm_nr<T>, c);
+                            kernels::gemm_packed_b<T>(g.c, ld, kp, wphase[i].data<T>(), kp, c, t, ld);
+                            kernels::phase_scatter(ph, t, ld, ns, g.c, g.h, g.w, g.stride,
+                                                   gx.data<T>() + s0 * xs);
+                        }
                     }
                 }
             });
@@ -321,37 +331,41 @@ Var global_avg_pool(const Var& x) {
 namespace {
 
 struct NormSaved {
-    Tensor xhat;  // x's dtype and shape
+    Tensor x;     // the input (xhat is recomputed from it)
+    Tensor mean;  // f64 [blocks]
     Tensor rstd;  // f64 [blocks]
+    Tensor y;     // the output, when relu is fused (its sign is the relu's mask)
 };
 
-// The kernels are autodiff/kernels/norm.hpp; the ops keep xhat and 1/std for the backward.
+// The kernels are autodiff/kernels/norm.hpp; the ops keep x, the blocks' mean and 1/std (and y with relu)
+// for the backward.
 NormSaved norm_forward(const kernels::NormShape& ng, const Tensor& x, const Var* gamma, const Var* beta,
-                       double eps, Tensor& y) {
-    NormSaved sv{Tensor::arena_empty(x.shape(), x.dtype()),
-                 Tensor::arena_empty(Shape{ng.blocks}, DType::f64)};
+                       double eps, bool relu, Tensor& y) {
+    NormSaved sv{x, Tensor::arena_empty(Shape{ng.blocks}, DType::f64),
+                 Tensor::arena_empty(Shape{ng.blocks}, DType::f64), Tensor()};
     y = Tensor::arena_empty(x.shape(), x.dtype());
     dispatch(x.dtype(), [&](auto z) {
         using T = decltype(z);
         kernels::norm_forward<T>(ng, x.data<T>(), gamma ? gamma->value().data<T>() : nullptr,
                                  beta ? beta->value().data<T>() : nullptr, eps, y.data<T>(),
-                                 sv.xhat.data<T>(), sv.rstd.data<double>());
+                                 sv.mean.data<double>(), sv.rstd.data<double>(), relu);
     });
+    if (relu) sv.y = y;
     return sv;
 }
 
 void norm_backward(const kernels::NormShape& ng, const NormSaved& sv, const Tensor& gamma_v, Node* nx,
                    Node* ngam, Node* nbet, const Shape& cshape, const Tensor& g) {
     const DType dt = g.dtype();
-    Tensor gx = nx ? Tensor::arena_empty(sv.xhat.shape(), dt) : Tensor();
+    Tensor gx = nx ? Tensor::arena_empty(sv.x.shape(), dt) : Tensor();
     Tensor gg = ngam ? Tensor::arena_zeros(cshape, dt) : Tensor();
     Tensor gbt = nbet ? Tensor::arena_zeros(cshape, dt) : Tensor();
     dispatch(dt, [&](auto z) {
         using T = decltype(z);
-        kernels::norm_backward<T>(ng, g.data<T>(), sv.xhat.data<T>(), sv.rstd.data<double>(),
-                                  gamma_v.defined() ? gamma_v.data<T>() : nullptr, nullptr,
-                                  nx ? gx.data<T>() : nullptr, ngam ? gg.data<T>() : nullptr,
-                                  nbet ? gbt.data<T>() : nullptr);
+        kernels::norm_backward<T>(ng, g.data<T>(), sv.x.data<T>(), sv.mean.data<double>(),
+                                  sv.rstd.data<double>(), gamma_v.defined() ? gamma_v.data<T>() : nullptr,
+                                  sv.y.defined() ? sv.y.data<T>() : nullptr, nx ? gx.data<T>() : nullptr,
+                                  ngam ? gg.data<T>() : nullptr, nbet ? gbt.data<T>() : nullptr);
     });
     if (nx) accumulate_fresh(nx, gx);
     if (ngam) accumulate_fresh(ngam, gg);
@@ -368,9 +382,9 @@ void check_affine(const char* op, const char* what, const Var* p, const Var& x, 
 }
 
 Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Var* gamma, const Var* beta,
-            double eps) {
+            double eps, bool relu = false) {
     Tensor y;
-    NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, y);
+    NormSaved sv = norm_forward(ng, x.value(), gamma, beta, eps, relu, y);
     Var gv = gamma ? *gamma : Var();
     Var bv = beta ? *beta : Var();
     Node* ngam = gamma ? node_of(*gamma) : nullptr;
@@ -378,16 +392,18 @@ Var norm_op(const char* op, const kernels::NormShape& ng, const Var& x, const Va
     Tensor gam = gamma ? gamma->value() : Tensor();
     return record(op, y, {x, gv, bv}, [ng, sv, nx = node_of(x), ngam, nbet, gam](const Tensor& g) {
         norm_backward(ng, sv, gam, nx, ngam, nbet, Shape{ng.channels}, g);
-    }, [groups = ng.groups, layer = op[0] == 'l', eps](HigherCtx& c) {
-        detail::norm_higher(c, layer ? 0 : static_cast<int>(groups), eps);
+    }, [groups = ng.groups, layer = op[0] == 'l', eps, relu](HigherCtx& c) {
+        detail::norm_higher(c, layer ? 0 : static_cast<int>(groups), eps, relu);
     });
 }
 
 }  // namespace
 
+namespace {
+
 // x [N, C, ...]: statistics per sample over each group of C/groups channels and all trailing positions.
-Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
-    const char* op = "group_norm";
+Var group_norm_op(const char* op, const Var& x, int groups, const Var* gamma, const Var* beta, double eps,
+                  bool relu) {
     check_defined(op, x);
     if (x.rank() < 2)
         throw ShapeError(fmt::format("{}: input must be [N, C, ...], got {}", op, describe(x.value())));
@@ -401,7 +417,19 @@ Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, doub
     const std::int64_t spatial = c == 0 || n == 0 ? 0 : x.numel() / (n * c);
     const std::int64_t cpg = c / groups;
     kernels::NormShape ng{n * groups, cpg * spatial, groups, cpg, std::max<std::int64_t>(1, spatial), c};
-    return norm_op(op, ng, x, gamma, beta, eps);
+    return norm_op(op, ng, x, gamma, beta, eps, relu);
+}
+
+}  // namespace
+
+Var group_norm(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
+    return group_norm_op("group_norm", x, groups, gamma, beta, eps, false);
+}
+
+// relu(group_norm(x)) in one pass over the data each way (the same bits as the two ops): the forward
+// writes only y, the backward reads the relu's mask from y's sign.
+Var group_norm_relu(const Var& x, int groups, const Var* gamma, const Var* beta, double eps) {
+    return group_norm_op("group_norm_relu", x, groups, gamma, beta, eps, true);
 }
 
 // Normalises over the last dimension D: every row of D elements is one block.

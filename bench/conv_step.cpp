@@ -147,8 +147,8 @@ public:
         const double dt = 1.0 / kSteps;
         for (int i = 0; i < kSteps; ++i) {
             const double t = i * dt;
-            Var h = relu(gn1_->forward(x));
-            h = relu(gn2_->forward(conv1_->forward(concat_t(t, h))));
+            Var h = gn1_->forward_relu(x);
+            h = gn2_->forward_relu(conv1_->forward(concat_t(t, h)));
             h = gn3_->forward(conv2_->forward(concat_t(t, h)));
             x = x + h * dt;
         }

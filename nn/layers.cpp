@@ -105,13 +105,22 @@ std::string GroupNorm::describe() const {
     return fmt::format("GroupNorm(groups={}, channels={})", groups_, channels_);
 }
 
-Var GroupNorm::forward(const Var& x) {
+Var GroupNorm::forward(const Var& x) { return run(x, false); }
+
+Var GroupNorm::forward_relu(const Var& x) { return run(x, true); }
+
+Var GroupNorm::run(const Var& x, bool relu) {
     if (x.rank() < 2 || x.dim(1) != channels_ || x.dtype() != dtype_)
         throw ShapeError(fmt::format("{}: input {} does not match (expected [N, {}, ...], {})", describe(),
                                      sdeuq::describe(x.value()), channels_, dtype_name(dtype_)));
-    if (!gamma_) return group_norm(x, groups_, nullptr, nullptr, eps_);
-    Var g = gamma_->var(), b = beta_->var();
-    return group_norm(x, groups_, &g, &b, eps_);
+    Var g, b;
+    if (gamma_) {
+        g = gamma_->var();
+        b = beta_->var();
+    }
+    const Var* pg = gamma_ ? &g : nullptr;
+    const Var* pb = gamma_ ? &b : nullptr;
+    return relu ? group_norm_relu(x, groups_, pg, pb, eps_) : group_norm(x, groups_, pg, pb, eps_);
 }
 
 LayerNorm::LayerNorm(std::int64_t dim, double eps, bool affine, DType dtype)
@@ -270,9 +279,13 @@ Var ConvResidualBlock::forward(const Var& x) {
     if (x.rank() != 4 || x.dim(1) != channels_)
         throw ShapeError(fmt::format("{}: input {} does not match (expected [N, {}, H, W])", describe(),
                                      sdeuq::describe(x.value()), channels_));
-    Var h = conv1_->forward(activate(opt_.act, gn1_->forward(x)));
+    // act(GroupNorm(.)): one fused op for relu.
+    auto norm_act = [&](GroupNorm& gn, const Var& v) {
+        return opt_.act == Act::relu ? gn.forward_relu(v) : activate(opt_.act, gn.forward(v));
+    };
+    Var h = conv1_->forward(norm_act(*gn1_, x));
     if (dropout_) h = dropout_->forward(h);
-    h = conv2_->forward(activate(opt_.act, gn2_->forward(h)));
+    h = conv2_->forward(norm_act(*gn2_, h));
     return x + h;
 }
 

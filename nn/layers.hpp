@@ -92,8 +92,11 @@ public:
               DType dtype = DType::f32);
     std::string describe() const override;
     Var forward(const Var& x) override;
+    // relu(forward(x)) as one fused op (group_norm_relu): the same values.
+    Var forward_relu(const Var& x);
 
 private:
+    Var run(const Var& x, bool relu);
     int groups_;
     std::int64_t channels_;
     double eps_;

@@ -155,12 +155,19 @@ LinearAct fusable(const Module& m) {
 Var Sequential::forward(const Var& x) {
     Var h = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-        // Linear then tanh / sigmoid / relu: one fused op (the same bits, one tensor kept instead of two).
+        // Linear then tanh / sigmoid / relu, GroupNorm then relu: one fused op (the same bits, one tensor
+        // kept instead of two).
         if (i + 1 < layers_.size()) {
             auto* lin = dynamic_cast<Linear*>(layers_[i].get());
             const LinearAct act = fusable(*layers_[i + 1]);
             if (lin && act != LinearAct::none) {
                 h = lin->forward_activated(h, act);
+                ++i;
+                continue;
+            }
+            auto* gn = dynamic_cast<GroupNorm*>(layers_[i].get());
+            if (gn && act == LinearAct::relu) {
+                h = gn->forward_relu(h);
                 ++i;
                 continue;
             }

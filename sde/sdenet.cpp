@@ -123,8 +123,8 @@ std::string SdeNetDrift::describe() const {
 }
 
 Var SdeNetDrift::forward(double t, const Var& x) {
-    Var h = cc1_->forward(t, relu(gn1_->forward(x)));
-    h = cc2_->forward(t, relu(gn2_->forward(h)));
+    Var h = cc1_->forward(t, gn1_->forward_relu(x));
+    h = cc2_->forward(t, gn2_->forward_relu(h));
     return gn3_->forward(h);
 }
 
@@ -146,9 +146,9 @@ std::string SdeNetDiffusion::describe() const {
 }
 
 Var SdeNetDiffusion::forward_logit(double t, const Var& x) {
-    Var h = cc1_->forward(t, relu(gn1_->forward(x)));
-    h = cc2_->forward(t, relu(gn2_->forward(h)));
-    return fc_->forward(global_avg_pool(relu(gn3_->forward(h))));
+    Var h = cc1_->forward(t, gn1_->forward_relu(x));
+    h = cc2_->forward(t, gn2_->forward_relu(h));
+    return fc_->forward(global_avg_pool(gn3_->forward_relu(h)));
 }
 
 // ---------------------------------------------------------------- SdeNet (MNIST)

@@ -315,7 +315,7 @@ TEST_CASE("linear with a bias: one fused GEMM, the bits of matmul + add, the sam
 namespace {
 
 sdeuq::kernels::ConvShape conv_shape(int64 c, int64 h, int64 w, int64 kh, int64 kw, int64 s, int64 p) {
-    return {c, h, w, kh, kw, (h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1, s, p};
+    return {c, h, w, kh, kw, (h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1, s, p, p};
 }
 
 template <class T>

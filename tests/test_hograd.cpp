@@ -183,6 +183,8 @@ TEST_CASE("second derivatives of conv2d, pooling, norms and dropout pass the che
     expect_second("global_avg_pool", [](auto x) { return square(global_avg_pool(x[0])); }, {rnd({2, 3, 2, 2}, 10)});
     expect_second("group_norm", [](auto x) { return tanh(group_norm(x[0], 2, &x[1], &x[2])); },
                   {rnd({2, 4, 2, 3}, 11), rnd({4}, 12), rnd({4}, 13)});
+    expect_second("group_norm_relu", [](auto x) { return tanh(group_norm_relu(x[0], 2, &x[1], &x[2])); },
+                  {rnd({2, 4, 2, 3}, 11), rnd({4}, 12), rnd({4}, 13)});
     expect_second("group_norm no affine", [](auto x) { return tanh(group_norm(x[0], 1, nullptr, nullptr)); },
                   {rnd({2, 2, 3}, 14)});
     expect_second("layer_norm", [](auto x) { return tanh(layer_norm(x[0], &x[1], &x[2])); },

@@ -243,6 +243,30 @@ TEST_CASE("conv2d passes the gradient check for input, weight and bias", "[ops_n
                 {x, w1});
 }
 
+TEST_CASE("conv2d's input gradient by stride phase passes the gradient check", "[ops_nn][conv][grad]") {
+    // The input gradient runs one stride-1 convolution per stride phase (kernels::grad_phases): phases
+    // with kernels of different sizes (k3 s2: 2 and 1 taps), a rectangular kernel with different row and
+    // column paddings per phase, phases no tap reaches (k2 s3: their gx is 0), and padding beyond the
+    // kernel (k4 s2 p3: a phase would need negative padding, so dCOL and col2im run instead).
+    struct Case {
+        const char* name;
+        Shape x, w;
+        int stride, pad;
+    };
+    const Case cases[] = {{"k3 s2 p1 odd input", {2, 3, 9, 7}, {4, 3, 3, 3}, 2, 1},
+                          {"rect k3x4 s2 p1", {2, 2, 8, 9}, {3, 2, 3, 4}, 2, 1},
+                          {"k2 s3 p0 (untapped phases)", {2, 2, 8, 8}, {3, 2, 2, 2}, 3, 0},
+                          {"k4 s3 p2", {1, 3, 10, 11}, {2, 3, 4, 4}, 3, 2},
+                          {"k4 s2 p3 (col2im fallback)", {1, 2, 6, 6}, {3, 2, 4, 4}, 2, 3}};
+    std::uint64_t stream = 250;
+    for (const Case& c : cases) {
+        Tensor x = rnd(c.x, stream++), w = rnd(c.w, stream++), b = rnd({c.w[0]}, stream++);
+        const int s = c.stride, p = c.pad;
+        expect_grad(std::string("conv2d ") + c.name,
+                    [s, p](std::span<const Var> v) { return conv2d(v[0], v[1], &v[2], s, p); }, {x, w, b});
+    }
+}
+
 TEST_CASE("conv2d passes the gradient check in the configurations the image models use",
           "[ops_nn][conv][grad]") {
     // MnistConvNet: k3 s1 p0 from one channel; k4 s2 p1 downsampling (even and odd inputs, 26 -> 13 -> 6);
@@ -336,6 +360,62 @@ TEST_CASE("group_norm passes the gradient check in the image models' configurati
         expect_grad("group_norm " + c.x.str(),
                     [g](std::span<const Var> v) { return group_norm(v[0], g, &v[1], &v[2], 1e-5); },
                     {x, gamma, beta}, opt);
+    }
+}
+
+TEST_CASE("group_norm_relu equals relu(group_norm) bitwise and passes the gradient check",
+          "[ops_nn][norm][grad]") {
+    // The image models' configurations (two channels per group on 6 x 6, four on 7 x 7), with and without
+    // gamma and beta.
+    struct Case {
+        Shape x;
+        int groups;
+        bool affine;
+    };
+    const Case cases[] = {{{2, 8, 6, 6}, 4, true}, {{2, 8, 7, 7}, 2, true}, {{2, 4, 5, 5}, 2, false}};
+    std::uint64_t stream = 450;
+    for (const Case& c : cases) {
+        Tensor x = rnd(c.x, stream++, -2.0, 3.0), gamma = rnd({c.x[1]}, stream++, 0.5, 1.5),
+               beta = rnd({c.x[1]}, stream++, -0.3, 0.3);
+        const int g = c.groups;
+        const bool aff = c.affine;
+        INFO("input " << c.x.str() << (aff ? " affine" : ""));
+        // Bitwise: values and gradients of the fused op and of the two ops, float32 and float64.
+        for (DType dt : {DType::f32, DType::f64}) {
+            auto run = [&](bool fused) {
+                reset_tape();
+                Var lx = leaf(x.to(dt)), lg = leaf(gamma.to(dt)), lb = leaf(beta.to(dt));
+                const Var* pg = aff ? &lg : nullptr;
+                const Var* pb = aff ? &lb : nullptr;
+                Var y = fused ? group_norm_relu(lx, g, pg, pb) : relu(group_norm(lx, g, pg, pb));
+                backward(y, rnd(c.x, 499).to(dt));
+                std::vector<std::vector<double>> out = {y.value().to_vector(), lx.grad().to_vector()};
+                if (aff) {
+                    out.push_back(lg.grad().to_vector());
+                    out.push_back(lb.grad().to_vector());
+                }
+                reset_tape();
+                return out;
+            };
+            CHECK(run(true) == run(false));
+        }
+        // Away from the relu's kink: steps of 1e-5 move y by ~1e-5 here (gamma r ~ 1), so they must not
+        // cross it.
+        const Var vg(gamma), vb(beta);
+        Var y0 = group_norm(Var(x), g, aff ? &vg : nullptr, aff ? &vb : nullptr);
+        double closest = 1e9;
+        for (double v : y0.value().to_vector()) closest = std::min(closest, std::abs(v));
+        REQUIRE(closest > 1e-4);
+        GradcheckOptions opt;
+        opt.eps = 1e-5;
+        if (aff)
+            expect_grad("group_norm_relu " + c.x.str(),
+                        [g](std::span<const Var> v) { return group_norm_relu(v[0], g, &v[1], &v[2], 1e-5); },
+                        {x, gamma, beta}, opt);
+        else
+            expect_grad("group_norm_relu " + c.x.str(),
+                        [g](std::span<const Var> v) { return group_norm_relu(v[0], g, nullptr, nullptr); },
+                        {x}, opt);
     }
 }
 
@@ -568,6 +648,28 @@ TEST_CASE("relu_dropout equals dropout(relu(x)) bit for bit, values and gradient
         Generator g(3);
         return relu_dropout(v[0], 0.4, g);
     }, {xs});
+}
+
+TEST_CASE("strided conv2d and group_norm_relu are bitwise identical with 1 and 2 threads",
+          "[ops_nn][threads]") {
+    // The image models' downsampling (k4 s2 p1, input gradient by stride phase) then GroupNorm + ReLU.
+    Tensor x = rnd({6, 4, 13, 13}, 95), w = rnd({8, 4, 4, 4}, 96), b = rnd({8}, 97), gam = rnd({8}, 98),
+           gy = rnd({6, 8, 6, 6}, 99);
+    for (DType dt : {DType::f32, DType::f64}) {
+        auto run = [&](int threads) {
+            ThreadsScope ts(threads);
+            reset_tape();
+            Var lx = leaf(x.to(dt)), lw = leaf(w.to(dt)), lb = leaf(b.to(dt)), lg = leaf(gam.to(dt));
+            Var y = group_norm_relu(conv2d(lx, lw, &lb, 2, 1), 4, &lg, &lb);
+            backward(y, gy.to(dt));
+            std::vector<std::vector<double>> out = {y.value().to_vector(), lx.grad().to_vector(),
+                                                    lw.grad().to_vector(), lb.grad().to_vector(),
+                                                    lg.grad().to_vector()};
+            reset_tape();
+            return out;
+        };
+        CHECK(run(1) == run(2));
+    }
 }
 
 TEST_CASE("conv2d and group_norm are bitwise identical with 1 and 4 threads, float32 close to float64",

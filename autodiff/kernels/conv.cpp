@@ -24,10 +24,10 @@ struct Split {
 };
 
 Split split_of(const ConvShape& g) {
-    const std::int64_t wp = g.w + 2 * g.pad;
+    const std::int64_t wp = g.w + 2 * g.pad_w;
     // u runs up to (wo - 1) + (kw - 1) / s; and every input column must have its slot.
     const std::int64_t up = std::max((wp + g.stride - 1) / g.stride, g.wo + (g.kw - 1) / g.stride);
-    const std::int64_t hp = std::max(g.h + 2 * g.pad, (g.ho - 1) * g.stride + g.kh);
+    const std::int64_t hp = std::max(g.h + 2 * g.pad_h, (g.ho - 1) * g.stride + g.kh);
     return {hp, up, g.stride};
 }
 
@@ -38,10 +38,10 @@ template <class F>
 void for_phases(const ConvShape& g, const Split& sp, F&& fn) {
     for (std::int64_t f = 0; f < g.stride; ++f) {
         // smallest u with u s + f >= p, and one past the largest with u s + f <= w - 1 + p
-        const std::int64_t a = g.pad - f, b = g.w - 1 + g.pad - f;
+        const std::int64_t a = g.pad_w - f, b = g.w - 1 + g.pad_w - f;
         const std::int64_t u0 = a <= 0 ? 0 : (a + g.stride - 1) / g.stride;
         const std::int64_t u1 = b < 0 ? 0 : std::min(sp.up, b / g.stride + 1);
-        if (u1 > u0) fn(f, u0, u1, u0 * g.stride + f - g.pad);
+        if (u1 > u0) fn(f, u0, u1, u0 * g.stride + f - g.pad_w);
     }
 }
 
@@ -60,9 +60,9 @@ void pad_split(const ConvShape& g, const Split& sp, const T* x, T* xp) {
     for (std::int64_t ci = 0; ci < g.c; ++ci)
         for (std::int64_t ih = 0; ih < g.h; ++ih) {
             const T* src = x + (ci * g.h + ih) * g.w;
-            T* row = xp + ci * sp.plane() + (ih + g.pad) * sp.row_len();
+            T* row = xp + ci * sp.plane() + (ih + g.pad_h) * sp.row_len();
             if (g.stride == 1) {
-                std::memcpy(row + g.pad, src, sizeof(T) * static_cast<std::size_t>(g.w));
+                std::memcpy(row + g.pad_w, src, sizeof(T) * static_cast<std::size_t>(g.w));
             } else {
                 for_phases(g, sp, [&](std::int64_t f, std::int64_t u0, std::int64_t u1, std::int64_t iw0) {
                     T* r = row + f * sp.up;
@@ -213,9 +213,9 @@ void col2im(const ConvShape& g, const T* col, std::int64_t ldc, T* gx) {
     for (std::int64_t ci = 0; ci < g.c; ++ci)
         for (std::int64_t ih = 0; ih < g.h; ++ih) {
             T* dst = gx + (ci * g.h + ih) * g.w;
-            const T* row = xp + ci * sp.plane() + (ih + g.pad) * sp.row_len();
+            const T* row = xp + ci * sp.plane() + (ih + g.pad_h) * sp.row_len();
             if (g.stride == 1) {
-                std::memcpy(dst, row + g.pad, sizeof(T) * static_cast<std::size_t>(g.w));
+                std::memcpy(dst, row + g.pad_w, sizeof(T) * static_cast<std::size_t>(g.w));
             } else {
                 for_phases(g, sp, [&](std::int64_t f, std::int64_t u0, std::int64_t u1, std::int64_t iw0) {
                     const T* r = row + f * sp.up;
@@ -248,14 +248,70 @@ void rows_to_samples(const T* rows, std::int64_t ld, std::int64_t ns, std::int64
         }
 }
 
+namespace {
+
+// ceil(a / b) for b > 0 and any a.
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// floor(a / b) for b > 0 and any a.
+std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+std::vector<GradPhase> grad_phases(const ConvShape& f, std::int64_t o) {
+    const std::int64_t s = f.stride;
+    std::vector<GradPhase> out;
+    for (std::int64_t a = 0; a < s; ++a)
+        for (std::int64_t b = 0; b < s; ++b) {
+            // Phase rows u: input row ih = u s + a - ph in [0, h); u0 the first, nu their count.
+            const std::int64_t u0 = std::max<std::int64_t>(0, ceil_div(f.pad_h - a, s));
+            const std::int64_t u1 = floor_div(f.h - 1 + f.pad_h - a, s) + 1;
+            const std::int64_t v0 = std::max<std::int64_t>(0, ceil_div(f.pad_w - b, s));
+            const std::int64_t v1 = floor_div(f.w - 1 + f.pad_w - b, s) + 1;
+            const std::int64_t ka = a < f.kh ? ceil_div(f.kh - a, s) : 0;
+            const std::int64_t kb = b < f.kw ? ceil_div(f.kw - b, s) : 0;
+            GradPhase ph{};
+            ph.a = a;
+            ph.b = b;
+            ph.ih0 = u0 * s + a - f.pad_h;
+            ph.iw0 = v0 * s + b - f.pad_w;
+            ph.g = ConvShape{o, f.ho, f.wo, ka, kb, std::max<std::int64_t>(0, u1 - u0),
+                             std::max<std::int64_t>(0, v1 - v0), 1, ka - 1 - u0, kb - 1 - v0};
+            ph.taps = ka > 0 && kb > 0 && ph.g.ho > 0 && ph.g.wo > 0;
+            out.push_back(ph);
+        }
+    return out;
+}
+
 template <class T>
-void flip_transpose(std::int64_t o, std::int64_t c, std::int64_t kh, std::int64_t kw, const T* w, T* wt) {
+void phase_weights(const ConvShape& f, std::int64_t o, const GradPhase& ph, const T* w, T* wt) {
+    const std::int64_t ka = ph.g.kh, kb = ph.g.kw, s = f.stride;
     for (std::int64_t oo = 0; oo < o; ++oo)
-        for (std::int64_t cc = 0; cc < c; ++cc)
-            for (std::int64_t i = 0; i < kh; ++i)
-                for (std::int64_t j = 0; j < kw; ++j)
-                    wt[((cc * o + oo) * kh + i) * kw + j] =
-                        w[((oo * c + cc) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)];
+        for (std::int64_t cc = 0; cc < f.c; ++cc)
+            for (std::int64_t di = 0; di < ka; ++di)
+                for (std::int64_t dj = 0; dj < kb; ++dj) {
+                    const std::int64_t i = ph.a + s * (ka - 1 - di), j = ph.b + s * (kb - 1 - dj);
+                    wt[((cc * o + oo) * ka + di) * kb + dj] = w[((oo * f.c + cc) * f.kh + i) * f.kw + j];
+                }
+}
+
+template <class T>
+void phase_scatter(const GradPhase& ph, const T* rows, std::int64_t ld, std::int64_t ns, std::int64_t c,
+                   std::int64_t h, std::int64_t w, std::int64_t st, T* gx) {
+    const std::int64_t nu = ph.g.ho, nv = ph.g.wo, p = nu * nv;
+    for (std::int64_t sn = 0; sn < ns; ++sn)
+        for (std::int64_t ci = 0; ci < c; ++ci) {
+            const T* src = rows + ci * ld + sn * p;
+            T* plane = gx + (sn * c + ci) * h * w + ph.ih0 * w + ph.iw0;
+            for (std::int64_t u = 0; u < nu; ++u) {
+                const T* r = src + u * nv;
+                T* d = plane + u * st * w;
+                if (st == 1)
+                    std::memcpy(d, r, sizeof(T) * static_cast<std::size_t>(nv));
+                else
+                    for (std::int64_t v = 0; v < nv; ++v) d[v * st] = r[v];
+            }
+        }
 }
 
 template <class T>
@@ -284,10 +340,12 @@ template void rows_to_samples<float>(const float*, std::int64_t, std::int64_t, s
                                      const float*, float*);
 template void rows_to_samples<double>(const double*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                                       const double*, double*);
-template void flip_transpose<float>(std::int64_t, std::int64_t, std::int64_t, std::int64_t, const float*,
-                                    float*);
-template void flip_transpose<double>(std::int64_t, std::int64_t, std::int64_t, std::int64_t, const double*,
-                                     double*);
+template void phase_weights<float>(const ConvShape&, std::int64_t, const GradPhase&, const float*, float*);
+template void phase_weights<double>(const ConvShape&, std::int64_t, const GradPhase&, const double*, double*);
+template void phase_scatter<float>(const GradPhase&, const float*, std::int64_t, std::int64_t, std::int64_t,
+                                   std::int64_t, std::int64_t, std::int64_t, float*);
+template void phase_scatter<double>(const GradPhase&, const double*, std::int64_t, std::int64_t, std::int64_t,
+                                    std::int64_t, std::int64_t, std::int64_t, double*);
 template void transpose_add<float>(std::int64_t, std::int64_t, const float*, std::int64_t, float*,
                                    std::int64_t);
 template void transpose_add<double>(std::int64_t, std::int64_t, const double*, std::int64_t, double*,

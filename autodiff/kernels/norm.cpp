@@ -30,8 +30,8 @@ std::int64_t block_min_work(std::int64_t m) {
 }  // namespace
 
 template <class T>
-void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, double eps, T* y, T* xhat,
-                  double* rstd, bool relu) {
+void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, double eps, T* y,
+                  double* mean, double* rstd, bool relu) {
     const std::int64_t m = s.m;
     parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t b = lo; b < hi; ++b) {
@@ -45,58 +45,75 @@ void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta,
                                     }) /
                                static_cast<double>(m);
             const double r = 1.0 / std::sqrt(var + eps);
+            mean[b] = mu;
             rstd[b] = r;
             for (std::int64_t k = 0; k < s.cpg; ++k) {
                 const std::int64_t c = s.channel(b, k), o = b * m + k * s.spatial;
                 const T ga = gamma ? gamma[c] : T(1), be = beta ? beta[c] : T(0);
                 const T* xr = x + o;
                 T* yr = y + o;
-                T* hr = xhat ? xhat + o : nullptr;
-                for (std::int64_t j = 0; j < s.spatial; ++j) {
-                    const T h = static_cast<T>((static_cast<double>(xr[j]) - mu) * r);
-                    if (hr) hr[j] = h;
-                    const T v = h * ga + be;
-                    yr[j] = relu ? (v > T(0) ? v : T(0)) : v;
-                }
+                if (relu)
+                    for (std::int64_t j = 0; j < s.spatial; ++j) {
+                        const T v = static_cast<T>((static_cast<double>(xr[j]) - mu) * r) * ga + be;
+                        yr[j] = v > T(0) ? v : T(0);
+                    }
+                else
+                    for (std::int64_t j = 0; j < s.spatial; ++j)
+                        yr[j] = static_cast<T>((static_cast<double>(xr[j]) - mu) * r) * ga + be;
             }
         }
     });
 }
 
 template <class T>
-void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* rstd, const T* gamma,
-                   const T* y_relu, T* gx, T* ggamma, T* gbeta) {
+void norm_backward(const NormShape& s, const T* g, const T* x, const double* mean, const double* rstd,
+                   const T* gamma, const T* y_relu, T* gx, T* ggamma, T* gbeta) {
     const std::int64_t m = s.m, cpg = s.cpg, sp = s.spatial;
     // Per-block, per-channel sums of g xhat and g (double), reduced over blocks in order afterwards.
     const bool params = ggamma || gbeta;
     std::vector<double> part(params ? static_cast<std::size_t>(s.blocks * cpg * 2) : 0);
-    auto gval = [&](std::int64_t i) -> double {
-        return y_relu && !(y_relu[i] > T(0)) ? 0.0 : static_cast<double>(g[i]);
-    };
     parallel_for(0, s.blocks, 1, block_min_work(m), [&](std::int64_t lo, std::int64_t hi) {
+        // Per block, gm = g masked by the relu and h = xhat as the forward computed it, in plain loops
+        // the compiler vectorises; the sums and gx then read them.
+        thread_local std::vector<T> buf;
+        if (buf.size() < static_cast<std::size_t>(2 * m)) buf.resize(static_cast<std::size_t>(2 * m));
+        T* hh = buf.data();
+        T* gmask = buf.data() + m;
         for (std::int64_t b = lo; b < hi; ++b) {
             const std::int64_t o = b * m;
+            const double mu = mean[b], r = rstd[b];
+            const T* xb = x + o;
+            for (std::int64_t j = 0; j < m; ++j)
+                hh[j] = static_cast<T>((static_cast<double>(xb[j]) - mu) * r);
+            const T* gm = g + o;
+            if (y_relu) {
+                const T* yb = y_relu + o;
+                for (std::int64_t j = 0; j < m; ++j) gmask[j] = yb[j] > T(0) ? gm[j] : T(0);
+                gm = gmask;
+            }
             double s1 = 0.0, s2 = 0.0;  // sum d, sum d xhat with d = g gamma
             if (sp == 1) {              // one element per channel (layer norm): flat sums over the block
                 auto ga = [&](std::int64_t k) {
                     return gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
                 };
-                s1 = sum8(m, [&](std::int64_t k) { return gval(o + k) * ga(k); });
+                s1 = sum8(m, [&](std::int64_t k) { return static_cast<double>(gm[k]) * ga(k); });
                 s2 = sum8(m, [&](std::int64_t k) {
-                    return gval(o + k) * ga(k) * static_cast<double>(xhat[o + k]);
+                    return static_cast<double>(gm[k]) * ga(k) * static_cast<double>(hh[k]);
                 });
                 if (params)
                     for (std::int64_t k = 0; k < m; ++k) {
                         part[static_cast<std::size_t>((b * cpg + k) * 2)] =
-                            gval(o + k) * static_cast<double>(xhat[o + k]);
-                        part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = gval(o + k);
+                            static_cast<double>(gm[k]) * static_cast<double>(hh[k]);
+                        part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = static_cast<double>(gm[k]);
                     }
             }
             for (std::int64_t k = 0; k < cpg && sp != 1; ++k) {
-                const std::int64_t ok = o + k * sp;
-                const double sg = sum8(sp, [&](std::int64_t j) { return gval(ok + j); });
-                const double sgh = sum8(
-                    sp, [&](std::int64_t j) { return gval(ok + j) * static_cast<double>(xhat[ok + j]); });
+                const T* gk = gm + k * sp;
+                const T* hk = hh + k * sp;
+                const double sg = sum8(sp, [&](std::int64_t j) { return static_cast<double>(gk[j]); });
+                const double sgh = sum8(sp, [&](std::int64_t j) {
+                    return static_cast<double>(gk[j]) * static_cast<double>(hk[j]);
+                });
                 if (params) {
                     part[static_cast<std::size_t>((b * cpg + k) * 2)] = sgh;
                     part[static_cast<std::size_t>((b * cpg + k) * 2 + 1)] = sg;
@@ -106,13 +123,14 @@ void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* 
                 s2 += ga * sgh;
             }
             if (!gx) continue;
-            const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m), r = rstd[b];
+            const double a1 = s1 / static_cast<double>(m), a2 = s2 / static_cast<double>(m);
             for (std::int64_t k = 0; k < cpg; ++k) {
-                const std::int64_t ok = o + k * sp;
+                const std::int64_t kk = k * sp;
                 const double ga = gamma ? static_cast<double>(gamma[s.channel(b, k)]) : 1.0;
+                T* gxk = gx + o + kk;
                 for (std::int64_t j = 0; j < sp; ++j)
-                    gx[ok + j] =
-                        static_cast<T>(r * (gval(ok + j) * ga - a1 - static_cast<double>(xhat[ok + j]) * a2));
+                    gxk[j] = static_cast<T>(r * (static_cast<double>(gm[kk + j]) * ga - a1 -
+                                                 static_cast<double>(hh[kk + j]) * a2));
             }
         }
     });
@@ -131,12 +149,12 @@ void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* 
 }
 
 template void norm_forward<float>(const NormShape&, const float*, const float*, const float*, double, float*,
-                                  float*, double*, bool);
+                                  double*, double*, bool);
 template void norm_forward<double>(const NormShape&, const double*, const double*, const double*, double,
                                    double*, double*, double*, bool);
-template void norm_backward<float>(const NormShape&, const float*, const float*, const double*, const float*,
-                                   const float*, float*, float*, float*);
+template void norm_backward<float>(const NormShape&, const float*, const float*, const double*, const double*,
+                                   const float*, const float*, float*, float*, float*);
 template void norm_backward<double>(const NormShape&, const double*, const double*, const double*,
-                                    const double*, const double*, double*, double*, double*);
+                                    const double*, const double*, const double*, double*, double*, double*);
 
 }  // namespace sdeuq::kernels

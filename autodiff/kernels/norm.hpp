@@ -18,17 +18,18 @@ struct NormShape {
     std::int64_t channel(std::int64_t b, std::int64_t k) const { return (b % groups) * cpg + k; }
 };
 
-// y, xhat (optional: null skips it) and rstd[blocks] from x; gamma, beta optional (null: 1 and 0);
-// relu applies max(0, .) to y (xhat keeps the normalised value).
+// y, mean[blocks] and rstd[blocks] from x; gamma, beta optional (null: 1 and 0); relu applies max(0, .)
+// to y. xhat is not stored: the backward recomputes it from x, mean and rstd with the same expression
+// (so the same bits), which saves writing and reading back a tensor of x's size.
 template <class T>
-void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, double eps, T* y, T* xhat,
-                  double* rstd, bool relu = false);
+void norm_forward(const NormShape& s, const T* x, const T* gamma, const T* beta, double eps, T* y,
+                  double* mean, double* rstd, bool relu = false);
 
-// With d = g gamma[c] (g zeroed where the relu output y was 0 when relu is set):
-// gx = r (d - mean(d) - xhat mean(d xhat)) over the block; ggamma[c] += sum g xhat, gbeta[c] += sum g over
-// all elements of channel c (each optional: null skips it).
+// With xhat = T((x - mean) rstd) and d = g gamma[c] (g zeroed where the relu output y_relu is not
+// positive, when y_relu is given): gx = r (d - mean(d) - xhat mean(d xhat)) over the block;
+// ggamma[c] += sum g xhat, gbeta[c] += sum g over all elements of channel c (each optional: null skips it).
 template <class T>
-void norm_backward(const NormShape& s, const T* g, const T* xhat, const double* rstd, const T* gamma,
-                   const T* y_relu, T* gx, T* ggamma, T* gbeta);
+void norm_backward(const NormShape& s, const T* g, const T* x, const double* mean, const double* rstd,
+                   const T* gamma, const T* y_relu, T* gx, T* ggamma, T* gbeta);
 
 }  // namespace sdeuq::kernels
