@@ -70,7 +70,39 @@ struct Settings {
     std::vector<double> epsilons = {0, 0.0005, 0.001, 0.002, 0.005, 0.01};
     std::vector<int> severities = {3};
     std::vector<std::string> corruptions = data::corruption_names();
+    std::vector<std::string> in_sets = {"mnist", "fashion_mnist"};
+    std::string tune_ood = "permuted";
 };
+
+// What epsilon tuning uses as its "out" side (the "in" side is always the held-out in-distribution images).
+const std::map<std::string, std::string> tune_ood_descriptions = {
+    {"permuted",
+     "in: the last tune_subset images of the in-distribution training split (not trained on); out: the same "
+     "images with their pixels permuted (a fresh seeded permutation per image), so tuning sees none of the "
+     "OOD test sets; epsilon = lowest FPR@95 on them"},
+    {"none",
+     "in: the last tune_subset images of the in-distribution training split (not trained on), and no OOD "
+     "data at all: epsilon = the largest mean score on them (the in-distribution criterion of Hsu et al., "
+     "Generalized ODIN, 2020)"},
+    {"other",
+     "in: the last tune_subset images of the in-distribution training split (not trained on); out: the first "
+     "tune_subset images of the other data set's training split (the same distribution as one OOD test set); "
+     "epsilon = lowest FPR@95 on them"}};
+
+// Each image of ds with its pixels randomly permuted (per image, seeded): the intensity histogram stays,
+// the shapes go.
+data::Dataset permuted_pixels(data::Dataset ds, std::uint64_t seed) {
+    data::Rng rng(seed, data::Stream::user, 0x7065);
+    const std::size_t ss = ds.sample_size();
+    for (std::size_t i = 0; i < ds.n; ++i) {
+        float* img = ds.images.data() + i * ss;
+        for (std::size_t j = ss - 1; j > 0; --j) {  // Fisher-Yates
+            const auto r = static_cast<std::size_t>(rng.uniform01() * double(j + 1));
+            std::swap(img[j], img[std::min(r, j)]);
+        }
+    }
+    return ds;
+}
 
 const std::vector<std::string> methods = {"baseline", "odin", "confidence", "confidence_preprocessing"};
 const std::vector<std::string> metric_names = {"fpr_at_95_tpr", "detection_error", "auroc", "aupr_in",
@@ -312,6 +344,13 @@ int main(int argc, char** argv) {
                       ->check(CLI::Range(1, 5));
     app.add_option("--corruptions", s.corruptions, "corruptions used as OOD sets")
         ->check(CLI::IsMember(data::corruption_names()));
+    app.add_option("--in-sets", s.in_sets, "in-distribution sets (mnist, fashion_mnist)")
+        ->check(CLI::IsMember({"mnist", "fashion_mnist"}));
+    app.add_option("--tune-ood", s.tune_ood,
+                   "out side of epsilon tuning: permuted (held-out in-distribution images with permuted "
+                   "pixels), none (in-distribution criterion: largest mean score), other (the other data "
+                   "set's training split)")
+        ->check(CLI::IsMember({"permuted", "none", "other"}));
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {
         // Sized to about 10 min of one core (FlatConvNet, width 8): 5 epochs on 59,000 images, every test
@@ -392,12 +431,15 @@ int main(int argc, char** argv) {
                    {"corruption_severities", s.severities},
                    {"corruptions", s.corruptions},
                    {"corruption_suite_seed", data::corruption_suite_seed},
-                   {"tuning_set",
-                    "in: the last tune_subset images of the in-distribution training split (not "
-                    "trained on); out: the first tune_subset images of the other data set's "
-                    "training split"}};
+                   {"in_sets", s.in_sets},
+                   {"tune_ood", s.tune_ood},
+                   {"tuning_set", tune_ood_descriptions.at(s.tune_ood)}};
     const std::string key = config.dump() + fmt::format("|seed={}", args.seed);
-    const std::int64_t total = static_cast<std::int64_t>(sets.size()) * s.seeds * s.epochs * 2;
+    const auto wanted = [&](const std::string& name) {
+        return std::find(s.in_sets.begin(), s.in_sets.end(), name) != s.in_sets.end();
+    };
+    const std::int64_t total =
+        static_cast<std::int64_t>(wanted("mnist") + wanted("fashion_mnist")) * s.seeds * s.epochs * 2;
     experiment::Progress bar("confidence_ood", total);
     std::int64_t done = 0;
     fs::create_directories(fs::path(args.out) / "checkpoints");
@@ -407,14 +449,19 @@ int main(int argc, char** argv) {
     for (std::size_t d = 0; d < sets.size(); ++d) {
         const Named& in = sets[d];
         const Named& other = sets[1 - d];
+        if (!wanted(in.name)) continue;
         const std::size_t n_train_all = in.train.n - s.tune_subset;
         data::Dataset tr =
             slice(in.train, 0, s.train_subset == 0 ? n_train_all : std::min(s.train_subset, n_train_all));
         data::Dataset tune_in = slice(in.train, n_train_all, in.train.n);
-        data::Dataset tune_out = slice(other.train, 0, s.tune_subset);
+        data::Dataset tune_out = s.tune_ood == "other" ? slice(other.train, 0, s.tune_subset)
+                                 : s.tune_ood == "permuted"
+                                     ? permuted_pixels(slice(in.train, n_train_all, in.train.n), args.seed * 1000 + d)
+                                     : data::Dataset{};
         data::Dataset te = slice(in.test, 0, s.eval_subset == 0 ? in.test.n : s.eval_subset);
         const std::size_t n_eval = te.n;
-        for (auto* ds : {&tr, &tune_in, &tune_out, &te}) data::normalize(*ds, in.stats);
+        for (auto* ds : {&tr, &tune_in, &tune_out, &te})
+            if (ds->n > 0) data::normalize(*ds, in.stats);
         const float crop_fill = static_cast<float>(-in.stats.mean / in.stats.std);  // a black pixel
 
         // OOD test sets, built per use (the corruption files are loaded one at a time).
@@ -443,7 +490,7 @@ int main(int argc, char** argv) {
         std::map<std::string, std::vector<double>> acc, eps_chosen;
         std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> ood;
         std::map<std::string, std::map<std::string, std::vector<double>>> misc;
-        json hist, tim, budget_trace;
+        json hist, tim, budget_trace, tuning;
         for (int k = 0; k < s.seeds; ++k) {
             const std::uint64_t seed = args.seed * 7919 + 100 * d + static_cast<std::uint64_t>(k);
             Nets nets;
@@ -479,13 +526,23 @@ int main(int argc, char** argv) {
 
             // Epsilon per method on the held-out tuning set.
             std::map<std::string, double> eps = {{"baseline", 0.0}, {"confidence", 0.0}};
+            json tune_trace;
             for (const std::string m : {"odin", "confidence_preprocessing"}) {
-                double best = 2.0, best_eps = s.epsilons.front();
-                for (double e : s.epsilons) {
-                    const double f = metrics::confidence_ood_metrics(scores(nets, m, tune_in, e, s),
-                                                                     scores(nets, m, tune_out, e, s), mopt)
-                                         .fpr_at_95_tpr;
-                    if (f < best) best = f, best_eps = e;
+                // Lower is better: FPR@95 against the tuning "out" side, or minus the mean in-distribution
+                // score without one. The first epsilon of the grid wins ties.
+                double best = 0, best_eps = s.epsilons.front();
+                for (std::size_t g = 0; g < s.epsilons.size(); ++g) {
+                    const double e = s.epsilons[g];
+                    const auto si = scores(nets, m, tune_in, e, s);
+                    double f = 0;
+                    if (s.tune_ood == "none") {
+                        for (double v : si) f -= v / double(si.size());
+                    } else {
+                        f = metrics::confidence_ood_metrics(si, scores(nets, m, tune_out, e, s), mopt)
+                                .fpr_at_95_tpr;
+                    }
+                    if (g == 0 || f < best) best = f, best_eps = e;
+                    tune_trace[m].push_back(f);
                 }
                 eps[m] = best_eps;
                 eps_chosen[m].push_back(best_eps);
@@ -510,6 +567,7 @@ int main(int argc, char** argv) {
                     if (k == 0 && m == "confidence") hist[ood_names[j]] = histogram(so, 40);
                 }
             }
+            tuning.push_back(tune_trace);
             budget_trace.push_back({{"lambda_per_epoch", nets.lambda_per_epoch},
                                     {"confidence_loss_per_epoch", nets.confidence_loss_per_epoch}});
             tim.push_back({{"seconds_per_epoch_baseline", nets.seconds_per_epoch_baseline},
@@ -528,6 +586,7 @@ int main(int argc, char** argv) {
         r["ood_sets"] = ood_names;
         r["confidence_histogram_seed0"] = hist;
         r["budget"] = budget_trace;
+        r["tuning_criterion_per_seed"] = tuning;
         r["n_test"] = n_eval;
         r["n_train"] = tr.n;
         results[in.name] = r;
