@@ -255,9 +255,9 @@ std::vector<double> scores(Nets& nets, const std::string& method, const data::Da
             sc = nn::max_softmax_scores(
                 *nets.baseline, nn::odin_perturb(*nets.baseline, x, s.temperature, eps), s.temperature);
         } else if (method == "confidence") {
-            sc = nn::confidence_scores(*nets.confidence, x);
+            sc = nn::confidence_logits(*nets.confidence, x);
         } else {
-            sc = nn::confidence_scores(*nets.confidence, nn::confidence_perturb(*nets.confidence, x, eps));
+            sc = nn::confidence_logits(*nets.confidence, nn::confidence_perturb(*nets.confidence, x, eps));
         }
         out.insert(out.end(), sc.begin(), sc.end());
         reset_tape();
@@ -290,10 +290,13 @@ void push_metrics(std::map<std::string, std::vector<double>>& dst, const metrics
     dst["aupr_out"].push_back(m.aupr_out);
 }
 
-std::vector<double> histogram(const std::vector<double>& v, int bins) {
+// Histogram over [0, 1] of c = sigmoid(z) for confidence logits z.
+std::vector<double> histogram(const std::vector<double>& logits, int bins) {
     std::vector<double> h(static_cast<std::size_t>(bins), 0.0);
-    for (double x : v)
-        h[static_cast<std::size_t>(std::clamp(int(x * bins), 0, bins - 1))] += 1.0 / double(v.size());
+    for (double z : logits) {
+        const double c = 1.0 / (1.0 + std::exp(-z));
+        h[static_cast<std::size_t>(std::clamp(int(c * bins), 0, bins - 1))] += 1.0 / double(logits.size());
+    }
     return h;
 }
 
@@ -589,6 +592,7 @@ int main(int argc, char** argv) {
         r["ood_sets"] = ood_names;
         r["confidence_histogram_seed0"] = hist;
         r["budget"] = budget_trace;
+        r["confidence_score"] = "the confidence logit z (the ranking of c = sigmoid(z) without its float32 ties at 1)";
         r["tuning_criterion_per_seed"] = tuning;
         r["n_test"] = n_eval;
         r["n_train"] = tr.n;
