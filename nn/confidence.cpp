@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <type_traits>
 
@@ -147,19 +148,26 @@ Tensor signed_step(const Tensor& x, const Tensor& g, double eps) {
 Tensor confidence_perturb(ConfidenceClassifier& model, const Tensor& x, double eps) {
     NestedTape nested;  // parameters' gradients are not touched on a nested tape
     Var xv = leaf(x);
-    Var c = sigmoid(model.forward_both(xv).confidence_logit);
-    backward(mean(-log(c)));
+    // -log sigmoid(z) = softplus(-z): the same value, but its gradient -sigmoid(-z) stays nonzero where
+    // sigmoid(z) rounds to 1 in float32 (z > ~17), and there the gradient of -log(sigmoid(z)) is exactly
+    // 0, so the most confident images would not be moved at all (sign(0) = 0).
+    backward(mean(softplus(-model.forward_both(xv).confidence_logit)));
     return signed_step(x, xv.grad(), eps);
 }
 
-std::vector<double> confidence_scores(ConfidenceClassifier& model, const Tensor& x) {
+std::vector<double> confidence_logits(ConfidenceClassifier& model, const Tensor& x) {
     NestedTape nested;
     NoGradScope ng;
-    Var c = sigmoid(model.forward_both(Var(x)).confidence_logit);
-    Tensor cd = c.value();
-    std::vector<double> out(static_cast<std::size_t>(cd.numel()));
+    Tensor z = model.forward_both(Var(x)).confidence_logit.value();
+    std::vector<double> out(static_cast<std::size_t>(z.numel()));
     for (std::size_t i = 0; i < out.size(); ++i)
-        out[i] = cd.dtype() == DType::f32 ? double(cd.data<float>()[i]) : cd.data<double>()[i];
+        out[i] = z.dtype() == DType::f32 ? double(z.data<float>()[i]) : z.data<double>()[i];
+    return out;
+}
+
+std::vector<double> confidence_scores(ConfidenceClassifier& model, const Tensor& x) {
+    auto out = confidence_logits(model, x);
+    for (double& v : out) v = 1.0 / (1.0 + std::exp(-v));
     return out;
 }
 

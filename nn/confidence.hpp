@@ -10,7 +10,8 @@
 //    mean(-log c) over all samples with the un-hinted c (eq. 4, as the reference computes it); L = L_t +
 //    lambda L_c (eq. 5). p and c are clamped to [clamp, 1 - clamp] first, as the reference.
 //  * Budget (section 3.1.1): after the loss is formed, lambda /= 1.01 if beta > L_c, else lambda /= 0.99.
-//  * Input preprocessing (section 3.3): x' = x - eps sign(grad_x mean(-log c)).
+//  * Input preprocessing (section 3.3): x' = x - eps sign(grad_x mean(-log c)), with -log c computed as
+//    softplus(-z) so that its gradient does not underflow to 0 for confident inputs.
 //  * ODIN: x' = x - eps sign(grad_x CE(logits / T, argmax)), score = max softmax(logits(x') / T).
 //  * FlatConvNet: a small, fast backbone for the experiments (two strided convolutions, then a dense
 //    hidden layer on the flattened map, whose output is the penultimate feature vector the branch reads).
@@ -115,8 +116,12 @@ double confidence_backward(ConfidenceClassifier& model, const Var& x, std::span<
 // parameter gradients are left untouched (a nested tape). Returns a new tensor of x's shape and dtype.
 Tensor confidence_perturb(ConfidenceClassifier& model, const Tensor& x, double eps);
 
-// c = sigmoid(confidence logit) per sample, without gradients.
+// c = sigmoid(confidence logit) per sample, without gradients (the sigmoid in double of the logit).
 std::vector<double> confidence_scores(ConfidenceClassifier& model, const Tensor& x);
+// The confidence logit z per sample (c = sigmoid(z)), without gradients: the same ranking as c, but without
+// the ties of c near 1 (float32 rounds sigmoid(z) to 1 for z > ~17, and the 100,000-point threshold grid of
+// FPR@95 cannot resolve c above 1 - 1e-5), so the OOD scores of the experiment use it.
+std::vector<double> confidence_logits(ConfidenceClassifier& model, const Tensor& x);
 
 // ODIN: x' = x - eps sign(grad_x CE(logits(x) / T, argmax logits(x))); returns x'. `logits_fn` is any
 // classifier's forward.

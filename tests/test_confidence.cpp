@@ -119,6 +119,25 @@ TEST_CASE("confidence input preprocessing and ODIN steps equal the hand-computed
         for (double g : p->grad().to_vector()) CHECK(g == 0.0);
 }
 
+TEST_CASE("confidence preprocessing moves float32 inputs whose c rounds to 1; logits rank as c",
+          "[confidence]") {
+    Generator gen(5);
+    auto net = std::make_shared<LinearNet>(3, 2, gen, DType::f32);
+    ConfidenceClassifier model(net, gen, DType::f32);
+    // z = 0.5 x0 - 2 x1 + 30 for x = (0.2, 0.4, 0.6): z = 29.3, sigmoid(z) = 1 - 1.9e-13 rounds to 1 in float32,
+    // where the gradient of -log(sigmoid(z)) would be exactly 0 (no step); softplus(-z) keeps the sign:
+    // x' = x + eps sign(w) = (0.21, 0.39, 0.6).
+    set(model.branch().weight(), {0.5, -2.0, 0.0});
+    set(*model.branch().bias(), {30.0});
+    Tensor x = Tensor::from_vector({0.2, 0.4, 0.6}, {1, 3}, DType::f32);
+    auto xp = confidence_perturb(model, x, 0.01).to_vector();
+    CHECK(xp[0] == Approx(0.21).epsilon(1e-6));
+    CHECK(xp[1] == Approx(0.39).epsilon(1e-6));
+    CHECK(xp[2] == Approx(0.6).epsilon(1e-6));
+    CHECK(confidence_logits(model, x)[0] == Approx(29.3).epsilon(1e-6));
+    CHECK(confidence_scores(model, x)[0] == Approx(1.0 / (1.0 + std::exp(-29.3))).epsilon(1e-12));
+}
+
 TEST_CASE("confidence loss passes the float64 gradient check through the branch and p'",
           "[confidence][grad]") {
     const std::vector<std::int32_t> y = {2, 0, 1, 2};
