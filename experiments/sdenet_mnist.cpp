@@ -221,6 +221,8 @@ int main(int argc, char** argv) {
     bs.train_subset = s.train_subset;
     bs.eval_subset = s.eval_subset;
     bs.batch = s.batch;
+    // The timing run has its own result directory (and report, reports/sdenet_mnist_timing.md).
+    if (s.time_steps > 0 && app.get_option("--out")->count() == 0) args.out = "reports/results/sdenet_mnist_timing";
     experiment::apply_common(args);
     const fs::path data_dir = data::resolve_data_dir(args.data);
 
@@ -288,6 +290,11 @@ int main(int argc, char** argv) {
         // The full study per data set: 10,000 test images of each data set and 10,000 of each noise set,
         // each scored at every evaluation sigma, and the diffusion score of all of them.
         const double eval_images = 40000;
+        const double epoch_cpu = (per_cls + per_diff) * double(full_batches);
+        const double eval_cpu = eval_images * (per_eval * double(s.sigma_eval.size()) + per_score);
+        double mean_max_prob = 0, mean_diffusion = 0;
+        for (double v : metrics::max_prob(std::span<const double>(probs), 10)) mean_max_prob += v / double(te.n);
+        for (double v : g) mean_diffusion += v / double(te.n);
         std::printf("SDE-Net width %lld, %d groups, batch %zu, %zu timed steps (threads %d), CPU seconds:\n",
                     static_cast<long long>(s.width), s.max_groups, s.batch, s.time_steps, args.threads);
         std::printf("  classifier step (CE pass at sigma %g, backward, SGD): %.3f s/step (%.1f%%)\n",
@@ -297,24 +304,35 @@ int main(int argc, char** argv) {
         std::printf("  training wall %.1f s for %zu steps (warm-up included)\n", train_wall, s.time_steps + 1);
         std::printf("  evaluation, %d passes at sigma %g: %.4f s/image; diffusion score: %.5f s/image (%zu images)\n",
                     s.passes, s.sigma_eval[0], per_eval, per_score, te.n);
-        std::printf("  full epoch (%zu batches): %.0f s; 40 epochs: %.2f h; evaluation of %.0f images x %zu sigmas "
+        std::printf("  full epoch (%zu batches): %.0f s; %d epochs: %.2f h; evaluation of %.0f images x %zu sigmas "
                     "+ diffusion: %.0f s; per data set %.2f h CPU\n",
-                    full_batches, (per_cls + per_diff) * double(full_batches),
-                    (per_cls + per_diff) * double(full_batches) * 40 / 3600, eval_images, s.sigma_eval.size(),
-                    eval_images * (per_eval * double(s.sigma_eval.size()) + per_score),
-                    ((per_cls + per_diff) * double(full_batches) * 40 +
-                     eval_images * (per_eval * double(s.sigma_eval.size()) + per_score)) / 3600);
-        std::printf("  (checksum: mean max prob %.6f, mean diffusion %.6f)\n",
-                    [&] {
-                        double m = 0;
-                        for (double v : metrics::max_prob(std::span<const double>(probs), 10)) m += v;
-                        return m / double(te.n);
-                    }(),
-                    [&] {
-                        double m = 0;
-                        for (double v : g) m += v;
-                        return m / double(te.n);
-                    }());
+                    full_batches, epoch_cpu, s.epochs, epoch_cpu * s.epochs / 3600, eval_images,
+                    s.sigma_eval.size(), eval_cpu, (epoch_cpu * s.epochs + eval_cpu) / 3600);
+        // results.json: what was timed (and value checksums, which depend on the seed only); run.json: the
+        // CPU seconds (they vary with the machine and its load).
+        const json tconfig = {{"dataset", names[0]},       {"width", s.width},
+                              {"max_groups", s.max_groups}, {"batch", s.batch},
+                              {"train_subset", s.train_subset}, {"time_steps", s.time_steps},
+                              {"warmup_steps", 1},          {"eval_images", te.n},
+                              {"passes", s.passes},         {"sigma_eval", s.sigma_eval},
+                              {"sigma_train", s.train.sigma_train}, {"epochs", s.epochs},
+                              {"full_batches_per_epoch", full_batches},
+                              {"full_eval_images_per_sigma", eval_images}};
+        experiment::ResultSet result_set(args.out);
+        result_set.json("results.json",
+                        json{{"provenance", experiment::provenance("sdenet_mnist", args, tconfig)},
+                             {"results",
+                              {{"mean_max_prob", mean_max_prob}, {"mean_diffusion", mean_diffusion}}}});
+        json run = experiment::run_info(args);
+        run["timings"] = {{"cpu_seconds_per_classifier_step", per_cls},
+                          {"cpu_seconds_per_diffusion_step", per_diff},
+                          {"cpu_seconds_per_eval_image", per_eval},
+                          {"cpu_seconds_per_diffusion_score_image", per_score},
+                          {"training_wall_seconds", train_wall},
+                          {"estimated_cpu_seconds_per_full_epoch", epoch_cpu},
+                          {"estimated_cpu_seconds_full_evaluation", eval_cpu}};
+        result_set.json("run.json", run);
+        result_set.commit();
         return 0;
     }
 
