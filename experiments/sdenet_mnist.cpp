@@ -23,6 +23,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <map>
 
@@ -60,7 +61,16 @@ struct Settings {
     bool baselines = true;
     std::size_t grid_steps = 200000;
     std::size_t profile_steps = 0;  // > 0: profile this many SDE-Net training steps per op, then exit
+    std::size_t time_steps = 0;     // > 0: CPU time of this many steps, split by phase, then exit
+    std::size_t time_eval_images = 500;
 };
+
+// CPU seconds of this process (all threads).
+double cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 data::Dataset noise_set(const std::string& kind, std::size_t n, data::MeanStd st, std::uint64_t seed) {
     data::Dataset d;
@@ -157,6 +167,15 @@ int main(int argc, char** argv) {
                    "time this many SDE-Net training steps per op (autodiff/profile.hpp) on the first data "
                    "set's training images, print the table and exit; writes nothing")
         ->check(CLI::Range(1, 100000));
+    app.add_option("--time-steps", s.time_steps,
+                   "CPU time of this many SDE-Net training steps at this configuration, split into the "
+                   "classifier step (cross-entropy pass, backward, SGD) and the diffusion step (in-batch and "
+                   "pseudo-OOD passes, backward, SGD), then of the evaluation (--passes passes at the first "
+                   "--sigma-eval, and the diffusion score) on --time-eval-images test images; prints the "
+                   "full-mode estimate and exits; writes nothing")
+        ->check(CLI::Range(1, 100000));
+    app.add_option("--time-eval-images", s.time_eval_images, "test images of the --time-steps evaluation")
+        ->check(CLI::Range(1, 100000));
     auto* o_bepochs =
         app.add_option("--baseline-epochs", bs.epochs, "baseline epochs")->check(CLI::Range(1, 1000));
     auto* o_bwidth =
@@ -202,6 +221,8 @@ int main(int argc, char** argv) {
     bs.train_subset = s.train_subset;
     bs.eval_subset = s.eval_subset;
     bs.batch = s.batch;
+    // The timing run has its own result directory (and report, reports/sdenet_mnist_timing.md).
+    if (s.time_steps > 0 && app.get_option("--out")->count() == 0) args.out = "reports/results/sdenet_mnist_timing";
     experiment::apply_common(args);
     const fs::path data_dir = data::resolve_data_dir(args.data);
 
@@ -219,6 +240,100 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sdenet_mnist: %s\n", e.what());
         return 1;
+    }
+
+    if (s.time_steps > 0) {
+        // CPU time (process, all threads) by phase, after one untimed warm-up step (allocations, thread
+        // pool). The steps run on the data set's batches in training order, at epoch 0's learning rates.
+        const data::Dataset tr = data::subset(raw[names[0]].train, s.train_subset);
+        const data::Dataset te = data::subset(raw[names[0]].test, s.time_eval_images);
+        Generator gen(args.seed, 1);
+        sde::SdeNetConfig mc;
+        mc.width = s.width;
+        mc.max_groups = s.max_groups;
+        sde::SdeNet net(mc, gen);
+        sde::SdeNetTrainer trainer(net, s.train, args.seed + 1);
+        trainer.set_epoch(0);
+        data::BatchIterator it(tr.n, s.batch, args.seed + 2, true, true);
+        std::vector<std::int32_t> y;
+        double cls_cpu = 0, diff_cpu = 0;
+        const double w0 = experiment::wall_seconds();
+        for (std::size_t k = 0, e = 0; k <= s.time_steps;) {
+            auto idx = it.next();
+            if (idx.empty()) {
+                it.start_epoch(++e);
+                continue;
+            }
+            Tensor x = data::batch_tensor(tr, idx, y);
+            const double c0 = cpu_seconds();
+            trainer.step_classifier(x, y);
+            const double c1 = cpu_seconds();
+            trainer.step_diffusion(x);
+            const double c2 = cpu_seconds();
+            if (k > 0) {  // step 0 is the warm-up
+                cls_cpu += c1 - c0;
+                diff_cpu += c2 - c1;
+            }
+            ++k;
+        }
+        const double train_wall = experiment::wall_seconds() - w0;
+        const Tensor xe = study::all_images(te);
+        net.set_sigma(s.sigma_eval[0]);
+        const double e0 = cpu_seconds();
+        const auto probs = sde::predict_probs(net, xe, s.passes);
+        const double e1 = cpu_seconds();
+        const auto g = sde::diffusion_score(net, xe);
+        const double e2 = cpu_seconds();
+        const double n = double(s.time_steps), per_cls = cls_cpu / n, per_diff = diff_cpu / n;
+        const double per_eval = (e1 - e0) / double(te.n), per_score = (e2 - e1) / double(te.n);
+        const std::size_t full_batches = 60000 / s.batch;
+        // The full study per data set: 10,000 test images of each data set and 10,000 of each noise set,
+        // each scored at every evaluation sigma, and the diffusion score of all of them.
+        const double eval_images = 40000;
+        const double epoch_cpu = (per_cls + per_diff) * double(full_batches);
+        const double eval_cpu = eval_images * (per_eval * double(s.sigma_eval.size()) + per_score);
+        double mean_max_prob = 0, mean_diffusion = 0;
+        for (double v : metrics::max_prob(std::span<const double>(probs), 10)) mean_max_prob += v / double(te.n);
+        for (double v : g) mean_diffusion += v / double(te.n);
+        std::printf("SDE-Net width %lld, %d groups, batch %zu, %zu timed steps (threads %d), CPU seconds:\n",
+                    static_cast<long long>(s.width), s.max_groups, s.batch, s.time_steps, args.threads);
+        std::printf("  classifier step (CE pass at sigma %g, backward, SGD): %.3f s/step (%.1f%%)\n",
+                    s.train.sigma_train, per_cls, 100 * per_cls / (per_cls + per_diff));
+        std::printf("  diffusion step (in-batch + pseudo-OOD passes, backward, SGD): %.3f s/step (%.1f%%)\n",
+                    per_diff, 100 * per_diff / (per_cls + per_diff));
+        std::printf("  training wall %.1f s for %zu steps (warm-up included)\n", train_wall, s.time_steps + 1);
+        std::printf("  evaluation, %d passes at sigma %g: %.4f s/image; diffusion score: %.5f s/image (%zu images)\n",
+                    s.passes, s.sigma_eval[0], per_eval, per_score, te.n);
+        std::printf("  full epoch (%zu batches): %.0f s; %d epochs: %.2f h; evaluation of %.0f images x %zu sigmas "
+                    "+ diffusion: %.0f s; per data set %.2f h CPU\n",
+                    full_batches, epoch_cpu, s.epochs, epoch_cpu * s.epochs / 3600, eval_images,
+                    s.sigma_eval.size(), eval_cpu, (epoch_cpu * s.epochs + eval_cpu) / 3600);
+        // results.json: what was timed (and value checksums, which depend on the seed only); run.json: the
+        // CPU seconds (they vary with the machine and its load).
+        const json tconfig = {{"dataset", names[0]},       {"width", s.width},
+                              {"max_groups", s.max_groups}, {"batch", s.batch},
+                              {"train_subset", s.train_subset}, {"time_steps", s.time_steps},
+                              {"warmup_steps", 1},          {"eval_images", te.n},
+                              {"passes", s.passes},         {"sigma_eval", s.sigma_eval},
+                              {"sigma_train", s.train.sigma_train}, {"epochs", s.epochs},
+                              {"full_batches_per_epoch", full_batches},
+                              {"full_eval_images_per_sigma", eval_images}};
+        experiment::ResultSet result_set(args.out);
+        result_set.json("results.json",
+                        json{{"provenance", experiment::provenance("sdenet_mnist", args, tconfig)},
+                             {"results",
+                              {{"mean_max_prob", mean_max_prob}, {"mean_diffusion", mean_diffusion}}}});
+        json run = experiment::run_info(args);
+        run["timings"] = {{"cpu_seconds_per_classifier_step", per_cls},
+                          {"cpu_seconds_per_diffusion_step", per_diff},
+                          {"cpu_seconds_per_eval_image", per_eval},
+                          {"cpu_seconds_per_diffusion_score_image", per_score},
+                          {"training_wall_seconds", train_wall},
+                          {"estimated_cpu_seconds_per_full_epoch", epoch_cpu},
+                          {"estimated_cpu_seconds_full_evaluation", eval_cpu}};
+        result_set.json("run.json", run);
+        result_set.commit();
+        return 0;
     }
 
     if (s.profile_steps > 0) {

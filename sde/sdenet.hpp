@@ -148,7 +148,16 @@ public:
     Var forward(const Var& x) override { return forward(x, sigma(), noise_generator()); }
     // Logits of one pass at the given sigma drawing eps from `noise`. The diffusion is not detached (as in
     // the reference: the cross-entropy reaches the downsampling through sigma g(h0) eps too).
+    // forward(x, sigma, noise) = forward_from(start(x), sigma, noise).
     Var forward(const Var& x, double sigma, Generator& noise);
+    // The deterministic part of a pass: h0 = downsample(x) and g(h0) as [N, 1, 1, 1].
+    struct Start {
+        Var h0, g;
+    };
+    Start start(const Var& x);
+    // The stochastic part: Euler-Maruyama from s.h0 with sigma s.g sqrt(dt) eps (eps from `noise`), then
+    // the head. Several passes on one input share one start (predict_probs: h0 and g once, not per pass).
+    Var forward_from(const Start& s, double sigma, Generator& noise);
     // [N, C, H', W'] after the downsampling block.
     Var downsample(const Var& x) override;
     Var diffusion_logit(const Var& x) override;

@@ -414,3 +414,50 @@ TEST_CASE("predict_regression: pass moments equal a hand loop over the same nois
         CHECK(r.mean_std[i] > 0.0);
     }
 }
+
+TEST_CASE("predict_probs (h0 and g once per batch) equals the mean of separate forward passes, bit for bit",
+          "[sde][sdenet]") {
+    Generator g(31, 0);
+    SdeNet net(small_config(DType::f32), g);
+    const Tensor x = rnd({5, 1, 12, 12}, 11, DType::f32, 0.0, 1.0);
+    const Generator noise0 = net.noise_generator();
+    const auto probs = predict_probs(net, x, 3, 2);  // batches of 2: the last one partial
+    std::vector<double> hand(probs.size(), 0.0);
+    {
+        NoGradScope ng;
+        net.noise_generator() = noise0;
+        for (std::int64_t lo = 0; lo < 5; lo += 2) {
+            const std::int64_t hi = std::min<std::int64_t>(5, lo + 2);
+            Var xb(slice(Var(x), 0, lo, hi).value().clone());
+            for (int r = 0; r < 3; ++r) {
+                const auto p = softmax(net.forward(xb), -1).value().to(DType::f64).to_vector();
+                for (std::size_t i = 0; i < p.size(); ++i) hand[std::size_t(lo) * 3 + i] += p[i] / 3;
+            }
+        }
+        reset_tape();
+    }
+    CHECK(probs == hand);
+    Generator a = noise0;
+    CHECK(net.noise_generator()() != a());  // the passes drew Brownian increments
+}
+
+TEST_CASE("the classifier step's frozen diffusion gives the classifier the same update, bit for bit",
+          "[sde][sdenet]") {
+    // clip_classifier = 0: the diffusion's weights are constants of the cross-entropy pass. A clip too large
+    // to act keeps them trainable (the clip reads their gradient): the classifier's update must not differ.
+    const Tensor x = rnd({6, 1, 12, 12}, 12, DType::f32, 0.0, 1.0);
+    const std::vector<std::int32_t> y = {0, 1, 2, 2, 1, 0};
+    std::vector<std::vector<std::vector<double>>> after;
+    for (double clip : {0.0, 1e30}) {
+        Generator g(37, 0);
+        SdeNet net(small_config(DType::f32), g);
+        SdeNetTrainConfig tc;
+        tc.clip_classifier = clip;
+        SdeNetTrainer tr(net, tc, 5);
+        tr.set_epoch(0);
+        for (int it = 0; it < 3; ++it) tr.step(x, y);
+        after.push_back(snapshot(net.parameters()));
+        for (auto* p : net.diffusion_parameters()) CHECK(p->trainable());  // restored after each step
+    }
+    CHECK(same(after[0], after[1]));
+}
