@@ -106,6 +106,13 @@ for both implementations.
                      f"6000) with {cfg['samples']} gradients per point (the reference: 2000), to fit the "
                      "session's time on a loaded machine; the command for the reference protocol is "
                      "`build/experiments/stl_variance --full`.")
+        spi, meas = tim.get("seconds_per_train_iteration"), tim.get("measure_seconds")
+        if spi and meas:
+            per_grad = meas / (len(its) * len(curves) * cfg["samples"])
+            hours = (6000 * spi + 8 * len(curves) * 2000 * per_grad) / 3600
+            stop_note += (f" At this run's rates ({fmt(spi)} s per training iteration, {fmt(per_grad)} s per "
+                          f"per-sample gradient, wall time on the shared machine) that protocol would take "
+                          f"about {hours:.1f} h.")
     md = f"""# STL variance: per-sample gradient noise of the path-space KL estimators
 
 The gradient-variance study of Xu et al. 2022 (SDE-BNN, Figure 4; the reference's
