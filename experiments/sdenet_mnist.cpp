@@ -65,6 +65,14 @@ struct Settings {
     std::size_t time_eval_images = 500;
 };
 
+// The SDE-Net of these settings (every run of this program builds it the same way).
+sde::SdeNetConfig net_config(const Settings& s) {
+    sde::SdeNetConfig mc;
+    mc.width = s.width;
+    mc.max_groups = s.max_groups;
+    return mc;
+}
+
 // CPU seconds of this process (all threads).
 double cpu_seconds() {
     timespec ts{};
@@ -248,10 +256,7 @@ int main(int argc, char** argv) {
         const data::Dataset tr = data::subset(raw[names[0]].train, s.train_subset);
         const data::Dataset te = data::subset(raw[names[0]].test, s.time_eval_images);
         Generator gen(args.seed, 1);
-        sde::SdeNetConfig mc;
-        mc.width = s.width;
-        mc.max_groups = s.max_groups;
-        sde::SdeNet net(mc, gen);
+        sde::SdeNet net(net_config(s), gen);
         sde::SdeNetTrainer trainer(net, s.train, args.seed + 1);
         trainer.set_epoch(0);
         data::BatchIterator it(tr.n, s.batch, args.seed + 2, true, true);
@@ -341,10 +346,7 @@ int main(int argc, char** argv) {
         // included), after one unprofiled warm-up step (allocations, thread pool).
         const data::Dataset tr = data::subset(raw[names[0]].train, s.train_subset);
         Generator gen(args.seed, 1);
-        sde::SdeNetConfig mc;
-        mc.width = s.width;
-        mc.max_groups = s.max_groups;
-        sde::SdeNet net(mc, gen);
+        sde::SdeNet net(net_config(s), gen);
         sde::SdeNetTrainer trainer(net, s.train, args.seed + 1);
         trainer.train_epoch(tr, 0, s.batch, args.seed + 2, true, 1);
         const double t0 = experiment::wall_seconds();
@@ -423,10 +425,7 @@ int main(int argc, char** argv) {
         // ---- SDE-Net
         {
             Generator gen(dseed, 1);
-            sde::SdeNetConfig mc;
-            mc.width = s.width;
-            mc.max_groups = s.max_groups;
-            sde::SdeNet net(mc, gen);
+            sde::SdeNet net(net_config(s), gen);
             sde::SdeNetTrainer trainer(net, s.train, dseed + 1);
             const std::string ckpt =
                 (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();

@@ -113,6 +113,12 @@ def read_json(path):
         return json.load(f)
 
 
+def read_run(res_dir):
+    """The run.json beside a results.json (wall times, CPU, threads: what is not reproducible), or {}."""
+    path = os.path.join(res_dir, "run.json")
+    return read_json(path) if os.path.exists(path) else {}
+
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))

@@ -6,7 +6,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_json, save, table, timing_block
+from render import fmt, provenance_block, read_json, read_run, save, table, timing_block
 
 TITLES = {
     "backprop_midpoint": "backprop (midpoint)",
@@ -156,8 +156,7 @@ def training_figure(t, timings, out_dir):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     timings = run.get("timings", {})
     g, t = r["gradient_error"], r["training"]
     cfg = r["provenance"]["config"]

@@ -4,7 +4,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, save, table, timing_block
+from render import provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("baseline", "Baseline (max softmax)"), ("odin", "Baseline + ODIN"), ("confidence", "Confidence"),
            ("confidence_preprocessing", "Confidence + preprocessing")]
@@ -63,8 +63,7 @@ def full_mode_estimate(run, cfg, res):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     res = r["results"]
     parts, summary_parts, figs = [], [], []

@@ -2,7 +2,7 @@
 ensemble) on MNIST and Fashion-MNIST, each with the other data set as OOD."""
 import os
 
-from render import provenance_block, read_json, table, timing_block
+from render import provenance_block, read_json, read_run, table, timing_block
 
 METHODS = [("deterministic", "Deterministic"), ("mc_dropout", "MC dropout"), ("deep_ensemble", "Deep ensemble")]
 PAIRS = [("mnist_vs_fashion_mnist", "MNIST (in) vs Fashion-MNIST (OOD)"),
@@ -14,8 +14,7 @@ COLS = [("accuracy", "acc"), ("nll", "NLL"), ("brier", "Brier"), ("ece_15", "ECE
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     parts = []
     for key, title in PAIRS:

@@ -3,7 +3,7 @@ peer trained in the same run, with the corruption study.
 Loaded by reports/render.py as a plugin."""
 import os
 
-from render import provenance_block, read_json, table, timing_block
+from render import provenance_block, read_json, read_run, table, timing_block
 
 KEYS = ["accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out",
         "ood_tnr_at_95_tpr"]
@@ -47,8 +47,7 @@ def corruption_section(r):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     rows = []
     for pair, v in r["results"].items():

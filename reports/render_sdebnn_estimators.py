@@ -5,15 +5,14 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_json, save, table, timing_block
+from render import fmt, provenance_block, read_json, read_run, save, table, timing_block
 
 ORDER = ["backprop", "adjoint", "reversible_heun"]
 
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     tim = run.get("timings", {})
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))

@@ -4,7 +4,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_csv, read_json, save, table, timing_block
+from render import fmt, provenance_block, read_csv, read_json, read_run, save, table, timing_block
 
 METHODS = [("sdebnn_prior", "SDE-BNN prior (untrained)"), ("sdebnn", "SDE-BNN posterior"),
            ("mc_dropout", "MC dropout"), ("deep_ensemble", "Deep ensemble")]
@@ -90,8 +90,7 @@ prior; the figure's spread is then the prior's, not a posterior's growth away fr
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     m = r["metrics"]
     grid = read_csv(os.path.join(res_dir, "grid.csv"))

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_json, save, table, timing_block
+from render import fmt, provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("random", "Random (conv net)", "#444444", "-"),
            ("entropy", "Entropy (conv net)", "#1f77b4", "-"),
@@ -28,8 +28,7 @@ def sdenet_groups(sd):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     curves = r["curves"]
     present = [m for m in METHODS if m[0] in curves]

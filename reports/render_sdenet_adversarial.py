@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, save, table, timing_block
+from render import provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("deterministic", "Deterministic"), ("mc_dropout", "MC dropout"), ("deep_ensemble", "Deep ensemble")]
 SCORES = [("max_prob", "1 - max prob"), ("entropy", "entropy"), ("mutual_information", "mutual information"),
@@ -33,8 +33,7 @@ def sdenet_methods(res):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     res = r["results"]
     methods = [(m, n) for m, n in METHODS if m in res]

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, save, table, timing_block
+from render import provenance_block, read_json, read_run, save, table, timing_block
 
 NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gaussian_noise": "Gaussian noise",
          "uniform_noise": "uniform noise"}
@@ -38,8 +38,7 @@ def metric_table(by_method):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     res = r["results"]
     parts, summary = [], []

@@ -2,13 +2,12 @@
 (classifier step, diffusion step, evaluation passes), and the full-mode estimate derived from it."""
 import os
 
-from render import provenance_block, read_json, table, timing_block
+from render import provenance_block, read_json, read_run, table, timing_block
 
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     t = run.get("timings", {})
     cls, dif = t.get("cpu_seconds_per_classifier_step"), t.get("cpu_seconds_per_diffusion_step")

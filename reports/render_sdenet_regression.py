@@ -3,7 +3,7 @@ Boston housing (study 5): RMSE, Gaussian NLL and OOD detection for regression.""
 import math
 import os
 
-from render import provenance_block, read_json, table, timing_block
+from render import provenance_block, read_json, read_run, table, timing_block
 
 LABEL = {"sdenet": "SDE-Net", "mc_dropout": "MC dropout", "deep_ensemble": "Deep ensemble"}
 SCORE = {"mean_std": "std of predicted mean", "diffusion": "diffusion"}
@@ -41,8 +41,7 @@ def stopping_text(cfg, s):
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     s = r["summary"]
     rows = [[LABEL.get(m, m), pm(s["rmse"][m]), pm(s["nll"][m])] for m in s["rmse"]]

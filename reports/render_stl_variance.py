@@ -4,7 +4,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_json, save, table, timing_block
+from render import fmt, provenance_block, read_json, read_run, save, table, timing_block
 
 LABELS = {"full": "full (u.dW with all dependences)", "stl": "STL (sticking the landing)",
           "plain": "plain (1/2 |u|^2 dt only)"}
@@ -13,8 +13,7 @@ STYLE = {"full": "tab:red", "stl": "tab:blue", "plain": "tab:green"}
 
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
-    run_path = os.path.join(res_dir, "run.json")
-    run = read_json(run_path) if os.path.exists(run_path) else {}
+    run = read_run(res_dir)
     cfg = r["provenance"]["config"]
     curves = r["curves"]
     its = cfg["checkpoints"]
