@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -57,6 +58,8 @@ struct Settings {
     std::size_t corruption_images = 100;  // per corruption and severity (0 = no corruption study)
     std::string kl = "stl", estimator = "backprop";
     std::vector<std::string> datasets{"mnist", "fashion_mnist"};
+    std::size_t time_steps = 0;         // > 0: CPU time of this many training steps, then exit
+    std::size_t time_eval_images = 200;  // test images of the --time-steps evaluation
 };
 
 KLEstimator parse_kl(const std::string& s) {
@@ -107,10 +110,159 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
     return probs;
 }
 
+// CPU seconds of this process (all threads).
+double cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
 // Accuracy and ECE (15 bins) of class probabilities on `ds`.
 json acc_ece(const std::vector<double>& p, const data::Dataset& ds) {
     return {{"accuracy", metrics::accuracy(std::span<const double>(p), ds.labels, 10)},
             {"ece_15", metrics::ece(std::span<const double>(p), ds.labels, 10, 15)}};
+}
+
+// --time-steps: CPU seconds (process, all threads) of SDE-BNN's and its deterministic peer's training steps and
+// predictions at this configuration, on `name`'s images, and the estimate of the whole run they give. Steps
+// run on full batches in training order, after one untimed warm-up step each (allocations, thread pool).
+int time_run(const Settings& s, const experiment::CommonArgs& args, const data::Dataset& train_raw,
+             const data::Dataset& test_raw, const std::string& name) {
+    const data::MeanStd st = name == "mnist" ? data::mnist_stats : data::fashion_mnist_stats;
+    data::Dataset tr = data::subset(train_raw, s.train_subset), te = data::subset(test_raw, s.time_eval_images);
+    data::normalize(tr, st);
+    data::normalize(te, st);
+    if (tr.n < s.batch)
+        throw experiment::UsageError(fmt::format("--time-steps needs at least one batch of {} training images, "
+                                                 "--train-subset gives {}", s.batch, tr.n));
+    const Generator root(args.seed, 100);
+    Generator gen = root.fork(1);
+    SDEBNNClassifier model(model_config(s), gen);
+    nn::Adam opt(model.trainable_parameters(), {.lr = s.lr});
+    nn::ConvNetConfig pc;
+    pc.width = s.width;
+    pc.num_blocks = s.blocks;
+    pc.dropout = 0.0;
+    pc.groups = s.groups;
+    Generator pgen(seed_of(root.fork(5)), 1);
+    nn::MnistConvNet peer(pc, pgen);
+    nn::Adam popt(peer.trainable_parameters(), {.lr = s.lr});
+    peer.train();
+    const Generator noise = root.fork(3);
+    const double n_train = static_cast<double>(tr.n);
+    std::vector<std::int32_t> yb;
+    // Runs time_steps + 1 steps of `step` on full batches; returns the CPU seconds of all but the first.
+    auto timed = [&](auto&& step) {
+        data::BatchIterator it(tr.n, s.batch, seed_of(root.fork(2)), true, true);
+        double cpu = 0;
+        for (std::size_t k = 0, e = 0; k <= s.time_steps;) {
+            auto idx = it.next();
+            if (idx.empty()) {
+                it.start_epoch(++e);
+                continue;
+            }
+            Tensor x = data::batch_tensor(tr, idx, yb);
+            const double c0 = cpu_seconds();
+            step(x, k);
+            if (k > 0) cpu += cpu_seconds() - c0;
+            reset_tape();
+            ++k;
+        }
+        return cpu / static_cast<double>(s.time_steps);
+    };
+    double last_loss = 0, last_peer_loss = 0;
+    const double w0 = experiment::wall_seconds();
+    const double per_step = timed([&](const Tensor& x, std::size_t k) {
+        opt.zero_grad();
+        ClassifierOutput o = model.forward(Var(x), 1, seed_of(noise.fork(k)));
+        Var loss = cross_entropy(o.logits, yb) + sum(o.kl) * (s.kl_coef / n_train);
+        backward(loss);
+        opt.step();
+        last_loss = loss.item();
+    });
+    const double per_peer_step = timed([&](const Tensor& x, std::size_t) {
+        popt.zero_grad();
+        Var loss = cross_entropy(peer.forward(Var(x)), yb);
+        backward(loss);
+        popt.step();
+        last_peer_loss = loss.item();
+    });
+    const double train_wall = experiment::wall_seconds() - w0;
+    const double e0 = cpu_seconds();
+    const auto p = predict(model, te, s.samples, root.fork(4));
+    const double e1 = cpu_seconds();
+    const auto pp = baselines::predict(peer, te, 0);
+    const double e2 = cpu_seconds();
+    const double per_image = (e1 - e0) / double(te.n), per_peer_image = (e2 - e1) / double(te.n);
+    double mean_max_prob = 0, mean_max_prob_peer = 0;
+    for (double v : metrics::max_prob(std::span<const double>(p), 10)) mean_max_prob += v / double(te.n);
+    for (double v : metrics::max_prob(std::span<const double>(pp), 10)) mean_max_prob_peer += v / double(te.n);
+
+    // The whole run per in-distribution set: ceil(N / batch) steps per epoch of each model (the last batch
+    // may be partial and is counted as full), predictions on the test set, the other set's test images and
+    // the corruption suite, with both models.
+    const std::size_t n_full = s.train_subset ? std::min<std::size_t>(s.train_subset, train_raw.n) : train_raw.n;
+    const std::size_t batches = (n_full + s.batch - 1) / s.batch;
+    const std::size_t n_eval = s.eval_subset ? std::min<std::size_t>(s.eval_subset, test_raw.n) : test_raw.n;
+    const std::size_t n_corr = data::corruption_names().size() * data::num_severities * s.corruption_images;
+    const double pred_images = double(2 * n_eval + n_corr);
+    const double train_cpu = double(batches) * s.epochs * (per_step + per_peer_step);
+    const double pred_cpu = pred_images * (per_image + per_peer_image);
+    const double per_set = train_cpu + pred_cpu;
+    std::printf("SDE-BNN width %lld, hidden %lld, %d blocks x %d steps, batch %zu, %zu timed steps (threads %d), "
+                "CPU seconds:\n",
+                static_cast<long long>(s.width), static_cast<long long>(s.hidden), s.blocks, s.steps, s.batch,
+                s.time_steps, num_threads());
+    std::printf("  SDE-BNN training step: %.3f s; deterministic peer step: %.3f s (ratio %.1f)\n", per_step,
+                per_peer_step, per_step / per_peer_step);
+    std::printf("  prediction per image: SDE-BNN (%d paths) %.4f s, peer %.5f s (%zu images)\n", s.samples,
+                per_image, per_peer_image, te.n);
+    std::printf("  per data set: %zu batches x %d epochs: %.2f h; %.0f predicted images: %.2f h; total %.2f h CPU; "
+                "%zu data set(s): %.2f h\n",
+                batches, s.epochs, train_cpu / 3600, pred_images, pred_cpu / 3600, per_set / 3600,
+                s.datasets.size(), per_set * double(s.datasets.size()) / 3600);
+    const json tconfig = {{"dataset", name},
+                          {"width", s.width},
+                          {"hidden", s.hidden},
+                          {"groups", s.groups},
+                          {"blocks", s.blocks},
+                          {"steps", s.steps},
+                          {"samples", s.samples},
+                          {"sigma", s.sigma},
+                          {"kl", s.kl},
+                          {"estimator", s.estimator},
+                          {"batch", s.batch},
+                          {"epochs", s.epochs},
+                          {"time_steps", s.time_steps},
+                          {"warmup_steps", 1},
+                          {"time_eval_images", te.n},
+                          {"datasets", s.datasets},
+                          {"train_images_per_set", n_full},
+                          {"batches_per_epoch", batches},
+                          {"eval_images_per_set", n_eval},
+                          {"corruption_images", s.corruption_images},
+                          {"corruptions", data::corruption_names().size()},
+                          {"severities", data::num_severities},
+                          {"predicted_images_per_set", pred_images}};
+    experiment::ResultSet result_set(args.out);
+    result_set.json("results.json",
+                    json{{"provenance", experiment::provenance("sdebnn_classification", args, tconfig)},
+                         {"results",
+                          {{"last_step_loss", last_loss},
+                           {"last_peer_step_loss", last_peer_loss},
+                           {"mean_max_prob", mean_max_prob},
+                           {"mean_max_prob_peer", mean_max_prob_peer}}}});
+    json run = experiment::run_info(args);
+    run["timings"] = {{"cpu_seconds_per_step", per_step},
+                      {"cpu_seconds_per_peer_step", per_peer_step},
+                      {"cpu_seconds_per_image", per_image},
+                      {"cpu_seconds_per_peer_image", per_peer_image},
+                      {"training_wall_seconds", train_wall},
+                      {"estimated_cpu_seconds_training_per_set", train_cpu},
+                      {"estimated_cpu_seconds_prediction_per_set", pred_cpu}};
+    result_set.json("run.json", run);
+    result_set.commit();
+    return 0;
 }
 
 }  // namespace
@@ -148,6 +300,15 @@ int run(int argc, char** argv) {
     auto* o_corr = app.add_option("--corruption-images", s.corruption_images,
                                   "test images per corruption and severity (0 = no corruption study; "
                                   "quick 100, full 1000)");
+    app.add_option("--time-steps", s.time_steps,
+                   "CPU time of this many training steps of SDE-BNN and of its deterministic peer at this "
+                   "configuration (after one untimed warm-up step each), then of the prediction (--samples "
+                   "weight paths) of both on --time-eval-images test images of the first --datasets set; "
+                   "prints the estimate of the whole run and exits; writes only the timing result "
+                   "(default --out reports/results/sdebnn_classification_timing)")
+        ->check(CLI::Range(1, 100000));
+    app.add_option("--time-eval-images", s.time_eval_images, "test images of the --time-steps prediction")
+        ->check(CLI::Range(1, 100000));
     SDEUQ_PARSE(app, argc, argv);
     if (!args.quick) {  // mnist_baselines' full size (width 64, 32 groups), the reference's 19 steps
         if (!o_epochs->count()) s.epochs = 20;
@@ -174,6 +335,9 @@ int run(int argc, char** argv) {
                      static_cast<long long>(s.width));
         return 2;
     }
+    // The timing run has its own result directory (and report, reports/sdebnn_classification_timing.md).
+    if (s.time_steps > 0 && app.get_option("--out")->count() == 0)
+        args.out = "reports/results/sdebnn_classification_timing";
     experiment::apply_common(args);
     register_adjoint_estimators();
     const fs::path data_dir = data::resolve_data_dir(args.data);
@@ -191,6 +355,8 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "sdebnn_classification: %s\n", e.what());
         return 1;
     }
+    if (s.time_steps > 0) return time_run(s, args, sets[s.datasets[0] == "mnist" ? 0 : 1].train,
+                                          sets[s.datasets[0] == "mnist" ? 0 : 1].test, s.datasets[0]);
     // Fail before training, naming the file and the script, when the corruption suite is missing.
     if (s.corruption_images > 0)
         for (const auto& name : s.datasets)

@@ -45,6 +45,22 @@ def corruption_section(r):
     return "\n".join(out)
 
 
+def full_cost_sentence(res_dir):
+    """What the full-mode run would cost, from the measured timing result beside this one
+    (`sdebnn_classification --full --time-steps N`, reports/results/sdebnn_classification_timing)."""
+    import render_sdebnn_classification_timing as timing
+    est = timing.estimate(os.path.join(os.path.dirname(res_dir), "sdebnn_classification_timing"))
+    if not est or est[0]["provenance"].get("mode") != "full":
+        return "Its cost has not been measured, so it was not run."
+    r, cfg, t, train, pred = est
+    hours = len(cfg["datasets"]) * (train + pred) / 3600
+    return (f"Measured at full size (`{r['provenance']['command']}`, commit `{r['provenance']['commit'][:12]}`; "
+            f"[report](sdebnn_classification_timing.md)): {t['cpu_seconds_per_step']:.2f} CPU s per SDE-BNN "
+            f"training step and {t['cpu_seconds_per_image']:.3f} s per predicted image, so the full run needs "
+            f"about {hours:.0f} h of CPU, {hours / 2:.0f} h of wall time on 2 cores at best: beyond the issue's "
+            "6-hour budget, so it was not run.")
+
+
 def render(res_dir, out_dir, rel):
     r = read_json(os.path.join(res_dir, "results.json"))
     run = read_run(res_dir)
@@ -68,9 +84,7 @@ def render(res_dir, out_dir, rel):
             "net's). Full mode: `build/experiments/sdebnn_classification --full` (width 64, 2 blocks, 19 "
             "steps, 20 epochs, batch 128, Adam 1e-3, sigma 0.2, all data, 1000 images per corruption and "
             "severity). "
-            "By the quick epoch time scaled by the work (conv cost x4 for width 64, x2 blocks, x4.75 steps, "
-            "x12 images) it would take well over a day on this shared 2-core machine, beyond the issue's "
-            "6-hour budget, so it was not run.\n\n"
+            + full_cost_sentence(res_dir) + "\n\n"
             "Quick mode's settings are chosen so that a run of a few minutes learns. The first quick setting "
             "(width 16, 2000 images x 3 epochs, batch 128, Adam 1e-3, sigma 0.2: 48 Adam steps) reached 0.19 "
             "(MNIST) and 0.25 (Fashion-MNIST), and the same front end without an SDE-BNN block 0.24 / 0.37: "
