@@ -15,13 +15,13 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "experiments/common.hpp"
+#include "experiments/cpu_time.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/corruptions.hpp"
@@ -110,11 +110,17 @@ std::vector<double> predict(SDEBNNClassifier& m, const data::Dataset& ds, int sa
     return probs;
 }
 
-// CPU seconds of this process (all threads).
-double cpu_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+// One SDE-BNN training step on the batch `x` with labels `yb`: one weight path per minibatch (Brownian draws
+// from `seed`), loss = cross-entropy + KL(posterior || prior) * kl_weight, backward, Adam. Returns the loss. The
+// training loop and the --time-steps measurement both run this, so that what is timed is what is trained.
+double sdebnn_step(SDEBNNClassifier& model, nn::Adam& opt, const Tensor& x, const std::vector<std::int32_t>& yb,
+                   std::uint64_t seed, double kl_weight) {
+    opt.zero_grad();
+    ClassifierOutput o = model.forward(Var(x), 1, seed);
+    Var loss = cross_entropy(o.logits, yb) + sum(o.kl) * kl_weight;
+    backward(loss);
+    opt.step();
+    return loss.item();
 }
 
 // Accuracy and ECE (15 bins) of class probabilities on `ds`.
@@ -162,9 +168,9 @@ int time_run(const Settings& s, const experiment::CommonArgs& args, const data::
                 continue;
             }
             Tensor x = data::batch_tensor(tr, idx, yb);
-            const double c0 = cpu_seconds();
+            const double c0 = experiment::cpu_seconds();
             step(x, k);
-            if (k > 0) cpu += cpu_seconds() - c0;
+            if (k > 0) cpu += experiment::cpu_seconds() - c0;
             reset_tape();
             ++k;
         }
@@ -173,12 +179,7 @@ int time_run(const Settings& s, const experiment::CommonArgs& args, const data::
     double last_loss = 0, last_peer_loss = 0;
     const double w0 = experiment::wall_seconds();
     const double per_step = timed([&](const Tensor& x, std::size_t k) {
-        opt.zero_grad();
-        ClassifierOutput o = model.forward(Var(x), 1, seed_of(noise.fork(k)));
-        Var loss = cross_entropy(o.logits, yb) + sum(o.kl) * (s.kl_coef / n_train);
-        backward(loss);
-        opt.step();
-        last_loss = loss.item();
+        last_loss = sdebnn_step(model, opt, x, yb, seed_of(noise.fork(k)), s.kl_coef / n_train);
     });
     const double per_peer_step = timed([&](const Tensor& x, std::size_t) {
         popt.zero_grad();
@@ -188,11 +189,11 @@ int time_run(const Settings& s, const experiment::CommonArgs& args, const data::
         last_peer_loss = loss.item();
     });
     const double train_wall = experiment::wall_seconds() - w0;
-    const double e0 = cpu_seconds();
+    const double e0 = experiment::cpu_seconds();
     const auto p = predict(model, te, s.samples, root.fork(4));
-    const double e1 = cpu_seconds();
+    const double e1 = experiment::cpu_seconds();
     const auto pp = baselines::predict(peer, te, 0);
-    const double e2 = cpu_seconds();
+    const double e2 = experiment::cpu_seconds();
     const double per_image = (e1 - e0) / double(te.n), per_peer_image = (e2 - e1) / double(te.n);
     double mean_max_prob = 0, mean_max_prob_peer = 0;
     for (double v : metrics::max_prob(std::span<const double>(p), 10)) mean_max_prob += v / double(te.n);
@@ -439,13 +440,9 @@ int run(int argc, char** argv) {
             std::size_t nb = 0, step = 0;
             for (auto idx = it.next(); !idx.empty(); idx = it.next(), ++step) {
                 Tensor x = data::batch_tensor(tr, idx, yb);
-                opt.zero_grad();
-                ClassifierOutput o = model.forward(
-                    Var(x), 1, seed_of(noise.fork(static_cast<std::uint64_t>(e) * 1000003 + step)));
-                Var loss = cross_entropy(o.logits, yb) + sum(o.kl) * (s.kl_coef / n_train);
-                backward(loss);
-                opt.step();
-                loss_sum += loss.item();
+                loss_sum += sdebnn_step(model, opt, x, yb,
+                                        seed_of(noise.fork(static_cast<std::uint64_t>(e) * 1000003 + step)),
+                                        s.kl_coef / n_train);
                 ++nb;
                 reset_tape();
             }

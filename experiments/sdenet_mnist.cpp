@@ -23,12 +23,12 @@
 
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <map>
 
 #include "autodiff/profile.hpp"
 #include "experiments/common.hpp"
+#include "experiments/cpu_time.hpp"
 #include "experiments/mnist_baselines_lib.hpp"
 #include "experiments/mnist_study.hpp"
 #include "nn/checkpoint.hpp"
@@ -71,13 +71,6 @@ sde::SdeNetConfig net_config(const Settings& s) {
     mc.width = s.width;
     mc.max_groups = s.max_groups;
     return mc;
-}
-
-// CPU seconds of this process (all threads).
-double cpu_seconds() {
-    timespec ts{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 data::Dataset noise_set(const std::string& kind, std::size_t n, data::MeanStd st, std::uint64_t seed) {
@@ -270,11 +263,11 @@ int main(int argc, char** argv) {
                 continue;
             }
             Tensor x = data::batch_tensor(tr, idx, y);
-            const double c0 = cpu_seconds();
+            const double c0 = experiment::cpu_seconds();
             trainer.step_classifier(x, y);
-            const double c1 = cpu_seconds();
+            const double c1 = experiment::cpu_seconds();
             trainer.step_diffusion(x);
-            const double c2 = cpu_seconds();
+            const double c2 = experiment::cpu_seconds();
             if (k > 0) {  // step 0 is the warm-up
                 cls_cpu += c1 - c0;
                 diff_cpu += c2 - c1;
@@ -284,11 +277,11 @@ int main(int argc, char** argv) {
         const double train_wall = experiment::wall_seconds() - w0;
         const Tensor xe = study::all_images(te);
         net.set_sigma(s.sigma_eval[0]);
-        const double e0 = cpu_seconds();
+        const double e0 = experiment::cpu_seconds();
         const auto probs = sde::predict_probs(net, xe, s.passes);
-        const double e1 = cpu_seconds();
+        const double e1 = experiment::cpu_seconds();
         const auto g = sde::diffusion_score(net, xe);
-        const double e2 = cpu_seconds();
+        const double e2 = experiment::cpu_seconds();
         const double n = double(s.time_steps), per_cls = cls_cpu / n, per_diff = diff_cpu / n;
         const double per_eval = (e1 - e0) / double(te.n), per_score = (e2 - e1) / double(te.n);
         const std::size_t full_batches = 60000 / s.batch;
