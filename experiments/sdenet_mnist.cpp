@@ -17,7 +17,10 @@
 //   * Metrics under two definitions: "exact" (nn/metrics: rank AUROC, average precision, FPR at the first
 //     threshold with TPR >= 95%) and "grid" (nn/metrics_grid: the reference's calculate_log.py).
 // Training is checkpointed after every epoch (out/checkpoints/); a killed run resumes where it stopped unless
-// --no-resume. Seconds per epoch and per evaluation go to run.json. --profile-steps N only prints where N
+// --no-resume. --stage sdenet / --stage baselines only train that part to its checkpoints and exit (writing
+// nothing else), so that the two can run as separate processes (one core each, --checkpoints naming the
+// shared directory) and a later run of the whole study finds them trained. Seconds per epoch and per
+// evaluation go to run.json. --profile-steps N only prints where N
 // training steps spend their time, per op (autodiff/profile.hpp), and exits.
 #include <fmt/format.h>
 
@@ -63,6 +66,8 @@ struct Settings {
     std::size_t profile_steps = 0;  // > 0: profile this many SDE-Net training steps per op, then exit
     std::size_t time_steps = 0;     // > 0: CPU time of this many steps, split by phase, then exit
     std::size_t time_eval_images = 500;
+    std::string stage = "all";  // all, sdenet (train SDE-Net only), baselines (train the baselines only)
+    std::string checkpoints;    // "" = <out>/checkpoints
 };
 
 // The SDE-Net of these settings (every run of this program builds it the same way).
@@ -164,6 +169,14 @@ int main(int argc, char** argv) {
     app.add_option("--grid-steps", s.grid_steps, "threshold grid of the reference metrics")
         ->check(CLI::Range(1, 10000000));
     app.add_flag("!--no-baselines", s.baselines, "skip the mnist_baselines networks");
+    app.add_option("--stage", s.stage,
+                   "all: train (resuming from the checkpoints), evaluate and write the results; sdenet or "
+                   "baselines: only train that part to its checkpoints and exit, writing no results (run the "
+                   "two in parallel with the same flags and --checkpoints, then the same command with --stage "
+                   "all evaluates)")
+        ->check(CLI::IsMember({"all", "sdenet", "baselines"}));
+    app.add_option("--checkpoints", s.checkpoints,
+                   "directory of the training checkpoints (default: <out>/checkpoints)");
     app.add_option("--profile-steps", s.profile_steps,
                    "time this many SDE-Net training steps per op (autodiff/profile.hpp) on the first data "
                    "set's training images, print the table and exit; writes nothing")
@@ -212,6 +225,15 @@ int main(int argc, char** argv) {
     if (bs.width % bs.groups != 0) {
         std::fprintf(stderr, "sdenet_mnist: --baseline-groups %d must divide --baseline-width %lld\n",
                      bs.groups, static_cast<long long>(bs.width));
+        return 2;
+    }
+    if (s.stage == "baselines" && !s.baselines) {
+        std::fprintf(stderr, "sdenet_mnist: --stage baselines contradicts --no-baselines\n");
+        return 2;
+    }
+    if (s.stage != "all" && (s.time_steps > 0 || s.profile_steps > 0)) {
+        std::fprintf(stderr, "sdenet_mnist: --stage %s trains; it cannot be combined with --time-steps or "
+                     "--profile-steps\n", s.stage.c_str());
         return 2;
     }
     if (const auto err = study::sdenet_groups_error(s.width, s.max_groups, "--width", "--max-groups");
@@ -392,10 +414,13 @@ int main(int argc, char** argv) {
             {"groups", bs.groups},     {"residual_blocks", bs.blocks},
             {"dropout", bs.dropout},   {"mc_samples", bs.mc_samples},
             {"ensemble", bs.ensemble}, {"input", "standardised with the in-distribution set's constants"}};
-    fs::create_directories(fs::path(args.out) / "checkpoints");
+    const fs::path ckpt_dir = s.checkpoints.empty() ? fs::path(args.out) / "checkpoints" : fs::path(s.checkpoints);
+    fs::create_directories(ckpt_dir);
+    const bool train_sdenet = s.stage != "baselines", train_baselines = s.baselines && s.stage != "sdenet";
+    const bool evaluate = s.stage == "all";
     json results, timings;
     const std::int64_t total = static_cast<std::int64_t>(names.size()) *
-                               (s.epochs + (s.baselines ? bs.epochs * (bs.ensemble + 1) : 0));
+                               ((train_sdenet ? s.epochs : 0) + (train_baselines ? bs.epochs * (bs.ensemble + 1) : 0));
     experiment::Progress bar("sdenet_mnist", total);
     std::int64_t done = 0;
 
@@ -416,12 +441,12 @@ int main(int argc, char** argv) {
         json tim;
 
         // ---- SDE-Net
-        {
+        if (train_sdenet) {
             Generator gen(dseed, 1);
             sde::SdeNet net(net_config(s), gen);
             sde::SdeNetTrainer trainer(net, s.train, dseed + 1);
             const std::string ckpt =
-                (fs::path(args.out) / "checkpoints" / (in_name + "_sdenet.ckpt")).string();
+                (ckpt_dir / (in_name + "_sdenet.ckpt")).string();
             const std::string key = config.dump() + fmt::format("|seed={}|in={}", args.seed, in_name);
             const std::int64_t done0 = done;  // e is the absolute epoch, resumed ones included
             const auto run = study::train_sdenet_epochs(
@@ -431,6 +456,7 @@ int main(int argc, char** argv) {
                                fmt::format("{} SDE-Net epoch {} CE {:.3f}", in_name, e + 1, st.mean.task_loss));
                 });
             done = done0 + s.epochs;
+            if (!evaluate) continue;  // --stage sdenet: trained to its checkpoint
             const std::vector<double>& secs = run.epoch_seconds;
             const json& losses = run.losses;
             const double t0 = experiment::wall_seconds();
@@ -461,7 +487,7 @@ int main(int argc, char** argv) {
         }
 
         // ---- baselines (mnist_baselines' networks and code; standardised inputs as there)
-        if (s.baselines) {
+        if (train_baselines) {
             const data::MeanStd st = in_name == "mnist" ? data::mnist_stats : data::fashion_mnist_stats;
             data::Dataset btr = tr;
             data::normalize(btr, st);
@@ -471,7 +497,7 @@ int main(int argc, char** argv) {
                 data::normalize(bsets.back(), st);
             }
             auto ck = [&](const std::string& m) {
-                return (fs::path(args.out) / "checkpoints" / (in_name + "_" + m + ".ckpt")).string();
+                return (ckpt_dir / (in_name + "_" + m + ".ckpt")).string();
             };
             // What each baseline checkpoint belongs to (nn::checkpoint_to_resume).
             const json train_files = nn::file_identity(in_name == "mnist"
@@ -490,6 +516,7 @@ int main(int argc, char** argv) {
                                           ck("member" + std::to_string(k)), key("member" + std::to_string(k)),
                                           args.resume, bar, done);
                 if (k == 0) det_secs = r.epoch_seconds;
+                if (!evaluate) continue;  // --stage baselines: trained to its checkpoint
                 for (std::size_t j = 0; j < bsets.size(); ++j) {
                     auto p = baselines::predict(*r.model, bsets[j], 0);
                     for (std::size_t i = 0; i < p.size(); ++i) ens.probs[j][i] += p[i] / bs.ensemble;
@@ -498,6 +525,7 @@ int main(int argc, char** argv) {
             }
             auto r = baselines::train(btr, bs.dropout, dseed * 31 + 99, bs, ck("dropout"), key("dropout"), args.resume,
                                       bar, done);
+            if (!evaluate) continue;
             for (auto& b : bsets) mcd.probs.push_back(baselines::predict(*r.model, b, bs.mc_samples));
             for (auto* m : {&det, &mcd, &ens}) {
                 for (auto& p : m->probs)
@@ -535,6 +563,11 @@ int main(int argc, char** argv) {
         timings[in_name] = tim;
     }
     bar.finish();
+    if (!evaluate) {
+        std::printf("sdenet_mnist: --stage %s: trained to the checkpoints in %s; the same command with --stage all "
+                    "evaluates and writes the results\n", s.stage.c_str(), ckpt_dir.string().c_str());
+        return 0;
+    }
 
     // CSV: one row per (in set, task, method/score, definition).
     std::vector<std::vector<std::string>> rows;
