@@ -26,12 +26,26 @@ FIG_META_SVG = {"Date": None, "Creator": None}
 FIG_META_PNG = {"Software": None}
 
 
+def _decimals(x, digits):
+    """Decimals that give a magnitude x (>= 0, in [1e-3, 1e5)) about `digits` significant figures, at most
+    `digits` decimals and at least 1 from 10 on: 0.98765 -> 4, 12.35 -> 2, 208.3 -> 1, 1067.3 -> 1."""
+    return digits if x < 10 else max(1, min(digits, digits - len(str(int(x)))))
+
+
+def _fixed(v, decimals):
+    """A finite float with exactly `decimals` decimals; a tiny negative round-off reads 0.00, not -0.00."""
+    s = f"{v:.{decimals}f}"
+    return s[1:] if s.startswith("-") and float(s) == 0 else s
+
+
 def fmt(v, digits=4):
     """A number as a table shows it: integers (also integer-valued floats such as step counts, and floats
     within rounding error of a nonzero integer such as 2.0000000000000004 = 100 * 10 / 500; never a tiny
     nonzero value such as a round-off error 1.4e-16, which is no 0) without decimals,
     otherwise about `digits` significant figures (at most `digits` decimals; 1067.31 -> 1067.3, 40.0 -> 40,
-    0.98765 -> 0.9877), scientific notation below 1e-3 and from 1e5 on. Tested by tests/render_format.py."""
+    0.98765 -> 0.9877), scientific notation below 1e-3 and from 1e5 on. For counts and quantities of
+    varying scale (NLL, losses, seconds); columns of percentages or fractions, where 86.0 must not print as
+    "86" beside "82.20", use pct / fixed. Tested by tests/render_format.py."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -45,22 +59,62 @@ def fmt(v, digits=4):
             return str(int(round(v)))
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.{digits - 1}e}"
-        decimals = digits if abs(v) < 10 else max(1, min(digits, digits - len(str(int(abs(v))))))
-        return f"{v:.{decimals}f}"
+        return f"{v:.{_decimals(abs(v), digits)}f}"
     return str(v)
 
 
-def pm(mean, std, digits=4):
-    """mean ± std with the same number of decimals for both (std of a single run: the mean alone)."""
+def fixed(v, decimals=4):
+    """A number with exactly `decimals` decimals, whatever its value, so that a column lines up: for
+    fractions such as an accuracy or an AUROC in [0, 1] (1.0 -> "1.0000", 0.93 -> "0.9300", 0 -> "0.0000").
+    None -> "–"; nan and inf as they are; a tiny negative round-off prints as 0 ("0.0000")."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    return _fixed(v, decimals)
+
+
+def pct(v, decimals=2, scale=1.0):
+    """A percentage with a fixed number of decimals (default 2): 86.0 -> "86.00", 82.2 -> "82.20", 9.2 ->
+    "9.20", so that every cell of a percent column has the same decimals. v is in percent, or a fraction
+    with scale=100 (pct(0.822, scale=100) -> "82.20"). None -> "–"."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return fixed(float(v) * scale, decimals)
+
+
+def pm(mean, std, digits=4, decimals=None):
+    """mean ± std, both with the same number of decimals: `decimals` if given, otherwise the decimals of
+    about `digits` significant figures at the mean's magnitude (the std's when the mean is 0), as fmt gives
+    a non-integer of that magnitude: an integer-valued mean keeps them (57.0 ± 4.1 -> "57.00 ± 4.10",
+    never "57 ± 4.10"; 40.0 ± 0.0 -> "40.00 ± 0.00"). Below 1e-3 and from 1e5 on both in scientific
+    notation. Without a std (a single run): the mean alone, as fmt (or fixed, with `decimals`) prints it."""
     if mean is None:
         return "–"
     if std is None:
-        return fmt(mean, digits)
-    m = fmt(float(mean), digits)
-    decimals = len(m.split(".")[1]) if "." in m and "e" not in m else None
+        return fmt(mean, digits) if decimals is None else fixed(mean, decimals)
+    mean, std = float(mean), float(std)
+    if any(x != x or x in (float("inf"), float("-inf")) for x in (mean, std)):
+        return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
     if decimals is None:
-        return f"{m} ± {fmt(float(std), digits)}"
-    return f"{m} ± {std:.{decimals}f}"
+        x = abs(mean) if mean != 0 else abs(std)
+        if x != 0 and (x < 1e-3 or x >= 1e5):
+            return f"{mean:.{digits - 1}e} ± {std:.{digits - 1}e}"
+        decimals = _decimals(x, digits)
+    return f"{_fixed(mean, decimals)} ± {_fixed(std, decimals)}"
+
+
+def pct_pm(mean, std, decimals=1, scale=1.0):
+    """mean ± std of a percentage, both with `decimals` decimals (default 1): "57.0 ± 4.1", "11.0 ± 0.0",
+    "9.5 ± 0.0". In percent, or fractions with scale=100. None mean -> "–"; None std -> the mean alone."""
+    if mean is None:
+        return "–"
+    return pm(float(mean) * scale, float(std) * scale if std is not None else None, decimals=decimals)
 
 
 def cite_block(prov, src, experiment):
@@ -169,8 +223,10 @@ def render_two_moons(res_dir, out_dir, rel):
     for m in methods:
         v = r["methods"][m]
         t = run.get("timings", {}).get(m, {})
-        rows.append([titles[m], v["train_accuracy"], v["test_accuracy"], v["test_nll"], v["ood_auroc"],
-                     v["ood_aupr_in"], t.get("train_seconds"), t.get("inference_seconds")])
+        # Accuracies, AUROC and AUPR are fractions: 4 decimals in every cell (1.0 -> "1.0000", not "1").
+        rows.append([titles[m], fixed(v["train_accuracy"]), fixed(v["test_accuracy"]), v["test_nll"],
+                     fixed(v["ood_auroc"]), fixed(v["ood_aupr_in"]), t.get("train_seconds"),
+                     t.get("inference_seconds")])
     tab = table(["method", "train acc", "test acc", "test NLL", "OOD AUROC", "OOD AUPR (in)", "train s",
                  "inference s"], rows)
     cfg = r["provenance"]["config"]

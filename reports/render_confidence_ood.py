@@ -4,7 +4,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, read_run, save, table, timing_block
+from render import pct_pm, provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("baseline", "Baseline (max softmax)"), ("odin", "Baseline + ODIN"), ("confidence", "Confidence"),
            ("confidence_preprocessing", "Confidence + preprocessing")]
@@ -14,9 +14,10 @@ IN_SETS = [("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")]
 
 
 def pm(s, scale=100.0):
+    """A {mean, std} fraction as a percentage, mean ± std with 1 decimal (every percent cell of the report)."""
     if s is None:
         return "–"
-    return f"{s['mean'] * scale:.1f} ± {s['std'] * scale:.1f}"
+    return pct_pm(s["mean"], s["std"], 1, scale)
 
 
 def set_title(name):

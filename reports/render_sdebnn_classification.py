@@ -3,10 +3,16 @@ peer trained in the same run, with the corruption study.
 Loaded by reports/render.py as a plugin."""
 import os
 
-from render import provenance_block, read_json, read_run, table, timing_block
+from render import fixed, provenance_block, read_json, read_run, table, timing_block
 
 KEYS = ["accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out",
         "ood_tnr_at_95_tpr"]
+# Fractions in [0, 1], 4 decimals in every cell (1.0 -> "1.0000"); NLL and Brier keep fmt's rule.
+FRACTIONS = {"accuracy", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"}
+
+
+def cells(v):
+    return [fixed(v.get(k)) if k in FRACTIONS else v.get(k) for k in KEYS]
 
 
 def mean(xs):
@@ -28,14 +34,15 @@ def corruption_section(r):
             b = [s["deterministic_peer"]["accuracy"] for s in sev.values()]
             ea = [s["sdebnn"]["ece_15"] for s in sev.values()]
             eb = [s["deterministic_peer"]["ece_15"] for s in sev.values()]
-            rows.append([name, mean(a), mean(b), mean(ea), mean(eb), c["ce"].get(name)])
-        rows.append(["**mean**", c["mean_accuracy"], c["mean_accuracy_peer"], c["mean_ece_15"],
-                     c["mean_ece_15_peer"], c["mce"]])
+            rows.append([name, fixed(mean(a)), fixed(mean(b)), fixed(mean(ea)), fixed(mean(eb)),
+                         c["ce"].get(name)])
+        rows.append(["**mean**", fixed(c["mean_accuracy"]), fixed(c["mean_accuracy_peer"]),
+                     fixed(c["mean_ece_15"]), fixed(c["mean_ece_15_peer"]), c["mce"]])
         tab = table(["corruption", "accuracy SDE-BNN", "accuracy peer", "ECE 15 SDE-BNN", "ECE 15 peer",
                      "CE (SDE-BNN / peer)"], rows)
         sev_rows = []
         for s in sorted({k for sev in per.values() for k in sev}, key=int):
-            sev_rows.append([int(s)] + [mean([per[n][s][m][k] for n in per])
+            sev_rows.append([int(s)] + [fixed(mean([per[n][s][m][k] for n in per]))
                                         for m in ("sdebnn", "deterministic_peer")
                                         for k in ("accuracy", "ece_15")])
         sev_tab = table(["severity", "accuracy SDE-BNN", "ECE 15 SDE-BNN", "accuracy peer", "ECE 15 peer"],
@@ -69,11 +76,10 @@ def render(res_dir, out_dir, rel):
     for pair, v in r["results"].items():
         t = run.get("timings", {}).get(pair, {})
         secs, psecs = t.get("seconds_per_epoch", []), t.get("peer_seconds_per_epoch", [])
-        rows.append([pair, "SDE-BNN", v.get("parameters")] + [v[k] for k in KEYS] + [mean(secs)])
+        rows.append([pair, "SDE-BNN", v.get("parameters")] + cells(v) + [mean(secs)])
         if "deterministic_peer" in v:
             p = v["deterministic_peer"]
-            rows.append([pair, "deterministic peer", p.get("parameters")] + [p.get(k) for k in KEYS] +
-                        [mean(psecs)])
+            rows.append([pair, "deterministic peer", p.get("parameters")] + cells(p) + [mean(psecs)])
     tab = table(["pair", "method", "parameters", "accuracy", "NLL", "Brier", "ECE 15", "ECE 10", "OOD AUROC",
                  "AUPR in", "AUPR out", "TNR@95", "s / epoch"], rows)
     quick_note = ""

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, provenance_block, read_json, read_run, save, table, timing_block
+from render import pm, provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("random", "Random (conv net)", "#444444", "-"),
            ("entropy", "Entropy (conv net)", "#1f77b4", "-"),
@@ -51,7 +51,8 @@ def render(res_dir, out_dir, rel):
     sizes = present[0][0] and curves[present[0][0]]["labelled_size"]
     rows = []
     for i, n in enumerate(sizes):
-        rows.append([n] + [f"{fmt(curves[k]['mean'][i], 3)} ± {fmt(curves[k]['std'][i], 3)}" for k, *_ in present])
+        # Accuracy fractions, mean ± std with 3 decimals in every cell ("0.134 ± 0.000", not "0.134 ± 0").
+        rows.append([n] + [pm(curves[k]["mean"][i], curves[k]["std"][i], decimals=3) for k, *_ in present])
     tab = table(["labelled"] + [name for _, name, *_ in present], rows)
 
     crow = []
@@ -114,7 +115,7 @@ The SDE-Net repository has no active-learning study (its README lists it as a TO
 {table(['method', 'seconds per round (train, evaluate, acquire)', 'rounds timed'], trows)}
 """
     last = len(sizes) - 1
-    srows = [[name, sizes[last], f"{fmt(curves[k]['mean'][last], 3)} ± {fmt(curves[k]['std'][last], 3)}"]
+    srows = [[name, sizes[last], pm(curves[k]["mean"][last], curves[k]["std"][last], decimals=3)]
              for k, name, *_ in present]
     summary = ("### SDE-Net: active learning ([report](sdenet_active_learning.md))\n\n" +
                table(["method", "labelled", "test accuracy"], srows) + "\n")

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, read_run, save, table, timing_block
+from render import fixed, provenance_block, read_json, read_run, save, table, timing_block
 
 METHODS = [("deterministic", "Deterministic"), ("mc_dropout", "MC dropout"), ("deep_ensemble", "Deep ensemble")]
 SCORES = [("max_prob", "1 - max prob"), ("entropy", "entropy"), ("mutual_information", "mutual information"),
@@ -46,7 +46,9 @@ def render(res_dir, out_dir, rel):
 
     acc_parts = []
     for a, an in ATTACKS:
-        rows = [[n, res[m]["clean"]["accuracy"]] + [e["accuracy"] for e in res[m][a]] for m, n in methods]
+        # Accuracies and AUROCs are fractions: 4 decimals in every cell (0 -> "0.0000", not "0").
+        rows = [[n, fixed(res[m]["clean"]["accuracy"])] + [fixed(e["accuracy"]) for e in res[m][a]]
+                for m, n in methods]
         acc_parts.append(f"#### Accuracy under {an}\n\n" +
                          table(["method", "clean"] + [f"eps {x:g}" for x in eps], rows))
     auc_parts = []
@@ -55,7 +57,7 @@ def render(res_dir, out_dir, rel):
         for m, n in methods:
             for sk, sn in SCORES:
                 if sk in res[m][a][0]["auroc"]:
-                    rows.append([n, sn] + [e["auroc"][sk] for e in res[m][a]])
+                    rows.append([n, sn] + [fixed(e["auroc"][sk]) for e in res[m][a]])
         auc_parts.append(f"#### AUROC, {an} images against the same images clean\n\n" +
                          table(["method", "score"] + [f"eps {x:g}" for x in eps], rows))
 
@@ -133,7 +135,7 @@ training budget, not of the method in general.
 {timing_block(run, rel + '/run.json')}
 {table(['method', 'train seconds per epoch', 'attack seconds (all epsilons, both attacks, with evaluation)'], trows)}
 """
-    summ_rows = [[n] + [e["accuracy"] for e in res[m]["pgd"]] for m, n in methods]
+    summ_rows = [[n] + [fixed(e["accuracy"]) for e in res[m]["pgd"]] for m, n in methods]
     summary = (f"### SDE-Net: adversarial robustness ([report](sdenet_adversarial.md))\n\nAccuracy under PGD:\n\n" +
                table(["method"] + [f"eps {x:g}" for x in eps], summ_rows) + "\n")
     return md, summary

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import provenance_block, read_json, read_run, save, table, timing_block
+from render import pct, provenance_block, read_json, read_run, save, table, timing_block
 
 NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gaussian_noise": "Gaussian noise",
          "uniform_noise": "uniform noise"}
@@ -29,8 +29,10 @@ def metric_table(by_method):
         if "exact" not in mj:
             rows.append([method_label(key), mj.get("n_in"), mj.get("n_out")] + [None] * 10)
             continue
-        rows.append([method_label(key), mj["n_in"], mj["n_out"]] + [100 * mj["exact"][m] for m, _ in METRICS] +
-                    [100 * mj["grid"][m] for m, _ in METRICS])
+        # Percentages, 2 decimals in every cell; n in / n out are counts.
+        rows.append([method_label(key), mj["n_in"], mj["n_out"]] +
+                    [pct(mj["exact"][m], 2, 100) for m, _ in METRICS] +
+                    [pct(mj["grid"][m], 2, 100) for m, _ in METRICS])
     head = ["method / score", "n in", "n out"] + [f"{h} (exact)" for _, h in METRICS] + \
         [f"{h} (grid)" for _, h in METRICS]
     return table(head, rows)
@@ -46,7 +48,7 @@ def render(res_dir, out_dir, rel):
         if ind not in res:
             continue
         m = res[ind]["metrics"]
-        crow = [[method_label(k), 100 * v["accuracy"], v["nll"], v["brier"], 100 * v["ece_15"]]
+        crow = [[method_label(k), pct(v["accuracy"], 2, 100), v["nll"], v["brier"], pct(v["ece_15"], 2, 100)]
                 for k, v in m["classification"].items()]
         sec = [f"### {NAMES[ind]} in-distribution\n",
                "Test-set classification (accuracy and ECE in %):\n",
@@ -83,8 +85,8 @@ def render(res_dir, out_dir, rel):
         other = "fashion_mnist" if ind == "mnist" else "mnist"
         if other in m["ood"]:
             summary.append(f"{NAMES[ind]} in vs {NAMES[other]}: " + ", ".join(
-                f"{method_label(k)} acc {100 * m['classification'][k]['accuracy']:.2f}% AUROC "
-                f"{100 * v['exact']['auroc']:.2f}" for k, v in m["ood"][other].items() if "exact" in v))
+                f"{method_label(k)} acc {pct(m['classification'][k]['accuracy'], 2, 100)}% AUROC "
+                f"{pct(v['exact']['auroc'], 2, 100)}" for k, v in m["ood"][other].items() if "exact" in v))
     trows = []
     for ind, t in run.get("timings", {}).items():
         s = t.get("sdenet", {})

@@ -2,7 +2,7 @@
 (classifier step, diffusion step, evaluation passes), and the full-mode estimate derived from it."""
 import os
 
-from render import provenance_block, read_json, read_run, table, timing_block
+from render import pct, provenance_block, read_json, read_run, table, timing_block
 
 
 def render(res_dir, out_dir, rel):
@@ -23,8 +23,8 @@ untimed warm-up step, evaluation on {cfg['eval_images']} test images):
 
 {table(["phase", "CPU s", "per", "share of a training step"], [
     ["classifier step: cross-entropy pass at sigma " + f"{cfg['sigma_train']:g}" + ", backward, SGD", cls, "step",
-     f"{100 * cls / step:.1f}%"],
-    ["diffusion step: in-batch and pseudo-OOD passes, BCE backward, SGD", dif, "step", f"{100 * dif / step:.1f}%"],
+     pct(100 * cls / step, 1) + "%"],
+    ["diffusion step: in-batch and pseudo-OOD passes, BCE backward, SGD", dif, "step", pct(100 * dif / step, 1) + "%"],
     [f"evaluation: {cfg['passes']} passes at sigma {cfg['sigma_eval'][0]:g} (h0 and g once)", ev, "image", ""],
     ["diffusion score g(h0(x))", sc, "image", ""]])}
 

@@ -3,7 +3,7 @@ Boston housing (study 5): RMSE, Gaussian NLL and OOD detection for regression.""
 import math
 import os
 
-from render import provenance_block, read_json, read_run, table, timing_block
+from render import pct_pm, pm as pm_decimals, provenance_block, read_json, read_run, table, timing_block
 
 LABEL = {"sdenet": "SDE-Net", "mc_dropout": "MC dropout", "deep_ensemble": "Deep ensemble"}
 SCORE = {"mean_std": "std of predicted mean", "diffusion": "diffusion"}
@@ -13,7 +13,13 @@ METRICS = [("auroc", "AUROC"), ("tnr_at_95_tpr", "TNR@95"), ("detection_accuracy
 
 
 def pm(d, scale=1.0, digits=3):
-    return f"{scale * d['mean']:.{digits}f} ± {scale * d['std']:.{digits}f}"
+    """A {mean, std} with `digits` decimals for both (RMSE, NLL, epochs: 3 or 1)."""
+    return pm_decimals(scale * d["mean"], scale * d["std"], decimals=digits)
+
+
+def pct(d):
+    """A {mean, std} fraction as a percentage with 2 decimals (every cell of the OOD tables)."""
+    return pct_pm(d["mean"], d["std"], 2, 100)
 
 
 def fit_rows(cfg, r):
@@ -52,7 +58,7 @@ def render(res_dir, out_dir, rel):
         for key, defs in by_score.items():
             m, sc = key.split("/")
             orows.append([f"{LABEL.get(m, m)}, {SCORE.get(sc, sc)}"] +
-                         [pm(defs["exact"][k], 100, 2) for k, _ in METRICS] + [pm(defs["grid"]["auroc"], 100, 2)])
+                         [pct(defs["exact"][k]) for k, _ in METRICS] + [pct(defs["grid"]["auroc"])])
         ood_parts.append(f"OOD, {OODS.get(c, c)} (in %, mean ± std over splits):\n\n" +
                          table(["method, score"] + [f"{h} (exact)" for _, h in METRICS] + ["AUROC (grid)"], orows))
     fs = r["splits"][0].get("feature_split", {})

@@ -5,7 +5,7 @@ import os
 
 import matplotlib.pyplot as plt
 
-from render import fmt, pm, read_json, save, table
+from render import fmt, pct_pm, pm, read_json, save, table
 
 SETS = [("mnist", "MNIST", "fashion_mnist", "Fashion-MNIST"),
         ("fashion_mnist", "Fashion-MNIST", "mnist", "MNIST")]
@@ -105,11 +105,18 @@ def render(res_dir, out_dir, rel):
     methods = cfg.get("methods", [])
     titles = {m["name"]: m["title"] for m in methods}
 
-    def get(path, digits=4, scale=1.0):
+    def get(path, digits=4):
         v = metrics.get(path)
         if v is None or v[0] is None:
             return "–"
-        return pm(v[0] * scale, v[1] * scale if v[1] is not None else None, digits)
+        return pm(v[0], v[1], digits)
+
+    def get_pct(path):
+        """A fraction as a percentage, mean ± std with 1 decimal in every percent cell of every table."""
+        v = metrics.get(path)
+        if v is None or v[0] is None:
+            return "–"
+        return pct_pm(v[0], v[1], 1, 100)
 
     def get_t(path, digits=3):
         v = timings.get(path)
@@ -129,21 +136,21 @@ def render(res_dir, out_dir, rel):
             if f"{base}.accuracy" not in metrics:
                 continue
             params = metrics.get(f"{base}.parameters", (None,))[0]
-            rows.append([titles[name], m["ood_score"], get(f"{base}.accuracy", 2, 100), get(f"{base}.nll"),
-                         get(f"{base}.brier"), get(f"{base}.ece"), get(f"{base}.ood.{other}.auroc", 2, 100),
-                         get(f"{base}.ood.noise.auroc", 2, 100),
-                         get(f"{base}.misclassification_auroc", 2, 100),
+            rows.append([titles[name], m["ood_score"], get_pct(f"{base}.accuracy"), get(f"{base}.nll"),
+                         get(f"{base}.brier"), get(f"{base}.ece"), get_pct(f"{base}.ood.{other}.auroc"),
+                         get_pct(f"{base}.ood.noise.auroc"),
+                         get_pct(f"{base}.misclassification_auroc"),
                          fmt(int(params)) if params is not None else "–",
                          get_t(f"{key}.{name}.train_seconds", 1),
                          get_t(f"{key}.{name}.predict_seconds_per_1000", 3)])
             for oset, otitle in [(other, other_title), ("noise", "noise")]:
-                drows.append([titles[name], otitle, get(f"{base}.ood.{oset}.auroc", 2, 100),
-                              get(f"{base}.ood.{oset}.aupr_in", 2, 100),
-                              get(f"{base}.ood.{oset}.aupr_out", 2, 100),
-                              get(f"{base}.ood.{oset}.tnr_at_95_tpr", 2, 100)] +
-                             [get(f"{base}.ood.{oset}.auroc_by_score.{s}", 2, 100)
+                drows.append([titles[name], otitle, get_pct(f"{base}.ood.{oset}.auroc"),
+                              get_pct(f"{base}.ood.{oset}.aupr_in"),
+                              get_pct(f"{base}.ood.{oset}.aupr_out"),
+                              get_pct(f"{base}.ood.{oset}.tnr_at_95_tpr")] +
+                             [get_pct(f"{base}.ood.{oset}.auroc_by_score.{s}")
                               for s in ("max_prob", "entropy", "mutual_information", "gp_variance")] +
-                             [get(f"{base}.ood.{oset}.auroc_by_score.{s}", 2, 100) for s in conf_scores])
+                             [get_pct(f"{base}.ood.{oset}.auroc_by_score.{s}") for s in conf_scores])
             acc = metrics[f"{base}.accuracy"]
             au = metrics.get(f"{base}.ood.{other}.auroc", (None, None, 0))
             fig_points.setdefault(key, []).append((titles[name], acc, au))
@@ -164,9 +171,9 @@ def render(res_dir, out_dir, rel):
             base = f"results.{key}.{m['name']}.corrupted"
             if f"{base}.severity_1.accuracy" not in metrics:
                 continue
-            rows.append([titles[m["name"]], get(f"{base}.clean_accuracy", 2, 100)] +
-                        [get(f"{base}.severity_{s}.accuracy", 2, 100) for s in range(1, 6)] +
-                        [get(f"{base}.severity_{s}.auroc_vs_clean", 2, 100) for s in range(1, 6)])
+            rows.append([titles[m["name"]], get_pct(f"{base}.clean_accuracy")] +
+                        [get_pct(f"{base}.severity_{s}.accuracy") for s in range(1, 6)] +
+                        [get_pct(f"{base}.severity_{s}.auroc_vs_clean") for s in range(1, 6)])
         if rows:
             corr_parts.append(f"#### In-distribution {title}\n\n" + table(
                 ["method", "clean acc %"] + [f"acc s{s} %" for s in range(1, 6)] +
@@ -207,7 +214,7 @@ def render(res_dir, out_dir, rel):
     dirty = " (with uncommitted changes)" if prov.get("dirty") else ""
     published = table(["model (source)", "in-distribution", "accuracy %", "ours: method",
                        f"ours: accuracy % ({prov.get('mode', '?')} mode)", "their OOD result (not comparable)"],
-                      [[model, ind, acc, titles.get(ours, ours), get(f"results.mnist.{ours}.accuracy", 3, 100), ood]
+                      [[model, ind, acc, titles.get(ours, ours), get_pct(f"results.mnist.{ours}.accuracy"), ood]
                        for model, ours, ind, acc, ood in PUBLISHED])
     why_quick = ""
     if prov.get("mode") == "quick":
