@@ -181,7 +181,8 @@ def read_csv(path):
 def timing_block(run, src):
     if not run:
         return ""
-    return (f"\nTimings (not part of the reproducible results; `{src}`): {run.get('threads', '?')} threads on "
+    n = run.get("threads", "?")
+    return (f"\nTimings (not part of the reproducible results; `{src}`): {n} thread{'' if n == 1 else 's'} on "
             f"{run.get('cpu', '?')}, {run.get('date', '?')}.\n")
 
 
