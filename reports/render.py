@@ -63,6 +63,12 @@ def fmt(v, digits=4):
     return str(v)
 
 
+# The result keys of per-method metrics that are fractions in [0, 1] (fixed decimals in every cell, see fixed);
+# NLL, Brier and times keep fmt's rule.
+FRACTIONS = {"accuracy", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr",
+             "ood_detection_accuracy"}
+
+
 def fixed(v, decimals=4):
     """A number with exactly `decimals` decimals, whatever its value, so that a column lines up: for
     fractions such as an accuracy or an AUROC in [0, 1] (1.0 -> "1.0000", 0.93 -> "0.9300", 0 -> "0.0000").

@@ -2,7 +2,7 @@
 ensemble) on MNIST and Fashion-MNIST, each with the other data set as OOD."""
 import os
 
-from render import fixed, provenance_block, read_json, read_run, table, timing_block
+from render import FRACTIONS, fixed, provenance_block, read_json, read_run, table, timing_block
 
 METHODS = [("deterministic", "Deterministic"), ("mc_dropout", "MC dropout"), ("deep_ensemble", "Deep ensemble")]
 PAIRS = [("mnist_vs_fashion_mnist", "MNIST (in) vs Fashion-MNIST (OOD)"),
@@ -10,9 +10,6 @@ PAIRS = [("mnist_vs_fashion_mnist", "MNIST (in) vs Fashion-MNIST (OOD)"),
 COLS = [("accuracy", "acc"), ("nll", "NLL"), ("brier", "Brier"), ("ece_15", "ECE (15)"), ("ece_10", "ECE (10)"),
         ("ood_auroc", "AUROC"), ("ood_aupr_in", "AUPR in"), ("ood_aupr_out", "AUPR out"),
         ("ood_tnr_at_95_tpr", "TNR@95TPR"), ("ood_detection_accuracy", "det. acc")]
-# Fractions in [0, 1], 4 decimals in every cell (1.0 -> "1.0000"); NLL and Brier keep fmt's rule.
-FRACTIONS = {"accuracy", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr",
-             "ood_detection_accuracy"}
 
 
 def render(res_dir, out_dir, rel):

@@ -3,12 +3,10 @@ peer trained in the same run, with the corruption study.
 Loaded by reports/render.py as a plugin."""
 import os
 
-from render import fixed, provenance_block, read_json, read_run, table, timing_block
+from render import FRACTIONS, fixed, provenance_block, read_json, read_run, table, timing_block
 
 KEYS = ["accuracy", "nll", "brier", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out",
         "ood_tnr_at_95_tpr"]
-# Fractions in [0, 1], 4 decimals in every cell (1.0 -> "1.0000"); NLL and Brier keep fmt's rule.
-FRACTIONS = {"accuracy", "ece_15", "ece_10", "ood_auroc", "ood_aupr_in", "ood_aupr_out", "ood_tnr_at_95_tpr"}
 
 
 def cells(v):

@@ -105,18 +105,15 @@ def render(res_dir, out_dir, rel):
     methods = cfg.get("methods", [])
     titles = {m["name"]: m["title"] for m in methods}
 
-    def get(path, digits=4):
+    def get(path, digits=4, pct=False):
+        """mean ± std of a metric; pct: a fraction as a percentage with 1 decimal (every percent cell)."""
         v = metrics.get(path)
         if v is None or v[0] is None:
             return "–"
-        return pm(v[0], v[1], digits)
+        return pct_pm(v[0], v[1], 1, 100) if pct else pm(v[0], v[1], digits)
 
     def get_pct(path):
-        """A fraction as a percentage, mean ± std with 1 decimal in every percent cell of every table."""
-        v = metrics.get(path)
-        if v is None or v[0] is None:
-            return "–"
-        return pct_pm(v[0], v[1], 1, 100)
+        return get(path, pct=True)
 
     def get_t(path, digits=3):
         v = timings.get(path)
