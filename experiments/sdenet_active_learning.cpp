@@ -18,7 +18,10 @@
 // Within one seed every method starts from the same labelled set and every round's model from the same
 // initial weights (seeded by seed and round, not by method), so the methods differ only in what they
 // acquire. Each (seed, method) run checkpoints its labelled list and accuracies after every round
-// (out/checkpoints/); a killed run resumes after the last finished round.
+// (out/checkpoints/); a killed run resumes after the last finished round. --part I/N runs only every N-th
+// (seed, method) run from the I-th on (the order: seeds, then --methods) to its checkpoints and exits,
+// writing no results, so that N processes with the same flags share the work; the same command without
+// --part then resumes every finished run from the checkpoints and writes the results.
 #include <cstdio>
 #include <filesystem>
 #include <fmt/format.h>
@@ -49,6 +52,7 @@ struct Settings {
     study::SdeNetSettings sdenet;
     int eval_passes = 5;
     std::vector<std::string> methods = {"random", "entropy", "sdenet_diffusion", "sdenet_random"};
+    std::vector<int> part;  // {I, N}: this process runs (seed, method) runs I, I + N, ...; empty: all
 };
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t tag) {
@@ -114,7 +118,18 @@ int main(int argc, char** argv) {
     app.add_option("--eval-passes", s.eval_passes, "SDE-Net predictive passes")->check(CLI::Range(1, 1000));
     app.add_option("--methods", s.methods, "methods")
         ->check(CLI::IsMember({"random", "entropy", "sdenet_diffusion", "sdenet_random"}));
+    app.add_option("--part", s.part,
+                   "I/N: train only the (seed, method) runs I, I + N, I + 2N, ... (0-based, seeds then methods) "
+                   "to their checkpoints and exit without results; the same command without --part then "
+                   "writes the results from the N parts' checkpoints")
+        ->delimiter('/')
+        ->expected(2);
     SDEUQ_PARSE(app, argc, argv);
+    if (!s.part.empty() && (s.part[1] < 1 || s.part[0] < 0 || s.part[0] >= s.part[1])) {
+        std::fprintf(stderr, "sdenet_active_learning: --part %d/%d: I/N needs N >= 1 and 0 <= I < N\n", s.part[0],
+                     s.part[1]);
+        return 2;
+    }
     if (!args.quick) {  // Gal et al. 2017's scale: the full pool, 2,000 random candidates per round
         if (!o_seeds->count()) s.seeds = 5;
         if (!o_rounds->count()) s.rounds = 30;
@@ -187,12 +202,21 @@ int main(int argc, char** argv) {
 
     json runs;   // runs[method][seed] = {labelled_size, accuracy[, accuracy_sigma500, accuracy_sigma0], ...}
     json timings;
-    const std::int64_t total = static_cast<std::int64_t>(s.methods.size()) * s.seeds * (s.rounds + 1);
-    experiment::Progress bar("sdenet_active_learning", total);
+    // Whether this process does run (seed k, method index mi): all of them unless --part.
+    auto mine = [&](int k, std::size_t mi) {
+        const std::size_t run = static_cast<std::size_t>(k) * s.methods.size() + mi;
+        return s.part.empty() || run % static_cast<std::size_t>(s.part[1]) == static_cast<std::size_t>(s.part[0]);
+    };
+    std::int64_t n_runs = 0;
+    for (int k = 0; k < s.seeds; ++k)
+        for (std::size_t mi = 0; mi < s.methods.size(); ++mi) n_runs += mine(k, mi) ? 1 : 0;
+    experiment::Progress bar("sdenet_active_learning", n_runs * (s.rounds + 1));
     std::int64_t done = 0;
     for (int k = 0; k < s.seeds; ++k) {
         const std::uint64_t seed_k = derive_seed(args.seed, static_cast<std::uint64_t>(k));
-        for (const std::string& method : s.methods) {
+        for (std::size_t mi = 0; mi < s.methods.size(); ++mi) {
+            if (!mine(k, mi)) continue;
+            const std::string& method = s.methods[mi];
             const bool sdenet = is_sdenet(method);
             nn::ActiveLearner learner(y_all, 10,
                                       {.initial_per_class = s.initial_per_class, .acquire = s.acquire,
@@ -202,11 +226,13 @@ int main(int argc, char** argv) {
             if (sdenet)
                 for (std::size_t si = 1; si < sigmas.size(); ++si) run[sigmas[si].first] = json::array();
             const std::string part = (ck_dir / fmt::format("{}_seed{}.json", method, k)).string();
+            json run_seconds = json::array();  // this run's seconds per round (kept in the checkpoint)
             if (args.resume && fs::exists(part)) {
                 std::ifstream in(part);
                 json saved = json::parse(in);
                 if (saved.value("config", "") == key) {
                     run = saved["run"];
+                    run_seconds = saved.value("seconds", json::array());
                     learner.restore(saved["labelled"].get<std::vector<std::size_t>>(), saved["rounds"].get<int>());
                     done += static_cast<std::int64_t>(run["accuracy"].size());
                 }
@@ -257,13 +283,15 @@ int main(int argc, char** argv) {
                     }
                     learner.acquire(*acq);
                 }
-                timings[method].push_back(experiment::wall_seconds() - t0);
+                run_seconds.push_back(experiment::wall_seconds() - t0);
                 experiment::write_json(part, json{{"config", key},
                                                   {"run", run},
                                                   {"labelled", learner.labelled()},
-                                                  {"rounds", learner.rounds_done()}});
+                                                  {"rounds", learner.rounds_done()},
+                                                  {"seconds", run_seconds}});
                 bar.update(++done, fmt::format("{} seed {} round {}", method, k, r));
             }
+            for (auto& sec : run_seconds) timings[method].push_back(sec);
             // The classes of the acquired images (after the start set): what each score goes after.
             std::vector<int> counts(10, 0);
             const auto& lab = learner.labelled();
@@ -273,6 +301,12 @@ int main(int argc, char** argv) {
         }
     }
     bar.finish();
+    if (!s.part.empty()) {
+        std::printf("sdenet_active_learning: --part %d/%d: %lld runs trained to the checkpoints in %s; the same "
+                    "command without --part writes the results\n",
+                    s.part[0], s.part[1], static_cast<long long>(n_runs), ck_dir.string().c_str());
+        return 0;
+    }
 
     // Mean +- std over seeds per labelled-set size.
     json curves;

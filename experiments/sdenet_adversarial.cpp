@@ -14,7 +14,12 @@
 // (REFERENCES.md), so the epsilons and the protocol are ours, written down in results.json.
 //
 // The models are trained by this program (checkpointed after every epoch in out/checkpoints/; a killed run
-// resumes), and each method's attack results are checkpointed too, so a resumed run skips finished methods.
+// resumes), or, with --models-from DIR, read from sdenet_mnist's training checkpoints in DIR (the models of
+// its MNIST-in study, e.g. reports/results/sdenet_mnist_full/checkpoints: their architecture comes from the
+// checkpoints' metadata, and the files' sizes and CRC-32s go into the configuration). Each method's attack
+// results are checkpointed too, so a resumed run skips finished methods; --part I/N attacks only every N-th
+// method (in the order of the results) and exits without results, so that N processes share the attacks and
+// the same command without --part then writes the results.
 #include <cstdio>
 #include <filesystem>
 #include <fmt/format.h>
@@ -46,7 +51,123 @@ struct Settings {
     // SDE-Net is attacked and evaluated at each: the reference's evaluation sigma and the training sigma.
     std::vector<double> sigma_eval = {500.0, 20.0};
     std::vector<std::string> methods = {"deterministic", "mc_dropout", "deep_ensemble", "sdenet"};
+    std::string models_from;  // sdenet_mnist's checkpoint directory; "" = train the models here
+    std::vector<int> part;    // {I, N}: attack methods I, I + N, ...; empty: all
 };
+
+// ---- --models-from: the trained models of sdenet_mnist's MNIST-in study
+
+// The metadata of the checkpoint at p (a JSON object), or a runtime_error naming the file and what to run.
+json checkpoint_metadata(const fs::path& p) {
+    if (!fs::exists(p))
+        throw std::runtime_error(fmt::format(
+            "--models-from: {} does not exist: train the models with sdenet_mnist (MNIST in) and pass its "
+            "--checkpoints directory (e.g. reports/results/sdenet_mnist_full/checkpoints)",
+            p.string()));
+    json meta = json::parse(nn::read_checkpoint_file(p.string()).metadata, nullptr, false);
+    if (meta.is_discarded() || !meta.is_object())
+        throw std::runtime_error(fmt::format("--models-from: {}: its metadata is not a JSON object", p.string()));
+    return meta;
+}
+
+// Throws unless the checkpoint at p, with metadata meta, finished all `epochs` of its training.
+void require_trained(const fs::path& p, const json& meta, int epochs) {
+    const int done = meta.value("epochs_done", 0);
+    if (done != epochs)
+        throw std::runtime_error(fmt::format(
+            "--models-from: {} holds {} of its {} training epochs: finish sdenet_mnist's training first "
+            "(the same sdenet_mnist command resumes from it)",
+            p.string(), done, epochs));
+}
+
+// What the checkpoints in dir say the models are: the baselines' settings (from member 0's identity) and
+// SDE-Net's (from its config key), each file's size and CRC-32 and epochs; checks that every checkpoint
+// the methods need exists, belongs to sdenet_mnist's MNIST-in study, agrees with the others and is fully
+// trained. Fills s.conv, s.dropout, s.ensemble and s.sdenet.
+json read_models(const fs::path& dir, Settings& s, bool need_member0, bool need_ensemble, bool need_dropout,
+                 bool need_sdenet) {
+    json prov = {{"experiment", "sdenet_mnist"}, {"dataset", "mnist"}, {"files", json::object()}};
+    std::vector<fs::path> files;
+    if (need_member0 || need_ensemble || need_dropout) {
+        const fs::path p0 = dir / "mnist_member0.ckpt";
+        const json id = checkpoint_metadata(p0).value("identity", json::object());
+        if (id.value("experiment", "") != "sdenet_mnist" || id.value("dataset", "") != "mnist" ||
+            !id.contains("config") || !id["config"].contains("baseline"))
+            throw std::runtime_error(fmt::format(
+                "--models-from: {} is not a baseline checkpoint of sdenet_mnist's MNIST-in study (its identity "
+                "names experiment '{}', data set '{}')",
+                p0.string(), id.value("experiment", ""), id.value("dataset", "")));
+        const json& b = id["config"]["baseline"];
+        s.conv.epochs = b.at("epochs").get<int>();
+        s.conv.lr = b.at("lr").get<double>();
+        s.conv.width = b.at("width").get<std::int64_t>();
+        s.conv.groups = b.at("groups").get<int>();
+        s.conv.blocks = b.at("residual_blocks").get<int>();
+        s.dropout = b.at("dropout").get<double>();
+        s.ensemble = b.at("ensemble").get<int>();
+        prov["baseline_identity"] = id;
+        prov["baseline_identity"].erase("slot");
+        const int members = need_ensemble ? s.ensemble : (need_member0 ? 1 : 0);
+        for (int k = 0; k < members + (need_dropout ? 1 : 0); ++k) {
+            const std::string slot = k < members ? fmt::format("member{}", k) : "dropout";
+            const fs::path p = dir / ("mnist_" + slot + ".ckpt");
+            const json meta = checkpoint_metadata(p);
+            json idk = meta.value("identity", json::object());
+            if (idk.value("slot", "") != slot)
+                throw std::runtime_error(fmt::format("--models-from: {} holds slot '{}', not '{}'", p.string(),
+                                                     idk.value("slot", ""), slot));
+            idk.erase("slot");
+            if (idk != prov["baseline_identity"])
+                throw std::runtime_error(fmt::format(
+                    "--models-from: {} was trained by another sdenet_mnist run than {} (their identities differ)",
+                    p.string(), p0.string()));
+            require_trained(p, meta, s.conv.epochs);
+            files.push_back(p);
+        }
+    }
+    if (need_sdenet) {
+        const fs::path p = dir / "mnist_sdenet.ckpt";
+        const json meta = checkpoint_metadata(p);
+        // sdenet_mnist's key: <its configuration as JSON>|seed=<seed>|in=<data set>
+        const std::string key = meta.value("config", "");
+        const auto bar = key.rfind("|seed=");
+        const json c = bar == std::string::npos ? json() : json::parse(key.substr(0, bar), nullptr, false);
+        if (bar == std::string::npos || c.is_discarded() || !c.is_object() || !key.ends_with("|in=mnist"))
+            throw std::runtime_error(fmt::format(
+                "--models-from: {} is not an SDE-Net checkpoint of sdenet_mnist's MNIST-in study", p.string()));
+        s.sdenet.epochs = c.at("epochs").get<int>();
+        s.sdenet.width = c.at("width").get<std::int64_t>();
+        s.sdenet.max_groups = c.at("max_groups").get<int>();
+        s.sdenet.batch = c.at("batch").get<std::size_t>();
+        s.sdenet.lr = c.at("lr").get<double>();
+        s.sdenet.lr_diffusion = c.at("lr_diffusion").get<double>();
+        s.sdenet.sigma_train = c.at("sigma_train").get<double>();
+        prov["sdenet_config"] = key;
+        require_trained(p, meta, s.sdenet.epochs);
+        files.push_back(p);
+    }
+    prov["files"] = nn::file_identity(files);
+    return prov;
+}
+
+// Loads a baseline conv net (built from s.conv and dropout) from checkpoint p; evaluation mode.
+study::PixelConvNet load_convnet(const fs::path& p, const Settings& s, double dropout) {
+    study::PixelConvNet m{study::make_convnet(s.conv, dropout, 0)};
+    auto gens = m.net->named_generators();
+    nn::load_checkpoint(p.string(), *m.net, nullptr, gens);
+    m.net->eval();
+    return m;
+}
+
+// Loads SDE-Net (built from s.sdenet) from checkpoint p; at sigma_eval, evaluation mode.
+std::unique_ptr<sde::SdeNet> load_sdenet(const fs::path& p, const Settings& s) {
+    auto net = study::make_sdenet(s.sdenet, 0);
+    sde::SdeNetTrainer trainer(*net, s.sdenet.train_config(), 0);
+    sde::load_sdenet_checkpoint(p.string(), *net, trainer);
+    net->set_sigma(s.sdenet.sigma_eval);
+    net->eval();
+    return net;
+}
 
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t tag) {
     Generator g = Generator(seed, 0xad7e'5a41).fork(tag);
@@ -134,7 +255,32 @@ int main(int argc, char** argv) {
     app.add_option("--lr", s.conv.lr, "baseline Adam learning rate")->check(CLI::PositiveNumber);
     app.add_option("--methods", s.methods, "methods to attack")
         ->check(CLI::IsMember({"deterministic", "mc_dropout", "deep_ensemble", "sdenet"}));
+    app.add_option("--models-from", s.models_from,
+                   "attack the models trained by sdenet_mnist (MNIST in) from its checkpoint directory (e.g. "
+                   "reports/results/sdenet_mnist_full/checkpoints) instead of training them here; their "
+                   "settings come from the checkpoints")
+        ->check(CLI::ExistingDirectory);
+    app.add_option("--part", s.part,
+                   "I/N: attack only the methods I, I + N, ... (0-based, in the order of the results; SDE-Net "
+                   "counts once per --sigma-eval) to their checkpoints and exit without results; the same "
+                   "command without --part then writes the results")
+        ->delimiter('/')
+        ->expected(2);
     SDEUQ_PARSE(app, argc, argv);
+    if (!s.part.empty() && (s.part[1] < 1 || s.part[0] < 0 || s.part[0] >= s.part[1])) {
+        std::fprintf(stderr, "sdenet_adversarial: --part %d/%d: I/N needs N >= 1 and 0 <= I < N\n", s.part[0],
+                     s.part[1]);
+        return 2;
+    }
+    if (!s.models_from.empty())
+        for (auto* o : {o_epochs, o_sepochs, o_width, o_groups, o_blocks, o_swidth, o_sgroups, o_ens, o_train,
+                        app.get_option("--lr")})
+            if (o->count()) {
+                std::fprintf(stderr, "sdenet_adversarial: %s sets how a model is trained; with --models-from the "
+                             "models come trained, with the settings in their checkpoints: drop it\n",
+                             o->get_name().c_str());
+                return 2;
+            }
     if (!args.quick) {  // the paper-scale models: mnist_baselines' full networks and the reference SDE-Net
         if (!o_epochs->count()) s.conv.epochs = 20;
         if (!o_width->count()) s.conv.width = 64;
@@ -160,11 +306,23 @@ int main(int argc, char** argv) {
                      static_cast<long long>(s.conv.width));
         return 2;
     }
+    auto wants = [&](const std::string& m) { return std::find(s.methods.begin(), s.methods.end(), m) != s.methods.end(); };
+    json models_from;  // what --models-from read
+    if (!s.models_from.empty()) {
+        try {
+            models_from = read_models(s.models_from, s, wants("deterministic"), wants("deep_ensemble"),
+                                      wants("mc_dropout"), wants("sdenet"));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "sdenet_adversarial: %s\n", e.what());
+            return 1;
+        }
+        models_from["dir"] = s.models_from;
+    }
     experiment::apply_common(args);
     data::Dataset train, test;
     try {
         const fs::path dir = data::resolve_data_dir(args.data);
-        train = data::load_mnist(dir, data::Split::train);
+        if (s.models_from.empty()) train = data::load_mnist(dir, data::Split::train);
         test = data::load_mnist(dir, data::Split::test);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "sdenet_adversarial: %s\n", e.what());
@@ -172,7 +330,7 @@ int main(int argc, char** argv) {
     }
     const std::size_t n_train = s.train_subset == 0 ? train.n : std::min(s.train_subset, train.n);
     const auto train_idx = study::first_n(n_train);
-    const Tensor x_train = study::images(train, train_idx);
+    const Tensor x_train = s.models_from.empty() ? study::images(train, train_idx) : Tensor();
     const auto y_train = study::labels(train, train_idx);
     const auto test_idx = study::first_n(std::min(s.attack_subset, test.n));
     const Tensor x_test = study::images(test, test_idx);
@@ -195,11 +353,15 @@ int main(int argc, char** argv) {
                    {"attack_loss", "cross-entropy of the logits; -log of the averaged probability (ensemble)"},
                    {"auroc", "adversarial (positive) vs the same images clean, score = uncertainty"}};
     config["sdenet"].erase("sigma_eval");  // see sdenet_sigma_eval
+    if (!s.models_from.empty()) {  // trained by sdenet_mnist: its settings and files, not this program's
+        config.erase("train_subset");
+        config["models_from"] = models_from;
+        config["sdenet"].erase("milestones");  // sdenet_mnist's own: in models_from.sdenet_config
+    }
     const std::string key = config.dump() + fmt::format("|seed={}", args.seed);
     const fs::path ck_dir = fs::path(args.out) / "checkpoints";
     fs::create_directories(ck_dir);
     auto ck = [&](const std::string& m) { return (ck_dir / (m + ".ckpt")).string(); };
-    auto wants = [&](const std::string& m) { return std::find(s.methods.begin(), s.methods.end(), m) != s.methods.end(); };
     json timings;
 
     // ---- models ----
@@ -207,21 +369,33 @@ int main(int argc, char** argv) {
     study::PixelConvNet dropout_net;
     std::unique_ptr<sde::SdeNet> sdenet;
     const int n_members = wants("deep_ensemble") ? s.ensemble : (wants("deterministic") ? 1 : 0);
-    for (int k = 0; k < n_members; ++k) {
+    if (!s.models_from.empty()) {
+        try {
+            const fs::path dir = s.models_from;
+            for (int k = 0; k < n_members; ++k)
+                members.push_back(load_convnet(dir / fmt::format("mnist_member{}.ckpt", k), s, 0.0));
+            if (wants("mc_dropout")) dropout_net = load_convnet(dir / "mnist_dropout.ckpt", s, s.dropout);
+            if (wants("sdenet")) sdenet = load_sdenet(dir / "mnist_sdenet.ckpt", s);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "sdenet_adversarial: --models-from: %s\n", e.what());
+            return 1;
+        }
+    }
+    for (int k = 0; k < (s.models_from.empty() ? n_members : 0); ++k) {
         std::vector<double> secs;
         members.push_back(study::train_convnet(x_train, y_train, 0.0, derive_seed(args.seed, 100 + k), s.conv,
                                                ck(fmt::format("member{}", k)), key, args.resume, &secs));
         timings["train_seconds_per_epoch"][fmt::format("member{}", k)] = secs;
         std::fprintf(stderr, "sdenet_adversarial: ensemble member %d trained\n", k);
     }
-    if (wants("mc_dropout")) {
+    if (wants("mc_dropout") && s.models_from.empty()) {
         std::vector<double> secs;
         dropout_net = study::train_convnet(x_train, y_train, s.dropout, derive_seed(args.seed, 200), s.conv,
                                            ck("dropout"), key, args.resume, &secs);
         timings["train_seconds_per_epoch"]["mc_dropout"] = secs;
         std::fprintf(stderr, "sdenet_adversarial: MC dropout net trained\n");
     }
-    if (wants("sdenet")) {
+    if (wants("sdenet") && s.models_from.empty()) {
         std::vector<double> secs;
         sdenet = study::train_sdenet(x_train, y_train, derive_seed(args.seed, 300), s.sdenet, ck("sdenet"), key,
                                      args.resume, &secs);
@@ -285,10 +459,28 @@ int main(int argc, char** argv) {
 
     // ---- attacks ----
     json results;
-    const std::int64_t total = static_cast<std::int64_t>(methods.size() * 2 * s.epsilons.size());
+    // Whether this process attacks method mi: all of them unless --part.
+    auto mine = [&](std::size_t mi) {
+        return s.part.empty() || mi % static_cast<std::size_t>(s.part[1]) == static_cast<std::size_t>(s.part[0]);
+    };
+    std::size_t n_mine = 0;
+    for (std::size_t mi = 0; mi < methods.size(); ++mi) n_mine += mine(mi) ? 1 : 0;
+    const std::int64_t total = static_cast<std::int64_t>(n_mine * 2 * s.epsilons.size());
     experiment::Progress bar("sdenet_adversarial", total);
     std::int64_t done = 0;
+    // Every generator the stochastic models draw from (MC dropout's masks, SDE-Net's Brownian increments)
+    // restarted from (seed, method) before each method's attack, so that a method's results do not depend on
+    // which methods ran before it in the same process (--part, a resumed run).
+    auto reseed = [&](std::size_t mi) {
+        std::uint64_t k = 0;
+        auto reset = [&](nn::Module& mod) {
+            for (auto& [name, g] : mod.named_generators()) *g = Generator(derive_seed(args.seed, (std::uint64_t{1} << 40) + mi), k++);
+        };
+        if (dropout_net.net) reset(*dropout_net.net);
+        if (sdenet) reset(*sdenet);
+    };
     for (std::size_t mi = 0; mi < methods.size(); ++mi) {
+        if (!mine(mi)) continue;
         const Method& m = methods[mi];
         const std::string part = (ck_dir / ("attack_" + m.name + ".json")).string();
         if (args.resume && fs::exists(part)) {
@@ -303,6 +495,7 @@ int main(int argc, char** argv) {
             }
         }
         const double t0 = experiment::wall_seconds();
+        reseed(mi);
         std::vector<std::pair<std::string, std::vector<double>>> clean_scores;
         json r;
         r["clean"] = evaluate(m, x_test, y_test, clean_scores);
@@ -352,6 +545,12 @@ int main(int argc, char** argv) {
         experiment::write_json(part, json{{"config", key}, {"result", r}, {"seconds", secs}});
     }
     bar.finish();
+    if (!s.part.empty()) {
+        std::printf("sdenet_adversarial: --part %d/%d: %zu of %zu methods attacked to the checkpoints in %s; the "
+                    "same command without --part writes the results\n",
+                    s.part[0], s.part[1], n_mine, methods.size(), ck_dir.string().c_str());
+        return 0;
+    }
 
     std::vector<std::vector<std::string>> rows;
     const std::vector<std::string> score_names = {"max_prob", "entropy", "mutual_information", "diffusion"};
