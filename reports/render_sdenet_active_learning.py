@@ -26,7 +26,7 @@ def sdenet_groups(sd):
     note = "" if "max_groups" in sd else " (one channel per group: these results predate sde::SdeNet refusing it)"
     return f", GroupNorm({g}, {w}){note}"
 
-def render(res_dir, out_dir, rel):
+def render(res_dir, out_dir, rel, report="sdenet_active_learning"):
     r = read_json(os.path.join(res_dir, "results.json"))
     run = read_run(res_dir)
     cfg = r["provenance"]["config"]
@@ -46,7 +46,7 @@ def render(res_dir, out_dir, rel):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig_path = save(fig, out_dir, "sdenet_active_learning")
+    fig_path = save(fig, out_dir, report)
 
     sizes = present[0][0] and curves[present[0][0]]["labelled_size"]
     rows = []
@@ -117,6 +117,7 @@ The SDE-Net repository has no active-learning study (its README lists it as a TO
     last = len(sizes) - 1
     srows = [[name, sizes[last], pm(curves[k]["mean"][last], curves[k]["std"][last], decimals=3)]
              for k, name, *_ in present]
-    summary = ("### SDE-Net: active learning ([report](sdenet_active_learning.md))\n\n" +
+    mode = r["provenance"].get("mode", "?")
+    summary = (f"### SDE-Net: active learning, {mode} mode ([report]({report}.md))\n\n" +
                table(["method", "labelled", "test accuracy"], srows) + "\n")
     return md, summary

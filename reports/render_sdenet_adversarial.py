@@ -1,6 +1,7 @@
 """Report of experiments/sdenet_adversarial: FGSM and PGD against the deterministic conv net, MC dropout, a
 deep ensemble and SDE-Net on MNIST; accuracy under attack and the AUROC of each uncertainty score for
 adversarial against clean images, per epsilon."""
+import json
 import os
 
 import matplotlib.pyplot as plt
@@ -31,7 +32,33 @@ def sdenet_methods(res):
     return [k for k in res if k.startswith("sdenet_sigma")]
 
 
-def render(res_dir, out_dir, rel):
+def models_text(cfg):
+    """Where the models come from: trained by the experiment, or (--models-from) sdenet_mnist's, with the
+    checkpoint files that hold them."""
+    mf = cfg.get("models_from")
+    if not mf:
+        return f"against four methods trained by the experiment on the first {cfg['train_subset']} training images"
+    files = ", ".join(f"`{n}` (CRC-32 {v['crc32']})" for n, v in sorted(mf["files"].items()))
+    ident = mf.get("baseline_identity", {})
+    n = ident.get("config", {}).get("train_subset")
+    images = "all 60,000 training images" if n == 0 else f"the first {n} training images"
+    return (f"against the models that `sdenet_mnist` trained in its MNIST-in study (seed {ident.get('seed', '?')}, "
+            f"{images}; this experiment read them with `--models-from {mf['dir']}` and attacked them as they "
+            f"were: {files}; their training times are in sdenet_mnist's report)")
+
+
+def milestones(cfg):
+    """SDE-Net's learning-rate milestones: this experiment's setting, or those of the sdenet_mnist run whose
+    model it read (--models-from: in that run's configuration key, '<JSON>|seed=..|in=..')."""
+    sd = cfg["sdenet"]
+    if "milestones" in sd:
+        return sd["milestones"]
+    c = json.loads(cfg["models_from"]["sdenet_config"].rsplit("|seed=", 1)[0])
+    return (f"x{c['gamma']:g} after epochs {', '.join(map(str, c['milestones']))} (diffusion: "
+            f"{', '.join(map(str, c['milestones_diffusion']))})")
+
+
+def render(res_dir, out_dir, rel, report="sdenet_adversarial"):
     r = read_json(os.path.join(res_dir, "results.json"))
     run = read_run(res_dir)
     cfg = r["provenance"]["config"]
@@ -88,7 +115,7 @@ def render(res_dir, out_dir, rel):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig_path = save(fig, out_dir, "sdenet_adversarial")
+    fig_path = save(fig, out_dir, report)
 
     timing = run.get("timings", {})
     trows = []
@@ -105,7 +132,7 @@ def render(res_dir, out_dir, rel):
 FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018; L-infinity, random start, {cfg['pgd_steps']} steps of
 {cfg['pgd_step_size']}) with epsilon in {', '.join(f'{x:g}' for x in eps)} on the first {cfg['attack_subset']}
 MNIST test images (pixels in [0, 1]; every iterate projected onto the epsilon ball and clipped to [0, 1]),
-against four methods trained by the experiment on the first {cfg['train_subset']} training images:
+{models_text(cfg)}:
 
 * **Deterministic**: mnist_baselines' conv net (width {b['width']}, {b['residual_blocks']} residual block(s),
   GroupNorm {b['groups']} groups; Adam {b['lr']}, {b['epochs']} epochs, batch {b['batch']}); it standardises
@@ -114,7 +141,7 @@ against four methods trained by the experiment on the first {cfg['train_subset']
 * **Deep ensemble**: {cfg['ensemble']} independently seeded deterministic nets (member 0 is the deterministic
   model), attacked through the averaged probabilities.
 * **SDE-Net**: the reference MNIST model at width {sd['width']}{sdenet_groups(sd)} (two SGD optimizers, {sd['epochs']} epochs,
-  milestones: {sd['milestones']}; sigma {sd['sigma_train']} in training), attacked and evaluated at each sigma
+  milestones: {milestones(cfg)}; sigma {sd['sigma_train']} in training), attacked and evaluated at each sigma
   of {', '.join(f'{x:g}' for x in cfg['sdenet_sigma_eval'])} (500 is the reference's evaluation sigma, 20 its
   training sigma) with {cfg['eval_passes']} passes; one trained model, a row per sigma.
 
@@ -136,6 +163,7 @@ training budget, not of the method in general.
 {table(['method', 'train seconds per epoch', 'attack seconds (all epsilons, both attacks, with evaluation)'], trows)}
 """
     summ_rows = [[n] + [fixed(e["accuracy"]) for e in res[m]["pgd"]] for m, n in methods]
-    summary = (f"### SDE-Net: adversarial robustness ([report](sdenet_adversarial.md))\n\nAccuracy under PGD:\n\n" +
+    mode = r["provenance"].get("mode", "?")
+    summary = (f"### SDE-Net: adversarial robustness, {mode} mode ([report]({report}.md))\n\nAccuracy under PGD:\n\n" +
                table(["method"] + [f"eps {x:g}" for x in eps], summ_rows) + "\n")
     return md, summary
