@@ -2,6 +2,7 @@
 misclassification detection (study 2) against mnist_baselines' networks, under the exact and the
 reference's threshold-grid metric definitions."""
 import os
+import statistics
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -119,7 +120,7 @@ def render(res_dir, out_dir, rel, name="sdenet_mnist"):
     for ind, t in run.get("timings", {}).items():
         s = t.get("sdenet", {})
         eps = s.get("seconds_per_epoch", [])
-        trows.append([NAMES.get(ind, ind), len(eps), sum(eps) / len(eps) if eps else None, s.get("batches_per_epoch"),
+        trows.append([NAMES.get(ind, ind), len(eps), statistics.median(eps) if eps else None, s.get("batches_per_epoch"),
                       s.get("seconds_per_batch"), s.get("estimated_seconds_per_full_epoch"),
                       (s.get("estimated_seconds_per_full_epoch") or 0) * 40 / 3600 or None, s.get("evaluation_seconds")])
     subset = cfg["train_subset"] or "all 60,000"
@@ -188,9 +189,10 @@ own. {textwrap.fill(mode_note, 110)}
 
 {target_md}{chr(10).join(parts)}
 {timing_block(run, rel + '/run.json')}
-SDE-Net training time per epoch as measured in this run, and the full-mode estimate (seconds per batch x
-{60000 // cfg['batch']} batches; x 40 epochs for the hours column) — measured on a machine shared with other
-jobs, so an upper bound:
+SDE-Net training time per epoch as measured in this run (the median over its epochs: a run resumed across
+sessions counts the time its stopped process waited in the epoch it was stopped in), and the full-mode
+estimate (seconds per batch of the last epoch x {60000 // cfg['batch']} batches; x 40 epochs for the hours
+column) — measured on a machine shared with other jobs, so an upper bound:
 
 {table(['in', 'epochs run', 's / epoch', 'batches / epoch', 's / batch', 'est. s / full epoch (this width)',
         'est. hours for 40 epochs', 'evaluation s'], trows) if trows else ''}
