@@ -16,7 +16,7 @@
 // The models are trained by this program (checkpointed after every epoch in out/checkpoints/; a killed run
 // resumes), or, with --models-from DIR, read from sdenet_mnist's training checkpoints in DIR (the models of
 // its MNIST-in study, e.g. reports/results/sdenet_mnist_full/checkpoints: their architecture comes from the
-// checkpoints' metadata, and the files' sizes and CRC-32s go into the configuration). Each method's attack
+// checkpoints' metadata, and the CRC-32 of each one's weights goes into the configuration). Each method's attack
 // results are checkpointed too, so a resumed run skips finished methods; --part I/N attacks only every N-th
 // method (in the order of the results) and exits without results, so that N processes share the attacks and
 // the same command without --part then writes the results.
@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <zlib.h>
 
 #include "experiments/common.hpp"
 #include "experiments/mnist_study.hpp"
@@ -57,17 +58,34 @@ struct Settings {
 
 // ---- --models-from: the trained models of sdenet_mnist's MNIST-in study
 
-// The metadata of the checkpoint at p (a JSON object), or a runtime_error naming the file and what to run.
-json checkpoint_metadata(const fs::path& p) {
+// A checkpoint's metadata and the CRC-32 (zlib) of its model weights: every "param/" and "buffer/" entry's
+// name and bytes in the file's order. Unlike the file's bytes (its metadata holds the training's wall
+// times), the weights' CRC is the same for every run that trains the same weights, so that it can identify
+// the models in a configuration that must regenerate byte for byte.
+struct CheckpointInfo {
+    json meta;
+    std::string weights_crc32;
+};
+
+// Reads the checkpoint at p, or throws a runtime_error naming the file and what to run.
+CheckpointInfo checkpoint_info(const fs::path& p) {
     if (!fs::exists(p))
         throw std::runtime_error(fmt::format(
             "--models-from: {} does not exist: train the models with sdenet_mnist (MNIST in) and pass its "
             "--checkpoints directory (e.g. reports/results/sdenet_mnist_full/checkpoints)",
             p.string()));
-    json meta = json::parse(nn::read_checkpoint_file(p.string()).metadata, nullptr, false);
-    if (meta.is_discarded() || !meta.is_object())
+    const nn::CheckpointFile ck = nn::read_checkpoint_file(p.string());
+    CheckpointInfo info{json::parse(ck.metadata, nullptr, false), ""};
+    if (info.meta.is_discarded() || !info.meta.is_object())
         throw std::runtime_error(fmt::format("--models-from: {}: its metadata is not a JSON object", p.string()));
-    return meta;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (const auto& e : ck.entries) {
+        if (e.name.rfind("param/", 0) != 0 && e.name.rfind("buffer/", 0) != 0) continue;
+        crc = crc32(crc, reinterpret_cast<const Bytef*>(e.name.data()), static_cast<uInt>(e.name.size()));
+        crc = crc32(crc, e.data.data(), static_cast<uInt>(e.data.size()));
+    }
+    info.weights_crc32 = fmt::format("{:08x}", static_cast<std::uint32_t>(crc));
+    return info;
 }
 
 // Throws unless the checkpoint at p, with metadata meta, finished all `epochs` of its training.
@@ -81,16 +99,19 @@ void require_trained(const fs::path& p, const json& meta, int epochs) {
 }
 
 // What the checkpoints in dir say the models are: the baselines' settings (from member 0's identity) and
-// SDE-Net's (from its config key), each file's size and CRC-32 and epochs; checks that every checkpoint
+// SDE-Net's (from its config key), each file's epochs and weights' CRC-32; checks that every checkpoint
 // the methods need exists, belongs to sdenet_mnist's MNIST-in study, agrees with the others and is fully
 // trained. Fills s.conv, s.dropout, s.ensemble and s.sdenet.
 json read_models(const fs::path& dir, Settings& s, bool need_member0, bool need_ensemble, bool need_dropout,
                  bool need_sdenet) {
     json prov = {{"experiment", "sdenet_mnist"}, {"dataset", "mnist"}, {"files", json::object()}};
-    std::vector<fs::path> files;
+    auto record = [&](const fs::path& p, const CheckpointInfo& info) {
+        prov["files"][p.filename().string()] = {{"epochs_done", info.meta.value("epochs_done", 0)},
+                                                {"weights_crc32", info.weights_crc32}};
+    };
     if (need_member0 || need_ensemble || need_dropout) {
         const fs::path p0 = dir / "mnist_member0.ckpt";
-        const json id = checkpoint_metadata(p0).value("identity", json::object());
+        const json id = checkpoint_info(p0).meta.value("identity", json::object());
         if (id.value("experiment", "") != "sdenet_mnist" || id.value("dataset", "") != "mnist" ||
             !id.contains("config") || !id["config"].contains("baseline"))
             throw std::runtime_error(fmt::format(
@@ -111,7 +132,8 @@ json read_models(const fs::path& dir, Settings& s, bool need_member0, bool need_
         for (int k = 0; k < members + (need_dropout ? 1 : 0); ++k) {
             const std::string slot = k < members ? fmt::format("member{}", k) : "dropout";
             const fs::path p = dir / ("mnist_" + slot + ".ckpt");
-            const json meta = checkpoint_metadata(p);
+            const CheckpointInfo info = checkpoint_info(p);
+            const json& meta = info.meta;
             json idk = meta.value("identity", json::object());
             if (idk.value("slot", "") != slot)
                 throw std::runtime_error(fmt::format("--models-from: {} holds slot '{}', not '{}'", p.string(),
@@ -122,12 +144,13 @@ json read_models(const fs::path& dir, Settings& s, bool need_member0, bool need_
                     "--models-from: {} was trained by another sdenet_mnist run than {} (their identities differ)",
                     p.string(), p0.string()));
             require_trained(p, meta, s.conv.epochs);
-            files.push_back(p);
+            record(p, info);
         }
     }
     if (need_sdenet) {
         const fs::path p = dir / "mnist_sdenet.ckpt";
-        const json meta = checkpoint_metadata(p);
+        const CheckpointInfo info = checkpoint_info(p);
+        const json& meta = info.meta;
         // sdenet_mnist's key: <its configuration as JSON>|seed=<seed>|in=<data set>
         const std::string key = meta.value("config", "");
         const auto bar = key.rfind("|seed=");
@@ -144,9 +167,8 @@ json read_models(const fs::path& dir, Settings& s, bool need_member0, bool need_
         s.sdenet.sigma_train = c.at("sigma_train").get<double>();
         prov["sdenet_config"] = key;
         require_trained(p, meta, s.sdenet.epochs);
-        files.push_back(p);
+        record(p, info);
     }
-    prov["files"] = nn::file_identity(files);
     return prov;
 }
 

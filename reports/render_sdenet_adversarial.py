@@ -38,7 +38,7 @@ def models_text(cfg):
     mf = cfg.get("models_from")
     if not mf:
         return f"against four methods trained by the experiment on the first {cfg['train_subset']} training images"
-    files = ", ".join(f"`{n}` (CRC-32 {v['crc32']})" for n, v in sorted(mf["files"].items()))
+    files = ", ".join(f"`{n}` (weights' CRC-32 {v['weights_crc32']})" for n, v in sorted(mf["files"].items()))
     ident = mf.get("baseline_identity", {})
     n = ident.get("config", {}).get("train_subset")
     images = "all 60,000 training images" if n == 0 else f"the first {n} training images"

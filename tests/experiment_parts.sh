@@ -57,22 +57,41 @@ EOF
 
 "$bin/sdenet_adversarial" "${adv[@]}" --models-from "$tmp/mnist/checkpoints" --width 16 --out "$tmp/e1" > "$tmp/e1.log" 2>&1 && fail "--models-from with --width was accepted"
 grep -q -- "--width sets how a model is trained" "$tmp/e1.log" || fail "unclear error for --models-from --width: $(cat "$tmp/e1.log")"
-# An unfinished checkpoint (member 1's metadata rewritten to 0 epochs done, its length and CRC-32 recomputed
-# in the container's layout of nn/checkpoint.hpp) is refused, naming the file and the epochs.
-cp -r "$tmp/mnist/checkpoints" "$tmp/short"
-/usr/bin/env python3 - "$tmp/short/mnist_member1.ckpt" <<'EOF'
+# Rewrites a checkpoint's metadata (key=value JSON), recomputing its length and CRC-32 in the container's
+# layout of nn/checkpoint.hpp.
+set_meta() {
+    /usr/bin/env python3 - "$1" "$2" "$3" <<'EOF'
 import json, struct, sys, zlib
-path = sys.argv[1]
+path, key, value = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 b = open(path, "rb").read()
 magic, version, count, nbytes, crc, reserved = struct.unpack("<8sIIQII", b[:32])
 payload = b[32:]
 n = struct.unpack("<Q", payload[:8])[0]
 meta = json.loads(payload[8:8 + n])
-meta["epochs_done"] = 0
+meta[key] = value
 m = json.dumps(meta).encode()
 payload = struct.pack("<Q", len(m)) + m + payload[8 + n:]
 open(path, "wb").write(struct.pack("<8sIIQII", magic, version, count, len(payload), zlib.crc32(payload), reserved) + payload)
 EOF
+}
+# The models are identified by their weights, not by the files' bytes: other wall times in the metadata
+# (as a retrained run has) leave the configuration's weights_crc32 as it is.
+cp -r "$tmp/mnist/checkpoints" "$tmp/retimed"
+for f in "$tmp"/retimed/*.ckpt; do set_meta "$f" epoch_seconds '[1.5]'; done
+"$bin/sdenet_adversarial" "${adv[@]}" --models-from "$tmp/retimed" --out "$tmp/retimed-out" > "$tmp/retimed.log" 2>&1 ||
+    fail "--models-from with retimed checkpoints: $(tail -3 "$tmp/retimed.log")"
+/usr/bin/env python3 - "$tmp/adversarial-a/results.json" "$tmp/retimed-out/results.json" <<'EOF' || fail "the weights' CRC-32 or the results depend on the checkpoints' metadata"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+fa, fb = (x["provenance"]["config"]["models_from"]["files"] for x in (a, b))
+assert fa == fb, (fa, fb)
+assert all(len(v["weights_crc32"]) == 8 for v in fa.values()), fa
+assert a["results"] == b["results"]
+EOF
+# An unfinished checkpoint (member 1's metadata rewritten to 0 epochs done) is refused, naming the file and
+# the epochs.
+cp -r "$tmp/mnist/checkpoints" "$tmp/short"
+set_meta "$tmp/short/mnist_member1.ckpt" epochs_done 0
 "$bin/sdenet_adversarial" "${adv[@]}" --models-from "$tmp/short" --out "$tmp/e2" > "$tmp/e2.log" 2>&1 &&
     fail "--models-from with an unfinished checkpoint was accepted"
 grep -q "mnist_member1.ckpt holds 0 of its 1 training epochs" "$tmp/e2.log" ||
