@@ -30,8 +30,37 @@ check_parts() {
     grep -q "0 <= I < N" "$tmp/$name-c.log" || fail "$name: unclear error for --part 2/2: $(cat "$tmp/$name-c.log")"
 }
 
-check_parts active_learning "$bin/sdenet_active_learning" --seed 1 --threads 1 --seeds 2 --rounds 2 --acquire 5 \
-    --pool 100 --test-subset 50 --train-steps 3 --width 8 --groups 2 --sdenet-width 8 --sdenet-groups 2 --eval-passes 2
+al=(--seed 1 --threads 1 --seeds 2 --rounds 2 --acquire 5 --pool 100 --test-subset 50 --train-steps 3 --width 8
+    --groups 2 --sdenet-width 8 --sdenet-groups 2 --eval-passes 2)
+check_parts active_learning "$bin/sdenet_active_learning" "${al[@]}"
+
+# scripts/run-parts (what scripts/regenerate runs): the parts side by side, each in its own --out (a run locks
+# its --out), then the undivided command; the same results, and no part directories left.
+run_parts="$(dirname "$0")/../scripts/run-parts"
+"$run_parts" 2 "$tmp/al-r" "$bin/sdenet_active_learning" "${al[@]}" > "$tmp/al-r.log" 2>&1 ||
+    fail "run-parts: $(tail -5 "$tmp/al-r.log")"
+for f in results.json results.csv; do
+    cmp -s "$tmp/active_learning-a/$f" "$tmp/al-r/$f" || fail "run-parts: $f differs from the undivided run's"
+done
+[ ! -e "$tmp/al-r/part-0" ] && [ ! -e "$tmp/al-r/part-1" ] || fail "run-parts left its part directories in $tmp/al-r"
+# A run carried across sessions: the checkpoints in OUT/checkpoints are resumed by the parts, not redone (the
+# per-round seconds in run.json are then the carried ones).
+mkdir -p "$tmp/al-c/checkpoints"
+cp "$tmp"/active_learning-b/checkpoints/*.json "$tmp/al-c/checkpoints/"
+"$run_parts" 2 "$tmp/al-c" "$bin/sdenet_active_learning" "${al[@]}" > "$tmp/al-c.log" 2>&1 ||
+    fail "run-parts with carried checkpoints: $(tail -5 "$tmp/al-c.log")"
+cmp -s "$tmp/active_learning-a/results.json" "$tmp/al-c/results.json" || fail "run-parts with carried checkpoints: other results"
+/usr/bin/env python3 - "$tmp/active_learning-b/run.json" "$tmp/al-c/run.json" <<'EOF' || fail "run-parts redid the carried runs"
+import json, sys
+a, b = (json.load(open(p))["timings"] for p in sys.argv[1:])
+assert a == b, (a, b)
+EOF
+"$run_parts" 2 "$tmp/al-e" "$bin/sdenet_active_learning" "${al[@]}" --part 0/2 > "$tmp/al-e.log" 2>&1 &&
+    fail "run-parts accepted --part"
+grep -q -- "--part: run-parts sets --part and --out itself" "$tmp/al-e.log" || fail "run-parts: unclear error for --part: $(cat "$tmp/al-e.log")"
+"$run_parts" 2 "$tmp/al-f" "$bin/sdenet_active_learning" "${al[@]}" --rounds x > "$tmp/al-f.log" 2>&1 &&
+    fail "run-parts succeeded although its parts failed"
+grep -q "run-parts: part 0/2 of .* failed" "$tmp/al-f.log" || fail "run-parts: no word of the failed part: $(cat "$tmp/al-f.log")"
 
 # sdenet_mnist's MNIST-in models (tiny), trained to checkpoints and evaluated on the first 64 test images.
 "$bin/sdenet_mnist" --seed 2 --threads 1 --dataset mnist --epochs 1 --train-subset 256 --eval-subset 64 \
@@ -96,4 +125,4 @@ set_meta "$tmp/short/mnist_member1.ckpt" epochs_done 0
     fail "--models-from with an unfinished checkpoint was accepted"
 grep -q "mnist_member1.ckpt holds 0 of its 1 training epochs" "$tmp/e2.log" ||
     fail "unclear error for an unfinished checkpoint: $(cat "$tmp/e2.log")"
-echo "sdenet_active_learning and sdenet_adversarial: --part 0/2 and 1/2, then the undivided command: results byte-identical to an undivided run; --models-from attacks sdenet_mnist's models"
+echo "sdenet_active_learning and sdenet_adversarial: --part 0/2 and 1/2 (one after the other, and side by side by scripts/run-parts), then the undivided command: results byte-identical to an undivided run; --models-from attacks sdenet_mnist's models"
