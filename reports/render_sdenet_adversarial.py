@@ -152,7 +152,9 @@ probabilities, the mutual information between label and mask / member / path (th
 entropy) and SDE-Net's diffusion g(h0(x)). An AUROC below 0.5 means the attacked images look *more*
 certain than the clean ones. The reference repository has no adversarial study (its README lists it as a
 TODO), so the protocol is ours; accuracy under attack of a model is a property of that model at this
-training budget, not of the method in general.
+training budget, not of the method in general. Chance is 0.1 (10 classes): an accuracy near it under a
+strong attack, where the deterministic models are at 0, is a stochastic model whose noise decides its
+prediction (SDE-Net's diffusion rates those images above the clean ones: its AUROC), not a model that resists the attack.
 
 {provenance_block(r['provenance'], rel + '/results.json')}
 
