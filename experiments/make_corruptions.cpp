@@ -19,7 +19,9 @@
 using namespace sdeuq;
 namespace fs = std::filesystem;
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
     CLI::App app{
         "make_corruptions: the MNIST-C-style corruption suite of the MNIST and Fashion-MNIST test sets"};
     std::string data;
@@ -89,4 +91,17 @@ int main(int argc, char** argv) {
     std::printf("make_corruptions: wrote %zu corrupted test sets (seed %llu) under %s\n", work.size(),
                 static_cast<unsigned long long>(seed), data_dir.string().c_str());
     return 0;
+}
+
+}  // namespace
+
+// Not linked with experiments/common (no experiment::run_main): an exception that escapes run() (a thread
+// that cannot start, memory) ends in one line and exit 1 here instead of std::terminate.
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "make_corruptions: error: %s\n", e.what());
+        return 1;
+    }
 }
